@@ -1,0 +1,42 @@
+# fmc — make help lists the targets.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FMC := $(VENV)/bin/fmc
+EXAMPLE ?= examples/youtube_spam/spam.fm
+
+.PHONY: help demo test check lint typecheck fmt bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed  ## install, then check and build the bundled YouTube spam example
+	$(FMC) check $(EXAMPLE)
+	$(FMC) build $(EXAMPLE) -o .fm-build/youtube_spam
+
+test: $(VENV)/.installed  ## install, then run the whole test suite
+	$(PY) -m pytest
+
+check: lint typecheck  ## ruff and mypy
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check fmlang tests benchmarks
+	$(VENV)/bin/ruff format --check fmlang tests benchmarks
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+fmt: $(VENV)/.installed  ## format the Python sources
+	$(VENV)/bin/ruff format fmlang tests benchmarks
+	$(VENV)/bin/ruff check --fix fmlang tests benchmarks
+
+bench: $(VENV)/.installed  ## run the benchmarks
+	$(PY) benchmarks/check_speed.py
+
+clean:  ## remove the environment and build outputs
+	rm -rf $(VENV) .fm-build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from fmlang.cli.main import main
+
+main()

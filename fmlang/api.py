@@ -1,0 +1,99 @@
+"""The small public API the CLI and the language server call."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fmlang import __version__
+from fmlang.check import Program, load, load_text, run_passes
+from fmlang.diagnostics import Diagnostic, Severity
+
+if TYPE_CHECKING:
+    from fmlang.ir.nodes import Spec
+
+
+@dataclass
+class CheckResult:
+    program: Program
+
+    @property
+    def diagnostics(self) -> list[Diagnostic]:
+        return sorted(self.program.sink.items, key=_order)
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.severity is Severity.ERROR for d in self.program.sink.items)
+
+    @property
+    def sources(self) -> dict[str, str]:
+        return self.program.sources
+
+
+def _order(d: Diagnostic) -> tuple[str, int, int]:
+    span = d.primary_span
+    return (span.file, span.line, span.column) if span else ("", 0, 0)
+
+
+def check_paths(paths: list[Path]) -> CheckResult:
+    return CheckResult(run_passes(load(paths)))
+
+
+def check_text(text: str, file: str = "<input>", base: Path | None = None) -> CheckResult:
+    return CheckResult(run_passes(load_text(text, file, base or Path.cwd())))
+
+
+def compile_spec(result: CheckResult) -> Spec:
+    from fmlang.ir.build import build_spec
+
+    return build_spec(result.program)
+
+
+def lock_document(result: CheckResult, spec: Spec) -> dict[str, Any]:
+    """`fm.lock.json`: the resolved IR, a content hash of every input, tool versions."""
+    import lark
+    import pydantic
+
+    inputs = {
+        path: "sha256:" + hashlib.sha256(source.text.encode("utf-8")).hexdigest()
+        for path, source in sorted(result.program.files.items())
+    }
+    return {
+        "schema_version": "1",
+        "fmc_version": __version__,
+        "tools": {
+            "python": platform.python_version(),
+            "lark": lark.__version__,
+            "pydantic": pydantic.VERSION,
+        },
+        "inputs": inputs,
+        "ir": spec.model_dump(mode="json"),
+    }
+
+
+def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
+    """Write sorted, stable JSON through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build(result: CheckResult, out_dir: Path) -> list[Path]:
+    """Write the build folder's artifacts; later stages add theirs beside the lock file."""
+    spec = compile_spec(result)
+    lock = out_dir / "fm.lock.json"
+    write_json_atomic(lock, lock_document(result, spec))
+    return [lock]

@@ -1,0 +1,72 @@
+"""Name resolution, types, units and references: one pass function per concern.
+
+`PASSES` runs in order over a loaded `Program`; each pass reports every user error it
+finds and keeps going, so one run shows all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from fmlang.check.constraints import check_constraints
+from fmlang.check.datasets import check_datasets
+from fmlang.check.declarations import check_unique_names
+from fmlang.check.deploy import check_deployments
+from fmlang.check.labels import check_labels
+from fmlang.check.loader import Loader
+from fmlang.check.models import check_merges, check_models
+from fmlang.check.program import Program
+from fmlang.check.settings import check_body
+from fmlang.check import schema
+
+Pass = Callable[[Program], None]
+
+
+def check_stdlib_blocks(program: Program) -> None:
+    """`base_model` and `hardware` declared in the user's own files follow the same table."""
+    from fmlang.check.context import Ctx
+    from fmlang.syntax import ast
+
+    for source, symbol in program.declarations():
+        node = symbol.node
+        if isinstance(node, ast.Block) and node.kind in ("base_model", "hardware"):
+            check_body(Ctx(program, source), node.body, schema.BLOCKS[node.kind],
+                       f"{node.kind} `{node.name.name}`")
+
+
+PASSES: tuple[Pass, ...] = (
+    check_unique_names,
+    check_stdlib_blocks,
+    check_datasets,
+    check_labels,
+    check_models,
+    check_merges,
+    check_constraints,
+    check_deployments,
+)
+
+
+def load(paths: list[Path]) -> Program:
+    program = Program(roots=[str(p) for p in paths])
+    loader = Loader(program)
+    for path in paths:
+        loader.load_root(path)
+    return program
+
+
+def load_text(text: str, file: str, base: Path) -> Program:
+    program = Program(roots=[file])
+    Loader(program).load_text(text, file, base)
+    return program
+
+
+def run_passes(program: Program) -> Program:
+    if any(d.code in ("FM0001", "FM0002", "FM0003") for d in program.sink.items):
+        return program
+    for check in PASSES:
+        check(program)
+    return program
+
+
+__all__ = ["PASSES", "Program", "load", "load_text", "run_passes"]

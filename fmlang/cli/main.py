@@ -1,0 +1,158 @@
+"""`fmc`: the command line. Heavy imports happen inside commands, never at start-up."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+import click
+
+if TYPE_CHECKING:
+    from fmlang.api import CheckResult
+    from fmlang.diagnostics import Diagnostic
+
+EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 101
+FORMATS = click.Choice(["rich", "short", "json"])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fmlang", prog_name="fmc")
+def cli() -> None:
+    """fmc compiles .fm specs: data, labels, models, constraints and deployments.
+
+    \b
+    fmc check spec.fm           report every problem in a spec
+    fmc build spec.fm -o out    write the build folder (fm.lock.json, …)
+    fmc fmt spec.fm             format specs in place (--check to only verify)
+    fmc explain FM0301          describe a diagnostic code
+    """
+
+
+def _exit_code(diagnostics: list[Diagnostic]) -> int:
+    from fmlang.diagnostics import Severity
+    from fmlang.diagnostics.codes import is_io
+
+    errors = [d for d in diagnostics if d.severity is Severity.ERROR]
+    if not errors:
+        return EXIT_OK
+    return EXIT_USAGE if all(is_io(d.code) for d in errors) else EXIT_INPUT
+
+
+def report(result: CheckResult, fmt: str, quiet_ok: bool = False) -> int:
+    from fmlang.diagnostics import render
+
+    diagnostics = result.diagnostics
+    if fmt == "json":
+        click.echo(render.to_json(diagnostics))
+    elif fmt == "short":
+        for d in diagnostics:
+            click.echo(render.short(d), err=True)
+    else:
+        from rich.console import Console
+
+        console = Console(stderr=True, highlight=False)
+        render.render_rich(diagnostics, result.sources, console)
+        if diagnostics or not quiet_ok:
+            style = "bold red" if not result.ok else "bold green"
+            console.print(f"[{style}]{render.summary(diagnostics)}[/]")
+    return _exit_code(diagnostics)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=FORMATS, default="rich", show_default=True,
+              help="rich excerpts, one line per problem, or JSON on stdout")
+def check(files: tuple[Path, ...], fmt: str) -> None:
+    """Parse and check FILES; report every problem found."""
+    from fmlang.api import check_paths
+
+    sys.exit(report(check_paths(list(files)), fmt))
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="build folder (default: .fm-build/<spec name>)")
+@click.option("--format", "fmt", type=FORMATS, default="rich", show_default=True)
+def build(file: Path, out_dir: Path | None, fmt: str) -> None:
+    """Check FILE and write its artifacts (fm.lock.json, …) into the build folder."""
+    from fmlang.api import build as build_artifacts
+    from fmlang.api import check_paths
+
+    result = check_paths([file])
+    code = report(result, fmt, quiet_ok=True)
+    if code != EXIT_OK:
+        sys.exit(code)
+    target = out_dir or Path(".fm-build") / file.stem
+    try:
+        written = build_artifacts(result, target)
+    except OSError as exc:
+        _fail_io(f"cannot write the build folder `{target}`: {exc.strerror or exc}")
+    if fmt != "json":
+        for path in written:
+            click.echo(f"wrote {path}", err=True)
+    sys.exit(EXIT_OK)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--check", "check_only", is_flag=True,
+              help="only report files that are not formatted; change nothing")
+@click.option("--diff", is_flag=True, help="print a diff instead of writing")
+def fmt(files: tuple[Path, ...], check_only: bool, diff: bool) -> None:
+    """Format .fm FILES canonically, keeping comments (idempotent)."""
+    from fmlang.fmt.run import format_paths
+
+    sys.exit(format_paths(list(files), check_only=check_only, show_diff=diff))
+
+
+@cli.command()
+@click.argument("code")
+def explain(code: str) -> None:
+    """Describe diagnostic CODE (for example FM0301) at length."""
+    from fmlang.diagnostics.codes import CODES
+
+    key = code.upper()
+    if not key.startswith("FM"):
+        key = "FM" + key.zfill(4)
+    entry = CODES.get(key)
+    if entry is None:
+        from fmlang.suggest import closest
+
+        near = closest(key, CODES)
+        click.echo(f"error: unknown diagnostic code `{code}`" +
+                   (f"; did you mean `{near}`?" if near else ""), err=True)
+        sys.exit(EXIT_USAGE)
+    click.echo(f"{key}: {entry.title}\n\n{entry.explanation}")
+
+
+def _fail_io(message: str) -> NoReturn:
+    click.echo(f"error[FM0001]: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def main() -> None:
+    """Entry point: any exception escaping a command is an internal error (exit 101)."""
+    try:
+        cli.main(prog_name="fmc", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(EXIT_USAGE)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(EXIT_USAGE)
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BaseException as exc:  # noqa: BLE001 - the last line of defence
+        if os.environ.get("FMC_DEBUG"):
+            raise
+        click.echo(f"error[FM0901]: internal compiler error: {type(exc).__name__}: {exc}\n"
+                   "  = help: this is a bug in fmc; rerun with FMC_DEBUG=1 for the traceback "
+                   "and report it with the spec", err=True)
+        sys.exit(EXIT_INTERNAL)

@@ -1,0 +1,13 @@
+"""Diagnostics: one type, rendered as rich excerpts, short lines, JSON and LSP."""
+
+from fmlang.diagnostics.model import (
+    Diagnostic,
+    DiagnosticSink,
+    Label,
+    Severity,
+    Span,
+    error,
+    warning,
+)
+
+__all__ = ["Diagnostic", "DiagnosticSink", "Label", "Severity", "Span", "error", "warning"]

@@ -1,0 +1,88 @@
+"""Render diagnostics: rich caret excerpts, `file:line:col:` short lines, JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from fmlang.diagnostics.model import Diagnostic, Label, Severity
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow", Severity.NOTE: "bold cyan"}
+
+
+def short(diagnostic: Diagnostic) -> str:
+    """`file:line:col: error[FM0301]: message` — one line, for CI logs and editors."""
+    span = diagnostic.primary_span
+    where = f"{span.file}:{span.line}:{span.column}: " if span else ""
+    return f"{where}{diagnostic.severity.value}[{diagnostic.code}]: {diagnostic.message}"
+
+
+def to_json(diagnostics: Sequence[Diagnostic]) -> str:
+    return json.dumps({"diagnostics": [d.to_json() for d in diagnostics]}, indent=2)
+
+
+def excerpt_lines(diagnostic: Diagnostic, sources: Mapping[str, str]) -> list[tuple[str, str]]:
+    """The rustc-style excerpt as (text, style) lines, without colour decisions."""
+    out: list[tuple[str, str]] = []
+    head = f"{diagnostic.severity.value}[{diagnostic.code}]"
+    out.append((f"{head}: {diagnostic.message}", _STYLE[diagnostic.severity]))
+    by_file: dict[str, list[Label]] = {}
+    for label in diagnostic.labels:
+        by_file.setdefault(label.span.file, []).append(label)
+    gutter = max((len(str(lb.span.line)) for lb in diagnostic.labels), default=1)
+    for file, labels in by_file.items():
+        first = min(labels, key=lambda lb: (not lb.primary, lb.span.line))
+        out.append((f"{' ' * gutter}--> {file}:{first.span.line}:{first.span.column}", "blue"))
+        lines = sources.get(file, "").splitlines()
+        out.append((f"{' ' * gutter} |", "blue"))
+        for line_no in sorted({lb.span.line for lb in labels}):
+            text = lines[line_no - 1] if 0 < line_no <= len(lines) else ""
+            out.append((f"{line_no:>{gutter}} | {text.expandtabs(4)}", ""))
+            for label in sorted(
+                (lb for lb in labels if lb.span.line == line_no), key=lambda lb: lb.span.column
+            ):
+                out.append(_caret_line(label, text, gutter))
+        out.append((f"{' ' * gutter} |", "blue"))
+    for note in diagnostic.notes:
+        out.append((f"{' ' * gutter} = note: {note}", ""))
+    if diagnostic.help:
+        out.append((f"{' ' * gutter} = help: {diagnostic.help}", "green"))
+    return out
+
+
+def _caret_line(label: Label, text: str, gutter: int) -> tuple[str, str]:
+    start = max(label.span.column - 1, 0)
+    prefix = text[:start].expandtabs(4)
+    if label.span.end_line == label.span.line:
+        width = max(label.span.end_column - label.span.column, 1)
+    else:
+        width = max(len(text) - start, 1)
+    mark = ("^" if label.primary else "-") * width
+    style = "bold red" if label.primary else "bold blue"
+    return (f"{' ' * gutter} | {' ' * len(prefix)}{mark} {label.text}".rstrip(), style)
+
+
+def render_rich(
+    diagnostics: Sequence[Diagnostic], sources: Mapping[str, str], console: Console
+) -> None:
+    from rich.text import Text
+
+    for diagnostic in diagnostics:
+        for text, style in excerpt_lines(diagnostic, sources):
+            console.print(Text(text, style=style), soft_wrap=True, highlight=False)
+        console.print()
+
+
+def summary(diagnostics: Sequence[Diagnostic]) -> str:
+    errors = sum(d.severity is Severity.ERROR for d in diagnostics)
+    warnings = sum(d.severity is Severity.WARNING for d in diagnostics)
+    parts = []
+    if errors:
+        parts.append(f"{errors} error{'s' * (errors != 1)}")
+    if warnings:
+        parts.append(f"{warnings} warning{'s' * (warnings != 1)}")
+    return ", ".join(parts) if parts else "no problems"
