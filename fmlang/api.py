@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmlang import __version__
+from fmlang.atomic import write_text_atomic
 from fmlang.check import Program, load, load_text, run_passes
 from fmlang.diagnostics import Diagnostic, Severity
 
@@ -80,15 +79,9 @@ def lock_document(result: CheckResult, spec: Spec) -> dict[str, Any]:
 def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
     """Write sorted, stable JSON through a temporary file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(
+        path, json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    )
 
 
 def build(result: CheckResult, out_dir: Path) -> list[Path]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from fmlang.check import schema
 from fmlang.check.constraints import check_constraints
 from fmlang.check.datasets import check_datasets
 from fmlang.check.declarations import check_unique_names
@@ -18,7 +19,6 @@ from fmlang.check.loader import Loader
 from fmlang.check.models import check_merges, check_models
 from fmlang.check.program import Program
 from fmlang.check.settings import check_body
-from fmlang.check import schema
 
 Pass = Callable[[Program], None]
 
@@ -31,8 +31,12 @@ def check_stdlib_blocks(program: Program) -> None:
     for source, symbol in program.declarations():
         node = symbol.node
         if isinstance(node, ast.Block) and node.kind in ("base_model", "hardware"):
-            check_body(Ctx(program, source), node.body, schema.BLOCKS[node.kind],
-                       f"{node.kind} `{node.name.name}`")
+            check_body(
+                Ctx(program, source),
+                node.body,
+                schema.BLOCKS[node.kind],
+                f"{node.kind} `{node.name.name}`",
+            )
 
 
 PASSES: tuple[Pass, ...] = (

@@ -34,17 +34,30 @@ LATENCY_STATS = ("p50", "p90", "p95", "p99", "mean")
 FLOW_SINKS = ("training_data", "models", "endpoints", "outputs")
 FORMS: dict[str, Form] = {
     "memory": Form("memory", ("<=", "<"), ("bytes",), "hardware", "memory <= 8GiB on a10g"),
-    "latency": Form("latency", ("<=", "<"), ("time",), "hardware",
-                    "latency.p95 <= 30ms on cpu_2core"),
-    "throughput": Form("throughput", (">=", ">"), ("request_rate", "token_rate"), "hardware",
-                       "throughput >= 20req/s on a10g"),
+    "latency": Form(
+        "latency", ("<=", "<"), ("time",), "hardware", "latency.p95 <= 30ms on cpu_2core"
+    ),
+    "throughput": Form(
+        "throughput",
+        (">=", ">"),
+        ("request_rate", "token_rate"),
+        "hardware",
+        "throughput >= 20req/s on a10g",
+    ),
     "cost": Form("cost", ("<=", "<"), ("money_rate", "money"), None, "cost <= 3USD/h"),
     "gpu_hours": Form("cost", ("<=", "<"), (), None, "gpu_hours <= 10"),
-    **{q: Form("quality", (">=", ">"), ("ratio",), "data", f"{q} >= 0.9 on data.test")
-       for q in QUALITY},
+    **{
+        q: Form("quality", (">=", ">"), ("ratio",), "data", f"{q} >= 0.9 on data.test")
+        for q in QUALITY
+    },
     "perplexity": Form("quality", ("<=", "<"), (), "data", "perplexity <= 12 on data.test"),
-    "max_gap": Form("fairness", ("<=", "<"), ("ratio",), "data",
-                    "max_gap(accuracy, by = group) <= 0.08 on data.test"),
+    "max_gap": Form(
+        "fairness",
+        ("<=", "<"),
+        ("ratio",),
+        "data",
+        "max_gap(accuracy, by = group) <= 0.08 on data.test",
+    ),
     "dp_epsilon": Form("privacy", ("<=", "<"), (), "dataset", "dp_epsilon <= 8 on data"),
 }
 
@@ -78,9 +91,14 @@ def _is(expr: ast.Expr, name: str) -> bool:
 
 
 def _unknown(ctx: Ctx, expr: ast.Expr) -> None:
-    ctx.error("FM0350", "not a constraint fmc understands", expr.span, "unknown constraint",
-              "write a bound such as `memory <= 8GiB on a10g`, `accuracy >= 0.9 on data.test`, "
-              "`no_pii in training_data` or `license allows commercial` (see `fmc explain FM0350`)")
+    ctx.error(
+        "FM0350",
+        "not a constraint fmc understands",
+        expr.span,
+        "unknown constraint",
+        "write a bound such as `memory <= 8GiB on a10g`, `accuracy >= 0.9 on data.test`, "
+        "`no_pii in training_data` or `license allows commercial` (see `fmc explain FM0350`)",
+    )
 
 
 def _metric_name(metric: ast.Expr) -> tuple[str | None, ast.Expr]:
@@ -96,20 +114,34 @@ def _check_bound(ctx: Ctx, constraint: ast.Constraint, expr: ast.Binary) -> None
     name, head = _metric_name(expr.left)
     form = FORMS.get(name or "")
     if name is None or form is None:
-        ctx.error("FM0350", f"unknown constraint metric `{name or describe(expr.left)}`",
-                  expr.left.span, "unknown metric", did_you_mean(name or "", FORMS) or
-                  f"metrics: {', '.join(sorted(FORMS))}")
+        ctx.error(
+            "FM0350",
+            f"unknown constraint metric `{name or describe(expr.left)}`",
+            expr.left.span,
+            "unknown metric",
+            did_you_mean(name or "", FORMS) or f"metrics: {', '.join(sorted(FORMS))}",
+        )
         return
     if expr.op not in form.ops:
-        ctx.error("FM0351", f"`{name}` is bounded with `{form.ops[0]}`", expr.span,
-                  f"`{expr.op}` makes no sense for {name}", f"write `{form.example}`")
+        ctx.error(
+            "FM0351",
+            f"`{name}` is bounded with `{form.ops[0]}`",
+            expr.span,
+            f"`{expr.op}` makes no sense for {name}",
+            f"write `{form.example}`",
+        )
     _check_metric_shape(ctx, name, head, expr.left)
     if form.dimensions:
         if not any(_has_dimension(expr.right, d) for d in form.dimensions):
             check_quantity(ctx, expr.right, form.dimensions[0], f"`{name}`")
     elif not isinstance(expr.right, ast.Number):
-        ctx.error("FM0303", f"`{name}` is bounded by a plain number", expr.right.span,
-                  "expected a number", f"write `{form.example}`")
+        ctx.error(
+            "FM0303",
+            f"`{name}` is bounded by a plain number",
+            expr.right.span,
+            "expected a number",
+            f"write `{form.example}`",
+        )
     _check_on(ctx, constraint, form, name)
 
 
@@ -125,9 +157,14 @@ def _check_metric_shape(ctx: Ctx, name: str, head: ast.Expr, metric: ast.Expr) -
     if name == "latency":
         stat = head.attr.name if isinstance(head, ast.Attribute) else None
         if stat not in LATENCY_STATS:
-            ctx.error("FM0351", "latency names a statistic", head.span,
-                      "which latency?", did_you_mean(stat or "", LATENCY_STATS) or
-                      f"write `latency.p95` (or {', '.join(LATENCY_STATS)})")
+            ctx.error(
+                "FM0351",
+                "latency names a statistic",
+                head.span,
+                "which latency?",
+                did_you_mean(stat or "", LATENCY_STATS)
+                or f"write `latency.p95` (or {', '.join(LATENCY_STATS)})",
+            )
     if name == "max_gap":
         _check_gap(ctx, metric)
     elif isinstance(metric, ast.Call) and name not in ("precision", "recall", "f1"):
@@ -136,18 +173,36 @@ def _check_metric_shape(ctx: Ctx, name: str, head: ast.Expr, metric: ast.Expr) -
 
 def _check_gap(ctx: Ctx, metric: ast.Expr) -> None:
     if not isinstance(metric, ast.Call):
-        ctx.error("FM0351", "`max_gap` needs a metric and a group column", metric.span,
-                  "missing arguments", "write `max_gap(accuracy, by = column)`")
+        ctx.error(
+            "FM0351",
+            "`max_gap` needs a metric and a group column",
+            metric.span,
+            "missing arguments",
+            "write `max_gap(accuracy, by = column)`",
+        )
         return
     positional = [a for a in metric.args if a.name is None]
     by = [a for a in metric.args if a.name is not None and a.name.name == "by"]
-    if len(positional) != 1 or not isinstance(positional[0].value, ast.Name) or \
-            positional[0].value.id not in QUALITY:
-        ctx.error("FM0351", "`max_gap` compares one quality metric across groups", metric.span,
-                  "which metric?", f"the first argument is one of {', '.join(QUALITY)}")
+    if (
+        len(positional) != 1
+        or not isinstance(positional[0].value, ast.Name)
+        or positional[0].value.id not in QUALITY
+    ):
+        ctx.error(
+            "FM0351",
+            "`max_gap` compares one quality metric across groups",
+            metric.span,
+            "which metric?",
+            f"the first argument is one of {', '.join(QUALITY)}",
+        )
     if len(by) != 1 or not isinstance(by[0].value, ast.Name):
-        ctx.error("FM0351", "`max_gap` needs the protected column to group by", metric.span,
-                  "no `by = column`", "write `max_gap(accuracy, by = column)`")
+        ctx.error(
+            "FM0351",
+            "`max_gap` needs the protected column to group by",
+            metric.span,
+            "no `by = column`",
+            "write `max_gap(accuracy, by = column)`",
+        )
 
 
 def _check_on(ctx: Ctx, constraint: ast.Constraint, form: Form, name: str) -> None:
@@ -156,10 +211,18 @@ def _check_on(ctx: Ctx, constraint: ast.Constraint, form: Form, name: str) -> No
         _no_on(ctx, constraint)
         return
     if on is None:
-        where = {"hardware": "a hardware profile", "data": "an evaluation split",
-                 "dataset": "a dataset"}[form.on]
-        ctx.error("FM0352", f"`{name}` needs `on` {where}", constraint.expr.span,
-                  f"on which {form.on}?", f"write `{form.example}`")
+        where = {
+            "hardware": "a hardware profile",
+            "data": "an evaluation split",
+            "dataset": "a dataset",
+        }[form.on]
+        ctx.error(
+            "FM0352",
+            f"`{name}` needs `on` {where}",
+            constraint.expr.span,
+            f"on which {form.on}?",
+            f"write `{form.example}`",
+        )
         return
     if form.on == "hardware":
         if isinstance(on, ast.Name):
@@ -169,23 +232,36 @@ def _check_on(ctx: Ctx, constraint: ast.Constraint, form: Form, name: str) -> No
     else:
         check_data_ref(ctx, on, "on", labels_ok=False)
         if form.on == "dataset" and isinstance(on, ast.Attribute):
-            ctx.error("FM0352", "a DP budget is per dataset, not per split", on.span,
-                      "name the dataset alone")
+            ctx.error(
+                "FM0352",
+                "a DP budget is per dataset, not per split",
+                on.span,
+                "name the dataset alone",
+            )
 
 
 def _no_on(ctx: Ctx, constraint: ast.Constraint) -> None:
     if constraint.on is not None:
-        ctx.error("FM0352", "this constraint takes no `on`", constraint.on.span,
-                  "unexpected `on`", "remove `on …`")
+        ctx.error(
+            "FM0352",
+            "this constraint takes no `on`",
+            constraint.on.span,
+            "unexpected `on`",
+            "remove `on …`",
+        )
 
 
 def _check_flow(ctx: Ctx, sink: ast.Expr) -> None:
     names = dotted(sink)
     if names is None or len(names) != 1 or names[0].name not in FLOW_SINKS:
         given = names[0].name if names else ""
-        ctx.error("FM0353", "`no_pii in` names where personal data must not flow", sink.span,
-                  "unknown flow", did_you_mean(given, FLOW_SINKS) or
-                  f"choose one of {', '.join(FLOW_SINKS)}")
+        ctx.error(
+            "FM0353",
+            "`no_pii in` names where personal data must not flow",
+            sink.span,
+            "unknown flow",
+            did_you_mean(given, FLOW_SINKS) or f"choose one of {', '.join(FLOW_SINKS)}",
+        )
 
 
 def _check_license(ctx: Ctx, expr: ast.Binary) -> None:
@@ -193,13 +269,27 @@ def _check_license(ctx: Ctx, expr: ast.Binary) -> None:
         uses = expr.right.items if isinstance(expr.right, ast.ListExpr) else (expr.right,)
         for use in uses:
             if not isinstance(use, ast.Name) or use.id not in ("research", "commercial"):
-                ctx.error("FM0354", "`license allows` takes `research` or `commercial`",
-                          use.span, "unknown use")
+                ctx.error(
+                    "FM0354",
+                    "`license allows` takes `research` or `commercial`",
+                    use.span,
+                    "unknown use",
+                )
     elif expr.op == "in":
         items = expr.right.items if isinstance(expr.right, ast.ListExpr) else ()
         if not items or not all(isinstance(i, ast.String) for i in items):
-            ctx.error("FM0354", "`license in` takes a list of license ids as strings",
-                      expr.right.span, "expected strings", 'write `license in ["apache-2.0"]`')
+            ctx.error(
+                "FM0354",
+                "`license in` takes a list of license ids as strings",
+                expr.right.span,
+                "expected strings",
+                'write `license in ["apache-2.0"]`',
+            )
     else:
-        ctx.error("FM0354", f"`license {expr.op} …` is not a license constraint", expr.span,
-                  "unknown form", "write `license allows commercial` or `license in [\"mit\"]`")
+        ctx.error(
+            "FM0354",
+            f"`license {expr.op} …` is not a license constraint",
+            expr.span,
+            "unknown form",
+            'write `license allows commercial` or `license in ["mit"]`',
+        )

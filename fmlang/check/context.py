@@ -23,7 +23,9 @@ class Ctx:
     ) -> None:
         self.report(error(code, message, span, label, help=help))
 
-    def warn(self, code: str, message: str, span: Span, label: str = "", help: str | None = None) -> None:
+    def warn(
+        self, code: str, message: str, span: Span, label: str = "", help: str | None = None
+    ) -> None:
         self.report(Diagnostic(Severity.WARNING, code, message, (Label(span, label),), (), help))
 
     def lookup(self, name: str) -> Symbol | None:
@@ -35,17 +37,30 @@ class Ctx:
         symbol = self.lookup(name)
         wanted = " or ".join(f"`{k}`" for k in kinds)
         if symbol is None:
-            candidates = [n for n, s in self.program.scopes.get(self.source.path, {}).items()
-                          if s.kind in kinds]
+            candidates = [
+                n
+                for n, s in self.program.scopes.get(self.source.path, {}).items()
+                if s.kind in kinds
+            ]
             hint = did_you_mean(name, candidates) or _import_hint(kinds)
-            self.error("FM0401", f"unknown {wanted} `{name}`", ident.span,
-                       f"no {wanted} named `{name}` is declared or imported", hint)
+            self.error(
+                "FM0401",
+                f"unknown {wanted} `{name}`",
+                ident.span,
+                f"no {wanted} named `{name}` is declared or imported",
+                hint,
+            )
             return None
         if symbol.kind not in kinds:
-            self.report(error(
-                "FM0402", f"`{name}` is a `{symbol.kind}`, but a {wanted} is needed here",
-                ident.span, f"expected a {wanted}",
-                related=(Label(symbol.span, f"`{name}` is declared here", False),)))
+            self.report(
+                error(
+                    "FM0402",
+                    f"`{name}` is a `{symbol.kind}`, but a {wanted} is needed here",
+                    ident.span,
+                    f"expected a {wanted}",
+                    related=(Label(symbol.span, f"`{name}` is declared here", False),),
+                )
+            )
             return None
         return symbol
 

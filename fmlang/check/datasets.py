@@ -13,14 +13,17 @@ from fmlang.syntax import ast
 
 
 def split_names(dataset: ast.Dataset) -> list[str]:
-    return [p.name.name for stmt in dataset.body if isinstance(stmt, ast.Split)
-            for p in stmt.parts]
+    return [p.name.name for stmt in dataset.body if isinstance(stmt, ast.Split) for p in stmt.parts]
 
 
 def columns_of(dataset: ast.Dataset) -> dict[str, str]:
     """Column name → expression type, as declared (before cleaning drops any)."""
-    return {f.name.name: COLUMN_TYPE.get(f.type.name.name, "any")
-            for stmt in dataset.body if isinstance(stmt, ast.Schema) for f in stmt.fields}
+    return {
+        f.name.name: COLUMN_TYPE.get(f.type.name.name, "any")
+        for stmt in dataset.body
+        if isinstance(stmt, ast.Schema)
+        for f in stmt.fields
+    }
 
 
 def check_datasets(program: Program) -> None:
@@ -32,12 +35,22 @@ def check_datasets(program: Program) -> None:
 def _check_dataset(ctx: Ctx, dataset: ast.Dataset) -> None:
     check_body(ctx, dataset.body, s.DATASET, f"dataset `{dataset.name.name}`")
     if setting(dataset.body, "source") is None:
-        ctx.error("FM0316", f"dataset `{dataset.name.name}` has no `source`", dataset.name.span,
-                  "no source", 'add `source csv("data/*.csv")` (or jsonl, parquet, files, hf_disk)')
+        ctx.error(
+            "FM0316",
+            f"dataset `{dataset.name.name}` has no `source`",
+            dataset.name.span,
+            "no source",
+            'add `source csv("data/*.csv")` (or jsonl, parquet, files, hf_disk)',
+        )
     schemas = [stmt for stmt in dataset.body if isinstance(stmt, ast.Schema)]
     if not schemas:
-        ctx.error("FM0317", f"dataset `{dataset.name.name}` has no `schema`", dataset.name.span,
-                  "no schema", "add `schema { column: type }` listing the columns you use")
+        ctx.error(
+            "FM0317",
+            f"dataset `{dataset.name.name}` has no `schema`",
+            dataset.name.span,
+            "no schema",
+            "add `schema { column: type }` listing the columns you use",
+        )
     for extra in schemas[1:]:
         ctx.error("FM0305", "a dataset has one `schema` block", extra.span, "second schema")
     for schema in schemas:
@@ -59,34 +72,65 @@ def _check_schema(ctx: Ctx, schema: ast.Schema) -> None:
     for field in schema.fields:
         name = field.name
         if name.name in seen:
-            ctx.report(error("FM0312", f"column `{name.name}` is declared twice", name.span,
-                             "declared again", related=(Label(seen[name.name].span,
-                                                               "first declared here", False),)))
+            ctx.report(
+                error(
+                    "FM0312",
+                    f"column `{name.name}` is declared twice",
+                    name.span,
+                    "declared again",
+                    related=(Label(seen[name.name].span, "first declared here", False),),
+                )
+            )
         seen[name.name] = name
         _check_type(ctx, field)
         for tag in field.tags:
             if tag.name not in s.COLUMN_TAGS:
-                ctx.error("FM0311", f"unknown tag `@{tag.name}`", tag.span, "unknown tag",
-                          did_you_mean(tag.name, s.COLUMN_TAGS) or
-                          f"tags: {', '.join('@' + t for t in s.COLUMN_TAGS)}")
+                ctx.error(
+                    "FM0311",
+                    f"unknown tag `@{tag.name}`",
+                    tag.span,
+                    "unknown tag",
+                    did_you_mean(tag.name, s.COLUMN_TAGS)
+                    or f"tags: {', '.join('@' + t for t in s.COLUMN_TAGS)}",
+                )
         if field.default is not None:
-            _check_derived(ctx, field, {n: COLUMN_TYPE.get(f.type.name.name, "any")
-                                        for n, f in ((f.name.name, f) for f in schema.fields)})
+            _check_derived(
+                ctx,
+                field,
+                {
+                    n: COLUMN_TYPE.get(f.type.name.name, "any")
+                    for n, f in ((f.name.name, f) for f in schema.fields)
+                },
+            )
 
 
 def _check_type(ctx: Ctx, field: ast.Field) -> None:
     type_name = field.type.name
     if type_name.name not in s.COLUMN_TYPES:
-        ctx.error("FM0310", f"unknown column type `{type_name.name}`", type_name.span,
-                  "unknown type", did_you_mean(type_name.name, s.COLUMN_TYPES) or
-                  f"types: {', '.join(s.COLUMN_TYPES)}")
+        ctx.error(
+            "FM0310",
+            f"unknown column type `{type_name.name}`",
+            type_name.span,
+            "unknown type",
+            did_you_mean(type_name.name, s.COLUMN_TYPES) or f"types: {', '.join(s.COLUMN_TYPES)}",
+        )
     elif type_name.name in ("label", "category"):
         if type_name.name == "label" and not field.type.args:
-            ctx.error("FM0310", "a `label` column lists its classes", field.type.span,
-                      "no classes", f"write `{field.name.name}: label[ham, spam]`")
+            ctx.error(
+                "FM0310",
+                "a `label` column lists its classes",
+                field.type.span,
+                "no classes",
+                f"write `{field.name.name}: label[ham, spam]`",
+            )
     elif field.type.args:
-        ctx.error("FM0310", f"`{type_name.name}` takes no `[…]`", field.type.span,
-                  "unexpected classes", "only `label[…]` and `category[…]` list values")
+        ctx.error(
+            "FM0310",
+            f"`{type_name.name}` takes no `[…]`",
+            field.type.span,
+            "unexpected classes",
+            "only `label[…]` and `category[…]` list values",
+        )
 
 
 def _check_derived(ctx: Ctx, field: ast.Field, columns: dict[str, str]) -> None:
@@ -101,17 +145,26 @@ def _check_rule(ctx: Ctx, rule: ast.CleanRule, live: dict[str, str]) -> None:
     def need(columns: tuple[ast.Ident, ...]) -> None:
         for column in columns:
             if column.name not in live:
-                ctx.error("FM0403", f"unknown column `{column.name}`", column.span,
-                          "not in the schema (or dropped earlier)",
-                          did_you_mean(column.name, live))
+                ctx.error(
+                    "FM0403",
+                    f"unknown column `{column.name}`",
+                    column.span,
+                    "not in the schema (or dropped earlier)",
+                    did_you_mean(column.name, live),
+                )
 
     if isinstance(rule, ast.Dedupe):
         need(rule.columns)
         if rule.near is not None:
             near = rule.near.value / 100 if isinstance(rule.near, ast.Quantity) else rule.near.value
             if not 0 < near <= 1 or (isinstance(rule.near, ast.Quantity) and rule.near.unit != "%"):
-                ctx.error("FM0304", "`near` is a similarity between 0 and 1 (or a percentage)",
-                          rule.near.span, "out of range", "write for example `near 0.9`")
+                ctx.error(
+                    "FM0304",
+                    "`near` is a similarity between 0 and 1 (or a percentage)",
+                    rule.near.span,
+                    "out of range",
+                    "write for example `near 0.9`",
+                )
     elif isinstance(rule, ast.FilterRows):
         ExprChecker(ctx, live, "a cleaning rule").expect(rule.condition, BOOL, "a `where` clause")
     elif isinstance(rule, ast.DropColumns):
@@ -122,16 +175,25 @@ def _check_rule(ctx: Ctx, rule: ast.CleanRule, live: dict[str, str]) -> None:
         need(rule.columns)
         for op in rule.operations:
             if op.name not in s.NORMALIZATIONS:
-                ctx.error("FM0314", f"unknown normalization `{op.name}`", op.span, "unknown",
-                          did_you_mean(op.name, s.NORMALIZATIONS) or
-                          f"choose from {', '.join(s.NORMALIZATIONS)}")
+                ctx.error(
+                    "FM0314",
+                    f"unknown normalization `{op.name}`",
+                    op.span,
+                    "unknown",
+                    did_you_mean(op.name, s.NORMALIZATIONS)
+                    or f"choose from {', '.join(s.NORMALIZATIONS)}",
+                )
     elif isinstance(rule, ast.Redact):
         need(rule.columns)
         for kind in rule.kinds:
             if kind.name not in s.PII_KINDS:
-                ctx.error("FM0313", f"unknown PII kind `{kind.name}`", kind.span, "unknown",
-                          did_you_mean(kind.name, s.PII_KINDS) or
-                          f"choose from {', '.join(s.PII_KINDS)}")
+                ctx.error(
+                    "FM0313",
+                    f"unknown PII kind `{kind.name}`",
+                    kind.span,
+                    "unknown",
+                    did_you_mean(kind.name, s.PII_KINDS) or f"choose from {', '.join(s.PII_KINDS)}",
+                )
 
 
 def _check_split(ctx: Ctx, split: ast.Split, columns: dict[str, str]) -> None:
@@ -139,28 +201,49 @@ def _check_split(ctx: Ctx, split: ast.Split, columns: dict[str, str]) -> None:
     total = 0.0
     for part in split.parts:
         if part.name.name in seen:
-            ctx.error("FM0315", f"split `{part.name.name}` is listed twice", part.name.span,
-                      "repeated")
+            ctx.error(
+                "FM0315", f"split `{part.name.name}` is listed twice", part.name.span, "repeated"
+            )
         seen.add(part.name.name)
         share = part.share
         if isinstance(share, ast.Quantity) and share.unit != "%":
-            ctx.error("FM0303", "a split's share is a percentage or a fraction", share.span,
-                      "wrong unit", "write e.g. `train 80%`")
+            ctx.error(
+                "FM0303",
+                "a split's share is a percentage or a fraction",
+                share.span,
+                "wrong unit",
+                "write e.g. `train 80%`",
+            )
             return
         total += share.value / 100 if isinstance(share, ast.Quantity) else share.value
     if split.parts and abs(total - 1.0) > 1e-9:
-        ctx.error("FM0315", f"split shares add up to {total * 100:g}%, not 100%", split.span,
-                  "shares must cover every row once", "adjust the percentages to sum to 100%")
+        ctx.error(
+            "FM0315",
+            f"split shares add up to {total * 100:g}%, not 100%",
+            split.span,
+            "shares must cover every row once",
+            "adjust the percentages to sum to 100%",
+        )
     if split.by is not None:
         ExprChecker(ctx, columns, "a split key").infer(split.by)
     elif split.parts:
-        ctx.error("FM0315", "a split needs a key to assign rows deterministically", split.span,
-                  "no `by`", "end it with `by hash(ID_COLUMN)`")
+        ctx.error(
+            "FM0315",
+            "a split needs a key to assign rows deterministically",
+            split.span,
+            "no `by`",
+            "end it with `by hash(ID_COLUMN)`",
+        )
 
 
 def check_grant(ctx: Ctx, grant: ast.Grant) -> None:
     for permission in grant.permissions:
         if permission.name not in s.PERMISSIONS:
-            ctx.error("FM0318", f"unknown permission `{permission.name}`", permission.span,
-                      "unknown permission", did_you_mean(permission.name, s.PERMISSIONS) or
-                      f"permissions: {', '.join(s.PERMISSIONS)}")
+            ctx.error(
+                "FM0318",
+                f"unknown permission `{permission.name}`",
+                permission.span,
+                "unknown permission",
+                did_you_mean(permission.name, s.PERMISSIONS)
+                or f"permissions: {', '.join(s.PERMISSIONS)}",
+            )

@@ -15,10 +15,16 @@ def check_unique_names(program: Program) -> None:
             if first is None:
                 seen[symbol.name] = symbol
                 continue
-            program.sink.add(error(
-                "FM0205", f"`{symbol.name}` is declared twice", symbol.span,
-                f"this {symbol.kind} reuses the name", help="give each declaration its own name",
-                related=(Label(first.span, f"first declared here as a {first.kind}", False),)))
+            program.sink.add(
+                error(
+                    "FM0205",
+                    f"`{symbol.name}` is declared twice",
+                    symbol.span,
+                    f"this {symbol.kind} reuses the name",
+                    help="give each declaration its own name",
+                    related=(Label(first.span, f"first declared here as a {first.kind}", False),),
+                )
+            )
         _check_imports_shadowed(program, source.path, seen)
 
 
@@ -28,7 +34,13 @@ def _check_imports_shadowed(program: Program, file: str, own: dict[str, Symbol])
             continue
         for name in item.names:
             if name.name in own:
-                program.sink.add(error(
-                    "FM0205", f"`{name.name}` is both imported and declared here",
-                    own[name.name].span, "declared here", help="rename the declaration",
-                    related=(Label(name.span, "imported here", False),)))
+                program.sink.add(
+                    error(
+                        "FM0205",
+                        f"`{name.name}` is both imported and declared here",
+                        own[name.name].span,
+                        "declared here",
+                        help="rename the declaration",
+                        related=(Label(name.span, "imported here", False),),
+                    )
+                )

@@ -24,8 +24,13 @@ def _check_deploy(ctx: Ctx, deploy: ast.Block) -> None:
     ctx.resolve(deploy.name, ("model", "merge"))
     check_body(ctx, deploy.body, s.DEPLOY, f"deploy `{deploy.name.name}`")
     if not any(setting(deploy.body, t) is not None for t in TARGETS):
-        ctx.error("FM0360", f"deploy `{deploy.name.name}` names no target", deploy.name.span,
-                  "deployed where?", "add `local { port = 8080 }` or `kserve { replicas = 1..4 }`")
+        ctx.error(
+            "FM0360",
+            f"deploy `{deploy.name.name}` names no target",
+            deploy.name.span,
+            "deployed where?",
+            "add `local { port = 8080 }` or `kserve { replicas = 1..4 }`",
+        )
     for stmt in deploy.body:
         if isinstance(stmt, ast.Grant):
             check_grant(ctx, stmt)

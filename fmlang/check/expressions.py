@@ -38,18 +38,32 @@ _RE2_UNSUPPORTED = re.compile(r"\(\?[=!<]|\\[1-9]")
 def check_regex(ctx: Ctx, node: ast.Regex) -> None:
     bad_flags = set(node.flags) - set("imsx")
     if bad_flags:
-        ctx.error("FM0323", f"unknown regex flag `{''.join(sorted(bad_flags))}`", node.span,
-                  "unknown flag", "regex flags are i (ignore case), m, s and x")
+        ctx.error(
+            "FM0323",
+            f"unknown regex flag `{''.join(sorted(bad_flags))}`",
+            node.span,
+            "unknown flag",
+            "regex flags are i (ignore case), m, s and x",
+        )
     try:
         re.compile(node.pattern)
     except re.error as exc:
-        ctx.error("FM0323", f"invalid regex: {exc.msg}", node.span, "does not compile",
-                  "check brackets and escapes; a `/` inside the regex is written `\\/`")
+        ctx.error(
+            "FM0323",
+            f"invalid regex: {exc.msg}",
+            node.span,
+            "does not compile",
+            "check brackets and escapes; a `/` inside the regex is written `\\/`",
+        )
         return
     if _RE2_UNSUPPORTED.search(node.pattern):
-        ctx.error("FM0323", "lookarounds and backreferences are not supported", node.span,
-                  "unsupported by the SQL engine (RE2 syntax)",
-                  "rewrite without `(?=`, `(?!`, `(?<` or `\\1`, or use a Python LF")
+        ctx.error(
+            "FM0323",
+            "lookarounds and backreferences are not supported",
+            node.span,
+            "unsupported by the SQL engine (RE2 syntax)",
+            "rewrite without `(?=`, `(?!`, `(?<` or `\\1`, or use a Python LF",
+        )
 
 
 class ExprChecker:
@@ -63,14 +77,22 @@ class ExprChecker:
     def expect(self, expr: ast.Expr, wanted: str, what: str) -> None:
         found = self.infer(expr)
         if not _fits(found, wanted):
-            self.ctx.error("FM0322", f"{what} must be {_a(wanted)}, but this is {_a(found)}",
-                           expr.span, f"{found}, expected {wanted}")
+            self.ctx.error(
+                "FM0322",
+                f"{what} must be {_a(wanted)}, but this is {_a(found)}",
+                expr.span,
+                f"{found}, expected {wanted}",
+            )
 
     def infer(self, expr: ast.Expr) -> str:
         method = getattr(self, "_" + type(expr).__name__.lower(), None)
         if method is None:
-            self.ctx.error("FM0322", f"{describe(expr)} cannot be used in {self.where}",
-                           expr.span, "not allowed here")
+            self.ctx.error(
+                "FM0322",
+                f"{describe(expr)} cannot be used in {self.where}",
+                expr.span,
+                "not allowed here",
+            )
             return ANY
         result: str = method(expr)
         return result
@@ -82,9 +104,15 @@ class ExprChecker:
         if symbol is not None and isinstance(symbol.node, ast.Let):
             return self.infer(symbol.node.value)
         hint = did_you_mean(expr.id, self.columns) or (
-            f"columns here: {', '.join(sorted(self.columns))}" if self.columns else None)
-        self.ctx.error("FM0403", f"unknown column `{expr.id}` in {self.where}", expr.span,
-                       "not a column or constant", hint)
+            f"columns here: {', '.join(sorted(self.columns))}" if self.columns else None
+        )
+        self.ctx.error(
+            "FM0403",
+            f"unknown column `{expr.id}` in {self.where}",
+            expr.span,
+            "not a column or constant",
+            hint,
+        )
         return ANY
 
     def _number(self, expr: ast.Number) -> str:
@@ -92,8 +120,13 @@ class ExprChecker:
 
     def _quantity(self, expr: ast.Quantity) -> str:
         if expr.unit != "%":
-            self.ctx.error("FM0303", f"`{expr.text}` has a unit, which {self.where} cannot use",
-                           expr.span, "unexpected unit", "only percentages are allowed here")
+            self.ctx.error(
+                "FM0303",
+                f"`{expr.text}` has a unit, which {self.where} cannot use",
+                expr.span,
+                "unexpected unit",
+                "only percentages are allowed here",
+            )
         return NUMBER
 
     def _string(self, expr: ast.String) -> str:
@@ -141,50 +174,80 @@ class ExprChecker:
             self.expect(expr.right, NUMBER, f"each side of `{op}`")
             return NUMBER
         if op == "allows":
-            self.ctx.error("FM0322", f"`allows` only appears in license constraints, not in "
-                           f"{self.where}", expr.span, "not allowed here")
+            self.ctx.error(
+                "FM0322",
+                f"`allows` only appears in license constraints, not in {self.where}",
+                expr.span,
+                "not allowed here",
+            )
             return BOOL
         return self._comparison(expr)
 
     def _comparison(self, expr: ast.Binary) -> str:
         left, right = self.infer(expr.left), self.infer(expr.right)
-        if expr.op in ("==", "!=") and (left == right or ANY in (left, right) or
-                                          {left, right} <= TEXTUAL):
+        if expr.op in ("==", "!=") and (
+            left == right or ANY in (left, right) or {left, right} <= TEXTUAL
+        ):
             return BOOL
-        if left == right == NUMBER or ANY in (left, right) or (
-                {left, right} <= TEXTUAL and expr.op not in ("==", "!=")):
+        if (
+            left == right == NUMBER
+            or ANY in (left, right)
+            or ({left, right} <= TEXTUAL and expr.op not in ("==", "!="))
+        ):
             return BOOL
-        self.ctx.error("FM0322", f"cannot compare {_a(left)} with {_a(right)} using `{expr.op}`",
-                       expr.span, f"{left} {expr.op} {right}",
-                       "use `length(col)` or `words(col)` to compare text by size"
-                       if TEXT in (left, right) else None)
+        self.ctx.error(
+            "FM0322",
+            f"cannot compare {_a(left)} with {_a(right)} using `{expr.op}`",
+            expr.span,
+            f"{left} {expr.op} {right}",
+            "use `length(col)` or `words(col)` to compare text by size"
+            if TEXT in (left, right)
+            else None,
+        )
         return BOOL
 
     def _call(self, expr: ast.Call) -> str:
         if not isinstance(expr.func, ast.Name):
-            self.ctx.error("FM0324", "only named functions can be called", expr.func.span,
-                           "not a function name")
+            self.ctx.error(
+                "FM0324",
+                "only named functions can be called",
+                expr.func.span,
+                "not a function name",
+            )
             return ANY
         name = expr.func.id
         if name not in FUNCTIONS:
-            self.ctx.error("FM0324", f"unknown function `{name}`", expr.func.span,
-                           "not a built-in function",
-                           did_you_mean(name, FUNCTIONS) or
-                           f"functions: {', '.join(sorted(FUNCTIONS))}")
+            self.ctx.error(
+                "FM0324",
+                f"unknown function `{name}`",
+                expr.func.span,
+                "not a built-in function",
+                did_you_mean(name, FUNCTIONS) or f"functions: {', '.join(sorted(FUNCTIONS))}",
+            )
             return ANY
         params, result, _ = FUNCTIONS[name]
         if len(expr.args) != len(params) or any(a.name for a in expr.args):
-            self.ctx.error("FM0324", f"`{name}` takes {len(params)} argument"
-                           f"{'s' * (len(params) != 1)} ({', '.join(params)}), "
-                           f"{len(expr.args)} given", expr.span, "wrong arguments")
+            self.ctx.error(
+                "FM0324",
+                f"`{name}` takes {len(params)} argument"
+                f"{'s' * (len(params) != 1)} ({', '.join(params)}), "
+                f"{len(expr.args)} given",
+                expr.span,
+                "wrong arguments",
+            )
             return result
         for index, (arg, param) in enumerate(zip(expr.args, params, strict=True)):
             self.expect(arg.value, param, f"argument {index + 1} of `{name}`")
         return result
 
     def _attribute(self, expr: ast.Attribute) -> str:
-        self.ctx.error("FM0322", f"`.{expr.attr.name}` cannot be used in {self.where}",
-                       expr.span, "no attributes here", "refer to columns by their bare name")
+        self.ctx.error(
+            "FM0322",
+            f"`.{expr.attr.name}` cannot be used in {self.where}",
+            expr.span,
+            "no attributes here",
+            "refer to columns by their bare name",
+        )
         return ANY
 
 
@@ -193,6 +256,13 @@ def _fits(found: str, wanted: str) -> bool:
 
 
 def _a(kind: str) -> str:
-    return {"any": "a value", "list": "a list", "regex": "a regex", "bool": "a condition",
-            "text": "text", "number": "a number", "category": "a category",
-            "date": "a date"}.get(kind, kind)
+    return {
+        "any": "a value",
+        "list": "a list",
+        "regex": "a regex",
+        "bool": "a condition",
+        "text": "text",
+        "number": "a number",
+        "category": "a category",
+        "date": "a date",
+    }.get(kind, kind)

@@ -38,13 +38,24 @@ def _check_labels(ctx: Ctx, labels: ast.Labels) -> None:
     seen: dict[str, ast.Ident] = {}
     functions = [stmt for stmt in labels.body if isinstance(stmt, ast.LabelingFunction)]
     if not functions:
-        ctx.error("FM0321", f"labels `{labels.name.name}` has no labeling functions",
-                  labels.name.span, "nothing votes", "add `lf name: condition -> class`")
+        ctx.error(
+            "FM0321",
+            f"labels `{labels.name.name}` has no labeling functions",
+            labels.name.span,
+            "nothing votes",
+            "add `lf name: condition -> class`",
+        )
     for lf in functions:
         if lf.name.name in seen:
-            ctx.report(error("FM0325", f"labeling function `{lf.name.name}` is declared twice",
-                             lf.name.span, "declared again",
-                             related=(Label(seen[lf.name.name].span, "first here", False),)))
+            ctx.report(
+                error(
+                    "FM0325",
+                    f"labeling function `{lf.name.name}` is declared twice",
+                    lf.name.span,
+                    "declared again",
+                    related=(Label(seen[lf.name.name].span, "first here", False),),
+                )
+            )
         seen[lf.name.name] = lf.name
         _check_lf(ctx, lf, columns, classes)
     for stmt in labels.body:
@@ -59,23 +70,37 @@ def _source_columns(ctx: Ctx, labels: ast.Labels) -> dict[str, str] | None:
         return None
     assert isinstance(symbol.node, ast.Dataset)
     if len(labels.source) > 2:
-        ctx.error("FM0404", "label a dataset or one split: `on dataset` or `on dataset.split`",
-                  labels.source[2].span, "too many parts")
+        ctx.error(
+            "FM0404",
+            "label a dataset or one split: `on dataset` or `on dataset.split`",
+            labels.source[2].span,
+            "too many parts",
+        )
     elif len(labels.source) == 2:
         splits = split_names(symbol.node)
         wanted = labels.source[1]
         if wanted.name not in splits:
-            ctx.error("FM0404", f"dataset `{symbol.name}` has no split `{wanted.name}`",
-                      wanted.span, "unknown split", did_you_mean(wanted.name, splits) or
-                      (f"its splits are {', '.join(splits)}" if splits else "it declares no splits"))
+            ctx.error(
+                "FM0404",
+                f"dataset `{symbol.name}` has no split `{wanted.name}`",
+                wanted.span,
+                "unknown split",
+                did_you_mean(wanted.name, splits)
+                or (f"its splits are {', '.join(splits)}" if splits else "it declares no splits"),
+            )
     return columns_of(symbol.node)
 
 
 def _check_classes(ctx: Ctx, labels: ast.Labels, classes: list[str]) -> None:
     value = setting_value(labels.body, "classes")
     if value is None:
-        ctx.error("FM0320", f"labels `{labels.name.name}` declares no classes", labels.name.span,
-                  "no classes", "add `classes [negative, positive]`")
+        ctx.error(
+            "FM0320",
+            f"labels `{labels.name.name}` declares no classes",
+            labels.name.span,
+            "no classes",
+            "add `classes [negative, positive]`",
+        )
         return
     if len(classes) < 2:
         ctx.error("FM0320", "labels need at least two classes", value.span, "too few classes")
@@ -83,20 +108,30 @@ def _check_classes(ctx: Ctx, labels: ast.Labels, classes: list[str]) -> None:
         ctx.error("FM0320", "a class is listed twice", value.span, "repeated class")
 
 
-def _check_lf(ctx: Ctx, lf: ast.LabelingFunction, columns: dict[str, str] | None,
-              classes: list[str]) -> None:
+def _check_lf(
+    ctx: Ctx, lf: ast.LabelingFunction, columns: dict[str, str] | None, classes: list[str]
+) -> None:
     python = _python_ref(lf.expr)
     if python is not None:
         if not _PYTHON_REF.match(python.value):
-            ctx.error("FM0326", f"`{python.value}` is not a Python function reference",
-                      python.span, "expected `module.path:function`",
-                      'write `python("my_package.lfs:is_spam")`')
+            ctx.error(
+                "FM0326",
+                f"`{python.value}` is not a Python function reference",
+                python.span,
+                "expected `module.path:function`",
+                'write `python("my_package.lfs:is_spam")`',
+            )
         if lf.target is not None and lf.target.name not in classes:
             _unknown_class(ctx, lf.target, classes)
         return
     if lf.target is None:
-        ctx.error("FM0321", f"labeling function `{lf.name.name}` names no class", lf.expr.span,
-                  "votes for nothing", f"end it with `-> {classes[0] if classes else 'class'}`")
+        ctx.error(
+            "FM0321",
+            f"labeling function `{lf.name.name}` names no class",
+            lf.expr.span,
+            "votes for nothing",
+            f"end it with `-> {classes[0] if classes else 'class'}`",
+        )
     elif lf.target.name not in classes:
         _unknown_class(ctx, lf.target, classes)
     if columns is not None:
@@ -105,13 +140,22 @@ def _check_lf(ctx: Ctx, lf: ast.LabelingFunction, columns: dict[str, str] | None
 
 
 def _unknown_class(ctx: Ctx, target: ast.Ident, classes: list[str]) -> None:
-    ctx.error("FM0405", f"unknown class `{target.name}`", target.span, "not one of the classes",
-              did_you_mean(target.name, classes) or f"classes: {', '.join(classes)}")
+    ctx.error(
+        "FM0405",
+        f"unknown class `{target.name}`",
+        target.span,
+        "not one of the classes",
+        did_you_mean(target.name, classes) or f"classes: {', '.join(classes)}",
+    )
 
 
 def _python_ref(expr: ast.Expr) -> ast.String | None:
-    if (isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name)
-            and expr.func.id == "python" and len(expr.args) == 1
-            and isinstance(expr.args[0].value, ast.String)):
+    if (
+        isinstance(expr, ast.Call)
+        and isinstance(expr.func, ast.Name)
+        and expr.func.id == "python"
+        and len(expr.args) == 1
+        and isinstance(expr.args[0].value, ast.String)
+    ):
         return expr.args[0].value
     return None

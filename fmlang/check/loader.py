@@ -27,29 +27,50 @@ def read_source(path: Path, shown: str) -> tuple[str | None, Diagnostic | None]:
     start = Span(shown, 1, 1, 1, 1)
     try:
         if path.is_dir():
-            return None, error("FM0001", f"`{shown}` is a directory, not a .fm file", None,
-                               help="pass the spec file itself, for example `spec.fm`")
+            return None, error(
+                "FM0001",
+                f"`{shown}` is a directory, not a .fm file",
+                None,
+                help="pass the spec file itself, for example `spec.fm`",
+            )
         size = path.stat().st_size
         if size > MAX_SOURCE_BYTES:
-            return None, error("FM0003", f"`{shown}` is too large to be a spec ({size:,} bytes)",
-                               start, help="split it into files joined with `import \"file.fm\"`")
+            return None, error(
+                "FM0003",
+                f"`{shown}` is too large to be a spec ({size:,} bytes)",
+                start,
+                help='split it into files joined with `import "file.fm"`',
+            )
         data = path.read_bytes()
     except FileNotFoundError:
-        return None, error("FM0001", f"cannot read `{shown}`: no such file", None,
-                           help="check the path; specs usually end in `.fm`")
+        return None, error(
+            "FM0001",
+            f"cannot read `{shown}`: no such file",
+            None,
+            help="check the path; specs usually end in `.fm`",
+        )
     except OSError as exc:
         return None, error("FM0001", f"cannot read `{shown}`: {exc.strerror or exc}", None)
     if b"\x00" in data:
-        return None, error("FM0002", f"`{shown}` is a binary file, not a .fm spec", start,
-                           help="pass a UTF-8 text file")
+        return None, error(
+            "FM0002",
+            f"`{shown}` is a binary file, not a .fm spec",
+            start,
+            help="pass a UTF-8 text file",
+        )
     try:
         return data.decode("utf-8-sig"), None
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         bad = Span(shown, line, column, line, column + 1, exc.start, exc.start + 1)
-        return None, error("FM0002", f"`{shown}` is not valid UTF-8 (byte {exc.start})", bad,
-                           "invalid byte", help="save the file as UTF-8")
+        return None, error(
+            "FM0002",
+            f"`{shown}` is not valid UTF-8 (byte {exc.start})",
+            bad,
+            "invalid byte",
+            help="save the file as UTF-8",
+        )
 
 
 class Loader:
@@ -75,8 +96,13 @@ class Loader:
         text, problem = read_source(path, shown)
         if problem is not None:
             if importer is not None and problem.code == "FM0001":
-                problem = error("FM0202", f"imported file `{shown}` cannot be read", importer.span,
-                                "imported here", help="check the path, relative to this file")
+                problem = error(
+                    "FM0202",
+                    f"imported file `{shown}` cannot be read",
+                    importer.span,
+                    "imported here",
+                    help="check the path, relative to this file",
+                )
             self.program.sink.add(problem)
             return None
         assert text is not None
@@ -101,11 +127,16 @@ class Loader:
         self.program.scopes[key] = scope
 
     def _cycle(self, key: str, importer: Label | None) -> None:
-        chain = " → ".join([*self.stack[self.stack.index(key):], key])
-        self.program.sink.add(error(
-            "FM0203", f"import cycle: {chain}", importer.span if importer else None,
-            "this import closes the cycle", help="move the shared declarations into a third file "
-            "that both import"))
+        chain = " → ".join([*self.stack[self.stack.index(key) :], key])
+        self.program.sink.add(
+            error(
+                "FM0203",
+                f"import cycle: {chain}",
+                importer.span if importer else None,
+                "this import closes the cycle",
+                help="move the shared declarations into a third file that both import",
+            )
+        )
 
     def _import_file(self, item: ast.ImportFile, base: Path) -> dict[str, Symbol]:
         target = (base / item.path).resolve()
@@ -117,10 +148,15 @@ class Loader:
     def _import_module(self, item: ast.ImportModule) -> dict[str, Symbol]:
         parts = [p.name for p in item.path]
         if parts[0] != STD_PREFIX:
-            self.program.sink.add(error(
-                "FM0201", f"unknown module `{item.dotted}`", item.path[0].span,
-                "modules start with `std.`",
-                help='import the standard library as `std.…`, or a file as `import "file.fm"`'))
+            self.program.sink.add(
+                error(
+                    "FM0201",
+                    f"unknown module `{item.dotted}`",
+                    item.path[0].span,
+                    "modules start with `std.`",
+                    help='import the standard library as `std.…`, or a file as `import "file.fm"`',
+                )
+            )
             return {}
         module_parts, wanted = self._split_module(parts, item)
         if module_parts is None:
@@ -144,9 +180,15 @@ class Loader:
                 return parts[1:cut], (rest if rest else None)
         available = sorted(p.stem for p in root.glob("*.fm"))
         hint = did_you_mean(parts[1] if len(parts) > 1 else "", available)
-        self.program.sink.add(error(
-            "FM0201", f"unknown module `{item.dotted}`", item.span, "no such stdlib module",
-            help=hint or f"stdlib modules: {', '.join('std.' + a for a in available)}"))
+        self.program.sink.add(
+            error(
+                "FM0201",
+                f"unknown module `{item.dotted}`",
+                item.span,
+                "no such stdlib module",
+                help=hint or f"stdlib modules: {', '.join('std.' + a for a in available)}",
+            )
+        )
         return None, None
 
     def _load_std(self, module_parts: list[str]) -> dict[str, Symbol]:
@@ -164,8 +206,15 @@ class Loader:
             if ident.name in symbols:
                 out[ident.name] = symbols[ident.name]
                 continue
-            self.program.sink.add(Diagnostic(
-                Severity.ERROR, "FM0204", f"`{module}` has no `{ident.name}`",
-                (Label(ident.span, "not in this module", True),), (),
-                did_you_mean(ident.name, symbols) or f"it provides: {', '.join(sorted(symbols))}"))
+            self.program.sink.add(
+                Diagnostic(
+                    Severity.ERROR,
+                    "FM0204",
+                    f"`{module}` has no `{ident.name}`",
+                    (Label(ident.span, "not in this module", True),),
+                    (),
+                    did_you_mean(ident.name, symbols)
+                    or f"it provides: {', '.join(sorted(symbols))}",
+                )
+            )
         return out

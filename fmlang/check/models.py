@@ -31,8 +31,13 @@ def _check_model(ctx: Ctx, model: ast.Block) -> None:
     check_body(ctx, model.body, s.MODEL, f"model `{name}`", columns)
     for key, example in (("base", "base minilm_l6"), ("task", "task classify(my_labels)")):
         if setting(model.body, key) is None:
-            ctx.error("FM0330", f"model `{name}` has no `{key}`", model.name.span,
-                      f"no {key}", f"add `{example}`")
+            ctx.error(
+                "FM0330",
+                f"model `{name}` has no `{key}`",
+                model.name.span,
+                f"no {key}",
+                f"add `{example}`",
+            )
     base = _base_of(ctx, model)
     if base is not None:
         _check_targets(ctx, model, base)
@@ -68,21 +73,33 @@ def _check_targets(ctx: Ctx, model: ast.Block, base: ast.Block) -> None:
             continue
         for target in _names(arg.value):
             if target.id not in modules:
-                ctx.error("FM0331", f"base model `{base.name.name}` has no module `{target.id}`",
-                          target.span, "not a module of the base model",
-                          did_you_mean(target.id, modules) or
-                          f"its adaptable modules are {', '.join(modules)}")
+                ctx.error(
+                    "FM0331",
+                    f"base model `{base.name.name}` has no module `{target.id}`",
+                    target.span,
+                    "not a module of the base model",
+                    did_you_mean(target.id, modules)
+                    or f"its adaptable modules are {', '.join(modules)}",
+                )
 
 
 def _check_task_fits(ctx: Ctx, model: ast.Block, base: ast.Block) -> None:
     task = setting_value(model.body, "task")
     head = task.func if isinstance(task, ast.Call) else task
     kind = setting_value(base.body, "kind")
-    if isinstance(head, ast.Name) and head.id == "generate" and isinstance(kind, ast.Name) \
-            and kind.id == "encoder":
-        ctx.error("FM0332", f"`{base.name.name}` is an encoder and cannot `generate`",
-                  head.span, "encoder base model",
-                  "use a decoder base model (e.g. a Llama or Qwen entry) or `classify`/`embed`")
+    if (
+        isinstance(head, ast.Name)
+        and head.id == "generate"
+        and isinstance(kind, ast.Name)
+        and kind.id == "encoder"
+    ):
+        ctx.error(
+            "FM0332",
+            f"`{base.name.name}` is an encoder and cannot `generate`",
+            head.span,
+            "encoder base model",
+            "use a decoder base model (e.g. a Llama or Qwen entry) or `classify`/`embed`",
+        )
 
 
 def _training_columns(ctx: Ctx, model: ast.Block) -> Callable[[ast.Ident | ast.Name], None]:
@@ -97,8 +114,13 @@ def _training_columns(ctx: Ctx, model: ast.Block) -> Callable[[ast.Ident | ast.N
             return
         columns = columns_of(dataset)
         if name not in columns:
-            ctx.error("FM0403", f"dataset `{dataset.name.name}` has no column `{name}`",
-                      column.span, "unknown column", did_you_mean(name, columns))
+            ctx.error(
+                "FM0403",
+                f"dataset `{dataset.name.name}` has no column `{name}`",
+                column.span,
+                "unknown column",
+                did_you_mean(name, columns),
+            )
 
     return check
 
@@ -121,17 +143,32 @@ def _check_merge(ctx: Ctx, merge: ast.Block) -> None:
     models = setting_value(merge.body, "models")
     count = len(models.items) if isinstance(models, ast.ListExpr) else None
     if models is None:
-        ctx.error("FM0340", f"merge `{name}` names no models", merge.name.span, "nothing to merge",
-                  "add `models [model_a, model_b]`")
+        ctx.error(
+            "FM0340",
+            f"merge `{name}` names no models",
+            merge.name.span,
+            "nothing to merge",
+            "add `models [model_a, model_b]`",
+        )
     elif count is not None and count < 2:
         ctx.error("FM0340", "a merge combines at least two models", models.span, "too few")
     if setting(merge.body, "method") is None:
-        ctx.error("FM0340", f"merge `{name}` has no `method`", merge.name.span, "no method",
-                  "add `method linear` (or ties, dare_ties, dare_linear, svd, cat, ...)")
+        ctx.error(
+            "FM0340",
+            f"merge `{name}` has no `method`",
+            merge.name.span,
+            "no method",
+            "add `method linear` (or ties, dare_ties, dare_linear, svd, cat, ...)",
+        )
     weights = setting_value(merge.body, "weights")
     if isinstance(weights, ast.ListExpr) and count is not None and len(weights.items) != count:
-        ctx.error("FM0341", f"{len(weights.items)} weights for {count} models", weights.span,
-                  "one weight per model", "give exactly one weight for each model, in order")
+        ctx.error(
+            "FM0341",
+            f"{len(weights.items)} weights for {count} models",
+            weights.span,
+            "one weight per model",
+            "give exactly one weight for each model, in order",
+        )
     for stmt in merge.body:
         if isinstance(stmt, ast.Grant):
             check_grant(ctx, stmt)

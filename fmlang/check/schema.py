@@ -274,7 +274,8 @@ DATASET: dict[str, Kind] = {
             "hf_disk": {"split": Text("split of the saved DatasetDict")},
         },
         positional={
-            k: (Text("path or glob"),) for k in ("csv", "jsonl", "json", "parquet", "files", "hf_disk")
+            k: (Text("path or glob"),)
+            for k in ("csv", "jsonl", "json", "parquet", "files", "hf_disk")
         },
     ),
     "description": Text("what the data is"),

@@ -28,27 +28,48 @@ def check_body(
             continue
         key = stmt.key
         if key.name in seen:
-            ctx.report(error(
-                "FM0305", f"`{key.name}` is set twice in {where}", key.span, "set again here",
-                help="remove one of them",
-                related=(Label(seen[key.name].span, "first set here", False),)))
+            ctx.report(
+                error(
+                    "FM0305",
+                    f"`{key.name}` is set twice in {where}",
+                    key.span,
+                    "set again here",
+                    help="remove one of them",
+                    related=(Label(seen[key.name].span, "first set here", False),),
+                )
+            )
             continue
         seen[key.name] = key
         kind = table.get(key.name)
         if kind is None:
             hint = did_you_mean(key.name, table) or f"{where} accepts: {', '.join(sorted(table))}"
-            ctx.error("FM0301", f"unknown setting `{key.name}` in {where}", key.span,
-                      "not a setting here", hint)
+            ctx.error(
+                "FM0301",
+                f"unknown setting `{key.name}` in {where}",
+                key.span,
+                "not a setting here",
+                hint,
+            )
             continue
         if isinstance(stmt, ast.BlockSetting):
             if not isinstance(kind, s.Block):
-                ctx.error("FM0302", f"`{key.name}` takes a value, not a block", stmt.span,
-                          "block given", f"write `{key.name} = …`")
+                ctx.error(
+                    "FM0302",
+                    f"`{key.name}` takes a value, not a block",
+                    stmt.span,
+                    "block given",
+                    f"write `{key.name} = …`",
+                )
                 continue
             check_body(ctx, stmt.body, kind.settings, f"`{key.name}`", columns)
         elif isinstance(kind, s.Block):
-            ctx.error("FM0302", f"`{key.name}` is a block", stmt.value.span, "value given",
-                      f"write `{key.name} {{ … }}` with settings inside")
+            ctx.error(
+                "FM0302",
+                f"`{key.name}` is a block",
+                stmt.value.span,
+                "value given",
+                f"write `{key.name} {{ … }}` with settings inside",
+            )
         else:
             check_value(ctx, kind, stmt.value, key.name, columns)
 
@@ -65,16 +86,26 @@ def check_value(
 
 
 def _mismatch(ctx: Ctx, value: ast.Expr, key: str, wanted: str, help: str | None = None) -> None:
-    ctx.error("FM0302", f"`{key}` needs {wanted}, found {describe(value)}", value.span,
-              f"expected {wanted}", help)
+    ctx.error(
+        "FM0302",
+        f"`{key}` needs {wanted}, found {describe(value)}",
+        value.span,
+        f"expected {wanted}",
+        help,
+    )
 
 
 def _check_auto(
     ctx: Ctx, kind: s.Kind, value: ast.Auto, key: str, columns: ColumnCheck | None
 ) -> None:
     if not kind.auto:
-        ctx.error("FM0306", f"`{key}` cannot be `auto`", value.span, "the solver does not "
-                  "choose this", "give it a value")
+        ctx.error(
+            "FM0306",
+            f"`{key}` cannot be `auto`",
+            value.span,
+            "the solver does not choose this",
+            "give it a value",
+        )
         return
     domain = value.domain
     if domain is None:
@@ -83,8 +114,12 @@ def _check_auto(
     if isinstance(domain, ast.ListExpr):
         items = domain.items
         if not items:
-            ctx.error("FM0302", f"`auto in []` leaves `{key}` nothing to choose", domain.span,
-                      "empty choice")
+            ctx.error(
+                "FM0302",
+                f"`auto in []` leaves `{key}` nothing to choose",
+                domain.span,
+                "empty choice",
+            )
     elif isinstance(domain, ast.Range):
         items = (domain.low, domain.high)
     else:
@@ -102,19 +137,23 @@ def _number(value: ast.Expr) -> float | None:
     return None
 
 
-def _bounds(ctx: Ctx, value: ast.Expr, key: str, number: float, lo: float | None,
-            hi: float | None) -> None:
+def _bounds(
+    ctx: Ctx, value: ast.Expr, key: str, number: float, lo: float | None, hi: float | None
+) -> None:
     if (lo is not None and number < lo) or (hi is not None and number > hi):
         rng = f"{lo if lo is not None else '-∞'} to {hi if hi is not None else '∞'}"
-        ctx.error("FM0304", f"`{key}` = {number:g} is out of range ({rng})", value.span,
-                  "out of range")
+        ctx.error(
+            "FM0304", f"`{key}` = {number:g} is out of range ({rng})", value.span, "out of range"
+        )
 
 
 def _int(ctx: Ctx, kind: s.Kind, value: ast.Expr, key: str, _: ColumnCheck | None) -> None:
     assert isinstance(kind, s.Int | s.Between)
     number = _number(value)
-    if number is None or not float(number).is_integer() or (
-        isinstance(value, ast.Number) and not value.is_integer
+    if (
+        number is None
+        or not float(number).is_integer()
+        or (isinstance(value, ast.Number) and not value.is_integer)
     ):
         _mismatch(ctx, value, key, "a whole number")
         return
@@ -144,25 +183,39 @@ def check_quantity(ctx: Ctx, value: ast.Expr, dimension: str, what: str) -> bool
     if isinstance(value, ast.Number) and dimension == "ratio":
         return True
     if not isinstance(value, ast.Quantity):
-        ctx.error("FM0303", f"{what} needs {wanted}, found {describe(value)}", value.span,
-                  "no unit", f"add a unit, e.g. {wanted.split('(')[-1].rstrip(')')}")
+        ctx.error(
+            "FM0303",
+            f"{what} needs {wanted}, found {describe(value)}",
+            value.span,
+            "no unit",
+            f"add a unit, e.g. {wanted.split('(')[-1].rstrip(')')}",
+        )
         return False
     if normalise(value.value, value.unit) is None:
         units = [u for u, d in UNIT_DIMENSION.items() if d == dimension]
-        ctx.error("FM0303", f"unknown unit `{value.unit}`", value.span, "unknown unit",
-                  did_you_mean(value.unit, units) or f"{what} takes {', '.join(units)}")
+        ctx.error(
+            "FM0303",
+            f"unknown unit `{value.unit}`",
+            value.span,
+            "unknown unit",
+            did_you_mean(value.unit, units) or f"{what} takes {', '.join(units)}",
+        )
         return False
     found = UNIT_DIMENSION[value.unit]
     if found != dimension:
-        ctx.error("FM0303", f"{what} needs {wanted}, but `{value.text}` is "
-                  f"{DIMENSION_NAMES[found].split(' (')[0]}", value.span, "wrong unit")
+        ctx.error(
+            "FM0303",
+            f"{what} needs {wanted}, but `{value.text}` is {DIMENSION_NAMES[found].split(' (')[0]}",
+            value.span,
+            "wrong unit",
+        )
         return False
     return True
 
 
 def _text(ctx: Ctx, kind: s.Kind, value: ast.Expr, key: str, _: ColumnCheck | None) -> None:
     if not isinstance(value, ast.String):
-        _mismatch(ctx, value, key, 'a string in double quotes', f'write `{key} "…"`')
+        _mismatch(ctx, value, key, "a string in double quotes", f'write `{key} "…"`')
 
 
 def _flag(ctx: Ctx, kind: s.Kind, value: ast.Expr, key: str, _: ColumnCheck | None) -> None:
@@ -176,8 +229,13 @@ def _one_of(ctx: Ctx, kind: s.Kind, value: ast.Expr, key: str, _: ColumnCheck | 
     if name is None:
         _mismatch(ctx, value, key, f"one of {', '.join(kind.values)}")
     elif name not in kind.values:
-        ctx.error("FM0307", f"`{name}` is not a valid `{key}`", value.span, "unknown choice",
-                  did_you_mean(name, kind.values) or f"choose one of {', '.join(kind.values)}")
+        ctx.error(
+            "FM0307",
+            f"`{name}` is not a valid `{key}`",
+            value.span,
+            "unknown choice",
+            did_you_mean(name, kind.values) or f"choose one of {', '.join(kind.values)}",
+        )
 
 
 def _names(ctx: Ctx, kind: s.Kind, value: ast.Expr, key: str, _: ColumnCheck | None) -> None:
@@ -187,9 +245,13 @@ def _names(ctx: Ctx, kind: s.Kind, value: ast.Expr, key: str, _: ColumnCheck | N
         if not isinstance(item, ast.Name):
             _mismatch(ctx, item, key, "a list of names `[a, b]`")
         elif kind.values and item.id not in kind.values:
-            ctx.error("FM0307", f"`{item.id}` is not a valid `{key}` entry", item.span,
-                      "unknown name",
-                      did_you_mean(item.id, kind.values) or f"choose from {', '.join(kind.values)}")
+            ctx.error(
+                "FM0307",
+                f"`{item.id}` is not a valid `{key}` entry",
+                item.span,
+                "unknown name",
+                did_you_mean(item.id, kind.values) or f"choose from {', '.join(kind.values)}",
+            )
 
 
 def _reals(ctx: Ctx, kind: s.Kind, value: ast.Expr, key: str, _: ColumnCheck | None) -> None:
@@ -232,11 +294,18 @@ def check_data_ref(ctx: Ctx, value: ast.Expr, key: str, labels_ok: bool = True) 
     assert isinstance(symbol.node, ast.Dataset)
     splits = split_names(symbol.node)
     if parts[1].name not in splits:
-        ctx.error("FM0404", f"dataset `{symbol.name}` has no split `{parts[1].name}`",
-                  parts[1].span, "unknown split",
-                  did_you_mean(parts[1].name, splits) or
-                  (f"its splits are {', '.join(splits)}" if splits else
-                   "declare splits with `split { train 80%, test 20% }`"))
+        ctx.error(
+            "FM0404",
+            f"dataset `{symbol.name}` has no split `{parts[1].name}`",
+            parts[1].span,
+            "unknown split",
+            did_you_mean(parts[1].name, splits)
+            or (
+                f"its splits are {', '.join(splits)}"
+                if splits
+                else "declare splits with `split { train 80%, test 20% }`"
+            ),
+        )
 
 
 def _column(ctx: Ctx, kind: s.Kind, value: ast.Expr, key: str, cols: ColumnCheck | None) -> None:
@@ -255,41 +324,70 @@ def _between(ctx: Ctx, kind: s.Kind, value: ast.Expr, key: str, cols: ColumnChec
         _int(ctx, kind, value.high, key, cols)
         low, high = _number(value.low), _number(value.high)
         if low is not None and high is not None and low > high:
-            ctx.error("FM0304", f"`{key}` range is empty: {low:g} > {high:g}", value.span,
-                      "empty range", f"write `{high:g}..{low:g}`")
+            ctx.error(
+                "FM0304",
+                f"`{key}` range is empty: {low:g} > {high:g}",
+                value.span,
+                "empty range",
+                f"write `{high:g}..{low:g}`",
+            )
     else:
         _int(ctx, kind, value, key, cols)
 
 
 def _call(ctx: Ctx, kind: s.Kind, value: ast.Expr, key: str, cols: ColumnCheck | None) -> None:
     assert isinstance(kind, s.Call)
-    head, args = (value, ()) if isinstance(value, ast.Name) else (
-        (value.func, value.args) if isinstance(value, ast.Call) else (None, ()))
+    head, args = (
+        (value, ())
+        if isinstance(value, ast.Name)
+        else ((value.func, value.args) if isinstance(value, ast.Call) else (None, ()))
+    )
     if not isinstance(head, ast.Name):
         _mismatch(ctx, value, key, f"one of {', '.join(kind.heads)}")
         return
     if head.id not in kind.heads:
-        ctx.error("FM0307", f"unknown `{key}` kind `{head.id}`", head.span, "unknown kind",
-                  did_you_mean(head.id, kind.heads) or f"choose one of {', '.join(kind.heads)}")
+        ctx.error(
+            "FM0307",
+            f"unknown `{key}` kind `{head.id}`",
+            head.span,
+            "unknown kind",
+            did_you_mean(head.id, kind.heads) or f"choose one of {', '.join(kind.heads)}",
+        )
         return
     _call_args(ctx, kind, head.id, args, value, key, cols)
 
 
-def _call_args(ctx: Ctx, kind: s.Call, head: str, args: Sequence[ast.Argument],
-               value: ast.Expr, key: str, cols: ColumnCheck | None) -> None:
+def _call_args(
+    ctx: Ctx,
+    kind: s.Call,
+    head: str,
+    args: Sequence[ast.Argument],
+    value: ast.Expr,
+    key: str,
+    cols: ColumnCheck | None,
+) -> None:
     keywords = kind.heads[head]
     positional = kind.positional.get(head, ())
     given = [a for a in args if a.name is None]
     if len(given) > len(positional):
-        ctx.error("FM0308", f"`{head}` takes {len(positional)} positional argument"
-                  f"{'s' * (len(positional) != 1)}, {len(given)} given", given[-1].span,
-                  "extra argument", f"name it: `{head}(name = …)`" if keywords else None)
+        ctx.error(
+            "FM0308",
+            f"`{head}` takes {len(positional)} positional argument"
+            f"{'s' * (len(positional) != 1)}, {len(given)} given",
+            given[-1].span,
+            "extra argument",
+            f"name it: `{head}(name = …)`" if keywords else None,
+        )
     elif len(given) < len(positional):
-        ctx.error("FM0308", f"`{head}` needs {len(positional)} positional argument"
-                  f"{'s' * (len(positional) != 1)}", value.span, "missing argument",
-                  f"write `{head}(…)`")
-    for arg, arg_kind in zip(given, positional, strict=False):
-        check_value(ctx, arg_kind, arg.value, head, cols)
+        ctx.error(
+            "FM0308",
+            f"`{head}` needs {len(positional)} positional argument{'s' * (len(positional) != 1)}",
+            value.span,
+            "missing argument",
+            f"write `{head}(…)`",
+        )
+    for arg, expected in zip(given, positional, strict=False):
+        check_value(ctx, expected, arg.value, head, cols)
     seen: set[str] = set()
     for arg in args:
         if arg.name is None:
@@ -299,9 +397,14 @@ def _call_args(ctx: Ctx, kind: s.Call, head: str, args: Sequence[ast.Argument],
         seen.add(arg.name.name)
         arg_kind = keywords.get(arg.name.name)
         if arg_kind is None:
-            ctx.error("FM0308", f"`{head}` has no argument `{arg.name.name}`", arg.name.span,
-                      "unknown argument", did_you_mean(arg.name.name, keywords) or
-                      (f"it takes {', '.join(keywords)}" if keywords else "it takes none"))
+            ctx.error(
+                "FM0308",
+                f"`{head}` has no argument `{arg.name.name}`",
+                arg.name.span,
+                "unknown argument",
+                did_you_mean(arg.name.name, keywords)
+                or (f"it takes {', '.join(keywords)}" if keywords else "it takes none"),
+            )
         else:
             check_value(ctx, arg_kind, arg.value, arg.name.name, cols)
 

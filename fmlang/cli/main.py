@@ -62,8 +62,14 @@ def report(result: CheckResult, fmt: str, quiet_ok: bool = False) -> int:
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=FORMATS, default="rich", show_default=True,
-              help="rich excerpts, one line per problem, or JSON on stdout")
+@click.option(
+    "--format",
+    "fmt",
+    type=FORMATS,
+    default="rich",
+    show_default=True,
+    help="rich excerpts, one line per problem, or JSON on stdout",
+)
 def check(files: tuple[Path, ...], fmt: str) -> None:
     """Parse and check FILES; report every problem found."""
     from fmlang.api import check_paths
@@ -73,8 +79,14 @@ def check(files: tuple[Path, ...], fmt: str) -> None:
 
 @cli.command()
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="build folder (default: .fm-build/<spec name>)")
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="build folder (default: .fm-build/<spec name>)",
+)
 @click.option("--format", "fmt", type=FORMATS, default="rich", show_default=True)
 def build(file: Path, out_dir: Path | None, fmt: str) -> None:
     """Check FILE and write its artifacts (fm.lock.json, …) into the build folder."""
@@ -98,12 +110,16 @@ def build(file: Path, out_dir: Path | None, fmt: str) -> None:
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--check", "check_only", is_flag=True,
-              help="only report files that are not formatted; change nothing")
+@click.option(
+    "--check",
+    "check_only",
+    is_flag=True,
+    help="only report files that are not formatted; change nothing",
+)
 @click.option("--diff", is_flag=True, help="print a diff instead of writing")
 def fmt(files: tuple[Path, ...], check_only: bool, diff: bool) -> None:
     """Format .fm FILES canonically, keeping comments (idempotent)."""
-    from fmlang.fmt.run import format_paths
+    from fmlang.cli.format_files import format_paths
 
     sys.exit(format_paths(list(files), check_only=check_only, show_diff=diff))
 
@@ -122,8 +138,11 @@ def explain(code: str) -> None:
         from fmlang.suggest import closest
 
         near = closest(key, CODES)
-        click.echo(f"error: unknown diagnostic code `{code}`" +
-                   (f"; did you mean `{near}`?" if near else ""), err=True)
+        click.echo(
+            f"error: unknown diagnostic code `{code}`"
+            + (f"; did you mean `{near}`?" if near else ""),
+            err=True,
+        )
         sys.exit(EXIT_USAGE)
     click.echo(f"{key}: {entry.title}\n\n{entry.explanation}")
 
@@ -149,10 +168,13 @@ def main() -> None:
         raise
     except KeyboardInterrupt:
         sys.exit(130)
-    except BaseException as exc:  # noqa: BLE001 - the last line of defence
+    except BaseException as exc:
         if os.environ.get("FMC_DEBUG"):
             raise
-        click.echo(f"error[FM0901]: internal compiler error: {type(exc).__name__}: {exc}\n"
-                   "  = help: this is a bug in fmc; rerun with FMC_DEBUG=1 for the traceback "
-                   "and report it with the spec", err=True)
+        click.echo(
+            f"error[FM0901]: internal compiler error: {type(exc).__name__}: {exc}\n"
+            "  = help: this is a bug in fmc; rerun with FMC_DEBUG=1 for the traceback "
+            "and report it with the spec",
+            err=True,
+        )
         sys.exit(EXIT_INTERNAL)

@@ -13,132 +13,259 @@ class Code:
 
 
 CODES: dict[str, Code] = {
-    "FM0001": Code("cannot read a file", "The file does not exist, is a directory, or cannot be "
-                   "read. Pass the path of a `.fm` file.", io=True),
-    "FM0002": Code("not a UTF-8 text file", "Specs are UTF-8 text. The file contains a NUL byte "
-                   "or bytes that are not valid UTF-8. Re-save it as UTF-8."),
-    "FM0003": Code("file too large", "A single spec may be at most 16 MiB. Split large specs "
-                   "into files joined with `import \"file.fm\"`."),
-    "FM0101": Code("unexpected token", "The parser found something it did not expect at this "
-                   "point. The message lists what may come next; the help line suggests the "
-                   "likely fix.\n\n    constraints m { accuracy = 0.9 }   # wrong\n"
-                   "    constraints m { accuracy >= 0.9 on data.test }   # right"),
-    "FM0102": Code("unexpected character", "A character that cannot start any token, such as "
-                   "`$` or a single quote. Strings use double quotes; logic uses `and`, `or`, "
-                   "`not`."),
-    "FM0103": Code("unexpected end of file", "The file ends before a construct is complete, "
-                   "usually a block whose `{` is never closed. The second label points at the "
-                   "unclosed `{`."),
-    "FM0104": Code("unterminated string or regex", "A string (`\"…\"`) or regex (`/…/`) must "
-                   "close on the line it opens. Escape a quote as `\\\"` and a slash as `\\/`."),
-    "FM0105": Code("unknown word", "A word appears where only keywords are allowed, usually a "
-                   "misspelt declaration such as `datset`. The label suggests the closest one."),
-    "FM0106": Code("nested too deeply", "Expressions or lists are nested deeper than the "
-                   "compiler supports. Flatten them."),
-    "FM0107": Code("keyword used as a name", "A keyword appears where a name is expected. Pick "
-                   "another name, e.g. add a trailing underscore."),
-    "FM0201": Code("unknown module", "`import std.X` names a standard-library module that does "
-                   "not exist. Modules: std.models, std.hardware, std.labeling. Files are "
-                   "imported with a string: `import \"team_a.fm\"`."),
-    "FM0202": Code("imported file not found", "`import \"file.fm\"` resolves relative to the "
-                   "importing file; that file cannot be read."),
-    "FM0203": Code("import cycle", "Files import each other in a cycle. Move what they share "
-                   "into a third file that both import."),
-    "FM0204": Code("name not in module", "`import std.models.{x}` names something the module "
-                   "does not define. The help line lists what it does define."),
-    "FM0205": Code("duplicate declaration", "Two declarations in one file share a name, or a "
-                   "declaration shadows an import. Every dataset, labels, model, merge, "
-                   "base_model, hardware and let needs its own name."),
-    "FM0301": Code("unknown setting", "A block contains a setting it does not accept. The help "
-                   "line suggests the closest valid setting or lists them all."),
-    "FM0302": Code("wrong kind of value", "A setting got the wrong kind of value: a name where "
-                   "a number is needed, a block where a value is needed, and so on."),
-    "FM0303": Code("wrong or missing unit", "Quantities carry units written without a space: "
-                   "`30ms`, `2GiB`, `900GB/s`, `312TFLOPS`, `4.5USD/h`, `20req/s`, `5%`. The "
-                   "unit must match the dimension the setting or constraint measures."),
-    "FM0304": Code("value out of range", "A number lies outside the range its setting allows, "
-                   "for example a dropout above 1 or an empty replica range."),
-    "FM0305": Code("set twice", "A setting, argument or block appears twice where it may appear "
-                   "once."),
-    "FM0306": Code("`auto` not allowed", "Only knobs the solver can choose accept `auto`: "
-                   "adapter rank and alpha, batch size, sequence length, quantization, replicas, "
-                   "resident adapters."),
-    "FM0307": Code("unknown choice", "A setting takes one of a fixed set of names (an adapter "
-                   "kind, a merge method, an optimizer, …) and got another."),
-    "FM0308": Code("bad arguments", "A call such as `lora(...)` got an argument it does not "
-                   "take, or the wrong number of positional arguments."),
-    "FM0310": Code("bad column type", "Column types are string, text, int, float, bool, "
-                   "category, label[…], date and timestamp. `label` lists its classes."),
+    "FM0001": Code(
+        "cannot read a file",
+        "The file does not exist, is a directory, or cannot be "
+        "read. Pass the path of a `.fm` file.",
+        io=True,
+    ),
+    "FM0002": Code(
+        "not a UTF-8 text file",
+        "Specs are UTF-8 text. The file contains a NUL byte "
+        "or bytes that are not valid UTF-8. Re-save it as UTF-8.",
+    ),
+    "FM0003": Code(
+        "file too large",
+        "A single spec may be at most 16 MiB. Split large specs "
+        'into files joined with `import "file.fm"`.',
+    ),
+    "FM0101": Code(
+        "unexpected token",
+        "The parser found something it did not expect at this "
+        "point. The message lists what may come next; the help line suggests the "
+        "likely fix.\n\n    constraints m { accuracy = 0.9 }   # wrong\n"
+        "    constraints m { accuracy >= 0.9 on data.test }   # right",
+    ),
+    "FM0102": Code(
+        "unexpected character",
+        "A character that cannot start any token, such as "
+        "`$` or a single quote. Strings use double quotes; logic uses `and`, `or`, "
+        "`not`.",
+    ),
+    "FM0103": Code(
+        "unexpected end of file",
+        "The file ends before a construct is complete, "
+        "usually a block whose `{` is never closed. The second label points at the "
+        "unclosed `{`.",
+    ),
+    "FM0104": Code(
+        "unterminated string or regex",
+        'A string (`"…"`) or regex (`/…/`) must '
+        'close on the line it opens. Escape a quote as `\\"` and a slash as `\\/`.',
+    ),
+    "FM0105": Code(
+        "unknown word",
+        "A word appears where only keywords are allowed, usually a "
+        "misspelt declaration such as `datset`. The label suggests the closest one.",
+    ),
+    "FM0106": Code(
+        "nested too deeply",
+        "Expressions or lists are nested deeper than the compiler supports. Flatten them.",
+    ),
+    "FM0107": Code(
+        "keyword used as a name",
+        "A keyword appears where a name is expected. Pick "
+        "another name, e.g. add a trailing underscore.",
+    ),
+    "FM0201": Code(
+        "unknown module",
+        "`import std.X` names a standard-library module that does "
+        "not exist. Modules: std.models, std.hardware, std.labeling. Files are "
+        'imported with a string: `import "team_a.fm"`.',
+    ),
+    "FM0202": Code(
+        "imported file not found",
+        '`import "file.fm"` resolves relative to the importing file; that file cannot be read.',
+    ),
+    "FM0203": Code(
+        "import cycle",
+        "Files import each other in a cycle. Move what they share "
+        "into a third file that both import.",
+    ),
+    "FM0204": Code(
+        "name not in module",
+        "`import std.models.{x}` names something the module "
+        "does not define. The help line lists what it does define.",
+    ),
+    "FM0205": Code(
+        "duplicate declaration",
+        "Two declarations in one file share a name, or a "
+        "declaration shadows an import. Every dataset, labels, model, merge, "
+        "base_model, hardware and let needs its own name.",
+    ),
+    "FM0301": Code(
+        "unknown setting",
+        "A block contains a setting it does not accept. The help "
+        "line suggests the closest valid setting or lists them all.",
+    ),
+    "FM0302": Code(
+        "wrong kind of value",
+        "A setting got the wrong kind of value: a name where "
+        "a number is needed, a block where a value is needed, and so on.",
+    ),
+    "FM0303": Code(
+        "wrong or missing unit",
+        "Quantities carry units written without a space: "
+        "`30ms`, `2GiB`, `900GB/s`, `312TFLOPS`, `4.5USD/h`, `20req/s`, `5%`. The "
+        "unit must match the dimension the setting or constraint measures.",
+    ),
+    "FM0304": Code(
+        "value out of range",
+        "A number lies outside the range its setting allows, "
+        "for example a dropout above 1 or an empty replica range.",
+    ),
+    "FM0305": Code(
+        "set twice", "A setting, argument or block appears twice where it may appear once."
+    ),
+    "FM0306": Code(
+        "`auto` not allowed",
+        "Only knobs the solver can choose accept `auto`: "
+        "adapter rank and alpha, batch size, sequence length, quantization, replicas, "
+        "resident adapters.",
+    ),
+    "FM0307": Code(
+        "unknown choice",
+        "A setting takes one of a fixed set of names (an adapter "
+        "kind, a merge method, an optimizer, …) and got another.",
+    ),
+    "FM0308": Code(
+        "bad arguments",
+        "A call such as `lora(...)` got an argument it does not "
+        "take, or the wrong number of positional arguments.",
+    ),
+    "FM0310": Code(
+        "bad column type",
+        "Column types are string, text, int, float, bool, "
+        "category, label[…], date and timestamp. `label` lists its classes.",
+    ),
     "FM0311": Code("unknown tag", "Column tags are @id, @pii, @protected and @gold."),
     "FM0312": Code("duplicate column", "A schema declares the same column twice."),
-    "FM0313": Code("unknown PII kind", "`redact` takes pii (all kinds), email, phone, url, ip "
-                   "and card."),
-    "FM0314": Code("unknown normalization", "`normalize COL: …` takes lower, trim, "
-                   "collapse_whitespace, nfkc, strip_html and strip_accents."),
-    "FM0315": Code("bad split", "Split shares are percentages or fractions that add up to 100%, "
-                   "each split is named once, and `by` gives the deterministic key."),
-    "FM0316": Code("dataset without source", "Every dataset says where its rows come from: "
-                   "`source csv(\"data/*.csv\")`, jsonl, json, parquet, files or hf_disk."),
-    "FM0317": Code("dataset without schema", "Every dataset declares the columns it uses in a "
-                   "`schema { name: type @tags }` block."),
+    "FM0313": Code(
+        "unknown PII kind", "`redact` takes pii (all kinds), email, phone, url, ip and card."
+    ),
+    "FM0314": Code(
+        "unknown normalization",
+        "`normalize COL: …` takes lower, trim, "
+        "collapse_whitespace, nfkc, strip_html and strip_accents.",
+    ),
+    "FM0315": Code(
+        "bad split",
+        "Split shares are percentages or fractions that add up to 100%, "
+        "each split is named once, and `by` gives the deterministic key.",
+    ),
+    "FM0316": Code(
+        "dataset without source",
+        "Every dataset says where its rows come from: "
+        '`source csv("data/*.csv")`, jsonl, json, parquet, files or hf_disk.',
+    ),
+    "FM0317": Code(
+        "dataset without schema",
+        "Every dataset declares the columns it uses in a `schema { name: type @tags }` block.",
+    ),
     "FM0318": Code("unknown permission", "Grants give read, label, train, deploy or query."),
-    "FM0320": Code("bad classes", "A labels block declares at least two distinct classes: "
-                   "`classes [ham, spam]`."),
-    "FM0321": Code("labeling function without class", "A labeling function votes for a class: "
-                   "`lf name: condition -> class`, except a `python(\"mod:fn\")` LF that returns "
-                   "the class itself. A labels block needs at least one LF."),
-    "FM0322": Code("type mismatch in expression", "An expression combines values of the wrong "
-                   "types: text compared with a number, `~` without a regex, `and` on a "
-                   "non-condition. Use length(col) or words(col) to measure text."),
-    "FM0323": Code("bad regex", "The regex does not compile, uses an unknown flag (flags: "
-                   "i, m, s, x), or uses lookarounds/backreferences, which the SQL engine's RE2 "
-                   "syntax cannot run."),
-    "FM0324": Code("unknown function", "Expressions may call length, words, lower, upper, trim, "
-                   "contains_any, starts_with, ends_with, count and hash, with their arities."),
-    "FM0325": Code("duplicate labeling function", "Each LF in a labels block needs its own "
-                   "name."),
-    "FM0326": Code("bad Python reference", "A Python LF is referenced as "
-                   "`python(\"package.module:function\")`."),
-    "FM0330": Code("model without base or task", "A model names its `base` model and its "
-                   "`task` (classify(labels), generate or embed)."),
-    "FM0331": Code("unknown adapter target", "Adapter `targets` must be module names of the "
-                   "base model (its `modules` fact), e.g. `query`, `value` for BERT or "
-                   "`q_proj`, `v_proj` for Llama."),
-    "FM0332": Code("task does not fit the base model", "An encoder-only base model cannot "
-                   "generate text."),
+    "FM0320": Code(
+        "bad classes",
+        "A labels block declares at least two distinct classes: `classes [ham, spam]`.",
+    ),
+    "FM0321": Code(
+        "labeling function without class",
+        "A labeling function votes for a class: "
+        '`lf name: condition -> class`, except a `python("mod:fn")` LF that returns '
+        "the class itself. A labels block needs at least one LF.",
+    ),
+    "FM0322": Code(
+        "type mismatch in expression",
+        "An expression combines values of the wrong "
+        "types: text compared with a number, `~` without a regex, `and` on a "
+        "non-condition. Use length(col) or words(col) to measure text.",
+    ),
+    "FM0323": Code(
+        "bad regex",
+        "The regex does not compile, uses an unknown flag (flags: "
+        "i, m, s, x), or uses lookarounds/backreferences, which the SQL engine's RE2 "
+        "syntax cannot run.",
+    ),
+    "FM0324": Code(
+        "unknown function",
+        "Expressions may call length, words, lower, upper, trim, "
+        "contains_any, starts_with, ends_with, count and hash, with their arities.",
+    ),
+    "FM0325": Code("duplicate labeling function", "Each LF in a labels block needs its own name."),
+    "FM0326": Code(
+        "bad Python reference", 'A Python LF is referenced as `python("package.module:function")`.'
+    ),
+    "FM0330": Code(
+        "model without base or task",
+        "A model names its `base` model and its `task` (classify(labels), generate or embed).",
+    ),
+    "FM0331": Code(
+        "unknown adapter target",
+        "Adapter `targets` must be module names of the "
+        "base model (its `modules` fact), e.g. `query`, `value` for BERT or "
+        "`q_proj`, `v_proj` for Llama.",
+    ),
+    "FM0332": Code(
+        "task does not fit the base model", "An encoder-only base model cannot generate text."
+    ),
     "FM0340": Code("incomplete merge", "A merge names at least two `models` and a `method`."),
     "FM0341": Code("merge weights mismatch", "A merge gives exactly one weight per model."),
-    "FM0350": Code("unknown constraint", "Constraints are bounds fmc can check: memory, "
-                   "latency.pNN, throughput (`on` hardware); cost, gpu_hours; accuracy, "
-                   "precision, recall, f1, macro_f1, perplexity and max_gap(metric, by = col) "
-                   "(`on` an evaluation split); dp_epsilon (`on` a dataset); `no_pii in "
-                   "training_data|models|endpoints|outputs`; `license allows commercial` and "
-                   "`license in [\"…\"]`."),
-    "FM0351": Code("malformed constraint", "The constraint's metric is known but written "
-                   "wrongly: the wrong direction (`>=` for memory), a latency without its "
-                   "statistic, or max_gap without its metric and group."),
-    "FM0352": Code("constraint `on` clause", "Hardware-bound constraints need `on HARDWARE`; "
-                   "quality and fairness need `on dataset.split`; a DP budget needs `on "
-                   "dataset`; cost, privacy-flow and license constraints take no `on`."),
-    "FM0353": Code("unknown PII flow sink", "`no_pii in` names training_data, models, endpoints "
-                   "or outputs."),
-    "FM0354": Code("malformed license constraint", "Write `license allows commercial` (or "
-                   "research) or `license in [\"apache-2.0\", \"mit\"]`."),
-    "FM0360": Code("deployment without target", "A deploy block names at least one target: "
-                   "local, kserve, kubernetes or compose."),
-    "FM0401": Code("unknown name", "A reference names nothing declared in this file or "
-                   "imported into it. Import stdlib entries (`import std.models.minilm_l6`) and "
-                   "files (`import \"other.fm\"`) before using their names."),
-    "FM0402": Code("wrong kind of declaration", "A reference names a declaration of the wrong "
-                   "kind, e.g. a dataset where a base model is needed."),
-    "FM0403": Code("unknown column", "An expression or rule names a column that is not in the "
-                   "dataset's schema, or was dropped by an earlier cleaning rule."),
-    "FM0404": Code("unknown split", "`dataset.split` names a split the dataset does not "
-                   "declare."),
-    "FM0405": Code("unknown class", "A labeling function votes for a class not listed in "
-                   "`classes`."),
-    "FM0901": Code("internal compiler error", "fmc itself failed. This is a bug: please report "
-                   "it with the spec that triggers it. Set FMC_DEBUG=1 for the traceback."),
+    "FM0350": Code(
+        "unknown constraint",
+        "Constraints are bounds fmc can check: memory, "
+        "latency.pNN, throughput (`on` hardware); cost, gpu_hours; accuracy, "
+        "precision, recall, f1, macro_f1, perplexity and max_gap(metric, by = col) "
+        "(`on` an evaluation split); dp_epsilon (`on` a dataset); `no_pii in "
+        "training_data|models|endpoints|outputs`; `license allows commercial` and "
+        '`license in ["…"]`.',
+    ),
+    "FM0351": Code(
+        "malformed constraint",
+        "The constraint's metric is known but written "
+        "wrongly: the wrong direction (`>=` for memory), a latency without its "
+        "statistic, or max_gap without its metric and group.",
+    ),
+    "FM0352": Code(
+        "constraint `on` clause",
+        "Hardware-bound constraints need `on HARDWARE`; "
+        "quality and fairness need `on dataset.split`; a DP budget needs `on "
+        "dataset`; cost, privacy-flow and license constraints take no `on`.",
+    ),
+    "FM0353": Code(
+        "unknown PII flow sink", "`no_pii in` names training_data, models, endpoints or outputs."
+    ),
+    "FM0354": Code(
+        "malformed license constraint",
+        'Write `license allows commercial` (or research) or `license in ["apache-2.0", "mit"]`.',
+    ),
+    "FM0360": Code(
+        "deployment without target",
+        "A deploy block names at least one target: local, kserve, kubernetes or compose.",
+    ),
+    "FM0401": Code(
+        "unknown name",
+        "A reference names nothing declared in this file or "
+        "imported into it. Import stdlib entries (`import std.models.minilm_l6`) and "
+        'files (`import "other.fm"`) before using their names.',
+    ),
+    "FM0402": Code(
+        "wrong kind of declaration",
+        "A reference names a declaration of the wrong "
+        "kind, e.g. a dataset where a base model is needed.",
+    ),
+    "FM0403": Code(
+        "unknown column",
+        "An expression or rule names a column that is not in the "
+        "dataset's schema, or was dropped by an earlier cleaning rule.",
+    ),
+    "FM0404": Code("unknown split", "`dataset.split` names a split the dataset does not declare."),
+    "FM0405": Code(
+        "unknown class", "A labeling function votes for a class not listed in `classes`."
+    ),
+    "FM0901": Code(
+        "internal compiler error",
+        "fmc itself failed. This is a bug: please report "
+        "it with the spec that triggers it. Set FMC_DEBUG=1 for the traceback.",
+    ),
 }
 
 

@@ -7,7 +7,6 @@ differently formatted but equivalent text compare equal.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 from fmlang.diagnostics import Span
 
@@ -137,9 +136,21 @@ class Unary:
     span: Span = _span()
 
 
-Expr = Union[
-    Name, Attribute, Call, Number, Quantity, String, Regex, Bool, Auto, ListExpr, Range, Binary, Unary
-]
+Expr = (
+    Name
+    | Attribute
+    | Call
+    | Number
+    | Quantity
+    | String
+    | Regex
+    | Bool
+    | Auto
+    | ListExpr
+    | Range
+    | Binary
+    | Unary
+)
 
 
 # ---- statements -------------------------------------------------------------
@@ -235,7 +246,7 @@ class Redact:
     span: Span = _span()
 
 
-CleanRule = Union[Dedupe, FilterRows, DropColumns, Normalize, Redact]
+CleanRule = Dedupe | FilterRows | DropColumns | Normalize | Redact
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,9 +284,9 @@ class Constraint:
     span: Span = _span()
 
 
-BodyStmt = Union[Setting, BlockSetting, Grant]
-DatasetStmt = Union[Setting, BlockSetting, Grant, Schema, Clean, Split]
-LabelsStmt = Union[Setting, BlockSetting, Grant, LabelingFunction]
+BodyStmt = Setting | BlockSetting | Grant
+DatasetStmt = Setting | BlockSetting | Grant | Schema | Clean | Split
+LabelsStmt = Setting | BlockSetting | Grant | LabelingFunction
 
 
 # ---- top-level items --------------------------------------------------------
@@ -339,7 +350,7 @@ class Constraints:
     span: Span = _span()
 
 
-Item = Union[ImportModule, ImportFile, Let, Dataset, Labels, Block, Constraints]
+Item = ImportModule | ImportFile | Let | Dataset | Labels | Block | Constraints
 
 
 @dataclass(frozen=True, slots=True)

@@ -147,9 +147,10 @@ def _unexpected_token(exc: UnexpectedToken, parser: Lark, text: str, file: str) 
             "keyword where a name was expected",
             help=f"choose another name, for example `{value}_`",
         )
+    found = words.get(token.type, f"`{value}`") if token.type in keywords else f"`{value}`"
     return error(
         "FM0101",
-        f"expected {wanted}, found {words.get(token.type, repr(value)) if token.type in keywords else f'`{value}`'}",
+        f"expected {wanted}, found {found}",
         span,
         "unexpected here",
         help=_hint(token.type, value, expected),
@@ -162,13 +163,18 @@ def _hint(found: str, value: str, expected: set[str]) -> str | None:
     if value == "=" and "COLON" in expected:
         return "use `:` here, as in `COLUMN: type` or `lf name: expression -> class`"
     if expected == {"COLON"}:
-        return "a column is written `name: type`, a labeling function `lf name: expression -> class`"
+        return (
+            "a column is written `name: type`, a labeling function `lf name: expression -> class`"
+        )
     if "RBRACE" in expected and found in {"LBRACE"}:
         return "blocks cannot nest here; close the previous block with `}` first"
     if value in {"'", "`"}:
         return 'strings are written in double quotes: "text"'
     if "RBRACE" in expected:
-        return "a statement ends at the end of its line; start the next one, or close the block with `}`"
+        return (
+            "a statement ends at the end of its line; "
+            "start the next one, or close the block with `}`"
+        )
     return None
 
 
@@ -182,7 +188,10 @@ def _unexpected_end(expected: set[str], wanted: str, text: str, file: str) -> Di
             Severity.ERROR,
             "FM0103",
             "the file ends inside a block: a `{` is never closed",
-            (Label(end, "the file ends here", True), Label(opened, "this `{` is never closed", False)),
+            (
+                Label(end, "the file ends here", True),
+                Label(opened, "this `{` is never closed", False),
+            ),
             (),
             "add `}` to close the block",
         )
@@ -193,7 +202,8 @@ def _unexpected_character(
     exc: UnexpectedCharacters, parser: Lark, text: str, file: str
 ) -> Diagnostic:
     line, column = exc.line, exc.column
-    char = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+    position = exc.pos_in_stream or 0
+    char = text[position] if position < len(text) else ""
     span = _point(file, text, line, column)
     if char == '"':
         return error(

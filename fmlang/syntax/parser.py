@@ -81,7 +81,7 @@ def _too_large(file: str, size: int) -> Diagnostic:
         f"the file is too large to be a spec ({size:,} characters; the limit is "
         f"{MAX_SOURCE_BYTES:,})",
         Span(file, 1, 1, 1, 1),
-        help="split the spec into several files joined with `import \"file.fm\"`",
+        help='split the spec into several files joined with `import "file.fm"`',
     )
 
 
