@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from fmlang.api import CheckResult
     from fmlang.diagnostics import Diagnostic
 
@@ -61,7 +62,7 @@ def report(result: CheckResult, fmt: str, quiet_ok: bool = False) -> int:
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--format",
     "fmt",
@@ -70,34 +71,39 @@ def report(result: CheckResult, fmt: str, quiet_ok: bool = False) -> int:
     show_default=True,
     help="rich excerpts, one line per problem, or JSON on stdout",
 )
-def check(files: tuple[Path, ...], fmt: str) -> None:
+def check(files: tuple[str, ...], fmt: str) -> None:
     """Parse and check FILES; report every problem found."""
+    from pathlib import Path
+
     from fmlang.api import check_paths
 
-    sys.exit(report(check_paths(list(files)), fmt))
+    sys.exit(report(check_paths([Path(f) for f in files]), fmt))
 
 
 @cli.command()
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", type=click.Path())
 @click.option(
     "-o",
     "--out",
     "out_dir",
-    type=click.Path(path_type=Path),
+    type=click.Path(),
     default=None,
     help="build folder (default: .fm-build/<spec name>)",
 )
 @click.option("--format", "fmt", type=FORMATS, default="rich", show_default=True)
-def build(file: Path, out_dir: Path | None, fmt: str) -> None:
+def build(file: str, out_dir: str | None, fmt: str) -> None:
     """Check FILE and write its artifacts (fm.lock.json, …) into the build folder."""
+    from pathlib import Path
+
     from fmlang.api import build as build_artifacts
     from fmlang.api import check_paths
 
-    result = check_paths([file])
+    spec = Path(file)
+    result = check_paths([spec])
     code = report(result, fmt, quiet_ok=True)
     if code != EXIT_OK:
         sys.exit(code)
-    target = out_dir or Path(".fm-build") / file.stem
+    target = Path(out_dir) if out_dir else Path(".fm-build") / spec.stem
     try:
         written = build_artifacts(result, target)
     except OSError as exc:
@@ -109,7 +115,7 @@ def build(file: Path, out_dir: Path | None, fmt: str) -> None:
 
 
 @cli.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option(
     "--check",
     "check_only",
@@ -117,11 +123,13 @@ def build(file: Path, out_dir: Path | None, fmt: str) -> None:
     help="only report files that are not formatted; change nothing",
 )
 @click.option("--diff", is_flag=True, help="print a diff instead of writing")
-def fmt(files: tuple[Path, ...], check_only: bool, diff: bool) -> None:
+def fmt(files: tuple[str, ...], check_only: bool, diff: bool) -> None:
     """Format .fm FILES canonically, keeping comments (idempotent)."""
+    from pathlib import Path
+
     from fmlang.cli.format_files import format_paths
 
-    sys.exit(format_paths(list(files), check_only=check_only, show_diff=diff))
+    sys.exit(format_paths([Path(f) for f in files], check_only=check_only, show_diff=diff))
 
 
 @cli.command()

@@ -6,7 +6,7 @@ from functools import cache
 
 from lark import Lark
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
-from lark.lexer import PatternStr
+from lark.lexer import PatternStr, Token
 
 from fmlang.diagnostics import Diagnostic, Label, Severity, Span, error
 from fmlang.suggest import closest
@@ -74,9 +74,10 @@ def _offset(text: str, line: int, column: int) -> int:
 
 
 def _end_span(file: str, text: str) -> Span:
-    line = text.count("\n") + 1
-    column = len(text) - (text.rfind("\n") + 1) + 1
-    return Span(file, line, column, line, column, len(text), len(text))
+    """Just after the last character that is not whitespace, where the text stops."""
+    end = len(text.rstrip())
+    line, column = _line_col(text, end)
+    return Span(file, line, column, line, column, end, end)
 
 
 def unclosed_brace(text: str) -> int | None:
@@ -128,7 +129,12 @@ def _unexpected_token(exc: UnexpectedToken, parser: Lark, text: str, file: str) 
         return _unexpected_end(expected, wanted, text, file)
     value = str(token)
     span = _point(file, text, token.line or 1, token.column or 1, max(len(value), 1))
+    if value == "/" and "REGEX" in expected:
+        return _unterminated_regex(span)
     keywords = _keyword_terminals(parser)
+    keyword = _keyword_before(exc, keywords)
+    if keyword is not None and value in ("=", ":"):
+        return _keyword_as_name(keyword, file, text)
     if token.type == "NAME" and expected and expected <= set(keywords) | {"$END"}:
         guess = closest(value, [keywords[t] for t in expected if t in keywords])
         if guess:
@@ -154,6 +160,37 @@ def _unexpected_token(exc: UnexpectedToken, parser: Lark, text: str, file: str) 
         span,
         "unexpected here",
         help=_hint(token.type, value, expected),
+    )
+
+
+def _keyword_before(exc: UnexpectedToken, keywords: dict[str, str]) -> Token | None:
+    """The keyword the parser shifted just before the unexpected token, if it was one."""
+    state = getattr(exc.interactive_parser, "parser_state", None)
+    stack = getattr(state, "value_stack", None) or [None]
+    last = stack[-1]
+    return last if isinstance(last, Token) and last.type in keywords else None
+
+
+def _keyword_as_name(keyword: Token, file: str, text: str) -> Diagnostic:
+    """`schema = 5`, `grant: text`: a keyword written where a setting or column name goes."""
+    value = str(keyword)
+    span = _point(file, text, keyword.line or 1, keyword.column or 1, len(value))
+    return error(
+        "FM0107",
+        f"`{value}` is a keyword here and cannot be used as a name",
+        span,
+        "keyword where a name was expected",
+        help=f"choose another name, for example `{value}_`",
+    )
+
+
+def _unterminated_regex(span: Span) -> Diagnostic:
+    return error(
+        "FM0104",
+        "this regex is never closed",
+        span,
+        "regex starts here",
+        help="close the regex with `/` on the same line (write `\\/` for a slash inside it)",
     )
 
 
@@ -214,13 +251,7 @@ def _unexpected_character(
             help='close the string with `"` on the same line (write `\\"` for a quote inside it)',
         )
     if char == "/" and "REGEX" in exc.allowed:
-        return error(
-            "FM0104",
-            "this regex is never closed",
-            span,
-            "regex starts here",
-            help="close the regex with `/` on the same line (write `\\/` for a slash inside it)",
-        )
+        return _unterminated_regex(span)
     wanted = describe_expected(set(exc.allowed), _terminal_words(parser))
     shown = repr(char) if not char.isprintable() or char.isspace() else f"`{char}`"
     return error(

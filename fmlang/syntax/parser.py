@@ -197,7 +197,7 @@ class _ToAst(Transformer[Token, Any]):
         return ast.Dataset(self._ident(children[0]), tuple(children[1:]), self._span(meta))
 
     def labels_decl(self, meta: Any, children: list[Any]) -> ast.Labels:
-        name, source, *body = children
+        name, _on, source, *body = children
         return ast.Labels(self._ident(name), source, tuple(body), self._span(meta))
 
     def _block(self, kind: str, meta: Any, children: list[Any]) -> ast.Block:
@@ -288,14 +288,14 @@ class _ToAst(Transformer[Token, Any]):
         return ast.SplitPart(self._ident(children[0]), children[1], self._span(meta))
 
     def split_by(self, meta: Any, children: list[Any]) -> _SplitBy:
-        return _SplitBy(children[0])
+        return _SplitBy(children[1])
 
     def lf_stmt(self, meta: Any, children: list[Any]) -> ast.LabelingFunction:
         target = self._ident(children[2]) if len(children) > 2 else None
         return ast.LabelingFunction(self._ident(children[0]), children[1], target, self._span(meta))
 
     def constraint(self, meta: Any, children: list[Any]) -> ast.Constraint:
-        on = children[1] if len(children) > 1 else None
+        on = children[2] if len(children) > 2 else None
         return ast.Constraint(children[0], on, self._span(meta))
 
     # ---- expressions ----------------------------------------------------------

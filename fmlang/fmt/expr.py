@@ -1,0 +1,137 @@
+"""Expressions → canonical text with the fewest parentheses that keep the tree.
+
+Precedence follows `grammar/fm.lark`, loosest first: `..` < `or` < `and` < `not` <
+comparisons (`<` … `~` `!~` `contains` `allows` `in`, non-associative) < `+ -` < `* /` <
+unary `-` < postfix `.attr` and calls < atoms.
+
+`auto` needs care because it is an atom that can reach to its right: a bare `auto` swallows a
+following `in x` as its domain, and `auto in x` swallows a following `+ y`, `.y` or `(y)` into
+that domain. Each rendering therefore records which of those tails its text ends with, and an
+operand whose tail would swallow the token after it is parenthesized.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fmlang.syntax import ast
+
+RANGE, OR, AND, NOT, COMPARE, SUM, PRODUCT, UNARY, POSTFIX, ATOM = range(1, 11)
+
+COMPARISON_OPS = frozenset({"<=", ">=", "==", "!=", "<", ">", "~", "!~", "contains", "allows", "in"})
+BINARY_PRECEDENCE = {"or": OR, "and": AND, "+": SUM, "-": SUM, "*": PRODUCT, "/": PRODUCT}
+
+# Tails: "auto" (text ends in a bare `auto`), "domain" (text ends in `auto in <sum>`).
+_SWALLOWED_BY = {
+    "auto": frozenset({"in"}),
+    "domain": frozenset({"+", "-", "*", "/", ".", "("}),
+}
+
+_STRING_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Rendered:
+    text: str
+    precedence: int
+    tails: frozenset[str] = frozenset()
+
+
+def format_expr(expr: ast.Expr) -> str:
+    """The canonical text of one expression, as written at the top of a statement."""
+    return _render(expr).text
+
+
+def quote(value: str) -> str:
+    """A string literal that the parser reads back as `value`."""
+    return '"' + "".join(_STRING_ESCAPES.get(char, char) for char in value) + '"'
+
+
+def _operand(expr: ast.Expr, min_precedence: int, followed_by: str | None = None) -> _Rendered:
+    rendered = _render(expr)
+    if rendered.precedence < min_precedence or _swallows(rendered.tails, followed_by):
+        return _Rendered(f"({rendered.text})", ATOM)
+    return rendered
+
+
+def _swallows(tails: frozenset[str], token: str | None) -> bool:
+    return token is not None and any(token in _SWALLOWED_BY[tail] for tail in tails)
+
+
+def _render(expr: ast.Expr) -> _Rendered:
+    if isinstance(expr, ast.Binary):
+        return _binary(expr)
+    if isinstance(expr, ast.Unary):
+        return _unary(expr)
+    if isinstance(expr, ast.Range):
+        return _range(expr)
+    if isinstance(expr, ast.Attribute):
+        value = _operand(expr.value, POSTFIX, ".")
+        return _Rendered(f"{value.text}.{expr.attr.name}", POSTFIX)
+    if isinstance(expr, ast.Call):
+        return _call(expr)
+    if isinstance(expr, ast.Auto):
+        return _auto(expr)
+    if isinstance(expr, ast.ListExpr):
+        return _Rendered("[" + ", ".join(_operand(i, RANGE).text for i in expr.items) + "]", ATOM)
+    return _Rendered(_literal(expr), ATOM)
+
+
+def _literal(expr: ast.Expr) -> str:
+    if isinstance(expr, ast.Name):
+        return expr.id
+    if isinstance(expr, ast.Number | ast.Quantity):
+        return expr.text
+    if isinstance(expr, ast.String):
+        return quote(expr.value)
+    if isinstance(expr, ast.Regex):
+        return f"/{expr.pattern}/{expr.flags}"
+    if isinstance(expr, ast.Bool):
+        return "true" if expr.value else "false"
+    raise TypeError(f"not an expression: {expr!r}")
+
+
+def _binary(expr: ast.Binary) -> _Rendered:
+    if expr.op in COMPARISON_OPS:
+        precedence, left_min, right_min = COMPARE, SUM, SUM
+    else:
+        precedence = BINARY_PRECEDENCE[expr.op]
+        left_min, right_min = precedence, precedence + 1
+    left = _operand(expr.left, left_min, expr.op)
+    right = _operand(expr.right, right_min)
+    return _Rendered(f"{left.text} {expr.op} {right.text}", precedence, right.tails)
+
+
+def _unary(expr: ast.Unary) -> _Rendered:
+    if expr.op == "not":
+        operand = _operand(expr.operand, NOT)
+        return _Rendered(f"not {operand.text}", NOT, operand.tails)
+    operand = _operand(expr.operand, UNARY)
+    space = " " if operand.text.startswith("-") else ""
+    return _Rendered(f"-{space}{operand.text}", UNARY, operand.tails)
+
+
+def _range(expr: ast.Range) -> _Rendered:
+    low = _operand(expr.low, OR, "..")
+    high = _operand(expr.high, OR)
+    spaced = high.text.startswith(".") or low.text.endswith(".")
+    joiner = " .. " if spaced else ".."
+    return _Rendered(f"{low.text}{joiner}{high.text}", RANGE, high.tails)
+
+
+def _call(expr: ast.Call) -> _Rendered:
+    func = _operand(expr.func, POSTFIX, "(")
+    args = ", ".join(_argument(arg) for arg in expr.args)
+    return _Rendered(f"{func.text}({args})", POSTFIX)
+
+
+def _argument(arg: ast.Argument) -> str:
+    value = _operand(arg.value, RANGE).text
+    return value if arg.name is None else f"{arg.name.name} = {value}"
+
+
+def _auto(expr: ast.Auto) -> _Rendered:
+    if expr.domain is None:
+        return _Rendered("auto", ATOM, frozenset({"auto"}))
+    domain = _operand(expr.domain, SUM)
+    return _Rendered(f"auto in {domain.text}", ATOM, domain.tails | {"domain"})

@@ -1,0 +1,153 @@
+"""`base_model`, `hardware`, `model`, `merge` and `deploy` blocks → IR.
+
+Each block's settings are converted by the table in `check/schema.py`; the IR field of a
+setting has the setting's name, except `train` → `training` and `eval` → `evaluation`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fmlang.check import schema as s
+from fmlang.ir import nodes as ir
+from fmlang.ir.values import CallValue, Scope, grants, settings, span_of
+from fmlang.syntax import ast
+
+TARGET_KINDS = ("local", "kserve", "kubernetes", "compose")
+
+
+def build_pretrained(node: ast.Block, scope: Scope) -> ir.PretrainedModel:
+    values = settings(node.body, s.BASE_MODEL, scope)
+    weights = values.pop("weights", None)
+    return ir.PretrainedModel.model_validate({
+        **values, "name": node.name.name, "file": scope.file, "span": span_of(node.name),
+        "weights": _weights(weights) if isinstance(weights, CallValue) else None,
+    })  # fmt: skip
+
+
+def _weights(value: CallValue) -> ir.WeightsSource:
+    location = value.positional[0] if value.positional else ""
+    return ir.WeightsSource.model_validate({
+        "kind": value.head, "location": str(location), "revision": value.keywords.get("revision"),
+    })  # fmt: skip
+
+
+def build_hardware(node: ast.Block, scope: Scope) -> ir.Hardware:
+    values = settings(node.body, s.HARDWARE, scope)
+    return ir.Hardware.model_validate(
+        {**values, "name": node.name.name, "file": scope.file, "span": span_of(node.name)}
+    )
+
+
+# ---- models -------------------------------------------------------------------------
+
+
+def build_model(node: ast.Block, scope: Scope) -> ir.Model:
+    values = settings(node.body, s.MODEL, scope)
+    train = values.get("train")
+    training = _training(train) if isinstance(train, dict) else None
+    adapter = values.get("adapter")
+    return ir.Model.model_validate({
+        "name": node.name.name, "file": scope.file, "span": span_of(node.name),
+        "base": values.get("base"),
+        "task": _task(values.get("task"), training, scope),
+        "adapter": _adapter(adapter) if isinstance(adapter, CallValue) else None,
+        "quantize": values.get("quantize", ir.Knob(fixed="none")),
+        "max_seq": values.get("max_seq"),
+        "training": training,
+        "evaluation": _evaluation(values.get("eval")),
+        "grants": grants(node.body),
+    })  # fmt: skip
+
+
+def _training(values: dict[str, Any]) -> ir.Training:
+    dp = values.get("dp")
+    return ir.Training.model_validate(
+        {**values, "dp": ir.DPConfig.model_validate(dp) if isinstance(dp, dict) else None}
+    )
+
+
+def _evaluation(values: Any) -> ir.Evaluation | None:
+    return ir.Evaluation.model_validate(values) if isinstance(values, dict) else None
+
+
+def _adapter(value: CallValue) -> ir.Adapter:
+    return ir.Adapter.model_validate({**value.keywords, "kind": value.head})
+
+
+def _task(value: Any, training: ir.Training | None, scope: Scope) -> ir.Task | None:
+    if not isinstance(value, CallValue):
+        return None
+    labels = value.positional[0] if value.positional else None
+    classes = _labels_classes(labels, scope) if isinstance(labels, str) else ()
+    if not classes and value.head == "classify" and training is not None:
+        classes = _target_classes(training, scope)
+    return ir.Task.model_validate({"kind": value.head, "labels": labels, "classes": classes})
+
+
+def _labels_classes(name: str, scope: Scope) -> tuple[str, ...]:
+    symbol = scope.lookup(name)
+    if symbol is None or not isinstance(symbol.node, ast.Labels):
+        return ()
+    classes = settings(symbol.node.body, s.LABELS, scope).get("classes", ())
+    return tuple(classes)
+
+
+def _target_classes(training: ir.Training, scope: Scope) -> tuple[str, ...]:
+    """The classes of `train.target`'s `label[...]` type, for `classify` without labels."""
+    if training.data is None or training.target is None:
+        return ()
+    symbol = scope.lookup(training.data.dataset)
+    if symbol is None or not isinstance(symbol.node, ast.Dataset):
+        return ()
+    for stmt in symbol.node.body:
+        if isinstance(stmt, ast.Schema):
+            for field in stmt.fields:
+                if field.name.name == training.target:
+                    return tuple(a.name for a in field.type.args)
+    return ()
+
+
+# ---- merges and deployments ---------------------------------------------------------
+
+
+def build_merge(node: ast.Block, scope: Scope) -> ir.Merge:
+    values = settings(node.body, s.MERGE, scope)
+    method = values.get("method")
+    return ir.Merge(
+        name=node.name.name,
+        file=scope.file,
+        models=values.get("models", ()),
+        method=method.head if isinstance(method, CallValue) else "linear",
+        method_options=method.options() if isinstance(method, CallValue) else (),
+        weights=values.get("weights", ()),
+        evaluation=_evaluation(values.get("eval")),
+        grants=grants(node.body),
+        span=span_of(node.name),
+    )
+
+
+def build_deployment(node: ast.Block, scope: Scope) -> ir.Deployment:
+    values = settings(node.body, s.DEPLOY, scope)
+    targets = tuple(
+        ir.DeployTarget.model_validate({**values[key], "kind": key})
+        for key in _written_order(node, TARGET_KINDS)
+        if isinstance(values.get(key), dict)
+    )
+    plain = {k: v for k, v in values.items() if k not in TARGET_KINDS}
+    symbol = scope.lookup(node.name.name)
+    target_kind = symbol.kind if symbol is not None and symbol.kind in ("model", "merge") else None
+    return ir.Deployment.model_validate({
+        **plain, "name": node.name.name, "file": scope.file, "target": node.name.name,
+        "target_kind": target_kind, "targets": targets, "grants": grants(node.body),
+        "span": span_of(node.name),
+    })  # fmt: skip
+
+
+def _written_order(node: ast.Block, keys: tuple[str, ...]) -> list[str]:
+    seen: list[str] = []
+    for stmt in node.body:
+        if isinstance(stmt, ast.BlockSetting) and stmt.key.name in keys:
+            if stmt.key.name not in seen:
+                seen.append(stmt.key.name)
+    return seen

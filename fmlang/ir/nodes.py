@@ -1,0 +1,409 @@
+"""The IR of a spec: the typed, resolved form the verifier, lowering, trainer and LSP read.
+
+Conventions:
+- quantities are in base units (`Quantity`), fractions are 0..1 (`5%` → 0.05);
+- settings the solver may choose are `Knob`s; settings the spec omits are `None` unless a
+  default is documented on the field;
+- references to other declarations are by name (`str`), resolved and checked already;
+- collections are tuples; the root `Spec` sorts every declaration by name.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import Field
+
+from fmlang.ir.base import (
+    SCHEMA_VERSION,
+    DataRef,
+    Grant,
+    Knob,
+    Node,
+    Option,
+    Quantity,
+    Scalar,
+    SourceSpan,
+)
+from fmlang.ir.expr import Expr
+
+__all__ = [
+    "SCHEMA_VERSION", "Adapter", "Column", "Constraint", "ConstraintKind", "DPConfig", "DataRef",
+    "Dataset", "Dedupe", "DeployTarget", "Deployment", "DropColumns", "Evaluation", "FilterRows",
+    "Grant", "Hardware", "Knob", "LabelModelSpec", "LabelingFunction", "Labels", "Merge",
+    "Model", "Node", "Normalize", "Option", "PretrainedModel", "Quantity", "Redact", "Scalar",
+    "Source", "SourceSpan", "Spec", "SplitPart", "SplitSpec", "Task", "Training",
+    "WeightsSource",
+]  # fmt: skip
+
+# ---- datasets -------------------------------------------------------------------
+
+
+class Source(Node):
+    """`source csv("data/*.csv", header = true)`. `path` is as written, relative to the
+    folder of the file that declares the dataset (`Dataset.file`)."""
+
+    kind: Literal["csv", "jsonl", "json", "parquet", "files", "hf_disk"]
+    path: str
+    options: tuple[Option, ...] = ()
+
+
+class Column(Node):
+    """`CLASS: label[ham, spam] @gold` → type `label`, classes (ham, spam), tags (gold,).
+    `derived` is the expression after `=`, evaluated per row (`= source_file`)."""
+
+    name: str
+    type: str
+    classes: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    derived: Expr | None = None
+
+
+class Dedupe(Node):
+    """Keep the first row of each group equal on `columns` (or similar above `near`)."""
+
+    step: Literal["dedupe"] = "dedupe"
+    columns: tuple[str, ...]
+    near: float | None = None
+
+
+class FilterRows(Node):
+    """`keep where cond` (keep=True) or `drop where cond` (keep=False)."""
+
+    step: Literal["filter"] = "filter"
+    keep: bool
+    condition: Expr
+
+
+class DropColumns(Node):
+    step: Literal["drop_columns"] = "drop_columns"
+    columns: tuple[str, ...]
+
+
+class Normalize(Node):
+    step: Literal["normalize"] = "normalize"
+    columns: tuple[str, ...]
+    operations: tuple[str, ...]
+
+
+class Redact(Node):
+    """`redact pii, email in CONTENT`: replace those kinds of personal data in the columns."""
+
+    step: Literal["redact"] = "redact"
+    kinds: tuple[str, ...]
+    columns: tuple[str, ...]
+
+
+CleanStep = Annotated[
+    Union[Dedupe, FilterRows, DropColumns, Normalize, Redact], Field(discriminator="step")
+]
+
+
+class SplitPart(Node):
+    name: str
+    fraction: float
+
+
+class SplitSpec(Node):
+    """`split { train 80%, test 20% by hash(ID) }`; `by` is None for a random split."""
+
+    parts: tuple[SplitPart, ...]
+    by: Expr | None = None
+
+
+class Dataset(Node):
+    name: str
+    file: str
+    source: Source | None = None
+    description: str | None = None
+    columns: tuple[Column, ...] = ()
+    cleaning: tuple[CleanStep, ...] = ()  # in the order written, which is the order applied
+    splits: SplitSpec | None = None
+    grants: tuple[Grant, ...] = ()
+    epsilon_budget: float | None = None
+
+
+# ---- labels ---------------------------------------------------------------------
+
+
+class LabelingFunction(Node):
+    """`lf name: expr -> target`. A `python("module:function")` body sets `python` instead
+    of `expr`. `target` is None when the function returns the class itself."""
+
+    name: str
+    expr: Expr | None = None
+    python: str | None = None
+    target: str | None = None
+
+
+class LabelModelSpec(Node):
+    """How votes combine: `majority` or `label_model` with its options."""
+
+    kind: Literal["majority", "label_model"]
+    options: tuple[Option, ...] = ()
+
+
+class Labels(Node):
+    """`labels name on dataset.split { ... }`. `model` defaults to `label_model` with no
+    options when the spec does not say."""
+
+    name: str
+    file: str
+    dataset: str
+    split: str | None = None
+    classes: tuple[str, ...] = ()
+    functions: tuple[LabelingFunction, ...] = ()
+    model: LabelModelSpec = LabelModelSpec(kind="label_model")
+    grants: tuple[Grant, ...] = ()
+
+
+# ---- base models and hardware ---------------------------------------------------
+
+
+class WeightsSource(Node):
+    """`hub("org/name", revision = "…")`, `pip("package")` or `local("dir")`."""
+
+    kind: Literal["hub", "pip", "local"]
+    location: str
+    revision: str | None = None
+
+
+class PretrainedModel(Node):
+    """A `base_model` block: the architecture facts the cost model reads."""
+
+    name: str
+    file: str
+    family: str | None = None
+    kind: Literal["encoder", "decoder", "encoder_decoder"] | None = None
+    params: int | None = None
+    layers: int | None = None
+    hidden: int | None = None
+    heads: int | None = None
+    kv_heads: int | None = None
+    intermediate: int | None = None
+    vocab: int | None = None
+    max_seq: int | None = None
+    dtype: Literal["fp32", "bf16", "fp16"] | None = None
+    license: str | None = None
+    license_allows: tuple[str, ...] = ()
+    modules: tuple[str, ...] = ()
+    weights: WeightsSource | None = None
+
+
+class Hardware(Node):
+    """A `hardware` profile; quantities are per device (bytes, B/s, FLOPS, USD/h)."""
+
+    name: str
+    file: str
+    kind: Literal["cpu", "gpu"] | None = None
+    devices: int | None = None
+    cores: int | None = None
+    memory: Quantity | None = None
+    bandwidth: Quantity | None = None
+    peak_fp32: Quantity | None = None
+    peak_bf16: Quantity | None = None
+    peak_int8: Quantity | None = None
+    cost: Quantity | None = None
+
+
+# ---- models and merges ----------------------------------------------------------
+
+
+class Task(Node):
+    """`classify(labels)`, `generate` or `embed`. `classes` come from the labels block, or
+    from the training target column's `label[...]` type."""
+
+    kind: Literal["classify", "generate", "embed"]
+    labels: str | None = None
+    classes: tuple[str, ...] = ()
+
+
+class Adapter(Node):
+    """A PEFT adapter. Only the settings its kind accepts are set; the rest stay None.
+    `alpha` is left None when omitted: later stages choose it (PEFT's default is 8)."""
+
+    kind: Literal["lora", "dora", "ia3", "prefix", "prompt", "full"]
+    rank: Knob | None = None
+    alpha: Knob | None = None
+    dropout: float | None = None
+    targets: tuple[str, ...] = ()
+    bias: Literal["none", "all", "lora_only"] | None = None
+    feedforward: tuple[str, ...] = ()
+    virtual_tokens: Knob | None = None
+    init: str | None = None
+
+
+class DPConfig(Node):
+    """`dp { epsilon = 8, delta = 1e-5, max_grad_norm = 1.0 }`: DP-SGD."""
+
+    epsilon: float | None = None
+    delta: float | None = None
+    max_grad_norm: float | None = None
+
+
+class Training(Node):
+    """Every `train { ... }` setting (see `check/schema.py` TRAIN); fractions are 0..1."""
+
+    data: DataRef | None = None
+    input: str | None = None
+    target: str | None = None
+    prompt: str | None = None
+    completion: str | None = None
+    epochs: float | None = None
+    max_steps: int | None = None
+    lr: float | None = None
+    batch: Knob | None = None
+    grad_accum: int | None = None
+    seq_len: Knob | None = None
+    warmup: float | None = None
+    weight_decay: float | None = None
+    optimizer: Literal["adamw", "adamw_8bit", "sgd", "adafactor"] | None = None
+    precision: Literal["fp32", "bf16", "fp16"] | None = None
+    seed: int | None = None
+    checkpoint_every: int | None = None
+    hardware: str | None = None
+    devices: int | None = None
+    dp: DPConfig | None = None
+
+
+class Evaluation(Node):
+    on: tuple[DataRef, ...] = ()
+    metrics: tuple[str, ...] = ()
+    by: tuple[str, ...] = ()
+
+
+class Model(Node):
+    """A `model` block. `quantize` defaults to fixed `none`; `adapter` None means the spec
+    named no adapter."""
+
+    name: str
+    file: str
+    base: str | None = None
+    task: Task | None = None
+    adapter: Adapter | None = None
+    quantize: Knob = Knob(fixed="none")
+    max_seq: Knob | None = None
+    training: Training | None = None
+    evaluation: Evaluation | None = None
+    grants: tuple[Grant, ...] = ()
+
+
+class Merge(Node):
+    """A `merge` block. `method` defaults to `linear` when omitted."""
+
+    name: str
+    file: str
+    models: tuple[str, ...] = ()
+    method: str = "linear"
+    method_options: tuple[Option, ...] = ()
+    weights: tuple[float, ...] = ()
+    evaluation: Evaluation | None = None
+    grants: tuple[Grant, ...] = ()
+
+
+# ---- constraints ----------------------------------------------------------------
+
+ConstraintKind = Literal[
+    "memory", "latency", "throughput", "cost", "gpu_hours", "quality", "fairness", "privacy",
+    "license", "other",
+]  # fmt: skip
+
+
+class Constraint(Node):
+    """One line of a `constraints target { ... }` block, classified.
+
+    - `metric`: what is measured: `memory`; the latency percentile `p50`/`p95`/`p99`/`mean`
+      (bare `latency` is `p50`); `throughput` (the bound's dimension says req/s or tok/s);
+      `cost` (USD/h or USD); `gpu_hours`; `accuracy`, `f1`, `precision`, `recall`,
+      `macro_f1`, `perplexity`, ...; `max_gap`; `no_pii`, `dp_epsilon`; `license`.
+    - `op`: `<=`, `<`, `>=`, `>`, `==`, `!=` with a numeric `bound`, or `in` / `allows`
+      with `values` (`no_pii in training_data`, `license in ["mit"]`, `allows commercial`).
+    - `options`: call arguments: `f1(spam)` → class=spam; `max_gap(accuracy, by = video)`
+      → of=accuracy, by=video.
+    - `on_hardware` / `on_data`: what `on …` names. `condition` keeps the whole typed
+      expression, for kinds the verifier does not know (`other`) and for display.
+    """
+
+    kind: ConstraintKind
+    metric: str
+    op: str
+    bound: Quantity | None = None
+    values: tuple[str, ...] = ()
+    target: str
+    on_hardware: str | None = None
+    on_data: DataRef | None = None
+    options: tuple[Option, ...] = ()
+    condition: Expr
+
+
+# ---- deployments ----------------------------------------------------------------
+
+
+class DeployTarget(Node):
+    """One of `local`, `kserve`, `kubernetes`, `compose` inside a `deploy` block."""
+
+    kind: Literal["local", "kserve", "kubernetes", "compose"]
+    replicas: Knob | None = None
+    hardware: str | None = None
+    namespace: str | None = None
+    runtime: Literal["vllm", "huggingface"] | None = None
+    max_lora_rank: int | None = None
+    host: str | None = None
+    port: int | None = None
+
+
+class Deployment(Node):
+    """`deploy name { ... }` serves the model or merge called `name` (`target`)."""
+
+    name: str
+    file: str
+    target: str
+    target_kind: Literal["model", "merge"] | None = None
+    adapters: Literal["dynamic", "merged"] | None = None
+    max_adapters: Knob | None = None
+    batch: Knob | None = None
+    max_seq: Knob | None = None
+    visibility: Literal["internal", "public"] | None = None
+    targets: tuple[DeployTarget, ...] = ()
+    grants: tuple[Grant, ...] = ()
+
+
+# ---- the root -------------------------------------------------------------------
+
+
+class Spec(Node):
+    """The whole program. Declarations are sorted by name (then file); `base_models` and
+    `hardware` include the stdlib profiles the spec's files can see; `constraints` are
+    sorted by target, in the order written within one target."""
+
+    schema_version: Literal["1"] = SCHEMA_VERSION
+    entry: str
+    datasets: tuple[Dataset, ...] = ()
+    labels: tuple[Labels, ...] = ()
+    models: tuple[Model, ...] = ()
+    merges: tuple[Merge, ...] = ()
+    constraints: tuple[Constraint, ...] = ()
+    deployments: tuple[Deployment, ...] = ()
+    base_models: tuple[PretrainedModel, ...] = ()
+    hardware: tuple[Hardware, ...] = ()
+
+    def dataset(self, name: str) -> Dataset | None:
+        return next((d for d in self.datasets if d.name == name), None)
+
+    def labels_block(self, name: str) -> Labels | None:
+        return next((lb for lb in self.labels if lb.name == name), None)
+
+    def model(self, name: str) -> Model | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    def merge(self, name: str) -> Merge | None:
+        return next((m for m in self.merges if m.name == name), None)
+
+    def base_model(self, name: str) -> PretrainedModel | None:
+        return next((b for b in self.base_models if b.name == name), None)
+
+    def hardware_profile(self, name: str) -> Hardware | None:
+        return next((h for h in self.hardware if h.name == name), None)
+
+    def constraints_on(self, target: str) -> tuple[Constraint, ...]:
+        return tuple(c for c in self.constraints if c.target == target)
