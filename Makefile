@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 FMC := $(VENV)/bin/fmc
 EXAMPLE ?= examples/youtube_spam/spam.fm
 
-.PHONY: help demo test check lint typecheck fmt bench clean
+.PHONY: help demo test check lint typecheck fmt bench help-text clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ fmt: $(VENV)/.installed  ## format the Python sources
 
 bench: $(VENV)/.installed  ## run the benchmarks
 	$(PY) benchmarks/check_speed.py
+
+help-text: $(VENV)/.installed  ## regenerate the cached `fmc --help` after changing commands
+	$(PY) -c "from fmlang.cli.main import write_help_text; write_help_text('fmlang/cli/help_text.py')"
 
 clean:  ## remove the environment and build outputs
 	rm -rf $(VENV) .fm-build .pytest_cache .mypy_cache .ruff_cache

@@ -1,3 +1,3 @@
-from fmlang.cli.main import main
+from fmlang.cli.entry import main
 
 main()

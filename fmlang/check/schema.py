@@ -149,6 +149,8 @@ BASE_MODEL: dict[str, Kind] = {
     "hidden": Int("hidden size", min=1),
     "heads": Int("attention heads", min=1),
     "kv_heads": Int("key/value heads (grouped-query attention)", min=1),
+    "head_dim": Int("per-head size when it is not hidden / heads", min=1),
+    "tie_embeddings": Flag("whether the output head shares the input embedding matrix"),
     "intermediate": Int("feed-forward inner size", min=1),
     "vocab": Int("vocabulary size", min=1),
     "max_seq": Int("longest sequence in tokens", min=1),

@@ -160,6 +160,19 @@ def _fail_io(message: str) -> NoReturn:
     sys.exit(EXIT_USAGE)
 
 
+def render_help() -> str:
+    """The top-level help as click renders it at 80 columns (cached in help_text.py)."""
+    context = click.Context(cli, info_name="fmc", terminal_width=80, max_content_width=80)
+    return cli.get_help(context) + "\n"
+
+
+def write_help_text(path: str) -> None:
+    body = render_help().replace("\\", "\\\\")
+    doc = '"""Cached `fmc --help` (see entry.py); regenerate with `make help-text`."""'
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(f'{doc}\n\nHELP = """\\\n{body}"""\n')
+
+
 def main() -> None:
     """Entry point: any exception escaping a command is an internal error (exit 101)."""
     try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Protocol, Union
+from typing import Protocol
 
 from fmlang.diagnostics import Span
 from fmlang.syntax import ast
@@ -24,12 +24,6 @@ from fmlang.syntax import ast
 class Spanned(Protocol):
     @property
     def span(self) -> Span: ...
-
-
-Container = Union[
-    ast.Module, ast.Dataset, ast.Labels, ast.Block, ast.BlockSetting, ast.Constraints,
-    ast.Schema, ast.Clean, ast.Split,
-]  # fmt: skip
 
 
 @dataclass

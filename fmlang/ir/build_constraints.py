@@ -10,7 +10,7 @@ from __future__ import annotations
 from fmlang.check.constraints import FORMS
 from fmlang.ir import nodes as ir
 from fmlang.ir.build_expr import build_expr
-from fmlang.ir.values import Scope, data_ref, name_of, quantity, span_of
+from fmlang.ir.values import Scope, data_ref, name_of, quantity, scalar, span_of
 from fmlang.syntax import ast
 
 FLIPPED = {"<=": ">=", "<": ">", ">=": "<=", ">": "<", "==": "==", "!=": "!="}
@@ -25,7 +25,7 @@ def build_constraints(node: ast.Constraints, scope: Scope) -> tuple[ir.Constrain
 def build_constraint(node: ast.Constraint, target: str, scope: Scope) -> ir.Constraint:
     expr = node.expr
     condition = build_expr(expr, scope)
-    base = {"target": target, "condition": condition, "span": span_of(node)}
+    base: dict[str, object] = {"target": target, "condition": condition, "span": span_of(node)}
     if isinstance(expr, ast.Binary) and expr.op in ("in", "allows"):
         values = _values(expr.right, scope)
         metric = name_of(expr.left) or "?"
@@ -65,6 +65,8 @@ def _bounded(
     form = FORMS.get(name)
     kind = "other" if form is None else ("gpu_hours" if name == "gpu_hours" else form.kind)
     metric = (stat or DEFAULT_LATENCY_STAT) if name == "latency" else name
+    if stat is not None and name != "latency":
+        options = (*options, ir.Option(name="stat", value=stat))
     plain = "ratio" if kind in PLAIN_RATIO_KINDS and name != "perplexity" else "number"
     hardware, data, on_options = _on(on, scope)
     return ir.Constraint.model_validate({
@@ -87,7 +89,7 @@ def _metric(expr: ast.Expr, scope: Scope) -> tuple[str, str | None, tuple[ir.Opt
         for index, arg in enumerate(expr.args):
             key = arg.name.name if arg.name is not None else (
                 positional if index == 0 else f"arg{index}")  # fmt: skip
-            value = name_of(scope.deref(arg.value))
+            value = scalar(scope.deref(arg.value))
             if value is not None:
                 options.append(ir.Option(name=key, value=value, span=span_of(arg)))
         expr = expr.func

@@ -45,7 +45,9 @@ def _source(value: Any) -> ir.Source | None:
     if not isinstance(value, CallValue):
         return None
     path = value.positional[0] if value.positional else ""
-    return ir.Source(kind=value.head, path=str(path), options=value.options())
+    return ir.Source.model_validate(
+        {"kind": value.head, "path": str(path), "options": value.options()}
+    )
 
 
 def _column(field: ast.Field, scope: Scope) -> ir.Column:
@@ -85,8 +87,7 @@ def _splits(node: ast.Dataset, scope: Scope) -> ir.SplitSpec | None:
     for stmt in node.body:
         if isinstance(stmt, ast.Split):
             parts = tuple(
-                ir.SplitPart(name=p.name.name, fraction=fraction(p.share) or 0.0,
-                             span=span_of(p))  # fmt: skip
+                ir.SplitPart(name=p.name.name, fraction=fraction(p.share) or 0.0, span=span_of(p))
                 for p in stmt.parts
             )
             by = None if stmt.by is None else build_expr(stmt.by, scope)
@@ -122,7 +123,7 @@ def build_labels(node: ast.Labels, scope: Scope) -> ir.Labels:
 
 
 def _label_model(value: CallValue) -> ir.LabelModelSpec:
-    return ir.LabelModelSpec(kind=value.head, options=value.options())
+    return ir.LabelModelSpec.model_validate({"kind": value.head, "options": value.options()})
 
 
 def _labeling_function(node: ast.LabelingFunction, scope: Scope) -> ir.LabelingFunction:

@@ -50,7 +50,7 @@ def build_model(node: ast.Block, scope: Scope) -> ir.Model:
     return ir.Model.model_validate({
         "name": node.name.name, "file": scope.file, "span": span_of(node.name),
         "base": values.get("base"),
-        "task": _task(values.get("task"), training, scope),
+        "task": _task(values.get("task"), scope),
         "adapter": _adapter(adapter) if isinstance(adapter, CallValue) else None,
         "quantize": values.get("quantize", ir.Knob(fixed="none")),
         "max_seq": values.get("max_seq"),
@@ -75,13 +75,11 @@ def _adapter(value: CallValue) -> ir.Adapter:
     return ir.Adapter.model_validate({**value.keywords, "kind": value.head})
 
 
-def _task(value: Any, training: ir.Training | None, scope: Scope) -> ir.Task | None:
+def _task(value: Any, scope: Scope) -> ir.Task | None:
     if not isinstance(value, CallValue):
         return None
     labels = value.positional[0] if value.positional else None
     classes = _labels_classes(labels, scope) if isinstance(labels, str) else ()
-    if not classes and value.head == "classify" and training is not None:
-        classes = _target_classes(training, scope)
     return ir.Task.model_validate({"kind": value.head, "labels": labels, "classes": classes})
 
 
@@ -91,21 +89,6 @@ def _labels_classes(name: str, scope: Scope) -> tuple[str, ...]:
         return ()
     classes = settings(symbol.node.body, s.LABELS, scope).get("classes", ())
     return tuple(classes)
-
-
-def _target_classes(training: ir.Training, scope: Scope) -> tuple[str, ...]:
-    """The classes of `train.target`'s `label[...]` type, for `classify` without labels."""
-    if training.data is None or training.target is None:
-        return ()
-    symbol = scope.lookup(training.data.dataset)
-    if symbol is None or not isinstance(symbol.node, ast.Dataset):
-        return ()
-    for stmt in symbol.node.body:
-        if isinstance(stmt, ast.Schema):
-            for field in stmt.fields:
-                if field.name.name == training.target:
-                    return tuple(a.name for a in field.type.args)
-    return ()
 
 
 # ---- merges and deployments ---------------------------------------------------------
@@ -147,7 +130,10 @@ def build_deployment(node: ast.Block, scope: Scope) -> ir.Deployment:
 def _written_order(node: ast.Block, keys: tuple[str, ...]) -> list[str]:
     seen: list[str] = []
     for stmt in node.body:
-        if isinstance(stmt, ast.BlockSetting) and stmt.key.name in keys:
-            if stmt.key.name not in seen:
-                seen.append(stmt.key.name)
+        if (
+            isinstance(stmt, ast.BlockSetting)
+            and stmt.key.name in keys
+            and stmt.key.name not in seen
+        ):
+            seen.append(stmt.key.name)
     return seen

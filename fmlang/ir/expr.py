@@ -8,7 +8,7 @@ with no arguments, and any other bare name (a class, `training_data`, `pii`) is 
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -101,10 +101,8 @@ class UnaryOp(Node):
 
 
 Expr = Annotated[
-    Union[
-        ColumnRef, NameRef, Lit, QuantityLit, RegexLit, ListLit, RangeLit, Attr, Call, BinOp,
-        UnaryOp,
-    ],
+    ColumnRef | NameRef | Lit | QuantityLit | RegexLit | ListLit | RangeLit | Attr | Call
+    | BinOp | UnaryOp,
     Field(discriminator="kind"),
 ]  # fmt: skip
 

@@ -10,7 +10,7 @@ Conventions:
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -95,7 +95,7 @@ class Redact(Node):
 
 
 CleanStep = Annotated[
-    Union[Dedupe, FilterRows, DropColumns, Normalize, Redact], Field(discriminator="step")
+    Dedupe | FilterRows | DropColumns | Normalize | Redact, Field(discriminator="step")
 ]
 
 
@@ -210,8 +210,7 @@ class Hardware(Node):
 
 
 class Task(Node):
-    """`classify(labels)`, `generate` or `embed`. `classes` come from the labels block, or
-    from the training target column's `label[...]` type."""
+    """`classify(labels)`, `generate` or `embed`; `classes` are the labels block's."""
 
     kind: Literal["classify", "generate", "embed"]
     labels: str | None = None

@@ -214,7 +214,8 @@ def _flag(kind: s.Kind, expr: ast.Expr, scope: Scope) -> Any:
 
 
 def _one_of(kind: s.Kind, expr: ast.Expr, scope: Scope) -> Any:
-    return expr.id if isinstance(expr, ast.Name) else None
+    choices = kind.values if isinstance(kind, s.OneOf) else ()
+    return expr.id if isinstance(expr, ast.Name) and expr.id in choices else None
 
 
 def _names(kind: s.Kind, expr: ast.Expr, scope: Scope) -> Any:

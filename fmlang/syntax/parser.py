@@ -6,7 +6,7 @@ import threading
 from functools import cache
 from typing import Any
 
-from lark import Lark, Token, Transformer, Tree, v_args
+from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import LarkError, VisitError
 
 from fmlang.diagnostics import Diagnostic, Span, error
@@ -43,36 +43,32 @@ def parse(text: str, file: str = "<input>") -> ParseResult:
         return ParseResult(None, (_too_large(file, len(text)),))
     comments: list[Token] = []
     try:
-        tree = _parse_tree(text, comments)
+        module = _parse_module(text, file, comments)
     except LarkError as exc:
         return ParseResult(None, (syntax_diagnostic(exc, text, file),))
-    try:
-        module = _ToAst(file).transform(tree)
-    except VisitError as exc:
-        if isinstance(exc.orig_exc, RecursionError):
-            return ParseResult(None, (_too_deep(file),))
-        raise
-    except RecursionError:
-        return ParseResult(None, (_too_deep(file),))
+    except (RecursionError, VisitError):
+        return ParseResult(None, (too_deep(file),))
     kept = tuple(ast.Comment(str(c), _token_span(c, file)) for c in comments)
     return ParseResult(ast.Module(module.items, kept, module.span), ())
 
 
-_collector = threading.local()
+# Per-parse state for the shared parser: the file being parsed and its comments.
+_state = threading.local()
 
 
 def _collect_comment(token: Token) -> Token:
-    _collector.comments.append(token)
+    _state.comments.append(token)
     return token
 
 
-def _parse_tree(text: str, comments: list[Token]) -> Tree[Token]:
+def _parse_module(text: str, file: str, comments: list[Token]) -> ast.Module:
     """Comments are ignored by the grammar; a lexer callback keeps them for `fmt`."""
-    _collector.comments = comments
+    _state.comments, _state.file = comments, file
     try:
-        return _parser().parse(text)
+        module: ast.Module = _ToAst().transform(_parser().parse(text))
+        return module
     finally:
-        _collector.comments = []
+        _state.comments, _state.file = [], "<input>"
 
 
 def _too_large(file: str, size: int) -> Diagnostic:
@@ -85,7 +81,7 @@ def _too_large(file: str, size: int) -> Diagnostic:
     )
 
 
-def _too_deep(file: str) -> Diagnostic:
+def too_deep(file: str) -> Diagnostic:
     return error(
         "FM0106",
         "the spec is nested too deeply to compile",
@@ -144,9 +140,9 @@ def split_quantity(text: str) -> tuple[str, str]:
 class _ToAst(Transformer[Token, Any]):
     """Builds AST nodes bottom-up; each method mirrors one grammar rule."""
 
-    def __init__(self, file: str) -> None:
-        super().__init__()
-        self.file = file
+    @property
+    def file(self) -> str:
+        return str(getattr(_state, "file", "<input>"))
 
     def _span(self, meta: Any) -> Span:
         if getattr(meta, "empty", True):

@@ -1,0 +1,256 @@
+"""The canonical layout of a module: statements, blocks, alignment and comments.
+
+Every function here returns finished lines (indentation included). Comments are looked up by
+statement in the `Attached` tables built by `fmlang.fmt.comments`; each comment printed is
+recorded, and any that no statement claimed is kept at the end of the file, so that a comment
+is never lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fmlang.diagnostics import Span
+from fmlang.fmt.comments import Spanned, attach, has_comments_inside
+from fmlang.fmt.expr import format_expr, quote
+from fmlang.syntax import ast
+
+INDENT = "  "
+WIDTH = 100
+
+# A constraint starting with one of these could be read as continuing the one before it
+# (`a` then `(b)` is the call `a(b)`), so the one before ends with `;`.
+_CONTINUES_PREVIOUS = ("(", "-", "/", ".")
+
+Rendered = list[tuple[Spanned, list[str]]]
+
+
+def format_module(module: ast.Module) -> str:
+    """The canonical text of a module, comments included, ending with one newline."""
+    return _Printer(module).module()
+
+
+class _Printer:
+    def __init__(self, module: ast.Module) -> None:
+        self.root = module
+        self.attached = attach(module)
+        self.printed: set[int] = set()
+
+    # ---- comments ---------------------------------------------------------------
+    def _comment(self, comment: ast.Comment) -> str:
+        self.printed.add(id(comment))
+        return comment.text.rstrip()
+
+    def _with_comment(self, line: str, comment: ast.Comment | None) -> str:
+        return line if comment is None else f"{line}  {self._comment(comment)}"
+
+    def _leading(self, node: Spanned, indent: str, keep_gaps: bool = False) -> list[str]:
+        comments = self.attached.leading.get(id(node), [])
+        lines: list[str] = []
+        for i, comment in enumerate(comments):
+            lines.append(indent + self._comment(comment))
+            next_line = comments[i + 1].span.line if i + 1 < len(comments) else node.span.line
+            if keep_gaps and next_line - comment.span.end_line > 1:
+                lines.append("")
+        return lines
+
+    def _trailing(self, node: Spanned, lines: list[str]) -> list[str]:
+        lines[-1] = self._with_comment(lines[-1], self.attached.trailing.get(id(node)))
+        return lines
+
+    def _has_comments(self, span: Span) -> bool:
+        return has_comments_inside(span, self.root.comments)
+
+    # ---- the module ---------------------------------------------------------------
+    def module(self) -> str:
+        lines: list[str] = []
+        previous: ast.Item | None = None
+        for item in self.root.items:
+            if previous is not None and not _grouped(previous, item):
+                lines.append("")
+            lines += self._leading(item, "", keep_gaps=True)
+            lines += self._trailing(item, self._item(item))
+            previous = item
+        lines += self._end_of_file(previous)
+        lines += [c.text.rstrip() for c in self.root.comments if id(c) not in self.printed]
+        return "\n".join(lines) + "\n" if lines else ""
+
+    def _end_of_file(self, last: ast.Item | None) -> list[str]:
+        lines: list[str] = []
+        previous_line = last.span.end_line if last is not None else None
+        for comment in self.attached.dangling.get(id(self.root), []):
+            if previous_line is not None and comment.span.line - previous_line > 1:
+                lines.append("")
+            lines.append(self._comment(comment))
+            previous_line = comment.span.end_line
+        return lines
+
+    def _item(self, item: ast.Item) -> list[str]:
+        if isinstance(item, ast.ImportModule):
+            names = "" if item.names is None else ".{" + _names(item.names) + "}"
+            return [f"import {item.dotted}{names}"]
+        if isinstance(item, ast.ImportFile):
+            return [f"import {quote(item.path)}"]
+        if isinstance(item, ast.Let):
+            return [f"let {item.name.name} = {format_expr(item.value)}"]
+        if isinstance(item, ast.Dataset):
+            return self._braced(item, f"dataset {item.name.name}", "", self._body(item.body, ""))
+        if isinstance(item, ast.Labels):
+            head = f"labels {item.name.name} on {_dotted(item.source)}"
+            return self._braced(item, head, "", self._body(item.body, ""))
+        if isinstance(item, ast.Block):
+            head = f"{item.kind} {item.name.name}"
+            return self._braced(item, head, "", self._body(item.body, ""))
+        return self._constraints(item)
+
+    # ---- blocks -------------------------------------------------------------------
+    def _braced(self, node: Spanned, head: str, indent: str, statements: Rendered) -> list[str]:
+        header = self.attached.header.get(id(node))
+        dangling = self.attached.dangling.get(id(node), [])
+        if not statements and header is None and not dangling:
+            return [f"{indent}{head} {{}}"]
+        inner = indent + INDENT
+        lines = [self._with_comment(f"{indent}{head} {{", header)]
+        for statement, statement_lines in statements:
+            lines += self._leading(statement, inner)
+            lines += self._trailing(statement, statement_lines)
+        lines += [inner + self._comment(c) for c in dangling]
+        lines.append(indent + "}")
+        return lines
+
+    def _body(self, body: Sequence[Spanned], indent: str, nested: bool = False) -> Rendered:
+        """The statements of a block; `nested` blocks write settings as `key = value`."""
+        inner = indent + INDENT
+        lfs = _LabelingLayout([s for s in body if isinstance(s, ast.LabelingFunction)])
+        rendered: Rendered = []
+        for statement in body:
+            if isinstance(statement, ast.LabelingFunction):
+                rendered.append((statement, [inner + lfs.line(statement)]))
+            else:
+                rendered.append((statement, self._statement(statement, inner, nested)))
+        return rendered
+
+    def _statement(self, statement: Spanned, indent: str, nested: bool) -> list[str]:
+        if isinstance(statement, ast.Setting):
+            equals = " = " if nested else " "
+            return [f"{indent}{statement.key.name}{equals}{format_expr(statement.value)}"]
+        if isinstance(statement, ast.BlockSetting):
+            return self._block_setting(statement, indent)
+        if isinstance(statement, ast.Grant):
+            return [indent + _grant(statement)]
+        if isinstance(statement, ast.Schema):
+            return self._schema(statement, indent)
+        if isinstance(statement, ast.Clean):
+            rules: Rendered = [(r, [indent + INDENT + _clean_rule(r)]) for r in statement.rules]
+            return self._braced(statement, "clean", indent, rules)
+        if isinstance(statement, ast.Split):
+            return self._split(statement, indent)
+        raise TypeError(f"not a statement: {statement!r}")
+
+    def _block_setting(self, block: ast.BlockSetting, indent: str) -> list[str]:
+        settings = [s for s in block.body if isinstance(s, ast.Setting)]
+        if block.body and len(settings) == len(block.body) and not self._has_comments(block.span):
+            pairs = ", ".join(f"{s.key.name} = {format_expr(s.value)}" for s in settings)
+            line = f"{indent}{block.key.name} {{ {pairs} }}"
+            if len(line) <= WIDTH:
+                return [line]
+        body = self._body(block.body, indent, nested=True)
+        return self._braced(block, block.key.name, indent, body)
+
+    def _schema(self, schema: ast.Schema, indent: str) -> list[str]:
+        width = max((len(f.name.name) + 1 for f in schema.fields), default=0)
+        fields: Rendered = [(f, [indent + INDENT + _field(f, width)]) for f in schema.fields]
+        return self._braced(schema, "schema", indent, fields)
+
+    def _split(self, split: ast.Split, indent: str) -> list[str]:
+        parts = [f"{p.name.name} {p.share.text}" for p in split.parts]
+        by = None if split.by is None else f"by {format_expr(split.by)}"
+        if (parts or by) and not self._has_comments(split.span):
+            inside = " ".join(x for x in (", ".join(parts), by) if x)
+            line = f"{indent}split {{ {inside} }}"
+            if len(line) <= WIDTH:
+                return [line]
+        inner = indent + INDENT
+        rendered: Rendered = [(p, [inner + text]) for p, text in zip(split.parts, parts)]
+        if split.by is not None and by is not None:
+            rendered.append((split.by, [inner + by]))
+        return self._braced(split, "split", indent, rendered)
+
+    def _constraints(self, block: ast.Constraints) -> list[str]:
+        texts = [_constraint(c) for c in block.items]
+        rendered: Rendered = []
+        for i, constraint in enumerate(block.items):
+            following = texts[i + 1] if i + 1 < len(texts) else ""
+            end = ";" if following.startswith(_CONTINUES_PREVIOUS) else ""
+            rendered.append((constraint, [INDENT + texts[i] + end]))
+        return self._braced(block, f"constraints {block.target.name}", "", rendered)
+
+
+class _LabelingLayout:
+    """Labeling functions of one block, their names and `->` aligned when the lines fit."""
+
+    def __init__(self, lfs: list[ast.LabelingFunction]) -> None:
+        self.name_width = max((len(lf.name.name) + 1 for lf in lfs), default=0)
+        self.exprs = {id(lf): format_expr(lf.expr) for lf in lfs}
+        targeted = [lf for lf in lfs if lf.target is not None]
+        self.expr_width = max((len(self.exprs[id(lf)]) for lf in targeted), default=0)
+        widest = len("lf ") + self.name_width + self.expr_width + len("  -> ")
+        longest_target = max((len(lf.target.name) for lf in lfs if lf.target), default=0)
+        self.align_arrows = len(INDENT) + widest + longest_target <= WIDTH
+
+    def line(self, lf: ast.LabelingFunction) -> str:
+        expr = self.exprs[id(lf)]
+        text = f"lf {(lf.name.name + ':').ljust(self.name_width)} {expr}"
+        if lf.target is None:
+            return text
+        padding = " " * (self.expr_width - len(expr)) if self.align_arrows else ""
+        return f"{text}{padding} -> {lf.target.name}"
+
+
+def _grouped(previous: ast.Item, item: ast.Item) -> bool:
+    """Consecutive imports, and consecutive lets, are not separated by a blank line."""
+    imports = (ast.ImportModule, ast.ImportFile)
+    if isinstance(previous, imports) and isinstance(item, imports):
+        return True
+    return isinstance(previous, ast.Let) and isinstance(item, ast.Let)
+
+
+def _names(names: Sequence[ast.Ident]) -> str:
+    return ", ".join(name.name for name in names)
+
+
+def _dotted(path: Sequence[ast.Ident]) -> str:
+    return ".".join(part.name for part in path)
+
+
+def _grant(grant: ast.Grant) -> str:
+    principals = ", ".join(quote(p.name) if p.quoted else p.name for p in grant.principals)
+    return f"grant {_names(grant.permissions)} to {principals}"
+
+
+def _field(field: ast.Field, width: int) -> str:
+    type_args = f"[{_names(field.type.args)}]" if field.type.args else ""
+    text = f"{(field.name.name + ':').ljust(width)} {field.type.name.name}{type_args}"
+    text += "".join(f" @{tag.name}" for tag in field.tags)
+    if field.default is not None:
+        text += f" = {format_expr(field.default)}"
+    return text
+
+
+def _clean_rule(rule: ast.CleanRule) -> str:
+    if isinstance(rule, ast.Dedupe):
+        near = "" if rule.near is None else f" near {rule.near.text}"
+        return f"dedupe {_names(rule.columns)}{near}"
+    if isinstance(rule, ast.FilterRows):
+        verb = "keep" if rule.keep else "drop"
+        return f"{verb} where {format_expr(rule.condition)}"
+    if isinstance(rule, ast.DropColumns):
+        return f"drop {_names(rule.columns)}"
+    if isinstance(rule, ast.Normalize):
+        return f"normalize {_names(rule.columns)}: {_names(rule.operations)}"
+    return f"redact {_names(rule.kinds)} in {_names(rule.columns)}"
+
+
+def _constraint(constraint: ast.Constraint) -> str:
+    text = format_expr(constraint.expr)
+    return text if constraint.on is None else f"{text} on {format_expr(constraint.on)}"
