@@ -17,8 +17,10 @@ from fmlang.check.deploy import check_deployments
 from fmlang.check.labels import check_labels
 from fmlang.check.loader import Loader
 from fmlang.check.models import check_merges, check_models
+from fmlang.check.nesting import check_nesting
 from fmlang.check.program import Program
 from fmlang.check.settings import check_body
+from fmlang.syntax.parser import too_deep
 
 Pass = Callable[[Program], None]
 
@@ -66,10 +68,17 @@ def load_text(text: str, file: str, base: Path) -> Program:
 
 
 def run_passes(program: Program) -> Program:
-    if any(d.code in ("FM0001", "FM0002", "FM0003") for d in program.sink.items):
+    # A root that cannot be read (FM0001) leaves nothing behind to cascade from, so the
+    # other roots are still checked; a file that is not text stops the passes.
+    if any(d.code in ("FM0002", "FM0003") for d in program.sink.items):
         return program
-    for check in PASSES:
-        check(program)
+    if not check_nesting(program):
+        return program
+    try:
+        for check in PASSES:
+            check(program)
+    except RecursionError:
+        program.sink.add(too_deep(program.roots[0] if program.roots else "<input>"))
     return program
 
 

@@ -26,6 +26,18 @@ def columns_of(dataset: ast.Dataset) -> dict[str, str]:
     }
 
 
+def live_columns(dataset: ast.Dataset) -> dict[str, str]:
+    """The columns left after every `drop COLUMN` rule: what labels and models read."""
+    live = columns_of(dataset)
+    for stmt in dataset.body:
+        if isinstance(stmt, ast.Clean):
+            for rule in stmt.rules:
+                if isinstance(rule, ast.DropColumns):
+                    for column in rule.columns:
+                        live.pop(column.name, None)
+    return live
+
+
 def check_datasets(program: Program) -> None:
     for source, symbol in program.declarations("dataset"):
         assert isinstance(symbol.node, ast.Dataset)

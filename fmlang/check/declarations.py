@@ -30,9 +30,11 @@ def check_unique_names(program: Program) -> None:
 
 def _check_imports_shadowed(program: Program, file: str, own: dict[str, Symbol]) -> None:
     for item in program.files[file].module.items:
-        if not isinstance(item, ast.ImportModule) or item.names is None:
+        if not isinstance(item, ast.ImportModule):
             continue
-        for name in item.names:
+        # `import std.models.minilm_l6` imports its last part; `import std.hardware` imports
+        # a whole module, whose last part is rarely a declared name.
+        for name in item.names if item.names is not None else item.path[-1:]:
             if name.name in own:
                 program.sink.add(
                     error(

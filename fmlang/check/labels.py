@@ -6,7 +6,7 @@ import re
 
 from fmlang.check import schema as s
 from fmlang.check.context import Ctx
-from fmlang.check.datasets import check_grant, columns_of, split_names
+from fmlang.check.datasets import check_grant, live_columns, split_names
 from fmlang.check.expressions import BOOL, ExprChecker
 from fmlang.check.program import Program
 from fmlang.check.settings import check_body, setting_value
@@ -88,7 +88,7 @@ def _source_columns(ctx: Ctx, labels: ast.Labels) -> dict[str, str] | None:
                 did_you_mean(wanted.name, splits)
                 or (f"its splits are {', '.join(splits)}" if splits else "it declares no splits"),
             )
-    return columns_of(symbol.node)
+    return live_columns(symbol.node)
 
 
 def _check_classes(ctx: Ctx, labels: ast.Labels, classes: list[str]) -> None:
@@ -121,7 +121,7 @@ def _check_lf(
                 "expected `module.path:function`",
                 'write `python("my_package.lfs:is_spam")`',
             )
-        if lf.target is not None and lf.target.name not in classes:
+        if lf.target is not None and classes and lf.target.name not in classes:
             _unknown_class(ctx, lf.target, classes)
         return
     if lf.target is None:
@@ -132,7 +132,7 @@ def _check_lf(
             "votes for nothing",
             f"end it with `-> {classes[0] if classes else 'class'}`",
         )
-    elif lf.target.name not in classes:
+    elif classes and lf.target.name not in classes:  # no classes: FM0320 said so already
         _unknown_class(ctx, lf.target, classes)
     if columns is not None:
         checker = ExprChecker(ctx, columns, f"labeling function `{lf.name.name}`")

@@ -8,7 +8,7 @@ from pathlib import Path
 from fmlang.check.program import Program, SourceFile, Symbol, own_symbols
 from fmlang.diagnostics import Diagnostic, Label, Severity, Span, error
 from fmlang.paths import stdlib_dir
-from fmlang.suggest import did_you_mean
+from fmlang.suggest import closest, did_you_mean
 from fmlang.syntax import ast
 from fmlang.syntax.parser import MAX_SOURCE_BYTES, parse
 
@@ -179,7 +179,8 @@ class Loader:
                     break
                 return parts[1:cut], (rest if rest else None)
         available = sorted(p.stem for p in root.glob("*.fm"))
-        hint = did_you_mean(parts[1] if len(parts) > 1 else "", available)
+        near = closest(parts[1] if len(parts) > 1 else "", available)
+        hint = f"did you mean `std.{near}`?" if near else None
         self.program.sink.add(
             error(
                 "FM0201",

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from fmlang.check import schema as s
 from fmlang.check.context import Ctx, dotted
-from fmlang.check.datasets import check_grant, columns_of
+from fmlang.check.datasets import check_grant, live_columns
 from fmlang.check.program import Program, Symbol
 from fmlang.check.settings import check_body, setting, setting_value
 from fmlang.suggest import did_you_mean
@@ -112,13 +112,13 @@ def _training_columns(ctx: Ctx, model: ast.Block) -> Callable[[ast.Ident | ast.N
         name = column.name if isinstance(column, ast.Ident) else column.id
         if dataset is None:
             return
-        columns = columns_of(dataset)
+        columns = live_columns(dataset)
         if name not in columns:
             ctx.error(
                 "FM0403",
                 f"dataset `{dataset.name.name}` has no column `{name}`",
                 column.span,
-                "unknown column",
+                "not a column (or dropped by a cleaning rule)",
                 did_you_mean(name, columns),
             )
 

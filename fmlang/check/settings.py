@@ -42,7 +42,11 @@ def check_body(
         seen[key.name] = key
         kind = table.get(key.name)
         if kind is None:
-            hint = did_you_mean(key.name, table) or f"{where} accepts: {', '.join(sorted(table))}"
+            hint = (
+                did_you_mean(key.name, table)
+                or _nested_home(key.name, table)
+                or f"{where} accepts: {', '.join(sorted(table))}"
+            )
             ctx.error(
                 "FM0301",
                 f"unknown setting `{key.name}` in {where}",
@@ -74,6 +78,14 @@ def check_body(
             check_value(ctx, kind, stmt.value, key.name, columns)
 
 
+def _nested_home(key: str, table: dict[str, s.Kind]) -> str | None:
+    """`warmup` at the top of a model belongs in its `train { … }` block."""
+    for block, kind in table.items():
+        if isinstance(kind, s.Block) and key in kind.settings:
+            return f"`{key}` belongs inside `{block} {{ … }}`"
+    return None
+
+
 def check_value(
     ctx: Ctx, kind: s.Kind, value: ast.Expr, key: str, columns: ColumnCheck | None = None
 ) -> None:
@@ -86,9 +98,12 @@ def check_value(
 
 
 def _mismatch(ctx: Ctx, value: ast.Expr, key: str, wanted: str, help: str | None = None) -> None:
+    found = describe(value)
+    if isinstance(value, ast.Number | ast.Quantity):
+        found += f" `{value.text}`"
     ctx.error(
         "FM0302",
-        f"`{key}` needs {wanted}, found {describe(value)}",
+        f"`{key}` needs {wanted}, found {found}",
         value.span,
         f"expected {wanted}",
         help,

@@ -23,7 +23,7 @@ def build_dataset(node: ast.Dataset, scope: Scope) -> ir.Dataset:
     values = settings(node.body, s.DATASET, scope)
     return ir.Dataset(
         name=node.name.name,
-        file=scope.file,
+        file=scope.ir_file,
         source=_source(values.get("source")),
         description=values.get("description"),
         columns=tuple(
@@ -107,7 +107,7 @@ def build_labels(node: ast.Labels, scope: Scope) -> ir.Labels:
     model = values.get("model")
     return ir.Labels(
         name=node.name.name,
-        file=scope.file,
+        file=scope.ir_file,
         dataset=dataset,
         split=node.source[1].name if len(node.source) > 1 else None,
         classes=values.get("classes", ()),

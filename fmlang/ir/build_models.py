@@ -6,7 +6,7 @@ setting has the setting's name, except `train` → `training` and `eval` → `ev
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from fmlang.check import schema as s
 from fmlang.ir import nodes as ir
@@ -14,28 +14,36 @@ from fmlang.ir.values import CallValue, Scope, grants, settings, span_of
 from fmlang.syntax import ast
 
 TARGET_KINDS = ("local", "kserve", "kubernetes", "compose")
+M = TypeVar("M", bound=ir.Node)
+
+
+def validate(model: type[M], values: dict[str, Any]) -> M:
+    """`model` from converted settings. A setting with no IR field yet is left out rather
+    than failing the build (tests/test_ir.py checks every schema row has a field)."""
+    return model.model_validate({k: v for k, v in values.items() if k in model.model_fields})
 
 
 def build_pretrained(node: ast.Block, scope: Scope) -> ir.PretrainedModel:
     values = settings(node.body, s.BASE_MODEL, scope)
     weights = values.pop("weights", None)
-    return ir.PretrainedModel.model_validate({
-        **values, "name": node.name.name, "file": scope.file, "span": span_of(node.name),
+    return validate(ir.PretrainedModel, {
+        **values, "name": node.name.name, "file": scope.ir_file, "span": span_of(node.name),
         "weights": _weights(weights) if isinstance(weights, CallValue) else None,
     })  # fmt: skip
 
 
 def _weights(value: CallValue) -> ir.WeightsSource:
     location = value.positional[0] if value.positional else ""
-    return ir.WeightsSource.model_validate({
+    return validate(ir.WeightsSource, {
         "kind": value.head, "location": str(location), "revision": value.keywords.get("revision"),
     })  # fmt: skip
 
 
 def build_hardware(node: ast.Block, scope: Scope) -> ir.Hardware:
     values = settings(node.body, s.HARDWARE, scope)
-    return ir.Hardware.model_validate(
-        {**values, "name": node.name.name, "file": scope.file, "span": span_of(node.name)}
+    return validate(
+        ir.Hardware,
+        {**values, "name": node.name.name, "file": scope.ir_file, "span": span_of(node.name)},
     )
 
 
@@ -47,8 +55,8 @@ def build_model(node: ast.Block, scope: Scope) -> ir.Model:
     train = values.get("train")
     training = _training(train) if isinstance(train, dict) else None
     adapter = values.get("adapter")
-    return ir.Model.model_validate({
-        "name": node.name.name, "file": scope.file, "span": span_of(node.name),
+    return validate(ir.Model, {
+        "name": node.name.name, "file": scope.ir_file, "span": span_of(node.name),
         "base": values.get("base"),
         "task": _task(values.get("task"), scope),
         "adapter": _adapter(adapter) if isinstance(adapter, CallValue) else None,
@@ -62,17 +70,17 @@ def build_model(node: ast.Block, scope: Scope) -> ir.Model:
 
 def _training(values: dict[str, Any]) -> ir.Training:
     dp = values.get("dp")
-    return ir.Training.model_validate(
-        {**values, "dp": ir.DPConfig.model_validate(dp) if isinstance(dp, dict) else None}
+    return validate(
+        ir.Training, {**values, "dp": validate(ir.DPConfig, dp) if isinstance(dp, dict) else None}
     )
 
 
 def _evaluation(values: Any) -> ir.Evaluation | None:
-    return ir.Evaluation.model_validate(values) if isinstance(values, dict) else None
+    return validate(ir.Evaluation, values) if isinstance(values, dict) else None
 
 
 def _adapter(value: CallValue) -> ir.Adapter:
-    return ir.Adapter.model_validate({**value.keywords, "kind": value.head})
+    return validate(ir.Adapter, {**value.keywords, "kind": value.head})
 
 
 def _task(value: Any, scope: Scope) -> ir.Task | None:
@@ -80,7 +88,7 @@ def _task(value: Any, scope: Scope) -> ir.Task | None:
         return None
     labels = value.positional[0] if value.positional else None
     classes = _labels_classes(labels, scope) if isinstance(labels, str) else ()
-    return ir.Task.model_validate({"kind": value.head, "labels": labels, "classes": classes})
+    return validate(ir.Task, {"kind": value.head, "labels": labels, "classes": classes})
 
 
 def _labels_classes(name: str, scope: Scope) -> tuple[str, ...]:
@@ -99,7 +107,7 @@ def build_merge(node: ast.Block, scope: Scope) -> ir.Merge:
     method = values.get("method")
     return ir.Merge(
         name=node.name.name,
-        file=scope.file,
+        file=scope.ir_file,
         models=values.get("models", ()),
         method=method.head if isinstance(method, CallValue) else "linear",
         method_options=method.options() if isinstance(method, CallValue) else (),
@@ -113,15 +121,15 @@ def build_merge(node: ast.Block, scope: Scope) -> ir.Merge:
 def build_deployment(node: ast.Block, scope: Scope) -> ir.Deployment:
     values = settings(node.body, s.DEPLOY, scope)
     targets = tuple(
-        ir.DeployTarget.model_validate({**values[key], "kind": key})
+        validate(ir.DeployTarget, {**values[key], "kind": key})
         for key in _written_order(node, TARGET_KINDS)
         if isinstance(values.get(key), dict)
     )
     plain = {k: v for k, v in values.items() if k not in TARGET_KINDS}
     symbol = scope.lookup(node.name.name)
     target_kind = symbol.kind if symbol is not None and symbol.kind in ("model", "merge") else None
-    return ir.Deployment.model_validate({
-        **plain, "name": node.name.name, "file": scope.file, "target": node.name.name,
+    return validate(ir.Deployment, {
+        **plain, "name": node.name.name, "file": scope.ir_file, "target": node.name.name,
         "target_kind": target_kind, "targets": targets, "grants": grants(node.body),
         "span": span_of(node.name),
     })  # fmt: skip

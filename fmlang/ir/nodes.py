@@ -180,6 +180,8 @@ class PretrainedModel(Node):
     hidden: int | None = None
     heads: int | None = None
     kv_heads: int | None = None
+    head_dim: int | None = None  # when it is not hidden / heads
+    tie_embeddings: bool | None = None
     intermediate: int | None = None
     vocab: int | None = None
     max_seq: int | None = None
@@ -288,7 +290,7 @@ class Model(Node):
 
 
 class Merge(Node):
-    """A `merge` block. `method` defaults to `linear` when omitted."""
+    """A `merge` block. `method` is `linear` if omitted (the checker requires one)."""
 
     name: str
     file: str

@@ -31,14 +31,19 @@ class Scope:
     """What names mean where a value is written: the file's symbols and the columns."""
 
     program: Program
-    file: str
+    file: str  # the program's key for the file
+    shown: str = ""  # the file's name in the IR (relative to the entry's folder)
     columns: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def ir_file(self) -> str:
+        return self.shown or self.file
 
     def lookup(self, name: str) -> Symbol | None:
         return self.program.lookup(self.file, name)
 
     def with_columns(self, columns: Sequence[str]) -> Scope:
-        return Scope(self.program, self.file, frozenset(columns))
+        return Scope(self.program, self.file, self.shown, frozenset(columns))
 
     def deref(self, expr: ast.Expr, depth: int = 0) -> ast.Expr:
         """`expr`, or the literal of the `let` constant it names."""
@@ -158,6 +163,9 @@ def data_ref(expr: ast.Expr, scope: Scope) -> DataRef | None:
 def knob(kind: s.Kind, expr: ast.Expr, scope: Scope) -> Knob | None:
     span = span_of(expr)
     expr = scope.deref(expr)
+    if isinstance(expr, ast.Range) and isinstance(expr.low, ast.Auto) and expr.low.domain:
+        # `auto in 1..4` parses as `(auto in 1)..4`; read it as the range it means.
+        expr = ast.Auto(ast.Range(expr.low.domain, expr.high, expr.span), expr.span)
     if isinstance(expr, ast.Auto):
         return _auto_knob(kind, expr, scope, span)
     if isinstance(expr, ast.Range):

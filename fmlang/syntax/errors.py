@@ -73,9 +73,9 @@ def _offset(text: str, line: int, column: int) -> int:
     return start + column - 1
 
 
-def _end_span(file: str, text: str) -> Span:
-    """Just after the last character that is not whitespace, where the text stops."""
-    end = len(text.rstrip())
+def _end_span(file: str, text: str, last: Token) -> Span:
+    """Just after the last token (Lark's `$END` borrows its position), else after the text."""
+    end = last.end_pos if last.end_pos is not None else len(text.rstrip())
     line, column = _line_col(text, end)
     return Span(file, line, column, line, column, end, end)
 
@@ -126,7 +126,7 @@ def _unexpected_token(exc: UnexpectedToken, parser: Lark, text: str, file: str) 
     expected = set(exc.accepts or exc.expected)
     wanted = describe_expected(expected, words)
     if token.type == "$END":
-        return _unexpected_end(expected, wanted, text, file)
+        return _unexpected_end(expected, wanted, text, file, token)
     value = str(token)
     span = _point(file, text, token.line or 1, token.column or 1, max(len(value), 1))
     if value == "/" and "REGEX" in expected:
@@ -215,8 +215,10 @@ def _hint(found: str, value: str, expected: set[str]) -> str | None:
     return None
 
 
-def _unexpected_end(expected: set[str], wanted: str, text: str, file: str) -> Diagnostic:
-    end = _end_span(file, text)
+def _unexpected_end(
+    expected: set[str], wanted: str, text: str, file: str, last: Token
+) -> Diagnostic:
+    end = _end_span(file, text, last)
     brace = unclosed_brace(text) if "RBRACE" in expected else None
     if brace is not None:
         line, column = _line_col(text, brace)
