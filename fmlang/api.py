@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,9 +60,11 @@ def lock_document(result: CheckResult, spec: Spec) -> dict[str, Any]:
     import lark
     import pydantic
 
+    entry = Path(result.program.roots[0]).resolve().parent if result.program.roots else Path()
     inputs = {
-        path: "sha256:" + hashlib.sha256(source.text.encode("utf-8")).hexdigest()
-        for path, source in sorted(result.program.files.items())
+        _lock_key(path, source.stdlib, entry): "sha256:"
+        + hashlib.sha256(source.text.encode("utf-8")).hexdigest()
+        for path, source in result.program.files.items()
     }
     return {
         "schema_version": "1",
@@ -74,6 +77,14 @@ def lock_document(result: CheckResult, spec: Spec) -> dict[str, Any]:
         "inputs": inputs,
         "ir": spec.model_dump(mode="json"),
     }
+
+
+def _lock_key(path: str, stdlib: bool, entry: Path) -> str:
+    """Input paths relative to the entry spec's folder, so the lock does not depend on the
+    directory `fmc build` ran from; stdlib files keep their `<std>/…` names."""
+    if stdlib:
+        return path
+    return Path(os.path.relpath(Path(path).resolve(), entry)).as_posix()
 
 
 def write_json_atomic(path: Path, document: dict[str, Any]) -> None:

@@ -66,7 +66,7 @@ comment_texts = st.builds(lambda body: "#" + body, st.text(_comment_chars, max_s
 
 @st.composite
 def numbers(draw: st.DrawFn) -> str:
-    whole = draw(st.from_regex(r"\d[\d_]{0,3}|\d{1,3}", fullmatch=True))
+    whole = draw(st.from_regex(r"[0-9][0-9_]{0,3}|[0-9]{1,3}", fullmatch=True))
     fraction = draw(st.sampled_from(["", ".5", ".25", ".0"]))
     text = draw(st.sampled_from([whole + fraction, fraction or ".5"]))
     return text + draw(st.sampled_from(["", "", "e3", "E-4", "e+2"]))
@@ -415,7 +415,7 @@ def specs(
 ) -> str:
     """A whole `.fm` file as text."""
     o = _Options(binary_minus, division, comments)
-    items = draw(st.lists(_item(o), max_size=max_items))
+    items = draw(st.lists(_item(o), min_size=1, max_size=max_items))
     between = st.sampled_from(["\n", "\n\n", " "])
     if comments:
         between = st.one_of(

@@ -196,7 +196,12 @@ def _qty(ctx: Ctx, kind: s.Kind, value: ast.Expr, key: str, _: ColumnCheck | Non
 def check_quantity(ctx: Ctx, value: ast.Expr, dimension: str, what: str) -> bool:
     wanted = DIMENSION_NAMES[dimension]
     if isinstance(value, ast.Number) and dimension == "ratio":
-        return True
+        if 0 <= value.value <= 1:
+            return True
+        ctx.error("FM0304", f"{what} is a fraction between 0 and 1, not {value.text}",
+                  value.span, "out of range",
+                  f"write `{value.value / 100:g}` or `{value.text}%`")
+        return False
     if not isinstance(value, ast.Quantity):
         ctx.error(
             "FM0303",

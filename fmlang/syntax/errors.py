@@ -19,7 +19,7 @@ _REGEX_TERMINALS = {
     "REGEX": "a /regex/",
     "COMP_OP": "a comparison (`<=`, `>=`, `==`, `!=`, `<`, `>`)",
     "MATCH_OP": "`~` or `!~`",
-    "ADD_OP": "`+` or `-`",
+
     "MUL_OP": "`*` or `/`",
     "$END": "the end of the file",
 }

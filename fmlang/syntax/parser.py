@@ -338,7 +338,7 @@ class _ToAst(Transformer[Token, Any]):
         return ast.Unary("not", children[0], self._span(meta))
 
     def neg(self, meta: Any, children: list[Any]) -> ast.Unary:
-        return ast.Unary("-", children[0], self._span(meta))
+        return ast.Unary("-", children[-1], self._span(meta))
 
     def attribute(self, meta: Any, children: list[Any]) -> ast.Attribute:
         return ast.Attribute(children[0], self._ident(children[1]), self._span(meta))
@@ -381,7 +381,10 @@ class _ToAst(Transformer[Token, Any]):
         return ast.Bool(False, self._span(meta))
 
     def auto(self, meta: Any, children: list[Any]) -> ast.Auto:
-        return ast.Auto(children[0] if children else None, self._span(meta))
+        domain = children[0] if children else None
+        if len(children) == 2:
+            domain = ast.Range(children[0], children[1], _join(children[0].span, children[1].span))
+        return ast.Auto(domain, self._span(meta))
 
     def list(self, meta: Any, children: list[Any]) -> ast.ListExpr:
         items = tuple(c for c in children if c is not None)
