@@ -224,11 +224,11 @@ def test_operators_the_parser_cannot_read_yet_still_print_correctly() -> None:
 
 
 def test_constraints_that_would_continue_the_previous_one_are_separated() -> None:
-    source = "constraints m { f; (a) <= b; c; -d <= e; g; .5 < h }"
+    source = "constraints m { f; (a + b) * c <= d; c; -d <= e; g; .5 < h }"
     assert fmt(source) == textwrap.dedent("""\
         constraints m {
           f;
-          a <= b
+          (a + b) * c <= d
           c;
           -d <= e
           g;

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any, get_args
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from fmlang.check import load, run_passes
@@ -16,6 +18,7 @@ from fmlang.check.program import Program
 from fmlang.ir import build_spec
 from fmlang.ir import expr as x
 from fmlang.ir import nodes as ir
+from tests.strategies import expressions
 
 GiB = 2.0**30
 
@@ -656,3 +659,48 @@ def test_ir_literals_match_the_schema_choices() -> None:
         choice = table[field]
         assert isinstance(choice, s.OneOf)
         assert _literals(model, field) == set(choice.values), (model.__name__, field)
+
+
+# ---- property: any parsed settings build --------------------------------------------
+
+_PLAUSIBLE = st.sampled_from([
+    "auto", "auto in [4, 8]", "auto in 1..4", "auto in (1..4)", "1..4", "8", "0.5", "5%", "-1",
+    "2GiB", "30ms", "3USD/h", '"text"', "true", "name", "[a, b]", "[0.6, 0.4]", "a.b", "x.y.z",
+    "lora(rank = auto in [4, 8], alpha = 16, bias = none, targets = [q])", "ties(density = 0.5)",
+    'csv("a.csv", header = true)', 'hub("org/m", revision = "r")', "classify(l)", "generate",
+    "label_model(epochs = 3)", "majority", "prompt(virtual_tokens = auto)", "nope(x = 1)",
+])  # fmt: skip
+
+
+@st.composite
+def _body(draw: st.DrawFn, table: dict[str, s.Kind], depth: int = 0) -> str:
+    keys = draw(st.lists(st.sampled_from(sorted(table)), max_size=6, unique=True))
+    lines = []
+    for key in keys:
+        kind = table[key]
+        if isinstance(kind, s.Block) and depth < 2:
+            lines.append(f"{key} {{ {draw(_body(kind.settings, depth + 1))} }}")
+        else:
+            value = draw(st.one_of(_PLAUSIBLE, expressions(2)))
+            lines.append(f"{key} = {value}")
+    return "\n".join(lines)
+
+
+@st.composite
+def _block_specs(draw: st.DrawFn) -> str:
+    blocks = []
+    for kind, table in s.BLOCKS.items():
+        head = f"{kind} n_{kind}" + (" on d.train" if kind == "labels" else "")
+        blocks.append(f"{head} {{\n{draw(_body(table))}\n}}")
+    return "\n".join(blocks)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_block_specs())
+def test_any_parsed_settings_build(text: str) -> None:
+    program = Program(roots=["t.fm"])
+    Loader(program).load_text(text, "t.fm", Path("."))
+    if program.sink.has_errors:  # a random expression the parser rejects: not our concern
+        return
+    spec = build_spec(program)
+    assert ir.Spec.model_validate_json(spec.model_dump_json()) == spec

@@ -101,3 +101,10 @@ def test_helpers_are_valid() -> None:
     for path in sorted((NEGATIVE / "shared").glob("*.fm")):
         result = check_paths([path])
         assert result.ok, [d.message for d in result.diagnostics]
+
+
+def test_every_expectation_belongs_to_a_case() -> None:
+    """An `# expect:` in a file no case loads would silently never be checked."""
+    loaded = {p for case in CASES for p in (case.resolve(), *_user_paths(check_paths([case])))}
+    expecting = {p.resolve() for p in NEGATIVE.rglob("*.fm") if expected_in(p)}
+    assert expecting <= loaded, sorted(str(p) for p in expecting - loaded)

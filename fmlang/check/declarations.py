@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fmlang.check.program import Program, Symbol, own_symbols
 from fmlang.diagnostics import Label, error
-from fmlang.syntax import ast
 
 
 def check_unique_names(program: Program) -> None:
@@ -29,20 +28,16 @@ def check_unique_names(program: Program) -> None:
 
 
 def _check_imports_shadowed(program: Program, file: str, own: dict[str, Symbol]) -> None:
-    for item in program.files[file].module.items:
-        if not isinstance(item, ast.ImportModule):
-            continue
-        # `import std.models.minilm_l6` imports its last part; `import std.hardware` imports
-        # a whole module, whose last part is rarely a declared name.
-        for name in item.names if item.names is not None else item.path[-1:]:
-            if name.name in own:
-                program.sink.add(
-                    error(
-                        "FM0205",
-                        f"`{name.name}` is both imported and declared here",
-                        own[name.name].span,
-                        "declared here",
-                        help="rename the declaration",
-                        related=(Label(name.span, "imported here", False),),
-                    )
+    """A declaration may not take the name of something an import brought into the file."""
+    for name, imported_at in program.imported.get(file, {}).items():
+        if name in own:
+            program.sink.add(
+                error(
+                    "FM0205",
+                    f"`{name}` is both imported and declared here",
+                    own[name].span,
+                    "declared here",
+                    help="rename the declaration, or drop the import",
+                    related=(Label(imported_at, f"`{name}` is imported here", False),),
                 )
+            )

@@ -22,6 +22,15 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
+def resolved(path: Path) -> Path:
+    """The absolute, symlink-free path; as given (made absolute) when it cannot be resolved,
+    as for a symlink loop, so that reading it reports the problem."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
+
+
 def read_source(path: Path, shown: str) -> tuple[str | None, Diagnostic | None]:
     """The file's text, or the I/O (FM0001) or encoding (FM0002) problem."""
     start = Span(shown, 1, 1, 1, 1)
@@ -81,7 +90,7 @@ class Loader:
         self.stack: list[str] = []
 
     def load_root(self, path: Path) -> None:
-        self._load(path.resolve(), display_path(path), stdlib=False, importer=None)
+        self._load(resolved(path), display_path(path), stdlib=False, importer=None)
 
     def load_text(self, text: str, shown: str, base: Path) -> None:
         self._parse_and_import(text, shown, base, stdlib=False)
@@ -115,12 +124,17 @@ class Loader:
         module = result.module or ast.Module(())
         self.program.files[key] = SourceFile(key, text, module, stdlib)
         scope: dict[str, Symbol] = {}
+        origins = self.program.imported.setdefault(key, {})
         self.stack.append(key)
         for item in module.items:
-            if isinstance(item, ast.ImportModule):
-                scope.update(self._import_module(item))
-            elif isinstance(item, ast.ImportFile):
-                scope.update(self._import_file(item, base))
+            if isinstance(item, ast.ImportModule | ast.ImportFile):
+                imported = (
+                    self._import_module(item)
+                    if isinstance(item, ast.ImportModule)
+                    else self._import_file(item, base)
+                )
+                scope.update(imported)
+                origins.update(dict.fromkeys(imported, item.span))
         self.stack.pop()
         for symbol in own_symbols(self.program.files[key]):
             scope[symbol.name] = symbol
@@ -139,7 +153,7 @@ class Loader:
         )
 
     def _import_file(self, item: ast.ImportFile, base: Path) -> dict[str, Symbol]:
-        target = (base / item.path).resolve()
+        target = resolved(base / item.path)
         key = self._load(target, display_path(target), False, Label(item.span, "", True))
         if key is None:
             return {}

@@ -131,7 +131,8 @@ def _dataset_behind(ctx: Ctx, data: ast.Expr) -> ast.Dataset | None:
         return None
     symbol: Symbol | None = ctx.lookup(parts[0].name)
     if symbol is not None and isinstance(symbol.node, ast.Labels):
-        symbol = ctx.lookup(symbol.node.source[0].name)
+        # the labels' dataset, as named in the file that declares the labels
+        symbol = ctx.program.lookup(symbol.file, symbol.node.source[0].name)
     if symbol is not None and isinstance(symbol.node, ast.Dataset):
         return symbol.node
     return None

@@ -37,6 +37,8 @@ class Program:
     roots: list[str]
     files: dict[str, SourceFile] = field(default_factory=dict)
     scopes: dict[str, dict[str, Symbol]] = field(default_factory=dict)
+    # imported[file][name]: the span of the import statement that brought `name` into `file`
+    imported: dict[str, dict[str, Span]] = field(default_factory=dict)
     sink: DiagnosticSink = field(default_factory=DiagnosticSink)
 
     @property

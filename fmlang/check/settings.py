@@ -198,9 +198,13 @@ def check_quantity(ctx: Ctx, value: ast.Expr, dimension: str, what: str) -> bool
     if isinstance(value, ast.Number) and dimension == "ratio":
         if 0 <= value.value <= 1:
             return True
-        ctx.error("FM0304", f"{what} is a fraction between 0 and 1, not {value.text}",
-                  value.span, "out of range",
-                  f"write `{value.value / 100:g}` or `{value.text}%`")
+        ctx.error(
+            "FM0304",
+            f"{what} is a fraction between 0 and 1, not {value.text}",
+            value.span,
+            "out of range",
+            f"write `{value.value / 100:g}` or `{value.text}%`",
+        )
         return False
     if not isinstance(value, ast.Quantity):
         ctx.error(

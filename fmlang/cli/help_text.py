@@ -11,8 +11,8 @@ Usage: fmc [OPTIONS] COMMAND [ARGS]...
   fmc explain FM0301          describe a diagnostic code
 
 Options:
-  --version  Show the version and exit.
-  --help     Show this message and exit.
+  --version   Show the version and exit.
+  -h, --help  Show this message and exit.
 
 Commands:
   build    Check FILE and write its artifacts (fm.lock.json, …) into the...

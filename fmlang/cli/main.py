@@ -18,7 +18,10 @@ EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 101
 FORMATS = click.Choice(["rich", "short", "json"])
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
 @click.version_option(package_name="fmlang", prog_name="fmc")
 def cli() -> None:
     """fmc compiles .fm specs: data, labels, models, constraints and deployments.
@@ -162,7 +165,9 @@ def _fail_io(message: str) -> NoReturn:
 
 def render_help() -> str:
     """The top-level help as click renders it at 80 columns (cached in help_text.py)."""
-    context = click.Context(cli, info_name="fmc", terminal_width=80, max_content_width=80)
+    context = click.Context(
+        cli, info_name="fmc", terminal_width=80, max_content_width=80, **CONTEXT_SETTINGS
+    )
     return cli.get_help(context) + "\n"
 
 

@@ -12,13 +12,21 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow", Severity.NOTE: "bold cyan"}
+MAX_SHOWN = 160  # longer source lines and messages are cut around what they point at
+
+
+def clip(text: str, limit: int = 2 * MAX_SHOWN) -> str:
+    """A message that quotes a huge token stays readable: its middle is left out."""
+    if len(text) <= limit:
+        return text
+    return text[: limit // 2] + " … " + text[-limit // 4 :]
 
 
 def short(diagnostic: Diagnostic) -> str:
     """`file:line:col: error[FM0301]: message` — one line, for CI logs and editors."""
     span = diagnostic.primary_span
     where = f"{span.file}:{span.line}:{span.column}: " if span else ""
-    return f"{where}{diagnostic.severity.value}[{diagnostic.code}]: {diagnostic.message}"
+    return f"{where}{diagnostic.severity.value}[{diagnostic.code}]: {clip(diagnostic.message)}"
 
 
 def to_json(diagnostics: Sequence[Diagnostic]) -> str:
@@ -29,7 +37,7 @@ def excerpt_lines(diagnostic: Diagnostic, sources: Mapping[str, str]) -> list[tu
     """The rustc-style excerpt as (text, style) lines, without colour decisions."""
     out: list[tuple[str, str]] = []
     head = f"{diagnostic.severity.value}[{diagnostic.code}]"
-    out.append((f"{head}: {diagnostic.message}", _STYLE[diagnostic.severity]))
+    out.append((f"{head}: {clip(diagnostic.message)}", _STYLE[diagnostic.severity]))
     by_file: dict[str, list[Label]] = {}
     for label in diagnostic.labels:
         by_file.setdefault(label.span.file, []).append(label)
@@ -40,12 +48,14 @@ def excerpt_lines(diagnostic: Diagnostic, sources: Mapping[str, str]) -> list[tu
         lines = sources.get(file, "").splitlines()
         out.append((f"{' ' * gutter} |", "blue"))
         for line_no in sorted({lb.span.line for lb in labels}):
-            text = lines[line_no - 1] if 0 < line_no <= len(lines) else ""
-            out.append((f"{line_no:>{gutter}} | {text.expandtabs(4)}", ""))
-            for label in sorted(
+            on_line = sorted(
                 (lb for lb in labels if lb.span.line == line_no), key=lambda lb: lb.span.column
-            ):
-                out.append(_caret_line(label, text, gutter))
+            )
+            full = lines[line_no - 1] if 0 < line_no <= len(lines) else ""
+            text, shift = _window(full, on_line[0].span.column)
+            out.append((f"{line_no:>{gutter}} | {text.expandtabs(4)}", ""))
+            for label in on_line:
+                out.append(_caret_line(label, text, gutter, shift))
         out.append((f"{' ' * gutter} |", "blue"))
     for note in diagnostic.notes:
         out.append((f"{' ' * gutter} = note: {note}", ""))
@@ -54,13 +64,24 @@ def excerpt_lines(diagnostic: Diagnostic, sources: Mapping[str, str]) -> list[tu
     return out
 
 
-def _caret_line(label: Label, text: str, gutter: int) -> tuple[str, str]:
-    start = max(label.span.column - 1, 0)
+def _window(text: str, column: int) -> tuple[str, int]:
+    """A line longer than MAX_SHOWN, cut to MAX_SHOWN characters around `column`, with `…`
+    where it was cut; and how many columns the cut moved everything left."""
+    if len(text) <= MAX_SHOWN:
+        return text, 0
+    start = max(0, min(column - 1 - MAX_SHOWN // 4, len(text) - MAX_SHOWN))
+    shown = text[start : start + MAX_SHOWN] + ("…" if start + MAX_SHOWN < len(text) else "")
+    return ("…" + shown, start - 1) if start else (shown, 0)
+
+
+def _caret_line(label: Label, text: str, gutter: int, shift: int = 0) -> tuple[str, str]:
+    start = min(max(label.span.column - 1 - shift, 0), len(text))
     prefix = text[:start].expandtabs(4)
     if label.span.end_line == label.span.line:
         width = max(label.span.end_column - label.span.column, 1)
     else:
         width = max(len(text) - start, 1)
+    width = min(width, max(len(text) - start, 1))
     mark = ("^" if label.primary else "-") * width
     style = "bold red" if label.primary else "bold blue"
     return (f"{' ' * gutter} | {' ' * len(prefix)}{mark} {label.text}".rstrip(), style)

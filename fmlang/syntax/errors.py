@@ -19,7 +19,6 @@ _REGEX_TERMINALS = {
     "REGEX": "a /regex/",
     "COMP_OP": "a comparison (`<=`, `>=`, `==`, `!=`, `<`, `>`)",
     "MATCH_OP": "`~` or `!~`",
-
     "MUL_OP": "`*` or `/`",
     "$END": "the end of the file",
 }
@@ -153,7 +152,8 @@ def _unexpected_token(exc: UnexpectedToken, parser: Lark, text: str, file: str) 
             "keyword where a name was expected",
             help=f"choose another name, for example `{value}_`",
         )
-    found = words.get(token.type, f"`{value}`") if token.type in keywords else f"`{value}`"
+    shown = value if len(value) <= 40 else value[:30] + "…"
+    found = words.get(token.type, f"`{shown}`") if token.type in keywords else f"`{shown}`"
     return error(
         "FM0101",
         f"expected {wanted}, found {found}",
