@@ -8,11 +8,6 @@ inside bracketed expressions, and at the start and end of the file. Expressions 
 by the grammar's precedence levels, so every operator, every literal kind and every shape of
 tree (through random parentheses) appears. The text is meant to parse; it is *not* meant to be
 meaningful to the checker (names are random).
-
-Two operators are off by default because the parser cannot yet read them everywhere (see
-`tests/test_fmt.py::test_known_parser_gaps`): binary `-` (lexed as unary minus after most
-operands) and `/` (two on one line are lexed as a regex). Pass `binary_minus=True` or
-`division=True` to include them.
 """
 
 from __future__ import annotations
@@ -22,11 +17,12 @@ from functools import cache
 
 from hypothesis import strategies as st
 
-KEYWORDS = frozenset(
-    """import let dataset labels model merge constraints deploy base_model hardware schema clean
+_KEYWORD_TEXT = """
+    import let dataset labels model merge constraints deploy base_model hardware schema clean
     split grant lf dedupe drop keep normalize redact near where by to on in and or not contains
-    allows true false auto""".split()
-)
+    allows true false auto
+"""
+KEYWORDS = frozenset(_KEYWORD_TEXT.split())
 
 # `by` and `on` are keywords after an expression but still usable as setting and field names.
 KEY_ONLY_NAMES = ("by", "on")
@@ -34,13 +30,15 @@ KEY_ONLY_NAMES = ("by", "on")
 _COMMON = ("a", "x", "rank", "CONTENT", "lr", "train", "text", "value", "_t0", "p95", "e5", "E")
 _UNITS = ("ms", "s", "GiB", "MiB", "GB", "%", "TB/s", "tok/s", "h", "USD", "Ex", "e")
 _COMPARISONS = ("<=", ">=", "==", "!=", "<", ">", "~", "!~", "contains", "allows", "in")
+_ITEM_KINDS = (
+    "import", "let", "dataset", "labels", "constraints",
+    "model", "merge", "deploy", "base_model", "hardware",
+)  # fmt: skip
 _ESCAPES = ('\\"', "\\\\", "\\n", "\\t", "\\r", "\\q")
 
 
 @dataclass(frozen=True)
 class _Options:
-    binary_minus: bool
-    division: bool
     comments: bool
 
 
@@ -106,87 +104,95 @@ _trailing_comma = st.sampled_from(["", "", ","])
 
 
 # ---- expressions ----------------------------------------------------------------
+#
+# An expression is drawn as (text, level): the loosest grammar level its text sits at
+# (`..` is 1, atoms are 10, as in `fmlang.fmt.expr`). An operand whose level is looser than
+# its operator allows is wrapped in parentheses; explicit `( )` around anything also appear.
+# The parser, not this module, decides the tree; the text only has to parse.
+
+RANGE, OR, AND, NOT, COMPARE, SUM, PRODUCT, UNARY, POSTFIX, ATOM = range(1, 11)
+Part = tuple[str, int]
 
 
-def expressions(
-    depth: int = 3, *, binary_minus: bool = False, division: bool = False, comments: bool = False
-) -> st.SearchStrategy[str]:
-    """Expression text drawn level by level from the grammar (`range` down to atoms)."""
-    options = _Options(binary_minus, division, comments)
-    return st.deferred(lambda: _expr(depth, options))
+def expressions(max_leaves: int = 10, *, comments: bool = False) -> st.SearchStrategy[str]:
+    """Expression text with every operator and literal kind, up to `max_leaves` atoms."""
+    return _expressions(max_leaves, _Options(comments)).map(lambda part: part[0])
 
 
 @cache
-def _expr(depth: int, options: _Options) -> st.SearchStrategy[str]:
-    return _range(depth, options)
+def _expressions(max_leaves: int, o: _Options) -> st.SearchStrategy[Part]:
+    return st.recursive(_leaves(), lambda inner: _compound(inner, o), max_leaves=max_leaves)
 
 
-def _range(depth: int, o: _Options) -> st.SearchStrategy[str]:
-    low = _or(depth, o)
-    ranges = st.builds(lambda a, j, b: a + j + b, low, st.sampled_from(["..", " .. "]), low)
-    return st.one_of(low, low, low, ranges)
-
-
-def _chain(operand: st.SearchStrategy[str], ops: list[str]) -> st.SearchStrategy[str]:
-    rest = st.lists(st.tuples(st.sampled_from(ops), operand), max_size=2)
-    return st.builds(lambda first, more: first + "".join(f" {op} {x}" for op, x in more), operand, rest)
-
-
-def _or(depth: int, o: _Options) -> st.SearchStrategy[str]:
-    return _chain(_and(depth, o), ["or"])
-
-
-def _and(depth: int, o: _Options) -> st.SearchStrategy[str]:
-    return _chain(_not(depth, o), ["and"])
-
-
-def _not(depth: int, o: _Options) -> st.SearchStrategy[str]:
-    compared = _comparison(depth, o)
-    if depth <= 0:
-        return compared
-    negated = st.builds(lambda x: "not " + x, st.deferred(lambda: _not(depth - 1, o)))
-    return st.one_of(compared, compared, negated)
-
-
-def _comparison(depth: int, o: _Options) -> st.SearchStrategy[str]:
-    side = _sum(depth, o)
-    pair = st.builds(lambda a, op, b: f"{a} {op} {b}", side, st.sampled_from(_COMPARISONS), side)
-    return st.one_of(side, pair)
-
-
-def _sum(depth: int, o: _Options) -> st.SearchStrategy[str]:
-    return _chain(_product(depth, o), ["+", "-"] if o.binary_minus else ["+"])
-
-
-def _product(depth: int, o: _Options) -> st.SearchStrategy[str]:
-    return _chain(_unary(depth, o), ["*", "/"] if o.division else ["*"])
-
-
-def _unary(depth: int, o: _Options) -> st.SearchStrategy[str]:
-    postfix = _postfix(depth, o)
-    if depth <= 0:
-        return postfix
-    inner = st.deferred(lambda: _unary(depth - 1, o))
-    negated = st.builds(lambda sp, x: "-" + sp + x, st.sampled_from(["", " "]), inner)
-    return st.one_of(postfix, postfix, postfix, negated)
-
-
-def _postfix(depth: int, o: _Options) -> st.SearchStrategy[str]:
-    atom = _atom(depth, o)
-    if depth <= 0:
-        return atom
-    args = st.lists(_argument(depth - 1, o), max_size=3)
-    suffix = st.one_of(
-        st.builds(lambda name: "." + name, identifiers),
-        st.builds(lambda xs, c: "(" + ", ".join(xs) + (c if xs else "") + ")", args, _trailing_comma),
+def _leaves() -> st.SearchStrategy[Part]:
+    texts = st.one_of(
+        identifiers,
+        numbers(),
+        quantities,
+        strings(),
+        regexes(),
+        st.sampled_from(["true", "false", "auto"]),
     )
-    return st.builds(lambda a, s: a + "".join(s), atom, st.lists(suffix, max_size=2))
+    return st.tuples(texts, st.just(ATOM))
 
 
-def _argument(depth: int, o: _Options) -> st.SearchStrategy[str]:
-    value = st.deferred(lambda: _expr(depth, o))
-    keyword = st.builds(lambda k, v: f"{k} = {v}", identifiers, value)
-    return st.builds(lambda ws, a: ws + a, _inner_space(o), st.one_of(value, keyword))
+def _wrap(part: Part, level: int) -> str:
+    text, own = part
+    return f"({text})" if own < level else text
+
+
+def _compound(inner: st.SearchStrategy[Part], o: _Options) -> st.SearchStrategy[Part]:
+    binary_ops = [("or", OR), ("and", AND), ("+", SUM), ("-", SUM), ("*", PRODUCT), ("/", PRODUCT)]
+
+    def binary(op_level: tuple[str, int], left: Part, right: Part) -> Part:
+        op, level = op_level
+        return f"{_wrap(left, level)} {op} {_wrap(right, level + 1)}", level
+
+    def compare(op: str, left: Part, right: Part) -> Part:
+        return f"{_wrap(left, SUM)} {op} {_wrap(right, SUM)}", COMPARE
+
+    def ranged(low: Part, joiner: str, high: Part) -> Part:
+        return f"{_wrap(low, OR)}{joiner}{_wrap(high, OR)}", RANGE
+
+    def auto_range(low: Part, joiner: str, high: Part) -> Part:
+        return f"auto in {_wrap(low, SUM)}{joiner}{_wrap(high, SUM)}", ATOM
+
+    spaced = _inner_space(o)
+    items = st.lists(st.tuples(spaced, inner), max_size=3)
+    return st.one_of(
+        st.builds(binary, st.sampled_from(binary_ops), inner, inner),
+        st.builds(compare, st.sampled_from(_COMPARISONS), inner, inner),
+        st.builds(ranged, inner, st.sampled_from(["..", " .. "]), inner),
+        st.builds(lambda x: (f"not {_wrap(x, NOT)}", NOT), inner),
+        st.builds(
+            lambda sp, x: (f"-{sp}{_wrap(x, UNARY)}", UNARY), st.sampled_from(["", " "]), inner
+        ),
+        st.builds(lambda x, name: (f"{_wrap(x, POSTFIX)}.{name}", POSTFIX), inner, identifiers),
+        st.builds(
+            lambda f, args, comma: (
+                f"{_wrap(f, POSTFIX)}({_arguments(args)}{comma if args else ''})",
+                POSTFIX,
+            ),
+            inner,
+            st.lists(st.tuples(spaced, st.one_of(st.none(), identifiers), inner), max_size=3),
+            _trailing_comma,
+        ),
+        st.builds(
+            lambda xs, comma: (
+                "[" + ", ".join(ws + t for ws, (t, _) in xs) + (comma if xs else "") + "]",
+                ATOM,
+            ),
+            items,
+            _trailing_comma,
+        ),
+        st.builds(lambda x, ws: (f"({x[0]}{ws})", ATOM), inner, spaced),
+        st.builds(lambda d: (f"auto in {_wrap(d, SUM)}", ATOM), inner),
+        st.builds(auto_range, inner, st.sampled_from(["..", " .. "]), inner),
+    )
+
+
+def _arguments(args: list[tuple[str, str | None, Part]]) -> str:
+    return ", ".join(ws + (f"{k} = " if k else "") + value for ws, k, (value, _) in args)
 
 
 def _inner_space(o: _Options) -> st.SearchStrategy[str]:
@@ -195,30 +201,6 @@ def _inner_space(o: _Options) -> st.SearchStrategy[str]:
     if not o.comments:
         return spaces
     return st.one_of(spaces, st.builds(lambda c: f" {c}\n  ", comment_texts))
-
-
-def _atom(depth: int, o: _Options) -> st.SearchStrategy[str]:
-    leaves = st.one_of(
-        identifiers,
-        identifiers,
-        numbers(),
-        quantities,
-        strings(),
-        regexes(),
-        st.sampled_from(["true", "false", "auto"]),
-    )
-    if depth <= 0:
-        return leaves
-    inner = st.deferred(lambda: _expr(depth - 1, o))
-    items = st.lists(st.builds(lambda ws, x: ws + x, _inner_space(o), inner), max_size=3)
-    domain = st.deferred(lambda: _sum(depth - 1, o))
-    return st.one_of(
-        leaves,
-        leaves,
-        st.builds(lambda xs, c: "[" + ", ".join(xs) + (c if xs else "") + "]", items, _trailing_comma),
-        st.builds(lambda x, ws: f"({x}{ws})", inner, _inner_space(o)),
-        st.builds(lambda d: "auto in " + d, domain),
-    )
 
 
 # ---- statements -----------------------------------------------------------------
@@ -242,7 +224,7 @@ def _joined(
 ) -> str:
     """Statements (text, may be followed by `,`) joined by random separators."""
     out = ""
-    for i, (text, comma_ok) in enumerate(statements):
+    for i, (text, _) in enumerate(statements):
         if i:
             separator = draw(_separators(o, commas=statements[i - 1][1]))
             if hazards and text.startswith(("(", "-", "/", ".")):
@@ -268,11 +250,11 @@ def _setting(draw: st.DrawFn, o: _Options, depth: int = 1) -> str:
         inner = draw(st.lists(_setting(o, depth - 1), max_size=3))
         return draw(_braced(key, [(s, True) for s in inner], o))
     equals = draw(st.sampled_from([" ", " = ", "="]))
-    return key + equals + draw(expressions(2, **_flags(o)))
+    return key + equals + draw(expressions(8, **_flags(o)))
 
 
 def _flags(o: _Options) -> dict[str, bool]:
-    return {"binary_minus": o.binary_minus, "division": o.division, "comments": o.comments}
+    return {"comments": o.comments}
 
 
 @st.composite
@@ -290,7 +272,7 @@ def _field(draw: st.DrawFn, o: _Options) -> str:
         text += f"[{', '.join(args)}]"
     text += "".join(f" @{tag}" for tag in draw(st.lists(identifiers, max_size=2)))
     if draw(st.booleans()):
-        text += " = " + draw(expressions(2, **_flags(o)))
+        text += " = " + draw(expressions(8, **_flags(o)))
     return text
 
 
@@ -299,7 +281,7 @@ def _clean_rule(draw: st.DrawFn, o: _Options) -> str:
     columns = ", ".join(draw(st.lists(identifiers, min_size=1, max_size=3)))
     names = ", ".join(draw(st.lists(identifiers, min_size=1, max_size=3)))
     near = draw(st.sampled_from(["", " near 0.9", " near 90%"]))
-    condition = draw(expressions(2, **_flags(o)))
+    condition = draw(expressions(8, **_flags(o)))
     return draw(
         st.sampled_from(
             [
@@ -320,7 +302,7 @@ def _split(draw: st.DrawFn, o: _Options) -> str:
     parts = draw(st.lists(st.tuples(identifiers, shares), max_size=3))
     statements = [(f"{name} {share}", True) for name, share in parts]
     if draw(st.booleans()):
-        statements.append(("by " + draw(expressions(2, **_flags(o))), False))
+        statements.append(("by " + draw(expressions(8, **_flags(o))), False))
     return draw(_braced("split", statements, o))
 
 
@@ -347,7 +329,7 @@ def _labels_statement(draw: st.DrawFn, o: _Options) -> tuple[str, bool]:
         return draw(_setting(o)), True
     if kind == "grant":
         return draw(_grant()), False
-    text = f"lf {draw(identifiers)}: {draw(expressions(2, **_flags(o)))}"
+    text = f"lf {draw(identifiers)}: {draw(expressions(8, **_flags(o)))}"
     if draw(st.booleans()):
         text += f" -> {draw(identifiers)}"
     return text, True
@@ -362,20 +344,15 @@ def _body_statement(draw: st.DrawFn, o: _Options) -> tuple[str, bool]:
 
 @st.composite
 def _constraint(draw: st.DrawFn, o: _Options) -> tuple[str, bool]:
-    text = draw(expressions(2, **_flags(o)))
+    text = draw(expressions(8, **_flags(o)))
     if draw(st.booleans()):
-        text += " on " + draw(expressions(1, **_flags(o)))
+        text += " on " + draw(expressions(4, **_flags(o)))
     return text, True
 
 
 @st.composite
 def _item(draw: st.DrawFn, o: _Options) -> str:
-    kind = draw(
-        st.sampled_from(
-            ["import", "let", "dataset", "labels", "constraints"]
-            + ["model", "merge", "deploy", "base_model", "hardware"]
-        )
-    )
+    kind = draw(st.sampled_from(_ITEM_KINDS))
     name = draw(identifiers)
     if kind == "import":
         path = ".".join(draw(st.lists(identifiers, min_size=1, max_size=3)))
@@ -409,12 +386,10 @@ def specs(
     draw: st.DrawFn,
     *,
     comments: bool = True,
-    binary_minus: bool = False,
-    division: bool = False,
     max_items: int = 5,
 ) -> str:
     """A whole `.fm` file as text."""
-    o = _Options(binary_minus, division, comments)
+    o = _Options(comments)
     items = draw(st.lists(_item(o), min_size=1, max_size=max_items))
     between = st.sampled_from(["\n", "\n\n", " "])
     if comments:

@@ -88,8 +88,10 @@ def _place_between(
     attached: Attached,
 ) -> None:
     line = comment.span.line
-    if previous is not None and previous.span.end_line == line and id(previous) not in (
-        attached.trailing
+    if (
+        previous is not None
+        and previous.span.end_line == line
+        and id(previous) not in (attached.trailing)
     ):
         attached.trailing[id(previous)] = comment
     elif (

@@ -5,9 +5,10 @@ comparisons (`<` … `~` `!~` `contains` `allows` `in`, non-associative) < `+ -`
 unary `-` < postfix `.attr` and calls < atoms.
 
 `auto` needs care because it is an atom that can reach to its right: a bare `auto` swallows a
-following `in x` as its domain, and `auto in x` swallows a following `+ y`, `.y` or `(y)` into
-that domain. Each rendering therefore records which of those tails its text ends with, and an
-operand whose tail would swallow the token after it is parenthesized.
+following `in x` as its domain; `auto in x` swallows a following `..y`, `+ y`, `.y` or `(y)`
+into that domain; `auto in x..y` swallows all of those but `..`. Each rendering records which
+of those tails its text ends with, and an operand whose tail would swallow the token after it
+is parenthesized.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from fmlang.syntax import ast
 
 RANGE, OR, AND, NOT, COMPARE, SUM, PRODUCT, UNARY, POSTFIX, ATOM = range(1, 11)
 
-COMPARISON_OPS = frozenset({"<=", ">=", "==", "!=", "<", ">", "~", "!~", "contains", "allows", "in"})
+COMPARISON_OPS = frozenset(
+    {"<=", ">=", "==", "!=", "<", ">", "~", "!~", "contains", "allows", "in"}
+)
 BINARY_PRECEDENCE = {"or": OR, "and": AND, "+": SUM, "-": SUM, "*": PRODUCT, "/": PRODUCT}
 
-# Tails: "auto" (text ends in a bare `auto`), "domain" (text ends in `auto in <sum>`).
+# What a text ending in a bare `auto`, `auto in <sum>` or `auto in <sum>..<sum>` swallows.
 _SWALLOWED_BY = {
     "auto": frozenset({"in"}),
-    "domain": frozenset({"+", "-", "*", "/", ".", "("}),
+    "domain": frozenset({"..", "+", "-", "*", "/", ".", "("}),
+    "range_domain": frozenset({"+", "-", "*", "/", ".", "("}),
 }
 
 _STRING_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
@@ -114,9 +118,13 @@ def _unary(expr: ast.Unary) -> _Rendered:
 def _range(expr: ast.Range) -> _Rendered:
     low = _operand(expr.low, OR, "..")
     high = _operand(expr.high, OR)
-    spaced = high.text.startswith(".") or low.text.endswith(".")
-    joiner = " .. " if spaced else ".."
-    return _Rendered(f"{low.text}{joiner}{high.text}", RANGE, high.tails)
+    return _Rendered(_dots(low.text, high.text), RANGE, high.tails)
+
+
+def _dots(low: str, high: str) -> str:
+    """`1..4`, but `1 .. .5`: dots next to a number's own `.` would read badly."""
+    joiner = " .. " if high.startswith(".") or low.endswith(".") else ".."
+    return f"{low}{joiner}{high}"
 
 
 def _call(expr: ast.Call) -> _Rendered:
@@ -133,5 +141,10 @@ def _argument(arg: ast.Argument) -> str:
 def _auto(expr: ast.Auto) -> _Rendered:
     if expr.domain is None:
         return _Rendered("auto", ATOM, frozenset({"auto"}))
+    if isinstance(expr.domain, ast.Range):
+        low = _operand(expr.domain.low, SUM, "..")
+        high = _operand(expr.domain.high, SUM)
+        text = "auto in " + _dots(low.text, high.text)
+        return _Rendered(text, ATOM, high.tails | {"range_domain"})
     domain = _operand(expr.domain, SUM)
     return _Rendered(f"auto in {domain.text}", ATOM, domain.tails | {"domain"})

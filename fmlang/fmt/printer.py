@@ -171,7 +171,9 @@ class _Printer:
             if len(line) <= WIDTH:
                 return [line]
         inner = indent + INDENT
-        rendered: Rendered = [(p, [inner + text]) for p, text in zip(split.parts, parts)]
+        rendered: Rendered = [
+            (p, [inner + text]) for p, text in zip(split.parts, parts, strict=True)
+        ]
         if split.by is not None and by is not None:
             rendered.append((split.by, [inner + by]))
         return self._braced(split, "split", indent, rendered)

@@ -28,12 +28,12 @@ from fmlang.ir.base import (
 from fmlang.ir.expr import Expr
 
 __all__ = [
-    "SCHEMA_VERSION", "Adapter", "Column", "Constraint", "ConstraintKind", "DPConfig", "DataRef",
-    "Dataset", "Dedupe", "DeployTarget", "Deployment", "DropColumns", "Evaluation", "FilterRows",
-    "Grant", "Hardware", "Knob", "LabelModelSpec", "LabelingFunction", "Labels", "Merge",
-    "Model", "Node", "Normalize", "Option", "PretrainedModel", "Quantity", "Redact", "Scalar",
-    "Source", "SourceSpan", "Spec", "SplitPart", "SplitSpec", "Task", "Training",
-    "WeightsSource",
+    "SCHEMA_VERSION", "Adapter", "CleanStep", "Column", "Constraint", "ConstraintKind", "DPConfig",
+    "DataRef", "Dataset", "Dedupe", "DeployTarget", "Deployment", "DropColumns", "Evaluation",
+    "Expr", "FilterRows", "Grant", "Hardware", "Knob", "LabelModelSpec", "LabelingFunction",
+    "Labels", "Merge", "Model", "Node", "Normalize", "Option", "PretrainedModel", "Quantity",
+    "Redact", "Scalar", "Source", "SourceSpan", "Spec", "SplitPart", "SplitSpec", "Task",
+    "Training", "WeightsSource",
 ]  # fmt: skip
 
 # ---- datasets -------------------------------------------------------------------

@@ -6,6 +6,8 @@ a value it cannot convert becomes `MISSING` and the setting is left out, never a
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,10 +77,15 @@ def span_of(node: object) -> SourceSpan | None:
 # ---- scalars ------------------------------------------------------------------------
 
 
+def finite(value: float) -> float:
+    """`value`, with overflow (`1e400`) clamped to the largest float, so JSON round-trips."""
+    return value if math.isfinite(value) else math.copysign(sys.float_info.max, value)
+
+
 def number(expr: ast.Expr) -> int | float | None:
     """A plain number (`8`, `3e-4`, `-1`) as int when written as one, else float."""
     if isinstance(expr, ast.Number):
-        value = expr.value
+        value = finite(expr.value)
         return int(value) if expr.is_integer and value.is_integer() else value
     if isinstance(expr, ast.Unary) and expr.op == "-":
         inner = number(expr.operand)
@@ -89,7 +96,7 @@ def number(expr: ast.Expr) -> int | float | None:
 def fraction(expr: ast.Expr) -> float | None:
     """`5%` → 0.05, `0.05` → 0.05."""
     if isinstance(expr, ast.Quantity) and expr.unit == "%":
-        return expr.value / 100
+        return finite(expr.value) / 100
     found = number(expr)
     return None if found is None else float(found)
 
@@ -100,10 +107,10 @@ def quantity(expr: ast.Expr, plain_dimension: str = "number") -> Quantity | None
     if isinstance(expr, ast.Quantity):
         measured = normalise(expr.value, expr.unit)
         if measured is None:
-            return Quantity(value=expr.value, unit=expr.unit, dimension="unknown",
+            return Quantity(value=finite(expr.value), unit=expr.unit, dimension="unknown",
                             text=expr.text, span=span)  # fmt: skip
         unit = BASE_UNITS.get(measured.dimension, measured.base_unit)
-        return Quantity(value=measured.value, unit=unit, dimension=measured.dimension,
+        return Quantity(value=finite(measured.value), unit=unit, dimension=measured.dimension,
                         text=expr.text, span=span)  # fmt: skip
     found = number(expr)
     if found is None:
@@ -126,7 +133,7 @@ def scalar(expr: ast.Expr) -> Scalar | None:
     if isinstance(expr, ast.Bool):
         return expr.value
     if isinstance(expr, ast.Quantity) and expr.unit == "%":
-        return expr.value / 100
+        return finite(expr.value) / 100
     found = number(expr)
     return found if found is not None else name_of(expr)
 
@@ -163,9 +170,6 @@ def data_ref(expr: ast.Expr, scope: Scope) -> DataRef | None:
 def knob(kind: s.Kind, expr: ast.Expr, scope: Scope) -> Knob | None:
     span = span_of(expr)
     expr = scope.deref(expr)
-    if isinstance(expr, ast.Range) and isinstance(expr.low, ast.Auto) and expr.low.domain:
-        # `auto in 1..4` parses as `(auto in 1)..4`; read it as the range it means.
-        expr = ast.Auto(ast.Range(expr.low.domain, expr.high, expr.span), expr.span)
     if isinstance(expr, ast.Auto):
         return _auto_knob(kind, expr, scope, span)
     if isinstance(expr, ast.Range):
