@@ -123,11 +123,15 @@ def main() -> None:
         helptime = median_seconds([*fmc, "--help"], args.runs)
         check = median_seconds([*fmc, "check", str(spec)], args.runs)
     print(f"python -c pass           {bare * 1000:8.1f} ms")
-    print(f"fmc --help               {helptime * 1000:8.1f} ms   ratio {helptime / bare:.2f}x "
-          f"(target < 4x)")
-    print(f"fmc check {n_lines:,}-line spec {check * 1000:8.1f} ms   "
-          f"{'ok' if check < 1.0 else 'OVER'} (target < 1000 ms), "
-          f"{check / bare:.1f}x a bare interpreter")
+    print(
+        f"fmc --help               {helptime * 1000:8.1f} ms   ratio {helptime / bare:.2f}x "
+        f"(target < 4x)"
+    )
+    print(
+        f"fmc check {n_lines:,}-line spec {check * 1000:8.1f} ms   "
+        f"{'ok' if check < 1.0 else 'OVER'} (target < 1000 ms), "
+        f"{check / bare:.1f}x a bare interpreter"
+    )
 
 
 if __name__ == "__main__":

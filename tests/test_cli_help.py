@@ -18,7 +18,12 @@ def test_fast_path_prints_the_cached_help() -> None:
         [sys.executable, "-m", "fmlang", "--help"], capture_output=True, text=True, check=True
     )
     assert done.stdout == HELP
-    assert "click" not in subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "fmlang", "-h"],
-        capture_output=True, text=True, check=True,
-    ).stderr
+    assert (
+        "click"
+        not in subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "fmlang", "-h"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stderr
+    )

@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from fmlang.api import CheckResult
     from fmlang.diagnostics import Diagnostic
 
@@ -166,7 +164,11 @@ def _fail_io(message: str) -> NoReturn:
 def render_help() -> str:
     """The top-level help as click renders it at 80 columns (cached in help_text.py)."""
     context = click.Context(
-        cli, info_name="fmc", terminal_width=80, max_content_width=80, **CONTEXT_SETTINGS
+        cli,
+        info_name="fmc",
+        terminal_width=80,
+        max_content_width=80,
+        help_option_names=CONTEXT_SETTINGS["help_option_names"],
     )
     return cli.get_help(context) + "\n"
 
