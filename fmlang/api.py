@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -66,6 +67,7 @@ def lock_document(result: CheckResult, spec: Spec) -> dict[str, Any]:
         + hashlib.sha256(source.text.encode("utf-8")).hexdigest()
         for path, source in result.program.files.items()
     }
+    inputs.update(data_hashes(spec, entry))
     return {
         "schema_version": "1",
         "fmc_version": __version__,
@@ -77,6 +79,33 @@ def lock_document(result: CheckResult, spec: Spec) -> dict[str, Any]:
         "inputs": inputs,
         "ir": spec.model_dump(mode="json"),
     }
+
+
+def data_hashes(spec: Spec, entry: Path) -> dict[str, str]:
+    """A sha256 of every file each dataset's source matches (folders: every file inside),
+    keyed relative to the entry spec's folder; `missing` where the source matches nothing."""
+    out: dict[str, str] = {}
+    for dataset in spec.datasets:
+        if dataset.source is None:
+            continue
+        base = (entry / dataset.file).parent
+        pattern = (base / dataset.source.path).as_posix()
+        matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
+        files = [f for m in matches for f in ([m] if m.is_file() else sorted(m.rglob("*")))]
+        key = Path(os.path.relpath(pattern, entry)).as_posix()
+        if not matches:
+            out[key] = "missing"
+        for file in (f for f in files if f.is_file()):
+            out[Path(os.path.relpath(file, entry)).as_posix()] = _sha256_file(file)
+    return out
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
 
 
 def _lock_key(path: str, stdlib: bool, entry: Path) -> str:
