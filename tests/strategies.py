@@ -111,6 +111,7 @@ _trailing_comma = st.sampled_from(["", "", ","])
 # The parser, not this module, decides the tree; the text only has to parse.
 
 RANGE, OR, AND, NOT, COMPARE, SUM, PRODUCT, UNARY, POSTFIX, ATOM = range(1, 11)
+REACHES_RIGHT = 0  # `auto in x` would swallow what follows it, so as an operand it is wrapped
 Part = tuple[str, int]
 
 
@@ -155,7 +156,7 @@ def _compound(inner: st.SearchStrategy[Part], o: _Options) -> st.SearchStrategy[
         return f"{_wrap(low, OR)}{joiner}{_wrap(high, OR)}", RANGE
 
     def auto_range(low: Part, joiner: str, high: Part) -> Part:
-        return f"auto in {_wrap(low, SUM)}{joiner}{_wrap(high, SUM)}", ATOM
+        return f"auto in {_wrap(low, SUM)}{joiner}{_wrap(high, SUM)}", REACHES_RIGHT
 
     spaced = _inner_space(o)
     items = st.lists(st.tuples(spaced, inner), max_size=3)
@@ -186,7 +187,7 @@ def _compound(inner: st.SearchStrategy[Part], o: _Options) -> st.SearchStrategy[
             _trailing_comma,
         ),
         st.builds(lambda x, ws: (f"({x[0]}{ws})", ATOM), inner, spaced),
-        st.builds(lambda d: (f"auto in {_wrap(d, SUM)}", ATOM), inner),
+        st.builds(lambda d: (f"auto in {_wrap(d, SUM)}", REACHES_RIGHT), inner),
         st.builds(auto_range, inner, st.sampled_from(["..", " .. "]), inner),
     )
 

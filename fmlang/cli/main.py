@@ -51,14 +51,16 @@ def report(result: CheckResult, fmt: str, quiet_ok: bool = False) -> int:
     elif fmt == "short":
         for d in diagnostics:
             click.echo(render.short(d), err=True)
+    elif not diagnostics:
+        if not quiet_ok:  # a clean run needs no rich console (and its import time)
+            click.secho(render.summary(diagnostics), fg="green", bold=True, err=True)
     else:
         from rich.console import Console
 
         console = Console(stderr=True, highlight=False)
         render.render_rich(diagnostics, result.sources, console)
-        if diagnostics or not quiet_ok:
-            style = "bold red" if not result.ok else "bold green"
-            console.print(f"[{style}]{render.summary(diagnostics)}[/]")
+        style = "bold red" if not result.ok else "bold yellow"
+        console.print(f"[{style}]{render.summary(diagnostics)}[/]")
     return _exit_code(diagnostics)
 
 
