@@ -209,7 +209,7 @@ def _inner_space(o: _Options) -> st.SearchStrategy[str]:
 
 def _separators(o: _Options, commas: bool = True) -> st.SearchStrategy[str]:
     """Between two statements of a block: newline, `;`, `,`, a space, or a comment."""
-    plain = ["\n  ", "\n  ", "; ", " "] + ([", "] if commas else [])
+    plain = ["\n  ", "\n  ", "\n\n  ", "; ", " "] + ([", "] if commas else [])
     if not o.comments:
         return st.sampled_from(plain)
     return st.one_of(

@@ -57,40 +57,81 @@ def test_top_level_settings_have_no_equals_and_nested_ones_do() -> None:
     source = """
         model spam_filter { base = minilm_l6; task classify(spam)
           adapter   lora(rank=auto in [4,8,16],targets=[query,value])
-          train { epochs 3, lr=3e-4, batch = auto } }
+          train { epochs 3, lr=3e-4, batch = auto }
+
+          eval {
+            on = [test]; metrics = [accuracy, f1]
+          }
+        }
     """
     assert fmt(source) == textwrap.dedent("""\
         model spam_filter {
-          base minilm_l6
-          task classify(spam)
+          base    minilm_l6
+          task    classify(spam)
           adapter lora(rank = auto in [4, 8, 16], targets = [query, value])
           train { epochs = 3, lr = 3e-4, batch = auto }
+
+          eval {
+            on      = [test]
+            metrics = [accuracy, f1]
+          }
         }
     """)
 
 
-def test_long_or_deep_nested_blocks_print_one_setting_per_line() -> None:
+def test_nested_blocks_stay_on_one_line_only_when_written_so_and_short() -> None:
+    image = "registry.example.com/trust-and-safety/serving/comment-filter"
+    source = f"""
+        deploy d {{
+          kserve {{ replicas = 1..4, hardware = h100, image = "{image}" }}
+          local {{ server {{ port = 8080 }} }}
+          empty {{}}
+          written {{
+            on = two_lines }}
+        }}
+    """
+    assert fmt(source) == textwrap.dedent(f"""\
+        deploy d {{
+          kserve {{
+            replicas = 1..4
+            hardware = h100
+            image    = "{image}"
+          }}
+          local {{
+            server {{ port = 8080 }}
+          }}
+          empty {{}}
+          written {{
+            on = two_lines
+          }}
+        }}
+    """)
+
+
+def test_long_calls_and_lists_open_up_one_item_per_line() -> None:
     source = """
-        deploy d {
-          kserve { replicas = 1..4, hardware = h100,
-                   image = "registry.example.com/trust-and-safety/serving:1.2" }
-          local { server { port = 8080 } }
-          empty {}
+        model m {
+          adapter lora(rank = auto in [8, 16, 32], alpha = 32, dropout = 0.05,
+                       targets = [q_proj, k_proj, v_proj])
+          short f(x)
         }
     """
     assert fmt(source) == textwrap.dedent("""\
-        deploy d {
-          kserve {
-            replicas = 1..4
-            hardware = h100
-            image = "registry.example.com/trust-and-safety/serving:1.2"
-          }
-          local {
-            server { port = 8080 }
-          }
-          empty {}
+        model m {
+          adapter lora(
+            rank = auto in [8, 16, 32],
+            alpha = 32,
+            dropout = 0.05,
+            targets = [q_proj, k_proj, v_proj],
+          )
+          short   f(x)
         }
     """)
+
+
+def test_one_blank_line_between_statements_is_kept() -> None:
+    source = "model m {\n\n  a 1\n\n\n\n  # about b\n\n  b 2\n  c 3\n\n}\n"
+    assert fmt(source) == "model m {\n  a 1\n\n  # about b\n\n  b 2\n  c 3\n}\n"
 
 
 def test_dataset_schema_is_aligned_and_clean_has_one_rule_per_line() -> None:
@@ -302,20 +343,31 @@ def test_comments_stay_where_they_were() -> None:
     assert_formats_cleanly(textwrap.dedent(source))
 
 
-def test_a_comment_only_file_keeps_its_comments() -> None:
-    assert fmt("# one\n\n\n# two   \n") == "# one\n\n# two\n"
-
-
-def test_comments_in_one_line_blocks_break_them_open() -> None:
-    source = "model m {\n  train { epochs = 3  # why three\n  lr = 1 }\n}\n"
+def test_trailing_comments_of_neighbouring_lines_line_up() -> None:
+    source = """
+        dataset d {
+          schema {
+            ID: string @id  # one
+            AUTHOR: string @pii # two
+            CLASS: label[ham, spam] @gold   # three
+            video: category
+          }
+        }
+    """
     assert fmt(source) == textwrap.dedent("""\
-        model m {
-          train {
-            epochs = 3  # why three
-            lr = 1
+        dataset d {
+          schema {
+            ID:     string @id              # one
+            AUTHOR: string @pii             # two
+            CLASS:  label[ham, spam] @gold  # three
+            video:  category
           }
         }
     """)
+
+
+def test_a_comment_only_file_keeps_its_comments() -> None:
+    assert fmt("# one\n\n\n# two   \n") == "# one\n\n# two\n"
 
 
 # ---- every spec in the repository --------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from fmlang.diagnostics import Diagnostic
 from fmlang.fmt.expr import format_expr
 from fmlang.fmt.printer import format_module
-from fmlang.syntax.parser import parse
+from fmlang.syntax.parser import parse, too_deep
 
 __all__ = ["FormatResult", "format_expr", "format_module", "format_text"]
 
@@ -36,5 +36,8 @@ def format_text(text: str, file: str = "<input>") -> FormatResult:
     parsed = parse(text, file)
     if parsed.module is None:
         return FormatResult(None, parsed.diagnostics)
-    formatted = format_module(parsed.module)
+    try:
+        formatted = format_module(parsed.module)
+    except RecursionError:
+        return FormatResult(None, (too_deep(file),))
     return FormatResult(formatted, parsed.diagnostics, changed=formatted != text)

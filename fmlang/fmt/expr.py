@@ -46,6 +46,16 @@ def format_expr(expr: ast.Expr) -> str:
     return _render(expr).text
 
 
+def bracketed_parts(expr: ast.Expr) -> tuple[str, list[str], str] | None:
+    """A call or list as opening text, one text per argument or item, and closing bracket."""
+    if isinstance(expr, ast.Call) and expr.args:
+        func = _operand(expr.func, POSTFIX, "(").text
+        return f"{func}(", [_argument(arg) for arg in expr.args], ")"
+    if isinstance(expr, ast.ListExpr) and expr.items:
+        return "[", [_operand(item, RANGE).text for item in expr.items], "]"
+    return None
+
+
 def quote(value: str) -> str:
     """A string literal that the parser reads back as `value`."""
     return '"' + "".join(_STRING_ESCAPES.get(char, char) for char in value) + '"'
@@ -97,13 +107,27 @@ def _literal(expr: ast.Expr) -> str:
 
 def _binary(expr: ast.Binary) -> _Rendered:
     if expr.op in COMPARISON_OPS:
-        precedence, left_min, right_min = COMPARE, SUM, SUM
-    else:
-        precedence = BINARY_PRECEDENCE[expr.op]
-        left_min, right_min = precedence, precedence + 1
-    left = _operand(expr.left, left_min, expr.op)
-    right = _operand(expr.right, right_min)
-    return _Rendered(f"{left.text} {expr.op} {right.text}", precedence, right.tails)
+        left = _operand(expr.left, SUM, expr.op)
+        right = _operand(expr.right, SUM)
+        return _Rendered(f"{left.text} {expr.op} {right.text}", COMPARE, right.tails)
+    return _chain(expr, BINARY_PRECEDENCE[expr.op])
+
+
+def _chain(expr: ast.Binary, precedence: int) -> _Rendered:
+    """`a + b - c …`: a left-associative chain, walked without recursion (it may be long)."""
+    spine: list[ast.Binary] = []
+    node: ast.Expr = expr
+    while isinstance(node, ast.Binary) and BINARY_PRECEDENCE.get(node.op) == precedence:
+        spine.append(node)
+        node = node.left
+    first = _operand(node, precedence, spine[-1].op)
+    text, tails = first.text, first.tails
+    for link in reversed(spine):
+        if _swallows(tails, link.op):
+            text, tails = f"({text})", frozenset()
+        right = _operand(link.right, precedence + 1)
+        text, tails = f"{text} {link.op} {right.text}", right.tails
+    return _Rendered(text, precedence, tails)
 
 
 def _unary(expr: ast.Unary) -> _Rendered:

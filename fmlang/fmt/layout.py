@@ -58,7 +58,9 @@ def _indent(line: str) -> int:
 
 
 def _aligned_run(run: list[str]) -> list[str]:
-    widths = [len(x.code) for x in run if isinstance(x, CommentedLine) and len(x.code) <= ALIGN_LIMIT]
+    widths = [
+        len(x.code) for x in run if isinstance(x, CommentedLine) and len(x.code) <= ALIGN_LIMIT
+    ]
     if not widths:
         return run
     column = max(widths)

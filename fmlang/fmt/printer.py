@@ -12,11 +12,11 @@ from collections.abc import Sequence
 
 from fmlang.diagnostics import Span
 from fmlang.fmt.comments import Spanned, attach, has_comments_inside
-from fmlang.fmt.expr import format_expr, quote
+from fmlang.fmt.expr import bracketed_parts, format_expr, quote
+from fmlang.fmt.layout import WIDTH, CommentedLine, LabelingLayout, align_comments
 from fmlang.syntax import ast
 
 INDENT = "  "
-WIDTH = 100
 
 # A constraint starting with one of these could be read as continuing the one before it
 # (`a` then `(b)` is the call `a(b)`), so the one before ends with `;`.
@@ -42,16 +42,36 @@ class _Printer:
         return comment.text.rstrip()
 
     def _with_comment(self, line: str, comment: ast.Comment | None) -> str:
-        return line if comment is None else f"{line}  {self._comment(comment)}"
+        return line if comment is None else CommentedLine.of(line, self._comment(comment))
 
-    def _leading(self, node: Spanned, indent: str, keep_gaps: bool = False) -> list[str]:
+    def _leading(self, node: Spanned, indent: str) -> list[str]:
+        """Own-line comments before a statement, keeping one blank line where there was one."""
         comments = self.attached.leading.get(id(node), [])
         lines: list[str] = []
         for i, comment in enumerate(comments):
             lines.append(indent + self._comment(comment))
             next_line = comments[i + 1].span.line if i + 1 < len(comments) else node.span.line
-            if keep_gaps and next_line - comment.span.end_line > 1:
+            if next_line - comment.span.end_line > 1:
                 lines.append("")
+        return lines
+
+    def _blank_before(self, previous: Spanned, statement: Spanned) -> bool:
+        """Whether the input has a blank line between two statements (one is kept)."""
+        start = statement.span.line
+        leading = self.attached.leading.get(id(statement))
+        if leading:
+            start = min(start, leading[0].span.line)
+        return start - previous.span.end_line > 1
+
+    def _dangling(self, node: Spanned, indent: str, last: Spanned | None) -> list[str]:
+        """Comments before a block's `}` (or the end of the file), blank lines kept."""
+        lines: list[str] = []
+        previous_line = last.span.end_line if last is not None else None
+        for comment in self.attached.dangling.get(id(node), []):
+            if previous_line is not None and comment.span.line - previous_line > 1:
+                lines.append("")
+            lines.append(indent + self._comment(comment))
+            previous_line = comment.span.end_line
         return lines
 
     def _trailing(self, node: Spanned, lines: list[str]) -> list[str]:
@@ -68,22 +88,12 @@ class _Printer:
         for item in self.root.items:
             if previous is not None and not _grouped(previous, item):
                 lines.append("")
-            lines += self._leading(item, "", keep_gaps=True)
+            lines += self._leading(item, "")
             lines += self._trailing(item, self._item(item))
             previous = item
-        lines += self._end_of_file(previous)
+        lines += self._dangling(self.root, "", previous)
         lines += [c.text.rstrip() for c in self.root.comments if id(c) not in self.printed]
-        return "\n".join(lines) + "\n" if lines else ""
-
-    def _end_of_file(self, last: ast.Item | None) -> list[str]:
-        lines: list[str] = []
-        previous_line = last.span.end_line if last is not None else None
-        for comment in self.attached.dangling.get(id(self.root), []):
-            if previous_line is not None and comment.span.line - previous_line > 1:
-                lines.append("")
-            lines.append(self._comment(comment))
-            previous_line = comment.span.end_line
-        return lines
+        return "\n".join(align_comments(lines)) + "\n" if lines else ""
 
     def _item(self, item: ast.Item) -> list[str]:
         if isinstance(item, ast.ImportModule):
@@ -111,31 +121,57 @@ class _Printer:
             return [f"{indent}{head} {{}}"]
         inner = indent + INDENT
         lines = [self._with_comment(f"{indent}{head} {{", header)]
+        previous: Spanned | None = None
         for statement, statement_lines in statements:
+            if previous is not None and self._blank_before(previous, statement):
+                lines.append("")
             lines += self._leading(statement, inner)
             lines += self._trailing(statement, statement_lines)
-        lines += [inner + self._comment(c) for c in dangling]
+            previous = statement
+        lines += self._dangling(node, inner, previous)
         lines.append(indent + "}")
         return lines
 
     def _body(self, body: Sequence[Spanned], indent: str, nested: bool = False) -> Rendered:
         """The statements of a block; `nested` blocks write settings as `key = value`."""
         inner = indent + INDENT
-        lfs = _LabelingLayout([s for s in body if isinstance(s, ast.LabelingFunction)])
+        lfs = LabelingLayout([s for s in body if isinstance(s, ast.LabelingFunction)], inner)
+        widths = self._key_widths(body)
         rendered: Rendered = []
         for statement in body:
+            width = widths.get(id(statement), 0)
             if isinstance(statement, ast.LabelingFunction):
-                rendered.append((statement, [inner + lfs.line(statement)]))
+                lines = [lfs.line(statement)]
+            elif isinstance(statement, ast.Setting):
+                equals = " = " if nested else " "
+                head = f"{inner}{statement.key.name.ljust(width)}{equals}"
+                lines = _value_lines(head, statement.value, inner)
+            elif isinstance(statement, ast.BlockSetting):
+                lines = self._block_setting(statement, inner)
             else:
-                rendered.append((statement, self._statement(statement, inner, nested)))
+                lines = self._statement(statement, inner)
+            rendered.append((statement, lines))
         return rendered
 
-    def _statement(self, statement: Spanned, indent: str, nested: bool) -> list[str]:
-        if isinstance(statement, ast.Setting):
-            equals = " = " if nested else " "
-            return [f"{indent}{statement.key.name}{equals}{format_expr(statement.value)}"]
-        if isinstance(statement, ast.BlockSetting):
-            return self._block_setting(statement, indent)
+    def _key_widths(self, body: Sequence[Spanned]) -> dict[int, int]:
+        """Keys of consecutive settings (no blank line between) share a width."""
+        runs: list[list[ast.Setting]] = [[]]
+        previous: Spanned | None = None
+        for statement in body:
+            if isinstance(statement, ast.Setting):
+                if previous is not None and self._blank_before(previous, statement):
+                    runs.append([])
+                runs[-1].append(statement)
+            else:
+                runs.append([])
+            previous = statement
+        widths: dict[int, int] = {}
+        for run in runs:
+            width = max((len(s.key.name) for s in run), default=0)
+            widths.update((id(s), width) for s in run)
+        return widths
+
+    def _statement(self, statement: Spanned, indent: str) -> list[str]:
         if isinstance(statement, ast.Grant):
             return [indent + _grant(statement)]
         if isinstance(statement, ast.Schema):
@@ -147,13 +183,23 @@ class _Printer:
             return self._split(statement, indent)
         raise TypeError(f"not a statement: {statement!r}")
 
-    def _block_setting(self, block: ast.BlockSetting, indent: str) -> list[str]:
+    def _one_line_block(self, block: ast.BlockSetting, indent: str) -> str | None:
+        """`{ a = 1, b = 2 }` for a nested block of plain settings written on one line."""
+        if not block.body:
+            return None
         settings = [s for s in block.body if isinstance(s, ast.Setting)]
-        if block.body and len(settings) == len(block.body) and not self._has_comments(block.span):
-            pairs = ", ".join(f"{s.key.name} = {format_expr(s.value)}" for s in settings)
-            line = f"{indent}{block.key.name} {{ {pairs} }}"
-            if len(line) <= WIDTH:
-                return [line]
+        if len(settings) < len(block.body) or block.span.line != block.span.end_line:
+            return None
+        if self._has_comments(block.span):
+            return None
+        text = "{ " + ", ".join(f"{s.key.name} = {format_expr(s.value)}" for s in settings) + " }"
+        fits = len(f"{indent}{block.key.name} {text}") <= WIDTH
+        return text if fits else None
+
+    def _block_setting(self, block: ast.BlockSetting, indent: str) -> list[str]:
+        one_line = self._one_line_block(block, indent)
+        if one_line is not None:
+            return [f"{indent}{block.key.name} {one_line}"]
         body = self._body(block.body, indent, nested=True)
         return self._braced(block, block.key.name, indent, body)
 
@@ -188,25 +234,15 @@ class _Printer:
         return self._braced(block, f"constraints {block.target.name}", "", rendered)
 
 
-class _LabelingLayout:
-    """Labeling functions of one block, their names and `->` aligned when the lines fit."""
-
-    def __init__(self, lfs: list[ast.LabelingFunction]) -> None:
-        self.name_width = max((len(lf.name.name) + 1 for lf in lfs), default=0)
-        self.exprs = {id(lf): format_expr(lf.expr) for lf in lfs}
-        targeted = [lf for lf in lfs if lf.target is not None]
-        self.expr_width = max((len(self.exprs[id(lf)]) for lf in targeted), default=0)
-        widest = len("lf ") + self.name_width + self.expr_width + len("  -> ")
-        longest_target = max((len(lf.target.name) for lf in lfs if lf.target), default=0)
-        self.align_arrows = len(INDENT) + widest + longest_target <= WIDTH
-
-    def line(self, lf: ast.LabelingFunction) -> str:
-        expr = self.exprs[id(lf)]
-        text = f"lf {(lf.name.name + ':').ljust(self.name_width)} {expr}"
-        if lf.target is None:
-            return text
-        padding = " " * (self.expr_width - len(expr)) if self.align_arrows else ""
-        return f"{text}{padding} -> {lf.target.name}"
+def _value_lines(head: str, value: ast.Expr, indent: str) -> list[str]:
+    """`head value` on one line, or a call or list too long for one line opened up."""
+    flat = head + format_expr(value)
+    parts = bracketed_parts(value)
+    if len(flat) <= WIDTH or parts is None:
+        return [flat]
+    opening, items, closing = parts
+    inner = indent + INDENT
+    return [head + opening, *(f"{inner}{item}," for item in items), indent + closing]
 
 
 def _grouped(previous: ast.Item, item: ast.Item) -> bool:
