@@ -50,6 +50,12 @@ def check_text(text: str, file: str = "<input>", base: Path | None = None) -> Ch
     return CheckResult(run_passes(load_text(text, file, base or Path.cwd())))
 
 
+def analyze(text: str, file: str = "<input>", base: Path | None = None) -> CheckResult:
+    """Everything an editor shows for one document: parse, check and (when the spec checks
+    clean) the static verification's diagnostics. No torch or backend imports."""
+    return check_text(text, file, base)
+
+
 def compile_spec(result: CheckResult) -> Spec:
     from fmlang.ir.build import build_spec
 

@@ -43,16 +43,16 @@ class _Rendered:
 
 def format_expr(expr: ast.Expr) -> str:
     """The canonical text of one expression, as written at the top of a statement."""
-    return _render(expr).text
+    return _operand(expr, RANGE).text
 
 
 def bracketed_parts(expr: ast.Expr) -> tuple[str, list[str], str] | None:
     """A call or list as opening text, one text per argument or item, and closing bracket."""
     if isinstance(expr, ast.Call) and expr.args:
         func = _operand(expr.func, POSTFIX, "(").text
-        return f"{func}(", [_argument(arg) for arg in expr.args], ")"
+        return f"{func}(", [_argument(a.name, format_expr(a.value)) for a in expr.args], ")"
     if isinstance(expr, ast.ListExpr) and expr.items:
-        return "[", [_operand(item, RANGE).text for item in expr.items], "]"
+        return "[", [format_expr(item) for item in expr.items], "]"
     return None
 
 
@@ -62,33 +62,40 @@ def quote(value: str) -> str:
 
 
 def _operand(expr: ast.Expr, min_precedence: int, followed_by: str | None = None) -> _Rendered:
-    rendered = _render(expr)
+    """`expr` as an operand: parenthesized when looser than its place allows or when its tail
+    would swallow the token after it. Two Python frames per level of nesting, about what the
+    parser spends, so that whatever parses can be printed."""
+    if isinstance(expr, ast.Binary):
+        rendered = _binary(expr)
+    elif isinstance(expr, ast.Unary):
+        rendered = _unary(expr)
+    elif isinstance(expr, ast.Range):
+        rendered = _range(expr)
+    elif isinstance(expr, ast.Attribute):
+        value = _operand(expr.value, POSTFIX, ".")
+        rendered = _Rendered(f"{value.text}.{expr.attr.name}", POSTFIX)
+    elif isinstance(expr, ast.Call):
+        rendered = _call(expr)
+    elif isinstance(expr, ast.Auto):
+        rendered = _auto(expr)
+    elif isinstance(expr, ast.ListExpr):
+        rendered = _Rendered("[" + _joined(expr.items) + "]", ATOM)
+    else:
+        rendered = _Rendered(_literal(expr), ATOM)
     if rendered.precedence < min_precedence or _swallows(rendered.tails, followed_by):
         return _Rendered(f"({rendered.text})", ATOM)
     return rendered
 
 
+def _joined(items: tuple[ast.Expr, ...]) -> str:
+    texts: list[str] = []
+    for item in items:
+        texts.append(_operand(item, RANGE).text)
+    return ", ".join(texts)
+
+
 def _swallows(tails: frozenset[str], token: str | None) -> bool:
     return token is not None and any(token in _SWALLOWED_BY[tail] for tail in tails)
-
-
-def _render(expr: ast.Expr) -> _Rendered:
-    if isinstance(expr, ast.Binary):
-        return _binary(expr)
-    if isinstance(expr, ast.Unary):
-        return _unary(expr)
-    if isinstance(expr, ast.Range):
-        return _range(expr)
-    if isinstance(expr, ast.Attribute):
-        value = _operand(expr.value, POSTFIX, ".")
-        return _Rendered(f"{value.text}.{expr.attr.name}", POSTFIX)
-    if isinstance(expr, ast.Call):
-        return _call(expr)
-    if isinstance(expr, ast.Auto):
-        return _auto(expr)
-    if isinstance(expr, ast.ListExpr):
-        return _Rendered("[" + ", ".join(_operand(i, RANGE).text for i in expr.items) + "]", ATOM)
-    return _Rendered(_literal(expr), ATOM)
 
 
 def _literal(expr: ast.Expr) -> str:
@@ -106,15 +113,12 @@ def _literal(expr: ast.Expr) -> str:
 
 
 def _binary(expr: ast.Binary) -> _Rendered:
+    """Comparisons, or a left-associative chain `a + b - c …` walked without recursion."""
     if expr.op in COMPARISON_OPS:
         left = _operand(expr.left, SUM, expr.op)
         right = _operand(expr.right, SUM)
         return _Rendered(f"{left.text} {expr.op} {right.text}", COMPARE, right.tails)
-    return _chain(expr, BINARY_PRECEDENCE[expr.op])
-
-
-def _chain(expr: ast.Binary, precedence: int) -> _Rendered:
-    """`a + b - c …`: a left-associative chain, walked without recursion (it may be long)."""
+    precedence = BINARY_PRECEDENCE[expr.op]
     spine: list[ast.Binary] = []
     node: ast.Expr = expr
     while isinstance(node, ast.Binary) and BINARY_PRECEDENCE.get(node.op) == precedence:
@@ -153,13 +157,14 @@ def _dots(low: str, high: str) -> str:
 
 def _call(expr: ast.Call) -> _Rendered:
     func = _operand(expr.func, POSTFIX, "(")
-    args = ", ".join(_argument(arg) for arg in expr.args)
-    return _Rendered(f"{func.text}({args})", POSTFIX)
+    args: list[str] = []
+    for arg in expr.args:
+        args.append(_argument(arg.name, _operand(arg.value, RANGE).text))
+    return _Rendered(f"{func.text}({', '.join(args)})", POSTFIX)
 
 
-def _argument(arg: ast.Argument) -> str:
-    value = _operand(arg.value, RANGE).text
-    return value if arg.name is None else f"{arg.name.name} = {value}"
+def _argument(name: ast.Ident | None, value: str) -> str:
+    return value if name is None else f"{name.name} = {value}"
 
 
 def _auto(expr: ast.Auto) -> _Rendered:
