@@ -4,10 +4,11 @@
 
 `specs()` draws whole files: imports, lets and every kind of block, statements joined by
 newlines, `;`, `,` or spaces, with `#` comments between statements, after `{`, before `}`,
-inside bracketed expressions, and at the start and end of the file. Expressions are generated
-by the grammar's precedence levels, so every operator, every literal kind and every shape of
-tree (through random parentheses) appears. The text is meant to parse; it is *not* meant to be
-meaningful to the checker (names are random).
+inside bracketed expressions, and at the start and end of the file. `expressions()` draws random
+trees with every operator and literal kind (and `auto`, `auto in x`, `auto in lo..hi`), each
+operand parenthesized where the grammar's precedence needs it, plus random redundant
+parentheses. The text is meant to parse; it is *not* meant to be meaningful to the checker
+(names are random).
 """
 
 from __future__ import annotations

@@ -286,6 +286,17 @@ def test_unparsable_input_gives_diagnostics_and_no_text() -> None:
     assert result.diagnostics and result.diagnostics[0].labels[0].span.file == "bad.fm"
 
 
+def test_long_chains_and_deep_nesting_still_format() -> None:
+    chain = "model m { x " + " - ".join(["a"] * 5000) + " }"
+    assert fmt(chain) == "model m {\n  x " + " - ".join(["a"] * 5000) + "\n}\n"
+    assert format_text("model m { x " + "[" * 200 + "]" * 200 + " }").ok
+
+
+def test_windows_line_endings_are_normalized() -> None:
+    source = "model m {\r\n  a 1  # one\r\n\r\n  b 2\r\n}\r\n"
+    assert fmt(source) == "model m {\n  a 1  # one\n\n  b 2\n}\n"
+
+
 def test_formatting_reports_whether_anything_changed() -> None:
     assert format_text("model m {\n  base x\n}\n").changed is False
     assert format_text("model m { base x }").changed is True
@@ -388,7 +399,7 @@ def test_random_specs_format_cleanly(text: str) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(expressions(3))
+@given(expressions(12, comments=True))
 def test_random_expressions_print_back_to_the_same_tree(text: str) -> None:
     tree = expr_of(text)
     assert expr_of(format_expr(tree)) == tree

@@ -1,0 +1,193 @@
+"""The cost model: memory, latency, throughput and cost from architecture facts.
+
+Every figure is a plain function of the base model's published facts (`std.models`), the
+hardware profile (`std.hardware`) and the knob values, so the solver can tabulate it and a
+benchmark (`benchmarks/cost_model.py`) can compare it with measurements. Sources:
+
+- weights: parameters x bytes per parameter. fp32 4, bf16/fp16 2, int8 1 (LLM.int8 keeps
+  one fp16 scale per row; negligible), nf4/fp4 0.5 plus one fp32 absmax per 64-weight block
+  = 0.5625 (QLoRA, Dettmers et al. 2023, without double quantization).
+- LoRA adds rank x (d_in + d_out) parameters per targeted linear layer (Hu et al. 2021);
+  DoRA adds a d_out magnitude vector per layer (Liu et al. 2024); IA3 adds d_out (or d_in
+  for feed-forward) scaling vectors (Liu et al. 2022); prefix tuning adds
+  virtual_tokens x 2 x layers x hidden; prompt tuning adds virtual_tokens x hidden.
+- training: frozen weights + trainable parameters x (weight 4 + gradient 4 + AdamW's two
+  moments 8) bytes in fp32, plus activations s*b*h*(34 + 5*a*s/h) bytes per layer at 16-bit
+  (Korthikanti et al. 2022, no recomputation; doubled for fp32).
+- KV cache (decoders): batch x sequence x layers x 2 x kv_heads x head_dim x bytes.
+- inference activations: the largest live tensors of one layer: batch x seq x
+  (4 x hidden + intermediate) plus the attention scores batch x heads x seq^2, at the
+  activation precision.
+- prefill/forward time: FLOPs / (peak x efficiency) with FLOPs = 2 x params x tokens +
+  4 x layers x seq^2 x hidden per sequence (Kaplan et al. 2020), and never less than the time
+  to read the weights once from memory (roofline).
+- decode time per token: (weights + KV cache) bytes / memory bandwidth.
+- throughput: replicas x batch / latency; cost: replicas x devices x price per device-hour.
+
+Efficiencies are assumptions stated here and checked by the benchmark: GPUs reach 50% of
+their dense peak on transformer matmuls, CPUs 30%.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fmlang.ir.nodes import Hardware, PretrainedModel
+
+BYTES_PER_PARAM = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0, "nf4": 0.5625,
+                   "fp4": 0.5625}  # fmt: skip
+EFFICIENCY = {"gpu": 0.5, "cpu": 0.3}
+GENERATED_TOKENS = 128  # new tokens per generate request, for latency and throughput
+GIB = 2.0**30
+
+
+@dataclass(frozen=True)
+class Arch:
+    """The facts the formulas read, with derived sizes filled in."""
+
+    params: int
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    max_seq: int
+    dtype: str
+    decoder: bool
+    family: str
+
+    @classmethod
+    def of(cls, base: PretrainedModel) -> Arch:
+        hidden = base.hidden or 768
+        heads = base.heads or max(hidden // 64, 1)
+        return cls(
+            params=base.params or 0,
+            layers=base.layers or 1,
+            hidden=hidden,
+            heads=heads,
+            kv_heads=base.kv_heads or heads,
+            head_dim=base.head_dim or hidden // heads,
+            intermediate=base.intermediate or 4 * hidden,
+            vocab=base.vocab or 0,
+            max_seq=base.max_seq or 512,
+            dtype=base.dtype or "fp32",
+            decoder=base.kind == "decoder",
+            family=base.family or "",
+        )
+
+
+def module_shapes(arch: Arch, module: str) -> list[tuple[int, int]]:
+    """(d_in, d_out) of every linear layer one target name covers, per transformer layer."""
+    h, i = arch.hidden, arch.intermediate
+    q, kv = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
+    shapes = {
+        "q_proj": [(h, q)], "k_proj": [(h, kv)], "v_proj": [(h, kv)], "o_proj": [(q, h)],
+        "gate_proj": [(h, i)], "up_proj": [(h, i)], "down_proj": [(i, h)],
+        "query": [(h, h)], "key": [(h, h)], "value": [(h, h)],
+        # BERT names three layers `dense`: attention output, intermediate and output.
+        "dense": [(h, h), (h, i), (i, h)],
+    }  # fmt: skip
+    return shapes.get(module, [(h, h)])
+
+
+def adapter_params(arch: Arch, kind: str, rank: int, targets: tuple[str, ...],
+                   virtual_tokens: int = 20) -> int:
+    """Trainable parameters an adapter adds."""
+    shapes = [s for t in targets for s in module_shapes(arch, t)]
+    if kind in ("lora", "dora"):
+        lora = sum(rank * (d_in + d_out) for d_in, d_out in shapes) * arch.layers
+        return lora + (sum(d_out for _, d_out in shapes) * arch.layers if kind == "dora" else 0)
+    if kind == "ia3":
+        return sum(d_out for _, d_out in shapes) * arch.layers
+    if kind == "prefix":
+        return virtual_tokens * 2 * arch.layers * arch.hidden
+    if kind == "prompt":
+        return virtual_tokens * arch.hidden
+    if kind == "full":
+        return arch.params
+    return 0
+
+
+def weight_bytes(arch: Arch, quantize: str) -> float:
+    precision = arch.dtype if quantize == "none" else quantize
+    return arch.params * BYTES_PER_PARAM[precision]
+
+
+def activation_bytes(arch: Arch) -> float:
+    return BYTES_PER_PARAM[arch.dtype]
+
+
+def kv_cache_bytes(arch: Arch, batch: int, seq: int) -> float:
+    if not arch.decoder:
+        return 0.0
+    return batch * seq * arch.layers * 2 * arch.kv_heads * arch.head_dim * activation_bytes(arch)
+
+
+def inference_activation_bytes(arch: Arch, batch: int, seq: int) -> float:
+    per_token = 4 * arch.hidden + arch.intermediate
+    scores = arch.heads * seq * seq
+    return batch * (seq * per_token + scores) * activation_bytes(arch)
+
+
+def serving_memory(arch: Arch, quantize: str, adapter_bytes: float, resident: int,
+                   batch: int, seq: int) -> float:
+    """Peak bytes one replica holds: weights, resident adapters, KV cache, activations."""
+    return (weight_bytes(arch, quantize) + resident * adapter_bytes
+            + kv_cache_bytes(arch, batch, seq) + inference_activation_bytes(arch, batch, seq))
+
+
+def training_memory(arch: Arch, trainable: int, batch: int, seq: int, precision: str) -> float:
+    frozen = weight_bytes(arch, "none")
+    optimizer = trainable * 16.0
+    per_layer = seq * batch * arch.hidden * (34 + 5 * arch.heads * seq / arch.hidden)
+    scale = 2.0 if precision == "fp32" else 1.0
+    return frozen + optimizer + arch.layers * per_layer * scale
+
+
+def forward_flops(arch: Arch, batch: int, seq: int) -> float:
+    return batch * (2.0 * arch.params * seq + 4.0 * arch.layers * seq * seq * arch.hidden)
+
+
+def peak_flops(hw: Hardware, quantize: str, dtype: str) -> float:
+    kind = hw.kind or "gpu"
+    if quantize == "int8" and hw.peak_int8 is not None:
+        peak = hw.peak_int8.value
+    elif dtype in ("bf16", "fp16") and hw.peak_bf16 is not None:
+        peak = hw.peak_bf16.value
+    else:
+        peak = (hw.peak_fp32 or hw.peak_bf16).value if (hw.peak_fp32 or hw.peak_bf16) else 1e12
+    return peak * EFFICIENCY[kind]
+
+
+def bandwidth(hw: Hardware) -> float:
+    return hw.bandwidth.value if hw.bandwidth is not None else 1e11
+
+
+def forward_seconds(arch: Arch, hw: Hardware, quantize: str, batch: int, seq: int) -> float:
+    compute = forward_flops(arch, batch, seq) / peak_flops(hw, quantize, arch.dtype)
+    memory = weight_bytes(arch, quantize) / bandwidth(hw)
+    return max(compute, memory)
+
+
+def request_seconds(arch: Arch, hw: Hardware, quantize: str, batch: int, seq: int) -> float:
+    """Latency of one batch at the longest allowed input (an upper bound for any percentile):
+    a forward pass for encoders, prefill plus GENERATED_TOKENS decode steps for decoders."""
+    prefill = forward_seconds(arch, hw, quantize, batch, seq)
+    if not arch.decoder:
+        return prefill
+    step = (weight_bytes(arch, quantize) + kv_cache_bytes(arch, batch, seq)) / bandwidth(hw)
+    return prefill + GENERATED_TOKENS * step
+
+
+def throughput(arch: Arch, hw: Hardware, quantize: str, batch: int, seq: int,
+               replicas: int, tokens: bool) -> float:
+    """Requests (or generated tokens) per second across replicas."""
+    per_second = replicas * batch / request_seconds(arch, hw, quantize, batch, seq)
+    return per_second * GENERATED_TOKENS if tokens and arch.decoder else per_second
+
+
+def cost_per_hour(hw: Hardware, replicas: int) -> float:
+    price = hw.cost.value if hw.cost is not None else 0.0
+    return replicas * (hw.devices or 1) * price
