@@ -18,11 +18,14 @@ from fmlang.diagnostics import Diagnostic, Severity
 
 if TYPE_CHECKING:
     from fmlang.ir.nodes import Spec
+    from fmlang.verify.report import VerifyReport
 
 
 @dataclass
 class CheckResult:
     program: Program
+    report: VerifyReport | None = None
+    spec: Spec | None = None
 
     @property
     def diagnostics(self) -> list[Diagnostic]:
@@ -42,24 +45,46 @@ def _order(d: Diagnostic) -> tuple[str, int, int]:
     return (span.file, span.line, span.column) if span else ("", 0, 0)
 
 
-def check_paths(paths: list[Path]) -> CheckResult:
-    return CheckResult(run_passes(load(paths)))
+def check_paths(paths: list[Path], verify: bool = False) -> CheckResult:
+    result = CheckResult(run_passes(load(paths)))
+    if verify:
+        verify_result(result)
+    return result
 
 
-def check_text(text: str, file: str = "<input>", base: Path | None = None) -> CheckResult:
-    return CheckResult(run_passes(load_text(text, file, base or Path.cwd())))
+def check_text(text: str, file: str = "<input>", base: Path | None = None,
+               verify: bool = False) -> CheckResult:
+    result = CheckResult(run_passes(load_text(text, file, base or Path.cwd())))
+    if verify:
+        verify_result(result)
+    return result
 
 
 def analyze(text: str, file: str = "<input>", base: Path | None = None) -> CheckResult:
     """Everything an editor shows for one document: parse, check and (when the spec checks
     clean) the static verification's diagnostics. No torch or backend imports."""
-    return check_text(text, file, base)
+    return check_text(text, file, base, verify=True)
+
+
+def verify_result(result: CheckResult) -> VerifyReport | None:
+    """Run the Z3 verification on a spec that checks clean; its diagnostics join the
+    result's. None when the spec has errors (nothing sound to verify)."""
+    if not result.ok:
+        return None
+    from fmlang.verify import verify
+
+    report = verify(compile_spec(result), result.program)
+    result.program.sink.extend(report.diagnostics)
+    result.report = report
+    return report
 
 
 def compile_spec(result: CheckResult) -> Spec:
     from fmlang.ir.build import build_spec
 
-    return build_spec(result.program)
+    if result.spec is None:
+        result.spec = build_spec(result.program)
+    return result.spec
 
 
 def lock_document(result: CheckResult, spec: Spec) -> dict[str, Any]:
@@ -135,4 +160,9 @@ def build(result: CheckResult, out_dir: Path) -> list[Path]:
     spec = compile_spec(result)
     lock = out_dir / "fm.lock.json"
     write_json_atomic(lock, lock_document(result, spec))
-    return [lock]
+    written = [lock]
+    if result.report is not None:
+        verified = out_dir / "verify.json"
+        write_json_atomic(verified, result.report.to_json())
+        written.append(verified)
+    return written

@@ -16,7 +16,8 @@ Options:
 
 Commands:
   build    Check FILE and write its artifacts (fm.lock.json, …) into the...
-  check    Parse and check FILES; report every problem found.
+  check    Parse and check FILES, then verify their constraints with Z3;...
   explain  Describe diagnostic CODE (for example FM0301) at length.
   fmt      Format .fm FILES canonically, keeping comments (idempotent).
+  plan     Show what FILE would run: stages, chosen knobs, estimates,...
 """

@@ -74,13 +74,19 @@ def report(result: CheckResult, fmt: str, quiet_ok: bool = False) -> int:
     show_default=True,
     help="rich excerpts, one line per problem, or JSON on stdout",
 )
-def check(files: tuple[str, ...], fmt: str) -> None:
-    """Parse and check FILES; report every problem found."""
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="prove or refute the constraints with Z3 once the spec checks clean",
+)
+def check(files: tuple[str, ...], fmt: str, verify: bool) -> None:
+    """Parse and check FILES, then verify their constraints with Z3; report every problem."""
     from pathlib import Path
 
     from fmlang.api import check_paths
 
-    sys.exit(report(check_paths([Path(f) for f in files]), fmt))
+    sys.exit(report(check_paths([Path(f) for f in files], verify=verify), fmt))
 
 
 @cli.command()
@@ -102,7 +108,7 @@ def build(file: str, out_dir: str | None, fmt: str) -> None:
     from fmlang.api import check_paths
 
     spec = Path(file)
-    result = check_paths([spec])
+    result = check_paths([spec], verify=True)
     code = report(result, fmt, quiet_ok=True)
     if code != EXIT_OK:
         sys.exit(code)
@@ -115,6 +121,30 @@ def build(file: str, out_dir: str | None, fmt: str) -> None:
         for path in written:
             click.echo(f"wrote {path}", err=True)
     sys.exit(EXIT_OK)
+
+
+@cli.command()
+@click.argument("file", type=click.Path())
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["rich", "json"]),
+    default="rich",
+    show_default=True,
+    help="a table on the terminal, or JSON on stdout",
+)
+def plan(file: str, fmt: str) -> None:
+    """Show what FILE would run: stages, chosen knobs, estimates, binding constraints."""
+    from pathlib import Path
+
+    from fmlang.api import check_paths
+    from fmlang.cli.plan import print_plan
+
+    result = check_paths([Path(file)], verify=True)
+    code = report(result, "short" if fmt == "json" else "rich", quiet_ok=True)
+    if result.report is not None:
+        print_plan(result.report, fmt)
+    sys.exit(code)
 
 
 @cli.command()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
+from contextvars import ContextVar
 from functools import cache
-from typing import Any
+from typing import Any, Protocol
 
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import LarkError, VisitError
@@ -38,7 +39,25 @@ class ParseResult:
         self.diagnostics = diagnostics
 
 
+class Reparser(Protocol):
+    """Something that parses like `parse_whole`, reusing earlier work (`incremental.py`)."""
+
+    def parse(self, text: str, file: str) -> ParseResult: ...
+
+
+# Set by `fmlang.syntax.incremental.reusing_parses` (the language server) so that every
+# `parse` under it, the loader's included, reparses only the top-level items that changed.
+REPARSER: ContextVar[Reparser | None] = ContextVar("fmlang_reparser", default=None)
+
+
 def parse(text: str, file: str = "<input>") -> ParseResult:
+    reparser = REPARSER.get()
+    if reparser is not None:
+        return reparser.parse(text, file)
+    return parse_whole(text, file)
+
+
+def parse_whole(text: str, file: str = "<input>") -> ParseResult:
     if len(text) > MAX_SOURCE_BYTES:
         return ParseResult(None, (_too_large(file, len(text)),))
     comments: list[Token] = []

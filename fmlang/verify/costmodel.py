@@ -18,9 +18,10 @@ benchmark (`benchmarks/cost_model.py`) can compare it with measurements. Sources
 - inference activations: the largest live tensors of one layer: batch x seq x
   (4 x hidden + intermediate) plus the attention scores batch x heads x seq^2, at the
   activation precision.
-- prefill/forward time: FLOPs / (peak x efficiency) with FLOPs = 2 x params x tokens +
-  4 x layers x seq^2 x hidden per sequence (Kaplan et al. 2020), and never less than the time
-  to read the weights once from memory (roofline).
+- prefill/forward time: FLOPs / (peak x efficiency) with FLOPs = 2 x N x tokens +
+  4 x layers x seq^2 x hidden per sequence (Kaplan et al. 2020), N the parameters that
+  multiply activations (embedding lookups excluded), and never less than the time to read
+  the weights once from memory (roofline).
 - decode time per token: (weights + KV cache) bytes / memory bandwidth.
 - throughput: replicas x batch / latency; cost: replicas x devices x price per device-hour.
 
@@ -57,6 +58,7 @@ class Arch:
     dtype: str
     decoder: bool
     family: str
+    tied: bool = False
 
     @classmethod
     def of(cls, base: PretrainedModel) -> Arch:
@@ -75,6 +77,7 @@ class Arch:
             dtype=base.dtype or "fp32",
             decoder=base.kind == "decoder",
             family=base.family or "",
+            tied=bool(base.tie_embeddings),
         )
 
 
@@ -146,8 +149,17 @@ def training_memory(arch: Arch, trainable: int, batch: int, seq: int, precision:
     return frozen + optimizer + arch.layers * per_layer * scale
 
 
+def matmul_params(arch: Arch) -> float:
+    """Parameters that multiply activations: all but the input embedding tables (token and,
+    for encoders, position), which are lookups; a tied output head still multiplies."""
+    lookups = arch.vocab * arch.hidden + (0 if arch.decoder else arch.max_seq * arch.hidden)
+    head = arch.vocab * arch.hidden if arch.decoder else 0
+    return max(arch.params - lookups, 0) + (head if arch.tied else 0)
+
+
 def forward_flops(arch: Arch, batch: int, seq: int) -> float:
-    return batch * (2.0 * arch.params * seq + 4.0 * arch.layers * seq * seq * arch.hidden)
+    return batch * (2.0 * matmul_params(arch) * seq
+                    + 4.0 * arch.layers * seq * seq * arch.hidden)
 
 
 def peak_flops(hw: Hardware, quantize: str, dtype: str) -> float:

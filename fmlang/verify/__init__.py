@@ -1,0 +1,23 @@
+"""Static verification with Z3: resource bounds from the cost model, policies, knob choice.
+
+`verify(spec, program)` encodes the spec (`encode`), solves it (`solve`) and reports each
+constraint's verdict and estimate (`report`). Runtime gates (accuracy, fairness gaps,
+measured latency) are listed as gates, checked when the executor runs.
+"""
+
+from __future__ import annotations
+
+from fmlang.check.program import Program
+from fmlang.ir.nodes import Spec
+from fmlang.verify.encode import encode
+from fmlang.verify.report import VerifyReport, build_report
+from fmlang.verify.solve import solve
+from fmlang.verify.spans import SpanIndex
+
+
+def verify(spec: Spec, program: Program) -> VerifyReport:
+    problem = encode(spec, SpanIndex(program))
+    return build_report(spec, problem, solve(problem))
+
+
+__all__ = ["VerifyReport", "verify"]

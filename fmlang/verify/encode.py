@@ -1,0 +1,117 @@
+"""Spec → verification problem: every resource constraint becomes a tracked assertion."""
+
+from __future__ import annotations
+
+import z3
+
+from fmlang.ir.nodes import Constraint, Spec
+from fmlang.verify import costmodel as cm
+from fmlang.verify.knobs import QUANT_ORDER
+from fmlang.verify.policy import encode_policies
+from fmlang.verify.problem import Problem, real
+from fmlang.verify.resources import (
+    Served,
+    assert_bound,
+    cost_term,
+    latency_term,
+    memory_term,
+    served,
+    throughput_term,
+)
+from fmlang.verify.spans import SpanIndex
+
+RESOURCE_KINDS = ("memory", "latency", "throughput", "cost")
+
+
+def encode(spec: Spec, spans: SpanIndex) -> Problem:
+    problem = Problem()
+    targets: dict[str, Served | None] = {}
+    for constraint in spec.constraints:
+        if constraint.kind not in RESOURCE_KINDS:
+            continue
+        if constraint.target not in targets:
+            targets[constraint.target] = served(problem, spans, spec, constraint.target)
+        target = targets[constraint.target]
+        if target is not None:
+            _encode_resource(problem, spans, spec, target, constraint)
+    for deployment in spec.deployments:
+        if deployment.target not in targets:
+            targets[deployment.target] = served(problem, spans, spec, deployment.target)
+        target = targets[deployment.target]
+        if target is not None:
+            _capacity(problem, spans, spec, target)
+            cost_term(problem, spans, spec, target)
+    encode_policies(problem, spans, spec)
+    _objectives(problem, [t for t in targets.values() if t is not None])
+    return problem
+
+
+def _encode_resource(problem: Problem, spans: SpanIndex, spec: Spec, s: Served,
+                     c: Constraint) -> None:
+    hw = spec.hardware_profile(c.on_hardware) if c.on_hardware else None
+    key = f"{s.name}:{c.kind}:{c.metric}:{c.on_hardware}:{c.span.line if c.span else 0}"
+    shown = c.bound.text if c.bound else ""
+    if c.kind == "memory":
+        term = memory_term(problem, s)
+        text = f"`{s.name}` must fit in {shown}" + (f" on {hw.name}" if hw else "")
+    elif c.kind == "latency" and hw is not None:
+        term = latency_term(problem, s, hw)
+        text = f"`{s.name}` must answer within {shown} ({c.metric}) on {hw.name}"
+    elif c.kind == "throughput" and hw is not None and c.bound is not None:
+        tokens = c.bound.dimension == "token_rate"
+        term = throughput_term(problem, spans, s, hw, tokens)
+        text = f"`{s.name}` must serve at least {shown} on {hw.name}"
+    elif c.kind == "cost" and c.bound is not None and c.bound.dimension == "money_rate":
+        found = cost_term(problem, spans, spec, s)
+        if found is None:
+            return
+        term, text = found, f"`{s.name}` may cost at most {shown}"
+    else:
+        return
+    assert_bound(problem, key, term, c, text)
+
+
+def _capacity(problem: Problem, spans: SpanIndex, spec: Spec, s: Served) -> None:
+    """Each replica's footprint fits the device memory of the hardware it is deployed on."""
+    assert s.deployment is not None
+    for target in s.deployment.targets:
+        hw = spec.hardware_profile(target.hardware) if target.hardware else None
+        if hw is None or hw.memory is None:
+            continue
+        capacity = hw.memory.value * (hw.devices or 1)
+        span = spans.setting("deploy", s.name, f"{target.kind}.hardware")
+        problem.track(
+            f"{s.name}:capacity:{target.kind}", memory_term(problem, s) <= real(capacity), span,
+            f"a `{s.name}` replica must fit in {hw.name}'s {capacity / cm.GIB:.1f} GiB")
+
+
+def _objectives(problem: Problem, targets: list[Served]) -> None:
+    """Lexicographic: cheapest first, then the largest adapter rank, the least lossy
+    quantization, the largest serving batch, the most resident adapters, the longest input."""
+    costs = [problem.estimates[f"{t.name}.cost"].term for t in targets
+             if f"{t.name}.cost" in problem.estimates]
+    if costs:
+        problem.objectives.append(("min", sum(costs[1:], costs[0])))
+    for picker, direction in (
+        (lambda t: [r for r in t.ranks], "max"),
+        (lambda t: [t.quant], "min"),
+        (lambda t: [t.batch], "max"),
+        (lambda t: [t.resident], "max"),
+        (lambda t: [t.seq], "max"),
+    ):
+        vars_ = [c for t in targets for c in picker(t) if len(c.values) > 1]
+        if vars_:
+            problem.objectives.append((direction, _value_sum(vars_)))
+
+
+def _value_sum(choices: list) -> z3.ArithRef:  # type: ignore[type-arg]
+    terms = []
+    for choice in choices:
+        if all(isinstance(v, int) for v in choice.values):
+            from fmlang.verify.problem import tabulate
+
+            terms.append(tabulate([choice], lambda v: float(v)))
+        else:
+            terms.append(z3.ToReal(choice.var))  # index order: QUANT_ORDER prefers less lossy
+    _ = QUANT_ORDER
+    return sum(terms[1:], terms[0])

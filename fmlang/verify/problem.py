@@ -1,0 +1,91 @@
+"""The verification problem: tracked assertions, knob choices and named estimates."""
+
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import z3
+
+from fmlang.diagnostics import Span
+from fmlang.verify.knobs import Choice, make_choice
+
+
+@dataclass(frozen=True)
+class Tracked:
+    """One assertion the unsat core can name: a constraint line, a knob domain, a fact."""
+
+    key: str
+    expr: z3.BoolRef
+    span: Span | None
+    text: str
+    constraint: bool = False  # a user constraint (relaxable), not a fact of the spec
+
+
+@dataclass
+class Estimate:
+    """A figure the plan reports: a solver term and how to print it."""
+
+    key: str
+    term: z3.ArithRef
+    unit: str  # `bytes`, `s`, `req/s`, `tok/s`, `USD/h`
+
+
+@dataclass
+class Problem:
+    tracked: list[Tracked] = field(default_factory=list)
+    plain: list[z3.BoolRef] = field(default_factory=list)  # domains and definitions
+    choices: dict[str, Choice] = field(default_factory=dict)
+    estimates: dict[str, Estimate] = field(default_factory=dict)
+    objectives: list[tuple[str, z3.ArithRef]] = field(default_factory=list)
+    bounds: dict[str, tuple[str, str, float]] = field(default_factory=dict)  # key→(est, op, b)
+
+    def track(self, key: str, expr: z3.BoolRef, span: Span | None, text: str,
+              constraint: bool = False) -> None:
+        self.tracked.append(Tracked(key, expr, span, text, constraint))
+
+    def choice(self, name: str, values: tuple[int | str, ...], span: Span | None,
+               auto: bool) -> Choice:
+        if name in self.choices:
+            return self.choices[name]
+        made, in_domain = make_choice(name, values, span, auto)
+        self.choices[name] = made
+        if auto and span is not None:
+            shown = ", ".join(str(v) for v in values)
+            self.track(f"domain:{name}", in_domain, span, f"`{name}` may be {shown}")
+        else:
+            self.plain.append(in_domain)
+        return made
+
+    def estimate(self, key: str, choices: Sequence[Choice],
+                 formula: Callable[..., float], unit: str) -> Estimate:
+        if key not in self.estimates:
+            self.estimates[key] = Estimate(key, tabulate(choices, formula), unit)
+        return self.estimates[key]
+
+
+def tabulate(choices: Sequence[Choice], formula: Callable[..., float]) -> z3.ArithRef:
+    """`formula` over every combination of the choices' values, as nested `If`s: exact
+    arithmetic on finite domains, so the solver and plain Python agree by construction."""
+    varying = [c for c in choices if len(c.values) > 1]
+    combos = list(itertools.product(*(range(len(c.values)) for c in varying)))
+    fixed = {c.name: c.values[0] for c in choices if len(c.values) == 1}
+
+    def value(combo: tuple[int, ...]) -> z3.ArithRef:
+        picked = dict(fixed)
+        picked.update({c.name: c.values[i] for c, i in zip(varying, combo, strict=True)})
+        return real(formula(*(picked[c.name] for c in choices)))
+
+    term = value(combos[-1])
+    for combo in reversed(combos[:-1]):
+        condition = z3.And(*[c.var == i for c, i in zip(varying, combo, strict=True)])
+        term = z3.If(condition, value(combo), term)
+    return term
+
+
+def real(value: float) -> z3.ArithRef:
+    """A float as an exact z3 rational (to a billionth)."""
+    fraction = Fraction(value).limit_denominator(10**9) if value == value else Fraction(0)
+    return z3.RealVal(f"{fraction.numerator}/{fraction.denominator}")

@@ -1,0 +1,104 @@
+"""What `fmc plan` prints and `verify.json` stores: verdicts, knobs, estimates, stages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fmlang.diagnostics import Diagnostic
+from fmlang.ir.nodes import Constraint, Spec
+from fmlang.verify.problem import Problem
+from fmlang.verify.solve import Solution
+from fmlang.verify.units import show
+
+BINDING_SLACK = 0.10  # a bound within 10% of its estimate is reported as binding
+GATES = ("quality", "fairness", "gpu_hours")
+
+
+@dataclass
+class VerifyReport:
+    feasible: bool
+    diagnostics: list[Diagnostic]
+    knobs: dict[str, int | str] = field(default_factory=dict)
+    constraints: list[dict[str, Any]] = field(default_factory=list)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": "1",
+            "feasible": self.feasible,
+            "knobs": dict(sorted(self.knobs.items())),
+            "constraints": self.constraints,
+            "stages": self.stages,
+            "diagnostics": [d.to_json() for d in self.diagnostics],
+        }
+
+
+def build_report(spec: Spec, problem: Problem, solution: Solution) -> VerifyReport:
+    report = VerifyReport(solution.feasible, solution.diagnostics,
+                          {k: v for k, v in solution.knobs.items()})
+    by_line = {_line_key(key): key for key in problem.bounds}
+    for constraint in spec.constraints:
+        report.constraints.append(_row(constraint, problem, solution, by_line))
+    report.stages = _stages(spec, problem, solution)
+    return report
+
+
+def _line_key(key: str) -> tuple[str, int]:
+    target, *_, line = key.split(":")
+    return target, int(line) if line.isdigit() else 0
+
+
+def _row(c: Constraint, problem: Problem, solution: Solution,
+         by_line: dict[tuple[str, int], str]) -> dict[str, Any]:
+    line = c.span.line if c.span else 0
+    row: dict[str, Any] = {"target": c.target, "kind": c.kind, "metric": c.metric,
+                           "line": line, "file": c.span.file if c.span else None,
+                           "bound": c.bound.text if c.bound else ", ".join(c.values)}
+    if c.kind in GATES:
+        return {**row, "verdict": "gate", "note": "checked when the executor runs"}
+    key = by_line.get((c.target, line))
+    if key is None:
+        verdict = "ok" if solution.feasible else "see diagnostics"
+        return {**row, "verdict": verdict}
+    estimate_key, op, bound = problem.bounds[key]
+    unit = problem.estimates[estimate_key].unit
+    value = solution.values.get(estimate_key)
+    if value is None:
+        return {**row, "verdict": "infeasible"}
+    slack = abs(bound - value) / abs(bound) if bound else 0.0
+    return {**row, "verdict": "ok", "estimate": value, "estimate_text": show(value, unit),
+            "unit": unit, "binding": slack < BINDING_SLACK, "slack": round(slack, 4)}
+
+
+DEPLOY_KEYS = ("replicas", "serve_batch", "max_adapters", "cost")
+
+
+def _stages(spec: Spec, problem: Problem, solution: Solution) -> list[dict[str, Any]]:
+    stages: list[dict[str, Any]] = []
+    for dataset in spec.datasets:
+        stages.append({"stage": f"data:{dataset.name}", "kind": "data",
+                       "steps": len(dataset.cleaning)})
+    for labels in spec.labels:
+        stages.append({"stage": f"labels:{labels.name}", "kind": "labels",
+                       "functions": len(labels.functions)})
+    for model in spec.models:
+        stages.append(_stage("train", model.name, problem, solution, deploy=False))
+    for merge in spec.merges:
+        stages.append(_stage("merge", merge.name, problem, solution, deploy=False))
+    for deployment in spec.deployments:
+        stages.append(_stage("deploy", deployment.name, problem, solution, deploy=True))
+    return stages
+
+
+def _stage(kind: str, name: str, problem: Problem, solution: Solution, deploy: bool
+           ) -> dict[str, Any]:
+    def wanted(key: str) -> bool:
+        owner, _, rest = key.partition(".")
+        return owner == name and any(k in rest for k in DEPLOY_KEYS) == deploy
+
+    knobs = {k.split(".", 1)[1]: v for k, v in solution.knobs.items() if wanted(k)}
+    estimates = {key.split(".", 1)[1]: show(value, problem.estimates[key].unit)
+                 for key, value in solution.values.items()
+                 if wanted(key) and not key.endswith((".weights", ".adapters", ".runtime"))}
+    return {"stage": f"{kind}:{name}", "kind": kind, "knobs": knobs, "estimates": estimates}

@@ -1,0 +1,204 @@
+"""Memory, latency, throughput and cost: knobs, estimates and the bounds on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import z3
+
+from fmlang.ir.nodes import Constraint, Deployment, Hardware, Model, PretrainedModel, Spec
+from fmlang.verify import costmodel as cm
+from fmlang.verify.knobs import QUANT_ORDER, Choice, domain
+from fmlang.verify.problem import Problem, real
+from fmlang.verify.spans import SpanIndex
+
+OPS = {"<=": lambda a, b: a <= b, "<": lambda a, b: a < b,
+       ">=": lambda a, b: a >= b, ">": lambda a, b: a > b}  # fmt: skip
+
+
+@dataclass
+class Served:
+    """What one constraint target (a model or a merge) serves, as solver choices."""
+
+    name: str
+    kind: str  # "model" or "merge"
+    arch: cm.Arch
+    base: PretrainedModel
+    quant: Choice
+    seq: Choice
+    ranks: list[Choice]  # one per adapter (one for a model, one per source for a merge)
+    adapter: str
+    targets: tuple[str, ...]
+    rank_rule: str  # how merged ranks combine: "same", "sum" or "max"
+    batch: Choice
+    resident: Choice
+    deployment: Deployment | None
+
+    def rank_of(self, *ranks: int | str) -> int:
+        values = [int(r) for r in ranks]
+        return sum(values) if self.rank_rule == "sum" else max(values)
+
+    def adapter_bytes(self, rank: int) -> float:
+        params = cm.adapter_params(self.arch, self.adapter, rank, self.targets)
+        return params * cm.activation_bytes(self.arch)
+
+
+DEFAULT_SERVING_SEQ = 4096  # budgeted when neither the model nor the deployment says
+
+
+def model_choices(problem: Problem, spans: SpanIndex, model: Model, arch: cm.Arch,
+                  deployment: Deployment | None) -> tuple[Choice, Choice, Choice]:
+    name = model.name
+    adapter = model.adapter
+    quant_values, quant_auto = domain(model.quantize, "none")
+    if quant_auto and model.quantize.choices is None:
+        quant_values = QUANT_ORDER[:3]
+    quant = problem.choice(f"{name}.quantize", quant_values,
+                           spans.setting("model", name, "quantize"), quant_auto)
+    rank_values, rank_auto = domain(adapter.rank if adapter else None, 8, 1, 256)
+    rank = problem.choice(f"{name}.rank", rank_values, spans.setting("model", name, "adapter"),
+                          rank_auto)
+    deployed = deployment.max_seq if deployment and deployment.max_seq else None
+    knob, where = (deployed, ("deploy", deployment.name)) if deployed and deployment else (
+        model.max_seq, ("model", name))
+    default = min(arch.max_seq, DEFAULT_SERVING_SEQ)
+    seq_values, seq_auto = domain(knob, default, 64, default)
+    seq = problem.choice(f"{where[1]}.max_seq", seq_values, spans.setting(*where, "max_seq"),
+                         seq_auto)
+    return quant, rank, seq
+
+
+def served(problem: Problem, spans: SpanIndex, spec: Spec, target: str) -> Served | None:
+    model, merge = spec.model(target), spec.merge(target)
+    sources = [spec.model(m) for m in merge.models] if merge else [model]
+    models = [m for m in sources if m is not None]
+    if not models or models[0].base is None:
+        return None
+    base = spec.base_model(models[0].base)
+    if base is None:
+        return None
+    arch = cm.Arch.of(base)
+    deployment = next((d for d in spec.deployments if d.target == target), None)
+    picked = [model_choices(problem, spans, m, arch, deployment) for m in models]
+    batch, resident = _deploy_choices(problem, spans, deployment, target)
+    adapter = models[0].adapter
+    method = merge.method if merge else ""
+    return Served(
+        name=target, kind="merge" if merge else "model", arch=arch, base=base,
+        quant=picked[0][0], seq=picked[0][2], ranks=[p[1] for p in picked],
+        adapter=adapter.kind if adapter else "full", targets=adapter.targets if adapter else (),
+        rank_rule="sum" if method == "cat" else ("max" if merge else "same"),
+        batch=batch, resident=resident, deployment=deployment,
+    )  # fmt: skip
+
+
+def _deploy_choices(problem: Problem, spans: SpanIndex, deployment: Deployment | None,
+                    target: str) -> tuple[Choice, Choice]:
+    knob_batch = deployment.batch if deployment else None
+    knob_resident = deployment.max_adapters if deployment else None
+    b_values, b_auto = domain(knob_batch, 1, 1, 256)
+    r_values, r_auto = domain(knob_resident, 1, 1, 64)
+    batch = problem.choice(f"{target}.serve_batch", b_values,
+                           spans.setting("deploy", target, "batch"), b_auto)
+    resident = problem.choice(f"{target}.max_adapters", r_values,
+                              spans.setting("deploy", target, "max_adapters"), r_auto)
+    return batch, resident
+
+
+def memory_term(problem: Problem, s: Served) -> z3.ArithRef:
+    def weights(quant: str) -> float:
+        return cm.weight_bytes(s.arch, str(quant))
+
+    def adapters(resident: int, *ranks: int) -> float:
+        return int(resident) * s.adapter_bytes(s.rank_of(*ranks))
+
+    def runtime(batch: int, seq: int) -> float:
+        return (cm.kv_cache_bytes(s.arch, int(batch), int(seq))
+                + cm.inference_activation_bytes(s.arch, int(batch), int(seq)))
+
+    w = problem.estimate(f"{s.name}.memory.weights", [s.quant], weights, "bytes").term
+    a = problem.estimate(f"{s.name}.memory.adapters", [s.resident, *s.ranks], adapters,
+                         "bytes").term
+    r = problem.estimate(f"{s.name}.memory.runtime", [s.batch, s.seq], runtime, "bytes").term
+    total = problem.estimates.get(f"{s.name}.memory")
+    if total is None:
+        from fmlang.verify.problem import Estimate
+
+        total = Estimate(f"{s.name}.memory", w + a + r, "bytes")
+        problem.estimates[total.key] = total
+    return total.term
+
+
+def latency_term(problem: Problem, s: Served, hw: Hardware) -> z3.ArithRef:
+    def seconds(quant: str, batch: int, seq: int) -> float:
+        return cm.request_seconds(s.arch, hw, str(quant), int(batch), int(seq))
+
+    key = f"{s.name}.latency@{hw.name}"
+    return problem.estimate(key, [s.quant, s.batch, s.seq], seconds, "s").term
+
+
+def replicas_choice(problem: Problem, spans: SpanIndex, s: Served, hw_name: str
+                    ) -> Choice | None:
+    if s.deployment is None:
+        return None
+    for target in s.deployment.targets:
+        if target.hardware == hw_name:
+            values, auto = domain(target.replicas, 1, 1, 16)
+            return problem.choice(f"{s.name}.{target.kind}.replicas", values,
+                                  spans.setting("deploy", s.name, f"{target.kind}.replicas"),
+                                  auto)
+    return None
+
+
+def throughput_term(problem: Problem, spans: SpanIndex, s: Served, hw: Hardware,
+                    tokens: bool) -> z3.ArithRef:
+    replicas = replicas_choice(problem, spans, s, hw.name)
+    picked = [s.quant, s.batch, s.seq] + ([replicas] if replicas else [])
+
+    def rate(quant: str, batch: int, seq: int, count: int = 1) -> float:
+        return cm.throughput(s.arch, hw, str(quant), int(batch), int(seq), int(count), tokens)
+
+    unit = "tok/s" if tokens else "req/s"
+    return problem.estimate(f"{s.name}.throughput@{hw.name}.{unit}", picked, rate, unit).term
+
+
+def cost_term(problem: Problem, spans: SpanIndex, spec: Spec, s: Served) -> z3.ArithRef | None:
+    if s.deployment is None:
+        return None
+    terms = []
+    for target in s.deployment.targets:
+        hw = spec.hardware_profile(target.hardware) if target.hardware else None
+        replicas = replicas_choice(problem, spans, s, hw.name) if hw else None
+        if hw is None or replicas is None:
+            continue
+        terms.append(problem.estimate(
+            f"{s.name}.cost@{hw.name}", [replicas],
+            lambda count, hw=hw: cm.cost_per_hour(hw, int(count)), "USD/h").term)
+    if not terms:
+        return None
+    total = sum(terms[1:], terms[0])
+    from fmlang.verify.problem import Estimate
+
+    problem.estimates[f"{s.name}.cost"] = Estimate(f"{s.name}.cost", total, "USD/h")
+    return total
+
+
+def bound_value(constraint: Constraint) -> float | None:
+    return constraint.bound.value if constraint.bound is not None else None
+
+
+def assert_bound(problem: Problem, key: str, term: z3.ArithRef, constraint: Constraint,
+                 text: str) -> None:
+    bound = bound_value(constraint)
+    if bound is None or constraint.op not in OPS:
+        return
+    span = constraint.span.to_span() if constraint.span else None
+    problem.track(key, OPS[constraint.op](term, real(bound)), span, text, constraint=True)
+    problem.bounds[key] = (_estimate_key(problem, term), constraint.op, bound)
+
+
+def _estimate_key(problem: Problem, term: z3.ArithRef) -> str:
+    for key, estimate in problem.estimates.items():
+        if estimate.term.eq(term):
+            return key
+    return ""
