@@ -10,14 +10,19 @@ from __future__ import annotations
 from fmlang.check.program import Program
 from fmlang.ir.nodes import Spec
 from fmlang.verify.encode import encode
-from fmlang.verify.report import VerifyReport, build_report
+from fmlang.verify.partition import partition
+from fmlang.verify.report import VerifyReport, build_report, merge_reports
 from fmlang.verify.solve import solve
 from fmlang.verify.spans import SpanIndex
 
 
 def verify(spec: Spec, program: Program) -> VerifyReport:
-    problem = encode(spec, SpanIndex(program))
-    return build_report(spec, problem, solve(problem))
+    spans = SpanIndex(program)
+    reports = []
+    for part in partition(spec):
+        problem = encode(part, spans)
+        reports.append(build_report(part, problem, solve(problem)))
+    return merge_reports(spec, reports)
 
 
 __all__ = ["VerifyReport", "verify"]

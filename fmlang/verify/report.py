@@ -34,6 +34,29 @@ class VerifyReport:
         }
 
 
+def merge_reports(spec: Spec, reports: list[VerifyReport]) -> VerifyReport:
+    """Combine the parts' reports, in the spec's constraint order, stages deduplicated."""
+    merged = VerifyReport(all(r.feasible for r in reports),
+                          [d for r in reports for d in r.diagnostics])
+    stages: dict[str, dict[str, Any]] = {}
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for part in reports:
+        merged.knobs.update(part.knobs)
+        for stage in part.stages:
+            if stage.get("knobs") or stage.get("estimates") or stage["stage"] not in stages:
+                stages[stage["stage"]] = stage
+        for row in part.constraints:
+            rows[(row["target"], row["line"])] = row
+    merged.stages = sorted(stages.values(), key=lambda s: (_ORDER.index(s["kind"]), s["stage"]))
+    merged.constraints = [rows[(c.target, c.span.line if c.span else 0)]
+                          for c in spec.constraints
+                          if (c.target, c.span.line if c.span else 0) in rows]
+    return merged
+
+
+_ORDER = ("data", "labels", "train", "merge", "deploy")
+
+
 def build_report(spec: Spec, problem: Problem, solution: Solution) -> VerifyReport:
     report = VerifyReport(solution.feasible, solution.diagnostics,
                           {k: v for k, v in solution.knobs.items()})

@@ -1,0 +1,13 @@
+"""`fmc lsp`: the language server (pygls over stdio).
+
+`server.py` wires the features to LSP requests; each feature is a small module that reads a
+`Snapshot` (one analysed version of a document, `documents.py`):
+
+- diagnostics (`diagnostics.py`), scheduled by `scheduler.py`: the checker's diagnostics
+  first, then the verifier's, which `fmlang.api.analyze` adds (run in a worker process);
+- hover (`hover.py`), completion (`completion.py`, `cursor.py`), go-to-definition and
+  find-references (`navigation.py`, over the occurrences in `index.py`), document symbols
+  (`symbols.py`), semantic tokens (`tokens.py`) and formatting (`formatting.py`).
+
+Nothing here imports torch, transformers, peft or duckdb.
+"""
