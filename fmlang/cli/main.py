@@ -166,6 +166,22 @@ def fmt(files: tuple[str, ...], check_only: bool, diff: bool) -> None:
 
 
 @cli.command()
+@click.option("--stdio", is_flag=True, help="talk over stdin/stdout (the default and only way)")
+def lsp(stdio: bool) -> None:
+    """Run the language server for editors (LSP over stdin/stdout)."""
+    try:
+        from fmlang.lsp.server import main as serve
+    except ImportError as exc:
+        click.echo(
+            f"error: `fmc lsp` needs the language-server packages ({exc.name} is missing)\n"
+            "  = help: pip install 'fmlang[lsp]'",
+            err=True,
+        )
+        sys.exit(EXIT_USAGE)
+    serve()
+
+
+@cli.command()
 @click.argument("code")
 def explain(code: str) -> None:
     """Describe diagnostic CODE (for example FM0301) at length."""

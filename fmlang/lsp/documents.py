@@ -60,6 +60,7 @@ class Snapshot:
     result: CheckResult
     encoding: str = UTF16
     verified: Verified | None = None
+    memo: dict[str, Any] = field(default_factory=dict)  # what features derive, built once
     _lines: dict[str, LineIndex] = field(default_factory=dict)
 
     @property
@@ -74,7 +75,8 @@ class Snapshot:
         return [
             d
             for d in self.result.program.sink.items
-            if d.code.startswith("FM01") and (d.primary_span is None or d.primary_span.file == self.file)
+            if d.code.startswith("FM01")
+            and (d.primary_span is None or d.primary_span.file == self.file)
         ]
 
     @property

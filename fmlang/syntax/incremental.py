@@ -148,7 +148,9 @@ def _parse_rest(
     is the start state. Errors are described against the real text, as `parse_whole` does."""
     tokens: list[Token] = []
     try:
-        module = _parse_module(_padded(text[start.offset :], start.line, start.offset), file, tokens)
+        module = _parse_module(
+            _padded(text[start.offset :], start.line, start.offset), file, tokens
+        )
     except LarkError as exc:
         return ParseResult(None, (syntax_diagnostic(exc, text, file),))
     except (RecursionError, VisitError):

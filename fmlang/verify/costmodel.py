@@ -96,14 +96,16 @@ def module_shapes(arch: Arch, module: str) -> list[tuple[int, int]]:
 
 
 def adapter_params(arch: Arch, kind: str, rank: int, targets: tuple[str, ...],
-                   virtual_tokens: int = 20) -> int:
+                   virtual_tokens: int = 20, feedforward: tuple[str, ...] = ()) -> int:
     """Trainable parameters an adapter adds."""
     shapes = [s for t in targets for s in module_shapes(arch, t)]
     if kind in ("lora", "dora"):
         lora = sum(rank * (d_in + d_out) for d_in, d_out in shapes) * arch.layers
         return lora + (sum(d_out for _, d_out in shapes) * arch.layers if kind == "dora" else 0)
-    if kind == "ia3":
-        return sum(d_out for _, d_out in shapes) * arch.layers
+    if kind == "ia3":  # feed-forward modules scale their input, the others their output
+        return sum(d_in if module in feedforward else d_out
+                   for module in targets for d_in, d_out in module_shapes(arch, module)
+                   ) * arch.layers
     if kind == "prefix":
         return virtual_tokens * 2 * arch.layers * arch.hidden
     if kind == "prompt":

@@ -41,6 +41,9 @@ def encode(spec: Spec, spans: SpanIndex) -> Problem:
         if target is not None:
             _capacity(problem, spans, spec, target)
             cost_term(problem, spans, spec, target)
+    for merge in spec.merges:  # merged ranks are compared even when nothing serves them
+        if merge.name not in targets:
+            targets[merge.name] = served(problem, spans, spec, merge.name)
     for model in spec.models:
         _training_fits(problem, spans, spec, model)
     encode_policies(problem, spans, spec)
@@ -129,7 +132,8 @@ def _capacity(problem: Problem, spans: SpanIndex, spec: Spec, s: Served) -> None
         span = spans.setting("deploy", s.name, f"{target.kind}.hardware")
         problem.track(
             f"{s.name}:capacity:{target.kind}", memory_term(problem, s) <= real(capacity), span,
-            f"a `{s.name}` replica must fit in {hw.name}'s {capacity / cm.GIB:.1f} GiB")
+            f"a `{s.name}` replica must fit in {hw.name}'s {capacity / cm.GIB:.1f} GiB",
+            constraint=True)
 
 
 def _objectives(problem: Problem, targets: list[Served]) -> None:

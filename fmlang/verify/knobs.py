@@ -45,9 +45,10 @@ def powers_between(low: int, high: int) -> tuple[int, ...]:
     return tuple(sorted(values))
 
 
-def domain(knob: Knob | None, default: int | str, low: int = 1, high: int = 256
-           ) -> tuple[tuple[int | str, ...], bool]:
-    """The values a knob may take and whether the solver chooses among them."""
+def domain(knob: Knob | None, default: int | str, low: int = 1, high: int = 256,
+           every: bool = False) -> tuple[tuple[int | str, ...], bool]:
+    """The values a knob may take and whether the solver chooses among them. `every` offers
+    each integer of a range (replica counts) rather than its powers of two."""
     if knob is None:
         return (default,), False
     if knob.fixed is not None and not knob.auto:
@@ -59,6 +60,8 @@ def domain(knob: Knob | None, default: int | str, low: int = 1, high: int = 256
         return (int(knob.high),), False  # an autoscaling range: budget for its top
     lo = int(knob.low) if knob.low is not None else low
     hi = int(knob.high) if knob.high is not None else high
+    if every:
+        return tuple(range(lo, max(lo, hi) + 1)), True
     return powers_between(lo, max(lo, hi)), True
 
 

@@ -25,7 +25,8 @@ def _groups(spec: Spec) -> dict[str, list[str]]:
         data = model.training.data if model.training else None
         private = model.training is not None and model.training.dp is not None
         if data is not None and private:
-            _union(parent, model.name, f"dataset:{data.labels or data.dataset}")
+            labels = spec.labels_block(data.labels) if data.labels else None
+            _union(parent, model.name, f"dataset:{labels.dataset if labels else data.dataset}")
     for merge in spec.merges:
         for name in merge.models:
             _union(parent, merge.name, name)

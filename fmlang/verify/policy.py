@@ -39,9 +39,9 @@ def _fact(problem: Problem, key: str, value: bool, span: object, text: str) -> z
 
 
 def _tainted_dataset(problem: Problem, spans: SpanIndex, dataset: Dataset) -> z3.BoolRef:
-    cleared: dict[str, str] = {}
+    cleared: dict[str, str] = {}  # dropping a column, or `redact pii in it`, clears it
     for step in dataset.cleaning:
-        if step.step in ("drop_columns", "redact"):
+        if step.step == "drop_columns" or (step.step == "redact" and "pii" in step.kinds):  # type: ignore[union-attr]
             for column in step.columns:  # type: ignore[union-attr]
                 cleared[column] = step.step
     taints = []
@@ -82,7 +82,7 @@ def _pii(problem: Problem, spans: SpanIndex, spec: Spec) -> None:
             problem.track(f"public:{model.name}", z3.Not(flows),
                           spans.setting("deploy", model.name, "visibility"),
                           "a public endpoint may not serve a model trained on personal data "
-                          "without DP")
+                          "without DP", constraint=True)
 
 
 # ---- DP budgets -------------------------------------------------------------------
@@ -142,9 +142,10 @@ def _licenses(problem: Problem, spans: SpanIndex, spec: Spec) -> None:
             fact = _fact(problem, f"license:{c.target}:{base.name}:{c.span.line}", ok,
                          spans.setting("model", _model_on(spec, c.target, base.name), "base"),
                          f"`{base.name}`'s license {why}")
+            wanted = (f"allow {', '.join(c.values)} use" if c.op == "allows"
+                      else f"be one of {', '.join(c.values)}")
             problem.track(f"license:{c.target}:{base.name}:{c.span.line}:c", fact,
-                          c.span.to_span(), f"the license must {c.op} {', '.join(c.values)}",
-                          constraint=True)
+                          c.span.to_span(), f"the license must {wanted}", constraint=True)
 
 
 def _model_on(spec: Spec, target: str, base: str) -> str:

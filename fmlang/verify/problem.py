@@ -52,9 +52,10 @@ class Problem:
             return self.choices[name]
         made, in_domain = make_choice(name, values, span, auto)
         self.choices[name] = made
-        if auto and span is not None:
+        if span is not None:
             shown = ", ".join(str(v) for v in values)
-            self.track(f"domain:{name}", in_domain, span, f"`{name}` may be {shown}")
+            text = f"`{name}` may be {shown}" if auto else f"`{name}` is {values[0]}"
+            self.track(f"domain:{name}", in_domain, span, text)
         else:
             self.plain.append(in_domain)
         return made
@@ -68,20 +69,16 @@ class Problem:
 
 def tabulate(choices: Sequence[Choice], formula: Callable[..., float]) -> z3.ArithRef:
     """`formula` over every combination of the choices' values, as nested `If`s: exact
-    arithmetic on finite domains, so the solver and plain Python agree by construction."""
-    varying = [c for c in choices if len(c.values) > 1]
-    combos = list(itertools.product(*(range(len(c.values)) for c in varying)))
-    fixed = {c.name: c.values[0] for c in choices if len(c.values) == 1}
-
-    def value(combo: tuple[int, ...]) -> z3.ArithRef:
-        picked = dict(fixed)
-        picked.update({c.name: c.values[i] for c, i in zip(varying, combo, strict=True)})
-        return real(formula(*(picked[c.name] for c in choices)))
-
-    term = value(combos[-1])
-    for combo in reversed(combos[:-1]):
-        condition = z3.And(*[c.var == i for c, i in zip(varying, combo, strict=True)])
-        term = z3.If(condition, value(combo), term)
+    arithmetic on finite domains, so the solver and plain Python agree by construction.
+    Outside the domains the term is unconstrained, so a conflict that depends on a knob's
+    allowed values (even a fixed one) keeps that knob's line in the unsat core."""
+    term: z3.ArithRef = z3.FreshReal("outside")
+    for combo in reversed(list(itertools.product(*(range(len(c.values)) for c in choices)))):
+        value = real(formula(*(c.values[i] for c, i in zip(choices, combo, strict=True))))
+        if not choices:
+            return value
+        condition = z3.And(*[c.var == i for c, i in zip(choices, combo, strict=True)])
+        term = z3.If(condition, value, term)
     return term
 
 

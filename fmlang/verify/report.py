@@ -78,12 +78,17 @@ def _row(c: Constraint, problem: Problem, solution: Solution,
     row: dict[str, Any] = {"target": c.target, "kind": c.kind, "metric": c.metric,
                            "line": line, "file": c.span.file if c.span else None,
                            "bound": c.bound.text if c.bound else ", ".join(c.values)}
-    if c.kind in GATES:
+    total_cost = c.kind == "cost" and c.bound is not None and c.bound.dimension == "money"
+    if c.kind in GATES or total_cost:
         return {**row, "verdict": "gate", "note": "checked when the executor runs"}
     key = by_line.get((c.target, line))
     if key is None:
-        verdict = "ok" if solution.feasible else "see diagnostics"
-        return {**row, "verdict": verdict}
+        conflicted = any(k.endswith(f":{line}") or f":{line}:" in k
+                         for k in solution.conflicting if k.split(":")[1:2] == [c.target]
+                         or c.target in k)
+        return {**row, "verdict": "infeasible" if conflicted else "ok"}
+    if key in solution.conflicting:
+        return {**row, "verdict": "infeasible"}
     estimate_key, op, bound = problem.bounds[key]
     unit = problem.estimates[estimate_key].unit
     value = solution.values.get(estimate_key)

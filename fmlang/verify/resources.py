@@ -33,13 +33,16 @@ class Served:
     batch: Choice
     resident: Choice
     deployment: Deployment | None
+    virtual_tokens: int = 20
+    feedforward: tuple[str, ...] = ()
 
     def rank_of(self, *ranks: int | str) -> int:
         values = [int(r) for r in ranks]
         return sum(values) if self.rank_rule == "sum" else max(values)
 
     def adapter_bytes(self, rank: int) -> float:
-        params = cm.adapter_params(self.arch, self.adapter, rank, self.targets)
+        params = cm.adapter_params(self.arch, self.adapter, rank, self.targets,
+                                   self.virtual_tokens, self.feedforward)
         return params * cm.activation_bytes(self.arch)
 
 
@@ -54,10 +57,12 @@ def model_choices(problem: Problem, spans: SpanIndex, model: Model, arch: cm.Arc
     if quant_auto and model.quantize.choices is None:
         quant_values = QUANT_ORDER[:3]
     quant = problem.choice(f"{name}.quantize", quant_values,
-                           spans.setting("model", name, "quantize"), quant_auto)
+                           _written(spans, "model", name, "quantize", model.quantize.auto
+                                    or model.quantize.fixed != "none"), quant_auto)
     rank_values, rank_auto = domain(adapter.rank if adapter else None, 8, 1, 256)
-    rank = problem.choice(f"{name}.rank", rank_values, spans.setting("model", name, "adapter"),
-                          rank_auto)
+    rank = problem.choice(f"{name}.rank", rank_values,
+                          _written(spans, "model", name, "adapter",
+                                   adapter is not None and adapter.rank is not None), rank_auto)
     deployed = deployment.max_seq if deployment and deployment.max_seq else None
     knob, where = (deployed, ("deploy", deployment.name)) if deployed and deployment else (
         model.max_seq, ("model", name))
@@ -66,6 +71,11 @@ def model_choices(problem: Problem, spans: SpanIndex, model: Model, arch: cm.Arc
     seq = problem.choice(f"{where[1]}.max_seq", seq_values, spans.setting(*where, "max_seq"),
                          seq_auto)
     return quant, rank, seq
+
+
+def _written(spans: SpanIndex, kind: str, name: str, path: str, present: bool):  # type: ignore[no-untyped-def]
+    """The setting's span when the spec wrote it; defaults have no line to label."""
+    return spans.setting(kind, name, path) if present else None
 
 
 def served(problem: Problem, spans: SpanIndex, spec: Spec, target: str) -> Served | None:
@@ -86,10 +96,18 @@ def served(problem: Problem, spans: SpanIndex, spec: Spec, target: str) -> Serve
     return Served(
         name=target, kind="merge" if merge else "model", arch=arch, base=base,
         quant=picked[0][0], seq=picked[0][2], ranks=[p[1] for p in picked],
-        adapter=adapter.kind if adapter else "full", targets=adapter.targets if adapter else (),
+        adapter=adapter.kind if adapter else "none", targets=adapter.targets if adapter else (),
+        virtual_tokens=_virtual_tokens(adapter),
+        feedforward=adapter.feedforward if adapter else (),
         rank_rule="sum" if method == "cat" else ("max" if merge else "same"),
         batch=batch, resident=resident, deployment=deployment,
     )  # fmt: skip
+
+
+def _virtual_tokens(adapter: object) -> int:
+    knob = getattr(adapter, "virtual_tokens", None)
+    fixed = getattr(knob, "fixed", None)
+    return int(fixed) if isinstance(fixed, int | float) else 20
 
 
 def _deploy_choices(problem: Problem, spans: SpanIndex, deployment: Deployment | None,
@@ -143,7 +161,7 @@ def replicas_choice(problem: Problem, spans: SpanIndex, s: Served, hw_name: str
         return None
     for target in s.deployment.targets:
         if target.hardware == hw_name:
-            values, auto = domain(target.replicas, 1, 1, 16)
+            values, auto = domain(target.replicas, 1, 1, 16, every=True)
             return problem.choice(f"{s.name}.{target.kind}.replicas", values,
                                   spans.setting("deploy", s.name, f"{target.kind}.replicas"),
                                   auto)

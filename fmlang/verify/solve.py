@@ -26,6 +26,7 @@ class Solution:
     knobs: dict[str, int | str] = field(default_factory=dict)
     values: dict[str, float] = field(default_factory=dict)  # estimate key → value
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    conflicting: frozenset[str] = frozenset()  # tracked keys in some conflict
 
 
 def _solver(problem: Problem, skip: set[str]) -> tuple[z3.Solver, dict[str, Tracked]]:
@@ -59,14 +60,16 @@ def solve(problem: Problem) -> Solution:
         relaxable = [t.key for t in core if t.constraint] or [t.key for t in core]
         skip.update(relaxable)
     if diagnostics:
-        return Solution(False, diagnostics=diagnostics)
+        rest = optimise(problem, skip)  # estimates for the constraints in no conflict
+        return Solution(False, rest.knobs, rest.values, diagnostics, frozenset(skip))
     return optimise(problem)
 
 
-def optimise(problem: Problem) -> Solution:
+def optimise(problem: Problem, skip: set[str] | None = None) -> Solution:
+    skip = skip or set()
     opt = z3.Optimize()
     opt.set("timeout", TIMEOUT_MS)
-    opt.add(*problem.plain, *(t.expr for t in problem.tracked))
+    opt.add(*problem.plain, *(t.expr for t in problem.tracked if t.key not in skip))
     for direction, term in problem.objectives:
         (opt.minimize if direction == "min" else opt.maximize)(term)
     if opt.check() != z3.sat:
@@ -94,6 +97,7 @@ def explain(problem: Problem, core: list[Tracked], skip: set[str]) -> Diagnostic
     """One diagnostic for one conflict: a label on every line, the numbers, the fix."""
     code = next((CODE_BY_PREFIX[t.key.split(":")[0]] for t in core
                  if t.key.split(":")[0] in CODE_BY_PREFIX), RESOURCE_CODE)
+    core = sorted(core, key=_where)
     constraints = [t for t in core if t.constraint] or core
     notes = tuple(n for t in constraints if (n := _numbers(problem, t)) is not None)
     labels = _labels(core)
@@ -102,6 +106,11 @@ def explain(problem: Problem, core: list[Tracked], skip: set[str]) -> Diagnostic
                else "this constraint cannot hold: " + first)
     return Diagnostic(Severity.ERROR, code, message, labels, notes,
                       _smallest_fix(problem, core, skip))
+
+
+def _where(item: Tracked) -> tuple[str, int, int, str]:
+    span = item.span
+    return (span.file, span.line, span.column, item.key) if span else ("~", 0, 0, item.key)
 
 
 def _labels(core: list[Tracked]) -> tuple[Label, ...]:
@@ -116,7 +125,7 @@ def _labels(core: list[Tracked]) -> tuple[Label, ...]:
             continue
         seen.add(where)
         labels.append(Label(item.span, item.text, index == 0))
-    return tuple(labels)
+    return tuple(sorted(labels, key=lambda lb: (lb.span.file, lb.span.line, lb.span.column)))
 
 
 def _best(problem: Problem, term: z3.ArithRef, direction: str, skip: set[str],
