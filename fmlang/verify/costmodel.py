@@ -171,7 +171,8 @@ def peak_flops(hw: Hardware, quantize: str, dtype: str) -> float:
     elif dtype in ("bf16", "fp16") and hw.peak_bf16 is not None:
         peak = hw.peak_bf16.value
     else:
-        peak = (hw.peak_fp32 or hw.peak_bf16).value if (hw.peak_fp32 or hw.peak_bf16) else 1e12
+        fallback = hw.peak_fp32 or hw.peak_bf16
+        peak = fallback.value if fallback is not None else 1e12
     return peak * EFFICIENCY[kind]
 
 

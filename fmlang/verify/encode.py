@@ -6,7 +6,7 @@ import z3
 
 from fmlang.ir.nodes import Constraint, Hardware, Model, Spec
 from fmlang.verify import costmodel as cm
-from fmlang.verify.knobs import QUANT_ORDER, domain
+from fmlang.verify.knobs import QUANT_ORDER, Choice, domain
 from fmlang.verify.policy import encode_policies
 from fmlang.verify.problem import Problem, real, tabulate
 from fmlang.verify.resources import (
@@ -143,19 +143,21 @@ def _objectives(problem: Problem, targets: list[Served]) -> None:
              if f"{t.name}.cost" in problem.estimates]
     if costs:
         problem.objectives.append(("min", sum(costs[1:], costs[0])))
-    for picker, direction in (
-        (lambda t: [r for r in t.ranks], "max"),
-        (lambda t: [t.quant], "min"),
-        (lambda t: [t.batch], "max"),
-        (lambda t: [t.resident], "max"),
-        (lambda t: [t.seq], "max"),
-    ):
-        vars_ = [c for t in targets for c in picker(t) if len(c.values) > 1]
+    pickers: tuple[tuple[str, str], ...] = (
+        ("ranks", "max"), ("quant", "min"), ("batch", "max"), ("resident", "max"), ("seq", "max"),
+    )  # fmt: skip
+    for attribute, direction in pickers:
+        vars_ = [c for t in targets for c in _knobs(t, attribute) if len(c.values) > 1]
         if vars_:
             problem.objectives.append((direction, _value_sum(vars_)))
 
 
-def _value_sum(choices: list) -> z3.ArithRef:  # type: ignore[type-arg]
+def _knobs(target: Served, attribute: str) -> list[Choice]:
+    found = getattr(target, attribute)
+    return list(found) if isinstance(found, list) else [found]
+
+
+def _value_sum(choices: list[Choice]) -> z3.ArithRef:
     terms = []
     for choice in choices:
         if all(isinstance(v, int) for v in choice.values):

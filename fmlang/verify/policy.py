@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import z3
 
-from fmlang.ir.nodes import Dataset, Merge, Model, Spec
+from fmlang.diagnostics import Span
+from fmlang.ir.nodes import Dataset, DropColumns, Merge, Model, Redact, Spec
 from fmlang.verify.problem import Problem, real
 from fmlang.verify.spans import SpanIndex
 
@@ -41,9 +42,10 @@ def _fact(problem: Problem, key: str, value: bool, span: object, text: str) -> z
 def _tainted_dataset(problem: Problem, spans: SpanIndex, dataset: Dataset) -> z3.BoolRef:
     cleared: dict[str, str] = {}  # dropping a column, or `redact pii in it`, clears it
     for step in dataset.cleaning:
-        if step.step == "drop_columns" or (step.step == "redact" and "pii" in step.kinds):  # type: ignore[union-attr]
-            for column in step.columns:  # type: ignore[union-attr]
-                cleared[column] = step.step
+        redacts_all = isinstance(step, Redact) and "pii" in step.kinds
+        if isinstance(step, DropColumns) or redacts_all:
+            for name in step.columns:  # type: ignore[union-attr]
+                cleared[name] = step.step
     taints = []
     for column in dataset.columns:
         if "pii" not in column.tags:
@@ -176,7 +178,7 @@ def _same(problem: Problem, spans: SpanIndex, merge: Merge, first: Model, other:
                       "base"), f"`{other.name}` adapts `{other.base}`, `{first.name}` adapts "
                       f"`{first.base}`")
     problem.track(f"{key}:base:c", base_fact, method,  # type: ignore[arg-type]
-                  f"merging needs one base model", constraint=False)
+                  "merging needs one base model", constraint=False)
     kinds = (first.adapter.kind if first.adapter else None,
              other.adapter.kind if other.adapter else None)
     kind_fact = _fact(problem, f"{key}:kind", kinds[0] == kinds[1],
@@ -246,8 +248,8 @@ def _fairness(problem: Problem, spans: SpanIndex, spec: Spec) -> None:
             fact = _fact(problem, f"fair:{c.span.line}:{index}", ok,
                          spans.column(dataset.name, by), text if ok else f"not: {text}")
             problem.track(f"fair:{c.span.line}:{index}:c", fact, c.span.to_span(),
-                          f"fairness groups by a protected, categorical column that is not "
-                          f"an input", constraint=True)
+                          "fairness groups by a protected, categorical column that is not "
+                          "an input", constraint=True)
 
 
 # ---- access -------------------------------------------------------------------------
@@ -296,6 +298,6 @@ def _covered(problem: Problem, spans: SpanIndex, user: tuple, resource: tuple,  
                       f"`{name}`", constraint=True)
 
 
-def _grant_span(spans: SpanIndex, kind: str, name: str) -> object:
+def _grant_span(spans: SpanIndex, kind: str, name: str) -> Span | None:
     grants = spans.grants(kind, name)
     return grants[0].span if grants else spans.decl(kind, name)

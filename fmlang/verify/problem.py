@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import itertools
-from fractions import Fraction
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import z3
 

@@ -89,7 +89,7 @@ def _row(c: Constraint, problem: Problem, solution: Solution,
         return {**row, "verdict": "infeasible" if conflicted else "ok"}
     if key in solution.conflicting:
         return {**row, "verdict": "infeasible"}
-    estimate_key, op, bound = problem.bounds[key]
+    estimate_key, _, bound = problem.bounds[key]
     unit = problem.estimates[estimate_key].unit
     value = solution.values.get(estimate_key)
     if value is None:

@@ -83,8 +83,8 @@ def optimise(problem: Problem, skip: set[str] | None = None) -> Solution:
 
 def _number(value: z3.ExprRef) -> float:
     if z3.is_rational_value(value):
-        return value.numerator_as_long() / value.denominator_as_long()  # type: ignore[attr-defined]
-    return float(value.as_decimal(12).rstrip("?"))  # type: ignore[attr-defined]
+        return float(value.numerator_as_long() / value.denominator_as_long())
+    return float(value.as_decimal(12).rstrip("?"))
 
 
 def _unknown(reason: str) -> Diagnostic:
@@ -174,7 +174,7 @@ def _smallest_fix(problem: Problem, core: list[Tracked], skip: set[str]) -> str 
         est = problem.estimates.get(estimate)
         direction = "min" if op.startswith("<") else "max"
         needed = _best(problem, est.term, direction, skip, {item.key}) if est else None
-        if needed is None or bound == 0:
+        if est is None or needed is None or bound == 0:
             continue
         change = abs(needed - bound) / abs(bound)
         verb = "raise" if direction == "min" else "lower"
