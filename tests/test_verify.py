@@ -248,16 +248,7 @@ def test_total_cost_is_not_reported_ok_unchecked() -> None:
 EXAMPLE_ENTRIES = [
     pytest.param(EXAMPLES / "adapter_merge" / "merge.fm", id="adapter_merge"),
     pytest.param(EXAMPLES / "support_assistant" / "assistant.fm", id="support_assistant"),
-    pytest.param(
-        EXAMPLES / "youtube_spam" / "spam.fm",
-        id="youtube_spam",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="the flagship example does not verify: "
-            "MiniLM at 128 tokens is estimated at 33 ms on cpu_2core "
-            "against `latency.p95 <= 30ms`, so `fmc check` fails on it",
-        ),
-    ),
+    pytest.param(EXAMPLES / "youtube_spam" / "spam.fm", id="youtube_spam"),
 ]
 
 
