@@ -138,16 +138,18 @@ class Scheduler:
             lambda: self.checker.check(uri, latest.text, latest.version, encoding)
         )
         newest = self.snapshots.get(uri)
-        if newest is None or self.is_current(snapshot) or not self.is_current(newest):
-            self.snapshots[uri] = snapshot
-            if snapshot.module is not None:
-                self.parsed[uri] = snapshot
+        if newest is not None and self.is_current(newest):
+            return newest  # another check of this version finished first: share its results
+        self.snapshots[uri] = snapshot
+        if snapshot.module is not None:
+            self.parsed[uri] = snapshot
         return snapshot
 
     # ---- the verifier's lane -------------------------------------------------------
 
     def _verify_soon(self, snapshot: Snapshot) -> None:
-        if self.verifier is None or not snapshot.result.ok or snapshot.uri in self._verifying:
+        busy = snapshot.uri in self._verifying
+        if self.verifier is None or not snapshot.result.ok or snapshot.verified or busy:
             return
         self._verifying.add(snapshot.uri)
         future = self.verifier.submit(snapshot.text, snapshot.file, snapshot.base)

@@ -36,7 +36,11 @@ class FmServer(LanguageServer):
         self.scheduler = Scheduler(self.publish, self.encoding)
 
     def encoding(self) -> str:
-        return str(self.workspace.position_encoding or types.PositionEncodingKind.Utf16)
+        try:
+            negotiated = self.workspace.position_encoding
+        except RuntimeError:  # not initialized (the server is driven directly, as in tests)
+            negotiated = None
+        return str(negotiated or types.PositionEncodingKind.Utf16)
 
     def publish(self, snapshot: Snapshot) -> None:
         params = types.PublishDiagnosticsParams(
