@@ -22,25 +22,34 @@ What is measured, on CPU:
 - weights: the bytes of parameters + buffers actually allocated
   (sum of numel x element_size; the safetensors mmap is copied into ordinary memory first so
   the weights are resident, as the cost model assumes).
-- tensors: weights + the peak of the bytes torch's CPU allocator holds during the (first,
-  profiled) forward or generate, from `torch.profiler`'s memory timeline
+- tensors: weights + the peak of the bytes torch's CPU allocator holds during one forward or
+  generate (a profiled call after the timed ones), from `torch.profiler`'s memory timeline
   (creations minus destructions; tensors alive before the call are not counted again).
   This is the quantity the cost model predicts.
 - RSS: the process's resident set from "torch, transformers and peft imported" to the peak
   (VmHWM, reset through /proc/self/clear_refs after loading) during the first forward or
   generate. Includes everything the OS sees: allocator slack, oneDNN scratch buffers, the
   Python objects of the model, lazily loaded libraries.
-- latency: median wall time of `--runs` calls after `--warmup` calls, torch.set_num_threads
-  (default 2), under torch.inference_mode().
+- latency: median (and fastest) wall time of `--runs` calls after `--warmup` calls,
+  torch.set_num_threads (default 2), under torch.inference_mode(). "implied efficiency" is
+  forward_flops / fastest time / the profile's peak: the EFFICIENCY that would make the
+  prediction exact.
+- the process's own RSS once python, torch, transformers and peft are imported, which
+  neither column contains.
+
+`--attn eager` runs transformers' eager attention, which materialises the attention scores
+(the default, sdpa, does not always).
 
 On CUDA (`--device cuda`, only when torch.cuda.is_available()): memory is
 torch.cuda.max_memory_allocated() over the first forward (weights included), latency is
 timed with CUDA events; the prediction uses `--hardware` (default h100).
 
 A calibration step measures what the hardware profile assumes: fp32 GEMM FLOP/s
-(2048^3 matmul) and copy bandwidth (a 256 MiB tensor, read + write), on the same threads.
+(2048^3 matmul) and copy bandwidth (a 256 MiB tensor, read + write), on the same threads, at
+the start and again at the end; when the two GEMM rates differ by more than 20% the machine
+was shared and the run says its latencies are not trustworthy.
 
-    .venv/bin/python benchmarks/cost_model.py [--device cpu|cuda] [--quick]
+    .venv/bin/python benchmarks/cost_model.py [--device cpu|cuda] [--attn sdpa|eager] [--quick]
 """
 
 from __future__ import annotations
@@ -377,8 +386,11 @@ def main(argv: list[str] | None = None) -> int:
     mem_rows: list[tuple[str, float, int, int | None, int | None, int]] = []
     lat_rows: list[tuple[str, float, float, float, float | None]] = []
     checks = []
+    baselines: list[int] = []
     for cfg in configs(args.quick, args.attn):
         res = _run_worker(args, {**common, "config": cfg.__dict__})
+        if "rss_base" in res:
+            baselines.append(res["rss_base"])
         arch = arches[cfg.model]
         predicted_adapter = (cm.adapter_params(arch, "lora", cfg.rank, LORA_TARGETS)
                              if cfg.rank else 0)  # fmt: skip
@@ -430,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
             f"| {_err(mem, tensors)} | {rss_cols} |"
         )
 
+    if baselines:
+        print(
+            f"\nNot in either column: the process itself, {min(baselines) / MIB:.0f}-"
+            f"{max(baselines) / MIB:.0f} MiB RSS once python, torch, transformers and peft "
+            "are imported, before any model is built."
+        )
     print()
     print("| config | predicted latency | measured median | error | fastest run | error "
           "| implied efficiency (fastest) |")  # fmt: skip
