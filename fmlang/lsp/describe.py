@@ -3,12 +3,15 @@ settings from the schema table, functions, tags, quantities in base units."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fmlang.check import schema as s
 from fmlang.check.expressions import FUNCTIONS
 from fmlang.check.program import Program
 from fmlang.check.units import DIMENSIONS, normalise
 from fmlang.fmt import format_expr
-from fmlang.lsp.index import Target, column_targets, split_targets
+from fmlang.lsp.index import Target, fields_of
 from fmlang.syntax import ast
 
 FACT_BLOCKS = ("base_model", "hardware")
@@ -117,15 +120,14 @@ def _dataset_facts(dataset: ast.Dataset) -> list[tuple[str, str]]:
     )
     if source is not None:
         facts.append(("source", f"`{format_expr(source.value)}`"))
-    columns = column_targets(dataset)
-    if columns:
-        shown = ", ".join(f"`{t.name}: {_type_text(t.node)}`" for t in columns.values())  # type: ignore[arg-type]
+    fields = fields_of(dataset)
+    if fields:
+        shown = ", ".join(f"`{name}: {_type_text(f)}`" for name, f in fields.items())
         facts.append(("columns", shown))
-    splits = split_targets(dataset)
-    if splits:
-        facts.append(
-            ("splits", ", ".join(f"`{n} {format_expr(t.node.share)}`" for n, t in splits.items()))
-        )  # type: ignore[attr-defined]
+    parts = [p for st in dataset.body if isinstance(st, ast.Split) for p in st.parts]
+    if parts:
+        shares = ", ".join(f"`{p.name.name} {format_expr(p.share)}`" for p in parts)
+        facts.append(("splits", shares))
     return facts
 
 
@@ -171,7 +173,8 @@ def setting(name: str, kind: s.Kind | None) -> str:
 
 
 def kind_text(kind: s.Kind) -> str:
-    text = _KIND_TEXT.get(type(kind), lambda k: "a value")(kind)
+    describe = _KIND_TEXT.get(type(kind))
+    text = describe(kind) if describe is not None else "a value"
     return text + (", or `auto` (the solver chooses)" if kind.auto else "")
 
 
@@ -191,7 +194,7 @@ def _units(dimension: str) -> str:
     return ", ".join(f"`{u}`" for u in DIMENSIONS.get(dimension, {}))
 
 
-_KIND_TEXT = {
+_KIND_TEXT: dict[type, Callable[[Any], str]] = {
     s.Int: lambda k: "whole number" + _bounds(k),
     s.Real: lambda k: "number" + _bounds(k),
     s.Qty: lambda k: f"quantity ({k.dimension}: {_units(k.dimension)})",

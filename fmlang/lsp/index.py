@@ -62,13 +62,13 @@ def at(marks: list[Mark], line: int, column: int, roles: tuple[str, ...] = ()) -
 
 def marks_of(snapshot: Snapshot) -> list[Mark]:
     """The document's marks, built once per snapshot (none when it does not parse)."""
-    marks = snapshot.memo.get("marks")
+    marks: list[Mark] | None = snapshot.memo.get("marks")
     if marks is None:
         parsed = snapshot.module is not None
         program = snapshot.result.program
         marks = build_index(program, snapshot.file, snapshot.base) if parsed else []
         snapshot.memo["marks"] = marks
-    return marks  # type: ignore[no-any-return]
+    return marks
 
 
 def build_index(program: Program, file: str, base: Path) -> list[Mark]:

@@ -78,8 +78,10 @@ class Scheduler:
         task = self._tasks.pop(uri, None)
         if task is not None:
             task.cancel()
-        for table in (self._latest, self._wake, self.snapshots, self.parsed):
-            table.pop(uri, None)  # type: ignore[attr-defined]
+        self._latest.pop(uri, None)
+        self._wake.pop(uri, None)
+        self.snapshots.pop(uri, None)
+        self.parsed.pop(uri, None)
         self.checker.forget(uri)
 
     def is_current(self, snapshot: Snapshot) -> bool:

@@ -74,7 +74,7 @@ def _constraints(snapshot: Snapshot, item: ast.Constraints) -> types.DocumentSym
 
 
 def _dataset_children(snapshot: Snapshot, dataset: ast.Dataset) -> list[types.DocumentSymbol]:
-    out = []
+    out: list[types.DocumentSymbol] = []
     for stmt in dataset.body:
         if isinstance(stmt, ast.Schema):
             out.extend(
@@ -105,7 +105,7 @@ def _labels_children(snapshot: Snapshot, labels: ast.Labels) -> list[types.Docum
 
 
 def _settings(snapshot: Snapshot, body: tuple[object, ...]) -> list[types.DocumentSymbol]:
-    out = []
+    out: list[types.DocumentSymbol] = []
     for stmt in body:
         if isinstance(stmt, ast.BlockSetting):
             out.append(_symbol(snapshot, stmt.key.name, K.Namespace, stmt.span, stmt.key.span,

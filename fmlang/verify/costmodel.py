@@ -195,7 +195,14 @@ def request_seconds(arch: Arch, hw: Hardware, quantize: str, batch: int, seq: in
     if not arch.decoder:
         return prefill
     step = (weight_bytes(arch, quantize) + kv_cache_bytes(arch, batch, seq)) / bandwidth(hw)
-    return prefill + GENERATED_TOKENS * step
+    return prefill + GENERATED_TOKENS * (step + step_overhead(arch, hw))
+
+
+def step_overhead(arch: Arch, hw: Hardware) -> float:
+    """Per-token framework overhead of a CPU decode step (Python, `generate`, kernel launch):
+    measured by benchmarks/cost_model.py as about 0.6 ms + 0.22 ms per layer on this 2-core
+    machine; budgeted as 0.5 ms + 0.25 ms per layer. Not measured on GPUs (0 there)."""
+    return 0.5e-3 + 0.25e-3 * arch.layers if hw.kind == "cpu" else 0.0
 
 
 def throughput(arch: Arch, hw: Hardware, quantize: str, batch: int, seq: int,
