@@ -38,6 +38,7 @@ fmt: $(VENV)/.installed  ## format the Python sources
 bench: $(VENV)/.installed  ## run the benchmarks
 	$(PY) benchmarks/check_speed.py
 	$(PY) benchmarks/verify_speed.py
+	$(PY) benchmarks/lsp_speed.py
 
 help-text: $(VENV)/.installed  ## regenerate the cached `fmc --help` after changing commands
 	$(PY) -c "from fmlang.cli.main import write_help_text; write_help_text('fmlang/cli/help_text.py')"

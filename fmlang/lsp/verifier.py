@@ -8,6 +8,9 @@ keep arriving at typing speed while the solver works on the other core.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -30,6 +33,21 @@ def analyze_in_worker(text: str, file: str, base: str) -> dict[str, Any]:
     report = getattr(result, "report", None)
     rows = list(getattr(report, "constraints", None) or [])
     return {"diagnostics": [d.to_json() for d in result.diagnostics], "constraints": rows}
+
+
+def start_worker(server: int) -> None:
+    """In the worker, first: let go of the server's stdin and stdout (the LSP channel; a
+    client waits for them to close), and exit as soon as the server is gone."""
+    quiet = os.open(os.devnull, os.O_RDWR)
+    os.dup2(quiet, 0)
+    os.dup2(quiet, 1)
+    threading.Thread(target=_exit_with, args=(server,), daemon=True).start()
+
+
+def _exit_with(server: int) -> None:
+    while os.getppid() == server:
+        time.sleep(0.5)
+    os._exit(0)
 
 
 def decode(payload: dict[str, Any]) -> Verified:
@@ -71,7 +89,12 @@ class Verifier:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context)
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=context,
+                initializer=start_worker,
+                initargs=(os.getpid(),),
+            )
         return self._pool
 
     def shutdown(self) -> None:

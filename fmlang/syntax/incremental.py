@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from lark import Token
@@ -196,28 +196,34 @@ def _field_names(cls: type) -> tuple[str, ...]:
 
 class _Mover:
     """Rebuilds AST nodes with every span shifted by whole lines and characters (chunks
-    start at column 1, so columns never change)."""
+    start at column 1, so columns never change). A span shared by two nodes (a positional
+    argument and its value) is shifted once and stays shared."""
 
     def __init__(self, lines: int, chars: int) -> None:
         self.lines, self.chars = lines, chars
+        self.spans: dict[int, Span] = {}
 
     def node(self, node: Any) -> Any:
         cls = type(node)
         if cls is Span:
             return self.span(node)
         if cls is tuple:
-            return tuple(self.node(item) for item in node)
-        if is_dataclass(node):
-            return cls(*(self.node(getattr(node, name)) for name in _field_names(cls)))
-        return node  # str, bool, None
+            return tuple([self.node(item) for item in node])
+        if cls is str or node is None or cls is bool:
+            return node
+        return cls(*[self.node(getattr(node, name)) for name in _field_names(cls)])
 
     def span(self, span: Span) -> Span:
-        return Span(
-            span.file,
-            span.line + self.lines,
-            span.column,
-            span.end_line + self.lines,
-            span.end_column,
-            span.start + self.chars,
-            span.end + self.chars,
-        )
+        moved = self.spans.get(id(span))
+        if moved is None:
+            lines, chars = self.lines, self.chars
+            moved = self.spans[id(span)] = Span(
+                span.file,
+                span.line + lines,
+                span.column,
+                span.end_line + lines,
+                span.end_column,
+                span.start + chars,
+                span.end + chars,
+            )
+        return moved
