@@ -52,8 +52,9 @@ def check_paths(paths: list[Path], verify: bool = False) -> CheckResult:
     return result
 
 
-def check_text(text: str, file: str = "<input>", base: Path | None = None,
-               verify: bool = False) -> CheckResult:
+def check_text(
+    text: str, file: str = "<input>", base: Path | None = None, verify: bool = False
+) -> CheckResult:
     result = CheckResult(run_passes(load_text(text, file, base or Path.cwd())))
     if verify:
         verify_result(result)

@@ -365,7 +365,8 @@ def test_memory_verdict_matches_arithmetic(case: Case) -> None:
         assert _bound_line(spec_text(case)) in lines
         assert error.labels[0].span.line == _bound_line(spec_text(case)) or any(
             label.primary and label.span.line == _bound_line(spec_text(case))
-            for label in error.labels)
+            for label in error.labels
+        )
 
 
 def _bound_line(text: str) -> int:

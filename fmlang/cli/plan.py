@@ -31,8 +31,14 @@ def print_plan(report: VerifyReport, fmt: str) -> None:
     for row in report.constraints:
         verdict = row["verdict"] + (" (binding)" if row.get("binding") else "")
         what = row["kind"] if row["kind"] == row["metric"] else f"{row['kind']} {row['metric']}"
-        constraints.add_row(str(row["line"]), row["target"], what,
-                            str(row["bound"]), row.get("estimate_text", "-"), verdict)
+        constraints.add_row(
+            str(row["line"]),
+            row["target"],
+            what,
+            str(row["bound"]),
+            row.get("estimate_text", "-"),
+            verdict,
+        )
     console.print(constraints)
     status = "feasible" if report.feasible else "infeasible"
     console.print(f"[bold {'green' if report.feasible else 'red'}]{status}[/]")

@@ -261,36 +261,63 @@ CODES: dict[str, Code] = {
     "FM0405": Code(
         "unknown class", "A labeling function votes for a class not listed in `classes`."
     ),
-    "FM0601": Code("resource constraints cannot be met", "The cost model shows that no allowed "
-                   "choice of the `auto` knobs meets these memory, latency, throughput or cost "
-                   "bounds together. Every conflicting line is labelled (an unsat core); the "
-                   "note gives the best value any choice reaches and the help line the "
-                   "smallest bound change that makes the spec feasible. Widen an `auto` domain, "
-                   "quantize, pick other hardware or relax a bound."),
-    "FM0602": Code("personal data reaches a protected sink", "A column tagged @pii survives "
-                   "cleaning (it is neither dropped nor redacted) and flows into a model's "
-                   "training data, a model or a public endpoint that a `no_pii` constraint or "
-                   "`visibility public` protects. Drop or redact the column, or train with "
-                   "`dp { epsilon = … }`."),
-    "FM0603": Code("DP budget exceeded", "The models trained on a dataset spend more epsilon in "
-                   "total than its `epsilon_budget` or a `dp_epsilon` constraint allows."),
-    "FM0604": Code("access grants do not cover a path", "Someone granted `train` on a model "
-                   "must hold `train` on its data; `train` on a merge needs `train` on each "
-                   "merged model; `deploy` on an endpoint needs `deploy` on its model."),
-    "FM0605": Code("license does not allow the use", "A base model's license does not permit "
-                   "the declared use (`license allows commercial`) or is not in the allowed "
-                   "list (`license in [\"…\"]`)."),
-    "FM0606": Code("incompatible merge", "Merged models must adapt the same base model with "
-                   "adapters of one kind; linear, ties, dare and magnitude_prune merges also "
-                   "need equal ranks (cat and svd do not)."),
-    "FM0607": Code("adapter rank too large for the runtime", "The served adapter's rank (the "
-                   "sum of ranks for a `cat` merge) exceeds the serving runtime's "
-                   "`max_lora_rank`."),
-    "FM0608": Code("fairness over an unsuitable column", "A fairness constraint groups by a "
-                   "column that must exist in the evaluation data, be tagged @protected, be "
-                   "categorical (category or label) and not be the model's input."),
-    "FM0609": Code("solver gave up", "Z3 could not decide the constraints within its time "
-                   "limit. Narrow the `auto` domains and try again."),
+    "FM0601": Code(
+        "resource constraints cannot be met",
+        "The cost model shows that no allowed "
+        "choice of the `auto` knobs meets these memory, latency, throughput or cost "
+        "bounds together. Every conflicting line is labelled (an unsat core); the "
+        "note gives the best value any choice reaches and the help line the "
+        "smallest bound change that makes the spec feasible. Widen an `auto` domain, "
+        "quantize, pick other hardware or relax a bound.",
+    ),
+    "FM0602": Code(
+        "personal data reaches a protected sink",
+        "A column tagged @pii survives "
+        "cleaning (it is neither dropped nor redacted) and flows into a model's "
+        "training data, a model or a public endpoint that a `no_pii` constraint or "
+        "`visibility public` protects. Drop or redact the column, or train with "
+        "`dp { epsilon = … }`.",
+    ),
+    "FM0603": Code(
+        "DP budget exceeded",
+        "The models trained on a dataset spend more epsilon in "
+        "total than its `epsilon_budget` or a `dp_epsilon` constraint allows.",
+    ),
+    "FM0604": Code(
+        "access grants do not cover a path",
+        "Someone granted `train` on a model "
+        "must hold `train` on its data; `train` on a merge needs `train` on each "
+        "merged model; `deploy` on an endpoint needs `deploy` on its model.",
+    ),
+    "FM0605": Code(
+        "license does not allow the use",
+        "A base model's license does not permit "
+        "the declared use (`license allows commercial`) or is not in the allowed "
+        'list (`license in ["…"]`).',
+    ),
+    "FM0606": Code(
+        "incompatible merge",
+        "Merged models must adapt the same base model with "
+        "adapters of one kind; linear, ties, dare and magnitude_prune merges also "
+        "need equal ranks (cat and svd do not).",
+    ),
+    "FM0607": Code(
+        "adapter rank too large for the runtime",
+        "The served adapter's rank (the "
+        "sum of ranks for a `cat` merge) exceeds the serving runtime's "
+        "`max_lora_rank`.",
+    ),
+    "FM0608": Code(
+        "fairness over an unsuitable column",
+        "A fairness constraint groups by a "
+        "column that must exist in the evaluation data, be tagged @protected, be "
+        "categorical (category or label) and not be the model's input.",
+    ),
+    "FM0609": Code(
+        "solver gave up",
+        "Z3 could not decide the constraints within its time "
+        "limit. Narrow the `auto` domains and try again.",
+    ),
     "FM0901": Code(
         "internal compiler error",
         "fmc itself failed. This is a bug: please report "

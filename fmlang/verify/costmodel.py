@@ -97,17 +97,28 @@ def module_shapes(arch: Arch, module: str) -> list[tuple[int, int]]:
     return shapes.get(module, [(h, h)])
 
 
-def adapter_params(arch: Arch, kind: str, rank: int, targets: tuple[str, ...],
-                   virtual_tokens: int = 20, feedforward: tuple[str, ...] = ()) -> int:
+def adapter_params(
+    arch: Arch,
+    kind: str,
+    rank: int,
+    targets: tuple[str, ...],
+    virtual_tokens: int = 20,
+    feedforward: tuple[str, ...] = (),
+) -> int:
     """Trainable parameters an adapter adds."""
     shapes = [s for t in targets for s in module_shapes(arch, t)]
     if kind in ("lora", "dora"):
         lora = sum(rank * (d_in + d_out) for d_in, d_out in shapes) * arch.layers
         return lora + (sum(d_out for _, d_out in shapes) * arch.layers if kind == "dora" else 0)
     if kind == "ia3":  # feed-forward modules scale their input, the others their output
-        return sum(d_in if module in feedforward else d_out
-                   for module in targets for d_in, d_out in module_shapes(arch, module)
-                   ) * arch.layers
+        return (
+            sum(
+                d_in if module in feedforward else d_out
+                for module in targets
+                for d_in, d_out in module_shapes(arch, module)
+            )
+            * arch.layers
+        )
     if kind == "prefix":
         return virtual_tokens * 2 * arch.layers * arch.hidden
     if kind == "prompt":
@@ -138,11 +149,16 @@ def inference_activation_bytes(arch: Arch, batch: int, seq: int) -> float:
     return batch * (seq * per_token + scores) * activation_bytes(arch)
 
 
-def serving_memory(arch: Arch, quantize: str, adapter_bytes: float, resident: int,
-                   batch: int, seq: int) -> float:
+def serving_memory(
+    arch: Arch, quantize: str, adapter_bytes: float, resident: int, batch: int, seq: int
+) -> float:
     """Peak bytes one replica holds: weights, resident adapters, KV cache, activations."""
-    return (weight_bytes(arch, quantize) + resident * adapter_bytes
-            + kv_cache_bytes(arch, batch, seq) + inference_activation_bytes(arch, batch, seq))
+    return (
+        weight_bytes(arch, quantize)
+        + resident * adapter_bytes
+        + kv_cache_bytes(arch, batch, seq)
+        + inference_activation_bytes(arch, batch, seq)
+    )
 
 
 def training_memory(arch: Arch, trainable: int, batch: int, seq: int, precision: str) -> float:
@@ -162,8 +178,7 @@ def matmul_params(arch: Arch) -> float:
 
 
 def forward_flops(arch: Arch, batch: int, seq: int) -> float:
-    return batch * (2.0 * matmul_params(arch) * seq
-                    + 4.0 * arch.layers * seq * seq * arch.hidden)
+    return batch * (2.0 * matmul_params(arch) * seq + 4.0 * arch.layers * seq * seq * arch.hidden)
 
 
 def peak_flops(hw: Hardware, quantize: str, dtype: str) -> float:
@@ -205,8 +220,9 @@ def step_overhead(arch: Arch, hw: Hardware) -> float:
     return 0.5e-3 + 0.25e-3 * arch.layers if hw.kind == "cpu" else 0.0
 
 
-def throughput(arch: Arch, hw: Hardware, quantize: str, batch: int, seq: int,
-               replicas: int, tokens: bool) -> float:
+def throughput(
+    arch: Arch, hw: Hardware, quantize: str, batch: int, seq: int, replicas: int, tokens: bool
+) -> float:
     """Requests (or generated tokens) per second across replicas."""
     per_second = replicas * batch / request_seconds(arch, hw, quantize, batch, seq)
     return per_second * GENERATED_TOKENS if tokens and arch.decoder else per_second

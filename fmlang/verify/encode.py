@@ -70,34 +70,47 @@ def _training_fits(problem: Problem, spans: SpanIndex, spec: Spec, model: Model)
         return
     arch = cm.Arch.of(base)
     batch_values, batch_auto = domain(training.batch, 8, 1, 256)
-    seq_values, seq_auto = domain(training.seq_len, min(arch.max_seq, 512), 64,
-                                  min(arch.max_seq, 4096))
-    batch = problem.choice(f"{model.name}.train.batch", batch_values,
-                           spans.setting("model", model.name, "train.batch"), batch_auto)
-    seq = problem.choice(f"{model.name}.train.seq_len", seq_values,
-                         spans.setting("model", model.name, "train.seq_len"), seq_auto)
+    seq_values, seq_auto = domain(
+        training.seq_len, min(arch.max_seq, 512), 64, min(arch.max_seq, 4096)
+    )
+    batch = problem.choice(
+        f"{model.name}.train.batch",
+        batch_values,
+        spans.setting("model", model.name, "train.batch"),
+        batch_auto,
+    )
+    seq = problem.choice(
+        f"{model.name}.train.seq_len",
+        seq_values,
+        spans.setting("model", model.name, "train.seq_len"),
+        seq_auto,
+    )
     rank = problem.choices.get(f"{model.name}.rank")
     adapter = model.adapter
     precision = training.precision or ("fp32" if arch.dtype == "fp32" else "bf16")
 
     def needed(b: int, s: int, r: int = 8) -> float:
-        trainable = cm.adapter_params(arch, adapter.kind if adapter else "full", int(r),
-                                      adapter.targets if adapter else ())
+        trainable = cm.adapter_params(
+            arch, adapter.kind if adapter else "full", int(r), adapter.targets if adapter else ()
+        )
         return cm.training_memory(arch, trainable, int(b), int(s), precision)
 
     picked = [batch, seq] + ([rank] if rank is not None else [])
     term = problem.estimate(f"{model.name}.train.memory@{hw.name}", picked, needed, "bytes")
     capacity = hw.memory.value * (training.devices or 1)
-    problem.track(f"{model.name}:train_capacity", term.term <= real(capacity),
-                  spans.setting("model", model.name, "train"),
-                  f"training `{model.name}` must fit in {hw.name}'s "
-                  f"{capacity / cm.GIB:.1f} GiB")
+    problem.track(
+        f"{model.name}:train_capacity",
+        term.term <= real(capacity),
+        spans.setting("model", model.name, "train"),
+        f"training `{model.name}` must fit in {hw.name}'s {capacity / cm.GIB:.1f} GiB",
+    )
     if batch_auto:
         problem.objectives.append(("max", tabulate([batch], float)))
 
 
-def _encode_resource(problem: Problem, spans: SpanIndex, spec: Spec, s: Served,
-                     c: Constraint) -> None:
+def _encode_resource(
+    problem: Problem, spans: SpanIndex, spec: Spec, s: Served, c: Constraint
+) -> None:
     hw = spec.hardware_profile(c.on_hardware) if c.on_hardware else None
     key = f"{s.name}:{c.kind}:{c.metric}:{c.on_hardware}:{c.span.line if c.span else 0}"
     shown = c.bound.text if c.bound else ""
@@ -131,16 +144,22 @@ def _capacity(problem: Problem, spans: SpanIndex, spec: Spec, s: Served) -> None
         capacity = hw.memory.value * (hw.devices or 1)
         span = spans.setting("deploy", s.name, f"{target.kind}.hardware")
         problem.track(
-            f"{s.name}:capacity:{target.kind}", memory_term(problem, s) <= real(capacity), span,
+            f"{s.name}:capacity:{target.kind}",
+            memory_term(problem, s) <= real(capacity),
+            span,
             f"a `{s.name}` replica must fit in {hw.name}'s {capacity / cm.GIB:.1f} GiB",
-            constraint=True)
+            constraint=True,
+        )
 
 
 def _objectives(problem: Problem, targets: list[Served]) -> None:
     """Lexicographic: cheapest first, then the largest adapter rank, the least lossy
     quantization, the largest serving batch, the most resident adapters, the longest input."""
-    costs = [problem.estimates[f"{t.name}.cost"].term for t in targets
-             if f"{t.name}.cost" in problem.estimates]
+    costs = [
+        problem.estimates[f"{t.name}.cost"].term
+        for t in targets
+        if f"{t.name}.cost" in problem.estimates
+    ]
     if costs:
         problem.objectives.append(("min", sum(costs[1:], costs[0])))
     pickers: tuple[tuple[str, str], ...] = (

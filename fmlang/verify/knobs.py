@@ -45,8 +45,9 @@ def powers_between(low: int, high: int) -> tuple[int, ...]:
     return tuple(sorted(values))
 
 
-def domain(knob: Knob | None, default: int | str, low: int = 1, high: int = 256,
-           every: bool = False) -> tuple[tuple[int | str, ...], bool]:
+def domain(
+    knob: Knob | None, default: int | str, low: int = 1, high: int = 256, every: bool = False
+) -> tuple[tuple[int | str, ...], bool]:
     """The values a knob may take and whether the solver chooses among them. `every` offers
     each integer of a range (replica counts) rather than its powers of two."""
     if knob is None:
@@ -65,8 +66,9 @@ def domain(knob: Knob | None, default: int | str, low: int = 1, high: int = 256,
     return powers_between(lo, max(lo, hi)), True
 
 
-def make_choice(name: str, values: tuple[int | str, ...], span: Span | None, auto: bool
-                ) -> tuple[Choice, z3.BoolRef]:
+def make_choice(
+    name: str, values: tuple[int | str, ...], span: Span | None, auto: bool
+) -> tuple[Choice, z3.BoolRef]:
     """The variable and its domain constraint (0 <= index < len(values))."""
     var = z3.Int(name)
     return Choice(name, values, var, span, auto), z3.And(var >= 0, var < len(values))

@@ -43,10 +43,14 @@ def partition(spec: Spec) -> list[Spec]:
     parts = []
     for names in _groups(spec).values():
         members = set(names)
-        parts.append(spec.model_copy(update={
-            "models": tuple(m for m in spec.models if m.name in members),
-            "merges": tuple(m for m in spec.merges if m.name in members),
-            "constraints": tuple(c for c in spec.constraints if c.target in members),
-            "deployments": tuple(d for d in spec.deployments if d.target in members),
-        }))
+        parts.append(
+            spec.model_copy(
+                update={
+                    "models": tuple(m for m in spec.models if m.name in members),
+                    "merges": tuple(m for m in spec.merges if m.name in members),
+                    "constraints": tuple(c for c in spec.constraints if c.target in members),
+                    "deployments": tuple(d for d in spec.deployments if d.target in members),
+                }
+            )
+        )
     return parts or [spec]

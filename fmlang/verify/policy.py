@@ -7,7 +7,7 @@ from __future__ import annotations
 import z3
 
 from fmlang.diagnostics import Span
-from fmlang.ir.nodes import Dataset, DropColumns, Merge, Model, Redact, Spec
+from fmlang.ir.nodes import Dataset, DropColumns, Grant, Merge, Model, Redact, Spec
 from fmlang.verify.problem import Problem, real
 from fmlang.verify.spans import SpanIndex
 
@@ -50,8 +50,13 @@ def _tainted_dataset(problem: Problem, spans: SpanIndex, dataset: Dataset) -> z3
     for column in dataset.columns:
         if "pii" not in column.tags:
             continue
-        pii = _fact(problem, f"pii:{dataset.name}.{column.name}", True,
-                    spans.column(dataset.name, column.name), f"`{column.name}` is tagged @pii")
+        pii = _fact(
+            problem,
+            f"pii:{dataset.name}.{column.name}",
+            True,
+            spans.column(dataset.name, column.name),
+            f"`{column.name}` is tagged @pii",
+        )
         if column.name in cleared:
             continue
         taints.append(pii)
@@ -64,27 +69,41 @@ def _pii(problem: Problem, spans: SpanIndex, spec: Spec) -> None:
         if dataset is None:
             continue
         tainted_data = _tainted_dataset(problem, spans, dataset)
-        trains = _fact(problem, f"trains:{model.name}", True,
-                       spans.setting("model", model.name, "train.data"),
-                       f"`{model.name}` trains on `{dataset.name}`")
+        trains = _fact(
+            problem,
+            f"trains:{model.name}",
+            True,
+            spans.setting("model", model.name, "train.data"),
+            f"`{model.name}` trains on `{dataset.name}`",
+        )
         dp = model.training is not None and model.training.dp is not None
-        private = _fact(problem, f"dp:{model.name}", dp,
-                        spans.setting("model", model.name, "train.dp" if dp else "train"),
-                        f"`{model.name}` {'uses' if dp else 'does not use'} DP-SGD")
+        private = _fact(
+            problem,
+            f"dp:{model.name}",
+            dp,
+            spans.setting("model", model.name, "train.dp" if dp else "train"),
+            f"`{model.name}` {'uses' if dp else 'does not use'} DP-SGD",
+        )
         flows = z3.And(trains, tainted_data, z3.Not(private))
         for constraint in spec.constraints_on(model.name):
             if constraint.metric == "no_pii" and constraint.span is not None:
                 sink = constraint.values[0] if constraint.values else "training_data"
-                problem.track(f"no_pii:{model.name}:{sink}", z3.Not(flows),
-                              constraint.span.to_span(),
-                              f"no personal data may reach `{model.name}`'s {sink}",
-                              constraint=True)
+                problem.track(
+                    f"no_pii:{model.name}:{sink}",
+                    z3.Not(flows),
+                    constraint.span.to_span(),
+                    f"no personal data may reach `{model.name}`'s {sink}",
+                    constraint=True,
+                )
         deployment = next((d for d in spec.deployments if d.target == model.name), None)
         if deployment is not None and deployment.visibility == "public":
-            problem.track(f"public:{model.name}", z3.Not(flows),
-                          spans.setting("deploy", model.name, "visibility"),
-                          "a public endpoint may not serve a model trained on personal data "
-                          "without DP", constraint=True)
+            problem.track(
+                f"public:{model.name}",
+                z3.Not(flows),
+                spans.setting("deploy", model.name, "visibility"),
+                "a public endpoint may not serve a model trained on personal data without DP",
+                constraint=True,
+            )
 
 
 # ---- DP budgets -------------------------------------------------------------------
@@ -98,24 +117,33 @@ def _dp_budgets(problem: Problem, spans: SpanIndex, spec: Spec) -> None:
             if dp is None or dp.epsilon is None or training_dataset(spec, model) != dataset:
                 continue
             eps = z3.Real(f"eps:{model.name}")
-            problem.track(f"eps:{model.name}", eps == real(dp.epsilon),
-                          spans.setting("model", model.name, "train.dp"),
-                          f"`{model.name}` spends epsilon {dp.epsilon:g}")
+            problem.track(
+                f"eps:{model.name}",
+                eps == real(dp.epsilon),
+                spans.setting("model", model.name, "train.dp"),
+                f"`{model.name}` spends epsilon {dp.epsilon:g}",
+            )
             spent.append(eps)
         if not spent:
             continue
         total = sum(spent[1:], spent[0])
-        limits = [(dataset.epsilon_budget, spans.setting("dataset", dataset.name,
-                                                          "epsilon_budget"))]
+        limits = [
+            (dataset.epsilon_budget, spans.setting("dataset", dataset.name, "epsilon_budget"))
+        ]
         for c in spec.constraints:
             if c.metric == "dp_epsilon" and c.on_data and c.on_data.dataset == dataset.name:
-                limits.append((c.bound.value if c.bound else None,
-                               c.span.to_span() if c.span else None))
+                limits.append(
+                    (c.bound.value if c.bound else None, c.span.to_span() if c.span else None)
+                )
         for index, (limit, span) in enumerate(limits):
             if limit is not None:
-                problem.track(f"budget:{dataset.name}:{index}", total <= real(limit), span,
-                              f"models trained on `{dataset.name}` may spend epsilon "
-                              f"{limit:g} in all", constraint=True)
+                problem.track(
+                    f"budget:{dataset.name}:{index}",
+                    total <= real(limit),
+                    span,
+                    f"models trained on `{dataset.name}` may spend epsilon {limit:g} in all",
+                    constraint=True,
+                )
 
 
 # ---- licenses, merges, ranks --------------------------------------------------------
@@ -141,13 +169,25 @@ def _licenses(problem: Problem, spans: SpanIndex, spec: Spec) -> None:
             else:
                 ok = (base.license or "") in c.values
                 why = f"is `{base.license}`"
-            fact = _fact(problem, f"license:{c.target}:{base.name}:{c.span.line}", ok,
-                         spans.setting("model", _model_on(spec, c.target, base.name), "base"),
-                         f"`{base.name}`'s license {why}")
-            wanted = (f"allow {', '.join(c.values)} use" if c.op == "allows"
-                      else f"be one of {', '.join(c.values)}")
-            problem.track(f"license:{c.target}:{base.name}:{c.span.line}:c", fact,
-                          c.span.to_span(), f"the license must {wanted}", constraint=True)
+            fact = _fact(
+                problem,
+                f"license:{c.target}:{base.name}:{c.span.line}",
+                ok,
+                spans.setting("model", _model_on(spec, c.target, base.name), "base"),
+                f"`{base.name}`'s license {why}",
+            )
+            wanted = (
+                f"allow {', '.join(c.values)} use"
+                if c.op == "allows"
+                else f"be one of {', '.join(c.values)}"
+            )
+            problem.track(
+                f"license:{c.target}:{base.name}:{c.span.line}:c",
+                fact,
+                c.span.to_span(),
+                f"the license must {wanted}",
+                constraint=True,
+            )
 
 
 def _model_on(spec: Spec, target: str, base: str) -> str:
@@ -170,30 +210,54 @@ def _merges(problem: Problem, spans: SpanIndex, spec: Spec) -> None:
             _same(problem, spans, merge, models[0], other, method)
 
 
-def _same(problem: Problem, spans: SpanIndex, merge: Merge, first: Model, other: Model,
-          method: object) -> None:
+def _same(
+    problem: Problem, spans: SpanIndex, merge: Merge, first: Model, other: Model, method: object
+) -> None:
     key = f"merge:{merge.name}:{other.name}"
     same_base = first.base == other.base
-    base_fact = _fact(problem, f"{key}:base", same_base, spans.setting("model", other.name,
-                      "base"), f"`{other.name}` adapts `{other.base}`, `{first.name}` adapts "
-                      f"`{first.base}`")
-    problem.track(f"{key}:base:c", base_fact, method,  # type: ignore[arg-type]
-                  "merging needs one base model", constraint=False)
-    kinds = (first.adapter.kind if first.adapter else None,
-             other.adapter.kind if other.adapter else None)
-    kind_fact = _fact(problem, f"{key}:kind", kinds[0] == kinds[1],
-                      spans.setting("model", other.name, "adapter"),
-                      f"adapter kinds {kinds[0]} and {kinds[1]}")
-    problem.track(f"{key}:kind:c", kind_fact, method,  # type: ignore[arg-type]
-                  "merged adapters must be of one kind")
+    base_fact = _fact(
+        problem,
+        f"{key}:base",
+        same_base,
+        spans.setting("model", other.name, "base"),
+        f"`{other.name}` adapts `{other.base}`, `{first.name}` adapts `{first.base}`",
+    )
+    problem.track(
+        f"{key}:base:c",
+        base_fact,
+        method,  # type: ignore[arg-type]
+        "merging needs one base model",
+        constraint=False,
+    )
+    kinds = (
+        first.adapter.kind if first.adapter else None,
+        other.adapter.kind if other.adapter else None,
+    )
+    kind_fact = _fact(
+        problem,
+        f"{key}:kind",
+        kinds[0] == kinds[1],
+        spans.setting("model", other.name, "adapter"),
+        f"adapter kinds {kinds[0]} and {kinds[1]}",
+    )
+    problem.track(
+        f"{key}:kind:c",
+        kind_fact,
+        method,  # type: ignore[arg-type]
+        "merged adapters must be of one kind",
+    )
     first_rank = problem.choices.get(f"{first.name}.rank")
     other_rank = problem.choices.get(f"{other.name}.rank")
     if merge.method in SAME_RANK and first_rank and other_rank:
         from fmlang.verify.problem import tabulate
 
         same = tabulate([first_rank], float) == tabulate([other_rank], float)
-        problem.track(f"{key}:rank", same, method,  # type: ignore[arg-type]
-                      f"`{merge.method}` merges adapters of equal rank")
+        problem.track(
+            f"{key}:rank",
+            same,
+            method,  # type: ignore[arg-type]
+            f"`{merge.method}` merges adapters of equal rank",
+        )
 
 
 def _ranks(problem: Problem, spans: SpanIndex, spec: Spec) -> None:
@@ -206,8 +270,7 @@ def _ranks(problem: Problem, spans: SpanIndex, spec: Spec) -> None:
             continue
         merge = spec.merge(deployment.target)
         total = [tabulate([r], float) for r in ranks]
-        served_rank = (sum(total[1:], total[0]) if merge and merge.method == "cat"
-                       else total[0])
+        served_rank = sum(total[1:], total[0]) if merge and merge.method == "cat" else total[0]
         for target in deployment.targets:
             if target.max_lora_rank is not None:
                 problem.track(
@@ -215,7 +278,9 @@ def _ranks(problem: Problem, spans: SpanIndex, spec: Spec) -> None:
                     served_rank <= target.max_lora_rank,
                     spans.setting("deploy", deployment.name, f"{target.kind}.max_lora_rank"),
                     f"the {target.runtime or target.kind} runtime accepts rank "
-                    f"<= {target.max_lora_rank}", constraint=True)
+                    f"<= {target.max_lora_rank}",
+                    constraint=True,
+                )
 
 
 def _adapter_models(spec: Spec, target: str) -> list[str]:
@@ -235,27 +300,41 @@ def _fairness(problem: Problem, spans: SpanIndex, spec: Spec) -> None:
         if by is None or dataset is None:
             continue
         column = next((col for col in dataset.columns if col.name == by), None)
-        inputs = {m.training.input for m in spec.models
-                  if m.name in _adapter_models(spec, c.target) and m.training}
+        inputs = {
+            m.training.input
+            for m in spec.models
+            if m.name in _adapter_models(spec, c.target) and m.training
+        }
         checks = (
             (column is not None, f"`{by}` is a column of `{dataset.name}`"),
             (column is not None and "protected" in column.tags, f"`{by}` is tagged @protected"),
-            (column is not None and column.type in ("category", "label"),
-             f"`{by}` is categorical"),
+            (column is not None and column.type in ("category", "label"), f"`{by}` is categorical"),
             (by not in inputs, f"`{by}` is not the model's input"),
         )
         for index, (ok, text) in enumerate(checks):
-            fact = _fact(problem, f"fair:{c.span.line}:{index}", ok,
-                         spans.column(dataset.name, by), text if ok else f"not: {text}")
-            problem.track(f"fair:{c.span.line}:{index}:c", fact, c.span.to_span(),
-                          "fairness groups by a protected, categorical column that is not "
-                          "an input", constraint=True)
+            fact = _fact(
+                problem,
+                f"fair:{c.span.line}:{index}",
+                ok,
+                spans.column(dataset.name, by),
+                text if ok else f"not: {text}",
+            )
+            problem.track(
+                f"fair:{c.span.line}:{index}:c",
+                fact,
+                c.span.to_span(),
+                "fairness groups by a protected, categorical column that is not an input",
+                constraint=True,
+            )
 
 
 # ---- access -------------------------------------------------------------------------
 
 
-def _holders(grants: tuple, permission: str) -> set[str]:  # type: ignore[type-arg]
+Party = tuple[str, str, tuple[Grant, ...]]  # (kind, name, grants)
+
+
+def _holders(grants: tuple[Grant, ...], permission: str) -> set[str]:
     return {p for g in grants if g.permission == permission for p in g.principals}
 
 
@@ -265,24 +344,44 @@ def _access(problem: Problem, spans: SpanIndex, spec: Spec) -> None:
     for model in spec.models:
         dataset = training_dataset(spec, model)
         if dataset is not None:
-            _covered(problem, spans, ("model", model.name, model.grants),
-                     ("dataset", dataset.name, dataset.grants), "train")
+            _covered(
+                problem,
+                spans,
+                ("model", model.name, model.grants),
+                ("dataset", dataset.name, dataset.grants),
+                "train",
+            )
     for merge in spec.merges:
         for name in merge.models:
             source = spec.model(name)
             if source is not None:
-                _covered(problem, spans, ("merge", merge.name, merge.grants),
-                         ("model", name, source.grants), "train")
+                _covered(
+                    problem,
+                    spans,
+                    ("merge", merge.name, merge.grants),
+                    ("model", name, source.grants),
+                    "train",
+                )
     for deployment in spec.deployments:
         owner = spec.model(deployment.target) or spec.merge(deployment.target)
         if owner is not None:
             kind = "merge" if spec.merge(deployment.target) else "model"
-            _covered(problem, spans, ("deploy", deployment.name, deployment.grants),
-                     (kind, owner.name, owner.grants), "deploy")
+            _covered(
+                problem,
+                spans,
+                ("deploy", deployment.name, deployment.grants),
+                (kind, owner.name, owner.grants),
+                "deploy",
+            )
 
 
-def _covered(problem: Problem, spans: SpanIndex, user: tuple, resource: tuple,  # type: ignore[type-arg]
-             permission: str) -> None:
+def _covered(
+    problem: Problem,
+    spans: SpanIndex,
+    user: Party,
+    resource: Party,
+    permission: str,
+) -> None:
     user_kind, user_name, user_grants = user
     kind, name, grants = resource
     needed = _holders(user_grants, permission)
@@ -291,11 +390,20 @@ def _covered(problem: Problem, spans: SpanIndex, user: tuple, resource: tuple,  
         return  # nothing declared on one side: the executor checks the principal at run time
     for principal in sorted(needed):
         key = f"access:{user_kind}:{user_name}:{principal}:{kind}:{name}"
-        fact = _fact(problem, key, principal in allowed, _grant_span(spans, kind, name),
-                     f"`{name}` grants {permission} to {', '.join(sorted(allowed))}")
-        problem.track(f"{key}:c", fact, _grant_span(spans, user_kind, user_name),
-                      f"{principal} may {permission} `{user_name}`, so needs {permission} on "
-                      f"`{name}`", constraint=True)
+        fact = _fact(
+            problem,
+            key,
+            principal in allowed,
+            _grant_span(spans, kind, name),
+            f"`{name}` grants {permission} to {', '.join(sorted(allowed))}",
+        )
+        problem.track(
+            f"{key}:c",
+            fact,
+            _grant_span(spans, user_kind, user_name),
+            f"{principal} may {permission} `{user_name}`, so needs {permission} on `{name}`",
+            constraint=True,
+        )
 
 
 def _grant_span(spans: SpanIndex, kind: str, name: str) -> Span | None:

@@ -42,12 +42,14 @@ class Problem:
     objectives: list[tuple[str, z3.ArithRef]] = field(default_factory=list)
     bounds: dict[str, tuple[str, str, float]] = field(default_factory=dict)  # key→(est, op, b)
 
-    def track(self, key: str, expr: z3.BoolRef, span: Span | None, text: str,
-              constraint: bool = False) -> None:
+    def track(
+        self, key: str, expr: z3.BoolRef, span: Span | None, text: str, constraint: bool = False
+    ) -> None:
         self.tracked.append(Tracked(key, expr, span, text, constraint))
 
-    def choice(self, name: str, values: tuple[int | str, ...], span: Span | None,
-               auto: bool) -> Choice:
+    def choice(
+        self, name: str, values: tuple[int | str, ...], span: Span | None, auto: bool
+    ) -> Choice:
         if name in self.choices:
             return self.choices[name]
         made, in_domain = make_choice(name, values, span, auto)
@@ -60,8 +62,9 @@ class Problem:
             self.plain.append(in_domain)
         return made
 
-    def estimate(self, key: str, choices: Sequence[Choice],
-                 formula: Callable[..., float], unit: str) -> Estimate:
+    def estimate(
+        self, key: str, choices: Sequence[Choice], formula: Callable[..., float], unit: str
+    ) -> Estimate:
         if key not in self.estimates:
             self.estimates[key] = Estimate(key, tabulate(choices, formula), unit)
         return self.estimates[key]

@@ -36,8 +36,9 @@ class VerifyReport:
 
 def merge_reports(spec: Spec, reports: list[VerifyReport]) -> VerifyReport:
     """Combine the parts' reports, in the spec's constraint order, stages deduplicated."""
-    merged = VerifyReport(all(r.feasible for r in reports),
-                          [d for r in reports for d in r.diagnostics])
+    merged = VerifyReport(
+        all(r.feasible for r in reports), [d for r in reports for d in r.diagnostics]
+    )
     stages: dict[str, dict[str, Any]] = {}
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     for part in reports:
@@ -48,9 +49,11 @@ def merge_reports(spec: Spec, reports: list[VerifyReport]) -> VerifyReport:
         for row in part.constraints:
             rows[(row["target"], row["line"])] = row
     merged.stages = sorted(stages.values(), key=lambda s: (_ORDER.index(s["kind"]), s["stage"]))
-    merged.constraints = [rows[(c.target, c.span.line if c.span else 0)]
-                          for c in spec.constraints
-                          if (c.target, c.span.line if c.span else 0) in rows]
+    merged.constraints = [
+        rows[(c.target, c.span.line if c.span else 0)]
+        for c in spec.constraints
+        if (c.target, c.span.line if c.span else 0) in rows
+    ]
     return merged
 
 
@@ -58,8 +61,9 @@ _ORDER = ("data", "labels", "train", "merge", "deploy")
 
 
 def build_report(spec: Spec, problem: Problem, solution: Solution) -> VerifyReport:
-    report = VerifyReport(solution.feasible, solution.diagnostics,
-                          {k: v for k, v in solution.knobs.items()})
+    report = VerifyReport(
+        solution.feasible, solution.diagnostics, {k: v for k, v in solution.knobs.items()}
+    )
     by_line = {_line_key(key): key for key in problem.bounds}
     for constraint in spec.constraints:
         report.constraints.append(_row(constraint, problem, solution, by_line))
@@ -72,20 +76,28 @@ def _line_key(key: str) -> tuple[str, int]:
     return target, int(line) if line.isdigit() else 0
 
 
-def _row(c: Constraint, problem: Problem, solution: Solution,
-         by_line: dict[tuple[str, int], str]) -> dict[str, Any]:
+def _row(
+    c: Constraint, problem: Problem, solution: Solution, by_line: dict[tuple[str, int], str]
+) -> dict[str, Any]:
     line = c.span.line if c.span else 0
-    row: dict[str, Any] = {"target": c.target, "kind": c.kind, "metric": c.metric,
-                           "line": line, "file": c.span.file if c.span else None,
-                           "bound": c.bound.text if c.bound else ", ".join(c.values)}
+    row: dict[str, Any] = {
+        "target": c.target,
+        "kind": c.kind,
+        "metric": c.metric,
+        "line": line,
+        "file": c.span.file if c.span else None,
+        "bound": c.bound.text if c.bound else ", ".join(c.values),
+    }
     total_cost = c.kind == "cost" and c.bound is not None and c.bound.dimension == "money"
     if c.kind in GATES or total_cost:
         return {**row, "verdict": "gate", "note": "checked when the executor runs"}
     key = by_line.get((c.target, line))
     if key is None:
-        conflicted = any(k.endswith(f":{line}") or f":{line}:" in k
-                         for k in solution.conflicting if k.split(":")[1:2] == [c.target]
-                         or c.target in k)
+        conflicted = any(
+            k.endswith(f":{line}") or f":{line}:" in k
+            for k in solution.conflicting
+            if k.split(":")[1:2] == [c.target] or c.target in k
+        )
         return {**row, "verdict": "infeasible" if conflicted else "ok"}
     if key in solution.conflicting:
         return {**row, "verdict": "infeasible"}
@@ -95,8 +107,15 @@ def _row(c: Constraint, problem: Problem, solution: Solution,
     if value is None:
         return {**row, "verdict": "infeasible"}
     slack = abs(bound - value) / abs(bound) if bound else 0.0
-    return {**row, "verdict": "ok", "estimate": value, "estimate_text": show(value, unit),
-            "unit": unit, "binding": slack < BINDING_SLACK, "slack": round(slack, 4)}
+    return {
+        **row,
+        "verdict": "ok",
+        "estimate": value,
+        "estimate_text": show(value, unit),
+        "unit": unit,
+        "binding": slack < BINDING_SLACK,
+        "slack": round(slack, 4),
+    }
 
 
 DEPLOY_KEYS = ("replicas", "serve_batch", "max_adapters", "cost")
@@ -105,11 +124,13 @@ DEPLOY_KEYS = ("replicas", "serve_batch", "max_adapters", "cost")
 def _stages(spec: Spec, problem: Problem, solution: Solution) -> list[dict[str, Any]]:
     stages: list[dict[str, Any]] = []
     for dataset in spec.datasets:
-        stages.append({"stage": f"data:{dataset.name}", "kind": "data",
-                       "steps": len(dataset.cleaning)})
+        stages.append(
+            {"stage": f"data:{dataset.name}", "kind": "data", "steps": len(dataset.cleaning)}
+        )
     for labels in spec.labels:
-        stages.append({"stage": f"labels:{labels.name}", "kind": "labels",
-                       "functions": len(labels.functions)})
+        stages.append(
+            {"stage": f"labels:{labels.name}", "kind": "labels", "functions": len(labels.functions)}
+        )
     for model in spec.models:
         stages.append(_stage("train", model.name, problem, solution, deploy=False))
     for merge in spec.merges:
@@ -119,14 +140,17 @@ def _stages(spec: Spec, problem: Problem, solution: Solution) -> list[dict[str, 
     return stages
 
 
-def _stage(kind: str, name: str, problem: Problem, solution: Solution, deploy: bool
-           ) -> dict[str, Any]:
+def _stage(
+    kind: str, name: str, problem: Problem, solution: Solution, deploy: bool
+) -> dict[str, Any]:
     def wanted(key: str) -> bool:
         owner, _, rest = key.partition(".")
         return owner == name and any(k in rest for k in DEPLOY_KEYS) == deploy
 
     knobs = {k.split(".", 1)[1]: v for k, v in solution.knobs.items() if wanted(k)}
-    estimates = {key.split(".", 1)[1]: show(value, problem.estimates[key].unit)
-                 for key, value in solution.values.items()
-                 if wanted(key) and not key.endswith((".weights", ".adapters", ".runtime"))}
+    estimates = {
+        key.split(".", 1)[1]: show(value, problem.estimates[key].unit)
+        for key, value in solution.values.items()
+        if wanted(key) and not key.endswith((".weights", ".adapters", ".runtime"))
+    }
     return {"stage": f"{kind}:{name}", "kind": kind, "knobs": knobs, "estimates": estimates}

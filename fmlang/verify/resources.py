@@ -41,35 +41,49 @@ class Served:
         return sum(values) if self.rank_rule == "sum" else max(values)
 
     def adapter_bytes(self, rank: int) -> float:
-        params = cm.adapter_params(self.arch, self.adapter, rank, self.targets,
-                                   self.virtual_tokens, self.feedforward)
+        params = cm.adapter_params(
+            self.arch, self.adapter, rank, self.targets, self.virtual_tokens, self.feedforward
+        )
         return params * cm.activation_bytes(self.arch)
 
 
 DEFAULT_SERVING_SEQ = 4096  # budgeted when neither the model nor the deployment says
 
 
-def model_choices(problem: Problem, spans: SpanIndex, model: Model, arch: cm.Arch,
-                  deployment: Deployment | None) -> tuple[Choice, Choice, Choice]:
+def model_choices(
+    problem: Problem, spans: SpanIndex, model: Model, arch: cm.Arch, deployment: Deployment | None
+) -> tuple[Choice, Choice, Choice]:
     name = model.name
     adapter = model.adapter
     quant_values, quant_auto = domain(model.quantize, "none")
     if quant_auto and model.quantize.choices is None:
         quant_values = QUANT_ORDER[:3]
-    quant = problem.choice(f"{name}.quantize", quant_values,
-                           _written(spans, "model", name, "quantize", model.quantize.auto
-                                    or model.quantize.fixed != "none"), quant_auto)
+    quant = problem.choice(
+        f"{name}.quantize",
+        quant_values,
+        _written(
+            spans, "model", name, "quantize", model.quantize.auto or model.quantize.fixed != "none"
+        ),
+        quant_auto,
+    )
     rank_values, rank_auto = domain(adapter.rank if adapter else None, 8, 1, 256)
-    rank = problem.choice(f"{name}.rank", rank_values,
-                          _written(spans, "model", name, "adapter",
-                                   adapter is not None and adapter.rank is not None), rank_auto)
+    rank = problem.choice(
+        f"{name}.rank",
+        rank_values,
+        _written(spans, "model", name, "adapter", adapter is not None and adapter.rank is not None),
+        rank_auto,
+    )
     deployed = deployment.max_seq if deployment and deployment.max_seq else None
-    knob, where = (deployed, ("deploy", deployment.name)) if deployed and deployment else (
-        model.max_seq, ("model", name))
+    knob, where = (
+        (deployed, ("deploy", deployment.name))
+        if deployed and deployment
+        else (model.max_seq, ("model", name))
+    )
     default = min(arch.max_seq, DEFAULT_SERVING_SEQ)
     seq_values, seq_auto = domain(knob, default, 64, default)
-    seq = problem.choice(f"{where[1]}.max_seq", seq_values, spans.setting(*where, "max_seq"),
-                         seq_auto)
+    seq = problem.choice(
+        f"{where[1]}.max_seq", seq_values, spans.setting(*where, "max_seq"), seq_auto
+    )
     return quant, rank, seq
 
 
@@ -110,16 +124,19 @@ def _virtual_tokens(adapter: object) -> int:
     return int(fixed) if isinstance(fixed, int | float) else 20
 
 
-def _deploy_choices(problem: Problem, spans: SpanIndex, deployment: Deployment | None,
-                    target: str) -> tuple[Choice, Choice]:
+def _deploy_choices(
+    problem: Problem, spans: SpanIndex, deployment: Deployment | None, target: str
+) -> tuple[Choice, Choice]:
     knob_batch = deployment.batch if deployment else None
     knob_resident = deployment.max_adapters if deployment else None
     b_values, b_auto = domain(knob_batch, 1, 1, 256)
     r_values, r_auto = domain(knob_resident, 1, 1, 64)
-    batch = problem.choice(f"{target}.serve_batch", b_values,
-                           spans.setting("deploy", target, "batch"), b_auto)
-    resident = problem.choice(f"{target}.max_adapters", r_values,
-                              spans.setting("deploy", target, "max_adapters"), r_auto)
+    batch = problem.choice(
+        f"{target}.serve_batch", b_values, spans.setting("deploy", target, "batch"), b_auto
+    )
+    resident = problem.choice(
+        f"{target}.max_adapters", r_values, spans.setting("deploy", target, "max_adapters"), r_auto
+    )
     return batch, resident
 
 
@@ -131,12 +148,14 @@ def memory_term(problem: Problem, s: Served) -> z3.ArithRef:
         return int(resident) * s.adapter_bytes(s.rank_of(*ranks))
 
     def runtime(batch: int, seq: int) -> float:
-        return (cm.kv_cache_bytes(s.arch, int(batch), int(seq))
-                + cm.inference_activation_bytes(s.arch, int(batch), int(seq)))
+        return cm.kv_cache_bytes(s.arch, int(batch), int(seq)) + cm.inference_activation_bytes(
+            s.arch, int(batch), int(seq)
+        )
 
     w = problem.estimate(f"{s.name}.memory.weights", [s.quant], weights, "bytes").term
-    a = problem.estimate(f"{s.name}.memory.adapters", [s.resident, *s.ranks], adapters,
-                         "bytes").term
+    a = problem.estimate(
+        f"{s.name}.memory.adapters", [s.resident, *s.ranks], adapters, "bytes"
+    ).term
     r = problem.estimate(f"{s.name}.memory.runtime", [s.batch, s.seq], runtime, "bytes").term
     total = problem.estimates.get(f"{s.name}.memory")
     if total is None:
@@ -155,21 +174,24 @@ def latency_term(problem: Problem, s: Served, hw: Hardware) -> z3.ArithRef:
     return problem.estimate(key, [s.quant, s.batch, s.seq], seconds, "s").term
 
 
-def replicas_choice(problem: Problem, spans: SpanIndex, s: Served, hw_name: str
-                    ) -> Choice | None:
+def replicas_choice(problem: Problem, spans: SpanIndex, s: Served, hw_name: str) -> Choice | None:
     if s.deployment is None:
         return None
     for target in s.deployment.targets:
         if target.hardware == hw_name:
             values, auto = domain(target.replicas, 1, 1, 16, every=True)
-            return problem.choice(f"{s.name}.{target.kind}.replicas", values,
-                                  spans.setting("deploy", s.name, f"{target.kind}.replicas"),
-                                  auto)
+            return problem.choice(
+                f"{s.name}.{target.kind}.replicas",
+                values,
+                spans.setting("deploy", s.name, f"{target.kind}.replicas"),
+                auto,
+            )
     return None
 
 
-def throughput_term(problem: Problem, spans: SpanIndex, s: Served, hw: Hardware,
-                    tokens: bool) -> z3.ArithRef:
+def throughput_term(
+    problem: Problem, spans: SpanIndex, s: Served, hw: Hardware, tokens: bool
+) -> z3.ArithRef:
     replicas = replicas_choice(problem, spans, s, hw.name)
     picked = [s.quant, s.batch, s.seq] + ([replicas] if replicas else [])
 
@@ -189,9 +211,14 @@ def cost_term(problem: Problem, spans: SpanIndex, spec: Spec, s: Served) -> z3.A
         replicas = replicas_choice(problem, spans, s, hw.name) if hw else None
         if hw is None or replicas is None:
             continue
-        terms.append(problem.estimate(
-            f"{s.name}.cost@{hw.name}", [replicas],
-            lambda count, hw=hw: cm.cost_per_hour(hw, int(count)), "USD/h").term)
+        terms.append(
+            problem.estimate(
+                f"{s.name}.cost@{hw.name}",
+                [replicas],
+                lambda count, hw=hw: cm.cost_per_hour(hw, int(count)),
+                "USD/h",
+            ).term
+        )
     if not terms:
         return None
     total = sum(terms[1:], terms[0])
@@ -205,8 +232,9 @@ def bound_value(constraint: Constraint) -> float | None:
     return constraint.bound.value if constraint.bound is not None else None
 
 
-def assert_bound(problem: Problem, key: str, term: z3.ArithRef, constraint: Constraint,
-                 text: str) -> None:
+def assert_bound(
+    problem: Problem, key: str, term: z3.ArithRef, constraint: Constraint, text: str
+) -> None:
     bound = bound_value(constraint)
     if bound is None or constraint.op not in OPS:
         return

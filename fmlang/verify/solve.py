@@ -76,8 +76,10 @@ def optimise(problem: Problem, skip: set[str] | None = None) -> Solution:
         return Solution(False, diagnostics=[_unknown(opt.reason_unknown())])
     model = opt.model()
     knobs = {name: c.value_in(model) for name, c in problem.choices.items()}
-    values = {key: _number(model.eval(e.term, model_completion=True))
-              for key, e in problem.estimates.items()}
+    values = {
+        key: _number(model.eval(e.term, model_completion=True))
+        for key, e in problem.estimates.items()
+    }
     return Solution(True, knobs, values)
 
 
@@ -88,24 +90,39 @@ def _number(value: z3.ExprRef) -> float:
 
 
 def _unknown(reason: str) -> Diagnostic:
-    return Diagnostic(Severity.ERROR, UNKNOWN_CODE,
-                      f"the solver could not decide the constraints ({reason})", (), (),
-                      "simplify `auto` domains (fewer choices) and run again")
+    return Diagnostic(
+        Severity.ERROR,
+        UNKNOWN_CODE,
+        f"the solver could not decide the constraints ({reason})",
+        (),
+        (),
+        "simplify `auto` domains (fewer choices) and run again",
+    )
 
 
 def explain(problem: Problem, core: list[Tracked], skip: set[str]) -> Diagnostic:
     """One diagnostic for one conflict: a label on every line, the numbers, the fix."""
-    code = next((CODE_BY_PREFIX[t.key.split(":")[0]] for t in core
-                 if t.key.split(":")[0] in CODE_BY_PREFIX), RESOURCE_CODE)
+    code = next(
+        (
+            CODE_BY_PREFIX[t.key.split(":")[0]]
+            for t in core
+            if t.key.split(":")[0] in CODE_BY_PREFIX
+        ),
+        RESOURCE_CODE,
+    )
     core = sorted(core, key=_where)
     constraints = [t for t in core if t.constraint] or core
     notes = tuple(n for t in constraints if (n := _numbers(problem, t)) is not None)
     labels = _labels(core)
     first = constraints[0].text
-    message = ("these constraints cannot all hold: " + first if len(core) > 1
-               else "this constraint cannot hold: " + first)
-    return Diagnostic(Severity.ERROR, code, message, labels, notes,
-                      _smallest_fix(problem, core, skip))
+    message = (
+        "these constraints cannot all hold: " + first
+        if len(core) > 1
+        else "this constraint cannot hold: " + first
+    )
+    return Diagnostic(
+        Severity.ERROR, code, message, labels, notes, _smallest_fix(problem, core, skip)
+    )
 
 
 def _where(item: Tracked) -> tuple[str, int, int, str]:
@@ -128,8 +145,9 @@ def _labels(core: list[Tracked]) -> tuple[Label, ...]:
     return tuple(sorted(labels, key=lambda lb: (lb.span.file, lb.span.line, lb.span.column)))
 
 
-def _best(problem: Problem, term: z3.ArithRef, direction: str, skip: set[str],
-          drop: set[str]) -> float | None:
+def _best(
+    problem: Problem, term: z3.ArithRef, direction: str, skip: set[str], drop: set[str]
+) -> float | None:
     opt = z3.Optimize()
     opt.set("timeout", TIMEOUT_MS)
     opt.add(*problem.plain)
@@ -160,8 +178,10 @@ def _numbers(problem: Problem, item: Tracked) -> str | None:
         alone = _best(problem, weights.term, "min", set(), domains)
         if alone is not None:
             extra = f" (weights alone need {show(alone, est.unit)})"
-    return (f"`{estimate}`: the {word} value any allowed choice reaches is "
-            f"{show(best, est.unit)}{extra}; the bound is {show(bound, est.unit)}")
+    return (
+        f"`{estimate}`: the {word} value any allowed choice reaches is "
+        f"{show(best, est.unit)}{extra}; the bound is {show(bound, est.unit)}"
+    )
 
 
 def _smallest_fix(problem: Problem, core: list[Tracked], skip: set[str]) -> str | None:
@@ -178,8 +198,10 @@ def _smallest_fix(problem: Problem, core: list[Tracked], skip: set[str]) -> str 
             continue
         change = abs(needed - bound) / abs(bound)
         verb = "raise" if direction == "min" else "lower"
-        text = (f"the smallest change that makes this feasible: {verb} the bound on line "
-                f"{item.span.line if item.span else '?'} to {show(needed, est.unit)}")
+        text = (
+            f"the smallest change that makes this feasible: {verb} the bound on line "
+            f"{item.span.line if item.span else '?'} to {show(needed, est.unit)}"
+        )
         if best is None or change < best[0]:
             best = (change, text)
     if best is not None:
