@@ -115,23 +115,23 @@ def _encode_resource(
     key = f"{s.name}:{c.kind}:{c.metric}:{c.on_hardware}:{c.span.line if c.span else 0}"
     shown = c.bound.text if c.bound else ""
     if c.kind == "memory":
-        term = memory_term(problem, s)
+        estimate = memory_term(problem, s)
         text = f"`{s.name}` must fit in {shown}" + (f" on {hw.name}" if hw else "")
     elif c.kind == "latency" and hw is not None:
-        term = latency_term(problem, s, hw)
+        estimate = latency_term(problem, s, hw)
         text = f"`{s.name}` must answer within {shown} ({c.metric}) on {hw.name}"
     elif c.kind == "throughput" and hw is not None and c.bound is not None:
         tokens = c.bound.dimension == "token_rate"
-        term = throughput_term(problem, spans, s, hw, tokens)
+        estimate = throughput_term(problem, spans, s, hw, tokens)
         text = f"`{s.name}` must serve at least {shown} on {hw.name}"
     elif c.kind == "cost" and c.bound is not None and c.bound.dimension == "money_rate":
         found = cost_term(problem, spans, spec, s)
         if found is None:
             return
-        term, text = found, f"`{s.name}` may cost at most {shown}"
+        estimate, text = found, f"`{s.name}` may cost at most {shown}"
     else:
         return
-    assert_bound(problem, key, term, c, text)
+    assert_bound(problem, key, estimate, c, text)
 
 
 def _capacity(problem: Problem, spans: SpanIndex, spec: Spec, s: Served) -> None:
@@ -145,7 +145,7 @@ def _capacity(problem: Problem, spans: SpanIndex, spec: Spec, s: Served) -> None
         span = spans.setting("deploy", s.name, f"{target.kind}.hardware")
         problem.track(
             f"{s.name}:capacity:{target.kind}",
-            memory_term(problem, s) <= real(capacity),
+            memory_term(problem, s).term <= real(capacity),
             span,
             f"a `{s.name}` replica must fit in {hw.name}'s {capacity / cm.GIB:.1f} GiB",
             constraint=True,
@@ -177,13 +177,11 @@ def _knobs(target: Served, attribute: str) -> list[Choice]:
 
 
 def _value_sum(choices: list[Choice]) -> z3.ArithRef:
-    terms = []
-    for choice in choices:
-        if all(isinstance(v, int) for v in choice.values):
-            from fmlang.verify.problem import tabulate
+    """The objective term of some knobs: their values, or for quantization its rank in
+    QUANT_ORDER, so `auto in [nf4, none]` still prefers `none`."""
 
-            terms.append(tabulate([choice], lambda v: float(v)))
-        else:
-            terms.append(z3.ToReal(choice.var))  # index order: QUANT_ORDER prefers less lossy
-    _ = QUANT_ORDER
+    def score(value: int | str) -> float:
+        return float(QUANT_ORDER.index(value)) if isinstance(value, str) else float(value)
+
+    terms = [tabulate([choice], score) for choice in choices]
     return sum(terms[1:], terms[0])

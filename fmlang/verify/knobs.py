@@ -27,9 +27,6 @@ class Choice:
     span: Span | None  # the setting that declared it, for unsat-core labels
     auto: bool
 
-    def equals(self, value: int | str) -> z3.BoolRef:
-        return self.var == self.values.index(value)
-
     def value_in(self, model: z3.ModelRef) -> int | str:
         index = model.eval(self.var, model_completion=True).as_long()
         return self.values[int(index)]

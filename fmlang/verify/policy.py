@@ -8,7 +8,7 @@ import z3
 
 from fmlang.diagnostics import Span
 from fmlang.ir.nodes import Dataset, DropColumns, Grant, Merge, Model, Redact, Spec
-from fmlang.verify.problem import Problem, real
+from fmlang.verify.problem import Problem, real, tabulate
 from fmlang.verify.spans import SpanIndex
 
 DP_PERMISSIONS = ("train", "read")
@@ -249,8 +249,6 @@ def _same(
     first_rank = problem.choices.get(f"{first.name}.rank")
     other_rank = problem.choices.get(f"{other.name}.rank")
     if merge.method in SAME_RANK and first_rank and other_rank:
-        from fmlang.verify.problem import tabulate
-
         same = tabulate([first_rank], float) == tabulate([other_rank], float)
         problem.track(
             f"{key}:rank",
@@ -261,8 +259,6 @@ def _same(
 
 
 def _ranks(problem: Problem, spans: SpanIndex, spec: Spec) -> None:
-    from fmlang.verify.problem import tabulate
-
     for deployment in spec.deployments:
         names = _adapter_models(spec, deployment.target)
         ranks = [problem.choices[f"{n}.rank"] for n in names if f"{n}.rank" in problem.choices]

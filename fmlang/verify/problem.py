@@ -62,6 +62,12 @@ class Problem:
             self.plain.append(in_domain)
         return made
 
+    def combine(self, key: str, parts: Sequence[z3.ArithRef], unit: str) -> Estimate:
+        """An estimate that is the sum of others (memory = weights + adapters + runtime)."""
+        if key not in self.estimates:
+            self.estimates[key] = Estimate(key, sum(parts[1:], parts[0]), unit)
+        return self.estimates[key]
+
     def estimate(
         self, key: str, choices: Sequence[Choice], formula: Callable[..., float], unit: str
     ) -> Estimate:

@@ -94,10 +94,10 @@ def _row(
     key = by_line.get((c.target, line))
     if key is None:
         conflicted = any(
-            k.endswith(f":{line}") or f":{line}:" in k
-            for k in solution.conflicting
-            if k.split(":")[1:2] == [c.target] or c.target in k
-        )
+            t.key in solution.conflicting and t.span is not None
+            and (t.span.file, t.span.line) == (c.span.file if c.span else None, line)
+            for t in problem.tracked
+        )  # fmt: skip
         return {**row, "verdict": "infeasible" if conflicted else "ok"}
     if key in solution.conflicting:
         return {**row, "verdict": "infeasible"}

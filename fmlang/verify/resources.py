@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import z3
-
 from fmlang.ir.nodes import Constraint, Deployment, Hardware, Model, PretrainedModel, Spec
 from fmlang.verify import costmodel as cm
 from fmlang.verify.knobs import QUANT_ORDER, Choice, domain
-from fmlang.verify.problem import Problem, real
+from fmlang.verify.problem import Estimate, Problem, real
 from fmlang.verify.spans import SpanIndex
 
 OPS = {"<=": lambda a, b: a <= b, "<": lambda a, b: a < b,
@@ -140,7 +138,7 @@ def _deploy_choices(
     return batch, resident
 
 
-def memory_term(problem: Problem, s: Served) -> z3.ArithRef:
+def memory_term(problem: Problem, s: Served) -> Estimate:
     def weights(quant: str) -> float:
         return cm.weight_bytes(s.arch, str(quant))
 
@@ -157,21 +155,15 @@ def memory_term(problem: Problem, s: Served) -> z3.ArithRef:
         f"{s.name}.memory.adapters", [s.resident, *s.ranks], adapters, "bytes"
     ).term
     r = problem.estimate(f"{s.name}.memory.runtime", [s.batch, s.seq], runtime, "bytes").term
-    total = problem.estimates.get(f"{s.name}.memory")
-    if total is None:
-        from fmlang.verify.problem import Estimate
-
-        total = Estimate(f"{s.name}.memory", w + a + r, "bytes")
-        problem.estimates[total.key] = total
-    return total.term
+    return problem.combine(f"{s.name}.memory", [w, a, r], "bytes")
 
 
-def latency_term(problem: Problem, s: Served, hw: Hardware) -> z3.ArithRef:
+def latency_term(problem: Problem, s: Served, hw: Hardware) -> Estimate:
     def seconds(quant: str, batch: int, seq: int) -> float:
         return cm.request_seconds(s.arch, hw, str(quant), int(batch), int(seq))
 
     key = f"{s.name}.latency@{hw.name}"
-    return problem.estimate(key, [s.quant, s.batch, s.seq], seconds, "s").term
+    return problem.estimate(key, [s.quant, s.batch, s.seq], seconds, "s")
 
 
 def replicas_choice(problem: Problem, spans: SpanIndex, s: Served, hw_name: str) -> Choice | None:
@@ -191,7 +183,7 @@ def replicas_choice(problem: Problem, spans: SpanIndex, s: Served, hw_name: str)
 
 def throughput_term(
     problem: Problem, spans: SpanIndex, s: Served, hw: Hardware, tokens: bool
-) -> z3.ArithRef:
+) -> Estimate:
     replicas = replicas_choice(problem, spans, s, hw.name)
     picked = [s.quant, s.batch, s.seq] + ([replicas] if replicas else [])
 
@@ -199,10 +191,10 @@ def throughput_term(
         return cm.throughput(s.arch, hw, str(quant), int(batch), int(seq), int(count), tokens)
 
     unit = "tok/s" if tokens else "req/s"
-    return problem.estimate(f"{s.name}.throughput@{hw.name}.{unit}", picked, rate, unit).term
+    return problem.estimate(f"{s.name}.throughput@{hw.name}.{unit}", picked, rate, unit)
 
 
-def cost_term(problem: Problem, spans: SpanIndex, spec: Spec, s: Served) -> z3.ArithRef | None:
+def cost_term(problem: Problem, spans: SpanIndex, spec: Spec, s: Served) -> Estimate | None:
     if s.deployment is None:
         return None
     terms = []
@@ -219,13 +211,7 @@ def cost_term(problem: Problem, spans: SpanIndex, spec: Spec, s: Served) -> z3.A
                 "USD/h",
             ).term
         )
-    if not terms:
-        return None
-    total = sum(terms[1:], terms[0])
-    from fmlang.verify.problem import Estimate
-
-    problem.estimates[f"{s.name}.cost"] = Estimate(f"{s.name}.cost", total, "USD/h")
-    return total
+    return problem.combine(f"{s.name}.cost", terms, "USD/h") if terms else None
 
 
 def bound_value(constraint: Constraint) -> float | None:
@@ -233,18 +219,12 @@ def bound_value(constraint: Constraint) -> float | None:
 
 
 def assert_bound(
-    problem: Problem, key: str, term: z3.ArithRef, constraint: Constraint, text: str
+    problem: Problem, key: str, estimate: Estimate, constraint: Constraint, text: str
 ) -> None:
     bound = bound_value(constraint)
     if bound is None or constraint.op not in OPS:
         return
     span = constraint.span.to_span() if constraint.span else None
-    problem.track(key, OPS[constraint.op](term, real(bound)), span, text, constraint=True)
-    problem.bounds[key] = (_estimate_key(problem, term), constraint.op, bound)
-
-
-def _estimate_key(problem: Problem, term: z3.ArithRef) -> str:
-    for key, estimate in problem.estimates.items():
-        if estimate.term.eq(term):
-            return key
-    return ""
+    check = OPS[constraint.op](estimate.term, real(bound))
+    problem.track(key, check, span, text, constraint=True)
+    problem.bounds[key] = (estimate.key, constraint.op, bound)
