@@ -3,6 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FMC := $(VENV)/bin/fmc
 EXAMPLE ?= examples/youtube_spam/spam.fm
+TORCH ?= torch==2.13.0
 
 .PHONY: help demo test check lint typecheck fmt bench help-text clean
 
@@ -12,6 +13,8 @@ help:  ## list the targets
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	# The CPU build of torch first: an unpinned torch would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from fmlang.diagnostics.code import Code
+from fmlang.diagnostics.codes_data import DATA_CODES
+from fmlang.diagnostics.codes_serve import SERVE_CODES
+from fmlang.diagnostics.codes_train import TRAIN_CODES
 
-
-@dataclass(frozen=True)
-class Code:
-    title: str
-    explanation: str
-    io: bool = False  # usage or I/O problem (exit 2) rather than an error in the spec (exit 1)
+__all__ = ["CODES", "Code", "is_io"]
 
 
 CODES: dict[str, Code] = {
@@ -324,6 +322,11 @@ CODES: dict[str, Code] = {
         "it with the spec that triggers it. Set FMC_DEBUG=1 for the traceback.",
     ),
 }
+
+# The execution stages register theirs in their own files (one range each), so that
+# work on one stage never edits another's table: FM07xx data and labels, FM08xx training,
+# gates and merging, FM10xx serving and manifests.
+CODES = dict(sorted({**CODES, **DATA_CODES, **TRAIN_CODES, **SERVE_CODES}.items()))
 
 
 def is_io(code: str) -> bool:
