@@ -7,6 +7,56 @@ from fmlang.diagnostics.code import Code
 
 TRAIN_CODES: dict[str, Code] = {}
 
+# ---- FM0801-FM0819: adapter configs, training arguments and launch configs ----
+TRAIN_CODES.update(
+    {
+        "FM0801": Code(
+            "adapter targets a module the base model lacks",
+            "An adapter wraps modules by name (`targets`, `feedforward`), and PEFT matches "
+            "those names against the loaded model's module names. A name the base model does "
+            "not have would wrap nothing. Use one of the names the error lists (the base "
+            "model's `modules`, or the leaf names of the loaded model).",
+        ),
+        "FM0802": Code(
+            "base model has no weights to load",
+            "Training, adapter configs and serving need to know where the base model's "
+            "weights come from. Give its base_model block a `weights` setting: "
+            '`hub("org/name")`, `pip("package")` or `local("folder")`.',
+        ),
+        "FM0803": Code(
+            "unknown LoRA initialisation",
+            "`init` of a LoRA adapter names how PEFT initialises the update matrices: "
+            "`default`, `gaussian`, `pissa`, `olora` or `orthogonal`. Use one of these or "
+            "leave `init` out.",
+        ),
+        "FM0804": Code(
+            "IA3 feed-forward module is not a target",
+            "IA3 rescales the inputs of the `feedforward` modules and the outputs of the "
+            "other targets, so every feed-forward module must also be listed in `targets`. "
+            "Add it there or remove it from `feedforward`.",
+        ),
+        "FM0805": Code(
+            "model has nothing to train on",
+            "A model that is trained needs a `train { data = ... }` setting naming a dataset "
+            "split or a `labels` block, and the text column(s) to read from it. Add the "
+            "`train` block, or leave the model out of the build.",
+        ),
+        "FM0806": Code(
+            "warmup spans the whole run",
+            "`warmup` is the fraction of optimizer steps spent raising the learning rate "
+            "from zero; at 100% the run never trains at the learning rate it names. Use a "
+            "fraction below 100% (a few percent is typical).",
+        ),
+        "FM0807": Code(
+            "training devices do not fill whole machines",
+            "`devices` in a `train` block counts devices across machines, each machine "
+            "holding the hardware profile's `devices`. The launchers need the same number "
+            "of processes on every machine, so `devices` must be a multiple of the "
+            "profile's. Change `devices` or use a profile with a matching device count.",
+        ),
+    }
+)
+
 # ---- FM0840-FM0859: merging adapters and the adapter registry ----
 TRAIN_CODES.update(
     {
