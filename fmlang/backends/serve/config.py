@@ -1,0 +1,89 @@
+"""`ServeConfig`: everything `fmc serve` needs, loadable from the build's `server.json`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fmlang.diagnostics import error
+from fmlang.errors import StageError
+
+
+class CacheConfig(BaseModel):
+    """Adapter cache sizes per tier; the disk tier is the adapter folders themselves."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    device_slots: int = Field(8, ge=1, description="adapters resident in the stacked weights")
+    host_slots: int = Field(32, ge=1, description="adapters kept as CPU tensors")
+
+
+class ServeConfig(BaseModel):
+    """One base model, named adapters, batching and limits. Relative paths are resolved
+    against the configuration file's folder by `load_config`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    base_model: str = Field(description="local model folder, or a hub id")
+    revision: str | None = Field(None, description="hub revision when base_model is a hub id")
+    model_name: str = Field("base", description="the `model` name that selects no adapter")
+    task: Literal["generate", "classify"] = "generate"
+    classes: tuple[str, ...] = ()
+    adapters: dict[str, str] = Field(default_factory=dict, description="name → adapter folder")
+    max_batch: int = Field(16, ge=1, description="rows per forward pass")
+    max_queue: int = Field(256, ge=1, description="waiting requests before 429")
+    max_new_tokens: int = Field(64, ge=1, description="default when a request gives none")
+    max_new_tokens_limit: int = Field(512, ge=1)
+    max_input_tokens: int = Field(1024, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1)
+    cache: CacheConfig = CacheConfig()
+    request_timeout_s: float = Field(60.0, gt=0)
+    device: str = "cpu"
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServeConfig:
+        if self.task == "classify" and len(self.classes) < 2:
+            raise ValueError("task `classify` needs at least two classes")
+        if self.model_name in self.adapters:
+            raise ValueError(f"adapter name `{self.model_name}` is already the base model's name")
+        if self.max_new_tokens > self.max_new_tokens_limit:
+            raise ValueError("max_new_tokens exceeds max_new_tokens_limit")
+        return self
+
+    def resolved(self, base: Path) -> ServeConfig:
+        """Adapter folders and a local base model folder made absolute against `base`."""
+        adapters = {name: str((base / path).resolve()) for name, path in self.adapters.items()}
+        model = base / self.base_model
+        base_model = str(model.resolve()) if model.exists() else self.base_model
+        return self.model_copy(update={"adapters": adapters, "base_model": base_model})
+
+
+def load_config(path: Path) -> ServeConfig:
+    """Read and validate a serve configuration file; paths inside are relative to its folder."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StageError(
+            error("FM1001", f"cannot read the serve configuration `{path}`: {exc}")
+        ) from exc
+    try:
+        config = ServeConfig.model_validate_json(text)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise StageError(
+            error(
+                "FM1002",
+                f"invalid serve configuration `{path}`: {problems}",
+                help="fix the listed fields; `fmc build` writes a valid deploy/<name>/server.json",
+            )
+        ) from exc
+    return config.resolved(path.parent)
