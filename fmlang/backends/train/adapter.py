@@ -1,0 +1,90 @@
+"""Attach the job's PEFT adapter to the base model, and refuse what cannot be honoured.
+
+The adapter config is the dict content of a PEFT `adapter_config.json`. It is built with
+`peft.get_peft_config`, switched to training mode, and given the task type the model
+needs (`SEQ_CLS` trains and saves the classifier head with the adapter; `CAUSAL_LM`).
+DP-SGD is refused outright: training without the promised privacy would be worse than not
+training.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from fmlang.backends.train.job import TrainJob
+from fmlang.diagnostics import error
+from fmlang.errors import StageError
+
+_TASK_TYPES = {"classify": "SEQ_CLS", "generate": "CAUSAL_LM"}
+
+
+def refuse_dp(job: TrainJob) -> None:
+    """DP-SGD needs per-sample clipping, calibrated noise and a privacy accountant (opacus);
+    this executor has none of them, so a job that asks for DP is refused."""
+    if job.dp is None:
+        return
+    raise StageError(
+        error(
+            "FM0828",
+            f"`{job.model}` asks for differentially private training "
+            f"(epsilon = {job.dp.epsilon}), which this executor cannot provide",
+            job.span("train.dp", "train"),
+            "DP-SGD is requested here",
+            help="remove the `dp { ... }` block to train without a privacy guarantee, or train "
+            "this model with a DP-SGD library (opacus) outside fmc",
+            notes=("fmc never trains without the privacy it was asked for",),
+        )
+    )
+
+
+def peft_config(job: TrainJob) -> Any:
+    """The job's adapter config as a PEFT config object, in training mode."""
+    from peft import get_peft_config
+
+    assert job.adapter_config is not None
+    settings = dict(job.adapter_config)
+    settings.setdefault("task_type", _TASK_TYPES[job.task])
+    settings["inference_mode"] = False
+    try:
+        return get_peft_config(settings)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise _bad_adapter(job, exc) from exc
+
+
+def _bad_adapter(job: TrainJob, exc: Exception) -> StageError:
+    return StageError(
+        error(
+            "FM0827",
+            f"peft does not accept the adapter of `{job.model}`",
+            job.span("adapter"),
+            "this adapter",
+            help="check the adapter's settings and that its targets are modules of the base model",
+            notes=(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",),
+        )
+    )
+
+
+def _check_targets(model: Any, config: Any) -> None:
+    """The module check of `modules.py` (another stage's), when it is present."""
+    try:
+        modules = importlib.import_module("fmlang.backends.train.modules")
+    except ModuleNotFoundError:
+        return
+    targets = getattr(config, "target_modules", None)
+    if targets:
+        modules.check_targets(model, tuple(sorted(targets)))
+
+
+def attach_adapter(job: TrainJob, model: Any) -> Any:
+    """The model wrapped with its adapter (unchanged for full fine-tuning)."""
+    from peft import get_peft_model
+
+    if job.adapter_config is None:
+        return model
+    config = peft_config(job)
+    _check_targets(model, config)
+    try:
+        return get_peft_model(model, config)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise _bad_adapter(job, exc) from exc
