@@ -7,7 +7,7 @@ from fmlang.diagnostics.code import Code
 
 TRAIN_CODES: dict[str, Code] = {}
 
-# ---- FM0801-FM0819: adapter configs, training arguments and launch configs ----
+# ---- FM0801 up to 0819: adapter configs, training arguments and launch configs ----
 TRAIN_CODES.update(
     {
         "FM0801": Code(
