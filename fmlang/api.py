@@ -166,4 +166,12 @@ def build(result: CheckResult, out_dir: Path) -> list[Path]:
         verified = out_dir / "verify.json"
         write_json_atomic(verified, result.report.to_json())
         written.append(verified)
+    from fmlang.lower.artifacts import lower_artifacts
+
+    knobs = dict(result.report.knobs) if result.report is not None else {}
+    for relative, text in sorted(lower_artifacts(spec, knobs).items()):
+        path = out_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, text)
+        written.append(path)
     return written

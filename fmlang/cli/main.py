@@ -204,6 +204,16 @@ def explain(code: str) -> None:
     click.echo(f"{key}: {entry.title}\n\n{entry.explanation}")
 
 
+def _register_stage_commands() -> None:
+    from fmlang.cli.run_cmd import audit, run
+
+    cli.add_command(run)
+    cli.add_command(audit)
+
+
+_register_stage_commands()
+
+
 def _fail_io(message: str) -> NoReturn:
     click.echo(f"error[FM0001]: {message}", err=True)
     sys.exit(EXIT_USAGE)

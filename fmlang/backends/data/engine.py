@@ -1,0 +1,145 @@
+"""Running lowered SQL in an embedded DuckDB: connection setup, UDFs, errors as diagnostics.
+
+What SQL cannot say (Unicode NFKC normalization) is a vectorised Arrow UDF registered on the
+connection under the name the lowered SQL uses (`fm_nfkc`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fmlang.diagnostics import Diagnostic, error
+from fmlang.errors import StageError
+from fmlang.ir.nodes import Dataset
+from fmlang.lower.pipeline import Pipeline, Step
+from fmlang.suggest import did_you_mean
+
+if TYPE_CHECKING:
+    import duckdb
+
+
+def connect(search_path: Path, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB whose relative paths resolve under `search_path`."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    con.execute(f"SET file_search_path = '{_sql_string(str(search_path))}'")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    _register_udfs(con)
+    return con
+
+
+def _sql_string(text: str) -> str:
+    return text.replace("'", "''")
+
+
+def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
+    import pyarrow.compute as pc
+
+    def nfkc(values: Any) -> Any:  # DuckDB reads the hints at runtime: keep them plain
+        return pc.utf8_normalize(values, form="NFKC")
+
+    con.create_function("fm_nfkc", nfkc, ["VARCHAR"], "VARCHAR", type="arrow")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    title: str
+    rows_in: int
+    rows_out: int
+    line: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.title,
+            "line": self.line,
+            "rows_in": self.rows_in,
+            "rows_out": self.rows_out,
+            "removed": self.rows_in - self.rows_out,
+        }
+
+
+def run_pipeline(
+    con: duckdb.DuckDBPyConnection,
+    pipeline: Pipeline,
+    dataset: Dataset,
+    on_step: Callable[[StepResult], None] | None = None,
+) -> list[StepResult]:
+    """Run every step, counting the rows each one leaves."""
+    results: list[StepResult] = []
+    rows = 0
+    for index, step in enumerate(pipeline.steps):
+        _execute(con, step, dataset, index)
+        count = con.execute(f'SELECT count(*) FROM "{step.table}"').fetchone()
+        after = int(count[0]) if count else 0
+        result = StepResult(step.title, rows if index else after, after, _line(step))
+        results.append(result)
+        if on_step:
+            on_step(result)
+        rows = after
+    return results
+
+
+def _line(step: Step) -> int | None:
+    return step.span.line if step.span else None
+
+
+def _execute(con: duckdb.DuckDBPyConnection, step: Step, dataset: Dataset, index: int) -> None:
+    import duckdb
+
+    try:
+        for statement in step.sql:
+            con.execute(statement)
+    except duckdb.Error as exc:
+        raise StageError(_diagnose(exc, step, dataset, index)) from exc
+
+
+_MISSING_COLUMN = re.compile(r'Referenced column "?([^"\s]+)"? not found', re.I)
+_CANDIDATES = re.compile(r"Candidate bindings: (.*)", re.I)
+
+
+def _diagnose(exc: Exception, step: Step, dataset: Dataset, index: int) -> Diagnostic:
+    message = str(exc).strip().splitlines()[0]
+    source = dataset.source
+    where = step.span or (source.span if source else None) or dataset.span
+    span = where.to_span() if where else None
+    if index == 0 and ("No files found" in message or "No such file" in message):
+        return error(
+            "FM0701",
+            f"the source of dataset `{dataset.name}` matches no files",
+            span,
+            f"nothing matches {source.path!r}" if source else "",
+            help="paths are relative to the spec's folder; check the path or the glob",
+        )
+    missing = _MISSING_COLUMN.search(message)
+    if missing and index == 1:
+        return _missing_column(dataset, missing.group(1), str(exc))
+    return error(
+        "FM0705",
+        f"step `{step.title}` of dataset `{dataset.name}` failed in DuckDB: {message}",
+        span,
+        "this step",
+        help="check the rule's columns and types against the data (the SQL is in the build "
+        f"folder: data/{dataset.name}.duckdb.sql)",
+    )
+
+
+def _missing_column(dataset: Dataset, name: str, full: str) -> Diagnostic:
+    column = next((c for c in dataset.columns if c.name == name), None)
+    span = column.span if column and column.span else dataset.span
+    found = _CANDIDATES.search(full)
+    present = [c.strip().strip('"') for c in found.group(1).split(",")] if found else []
+    present = [p.split(".")[-1].strip('"') for p in present if "fm_" not in p]
+    hint = did_you_mean(name, present) if present else None
+    return error(
+        "FM0704",
+        f"column `{name}` of dataset `{dataset.name}` is not in the source data",
+        span.to_span() if span else None,
+        "not in the data",
+        help=hint or "declare the columns the files have (names are case-sensitive)",
+    )

@@ -1,0 +1,230 @@
+"""The labels stage: the label matrix in one SQL pass, Python LFs, the label model, analysis.
+
+Output `run/labels/<labels>.parquet`: the labelled split's columns, one `lf_<name>` column
+per labeling function (class index, -1 = abstain), `fm_probs` (the label model's class
+probabilities, in the block's class order) and `fm_label` (the most probable class; null
+where every function abstained, so training can leave those rows out). Beside it:
+`<labels>.analysis.json` (coverage, overlaps, conflicts, empirical accuracy against the
+dataset's @gold column where there is one) and `<labels>.model.json` (fitted parameters).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmlang.backends.cache import file_digest, stage_key
+from fmlang.backends.data.engine import connect
+from fmlang.backends.data.stages import Outcome, RunContext, _write_json
+from fmlang.diagnostics import error
+from fmlang.errors import StageError
+from fmlang.ir.nodes import Dataset, LabelingFunction, Labels
+from fmlang.lower.labels import ABSTAIN, LabelQuery, lf_column, lower_labels, split_path
+
+
+def labels_paths(name: str) -> dict[str, str]:
+    base = f"run/labels/{name}"
+    return {
+        "rows": f"{base}.parquet",
+        "analysis": f"{base}.analysis.json",
+        "model": f"{base}.model.json",
+    }
+
+
+def labels_stage(ctx: RunContext, labels: Labels) -> Outcome:
+    stage = f"labels:{labels.name}"
+    dataset = ctx.spec.dataset(labels.dataset)
+    assert dataset is not None, "the checker resolved the dataset"
+    query = lower_labels(labels)
+    source = ctx.build_dir / split_path(labels.dataset, labels.split)
+    upstream = ctx.cache.key_of(f"data:{labels.dataset}")
+    if upstream is None or not source.exists():
+        raise StageError(_missing_input(labels, source))
+    model = labels.model.model_dump(mode="json", exclude={"span"})
+    key = stage_key("labels", query.sql, upstream, model, _python_digests(ctx, labels))
+    paths = labels_paths(labels.name)
+    ctx.access.require(dataset, "label", stage, [split_path(labels.dataset, labels.split)])
+    if not ctx.force and ctx.cache.fresh(stage, key):
+        return Outcome(stage, True, tuple(paths.values()), {})
+    table = _apply(ctx, labels, query)
+    summary = _fit_and_write(ctx, labels, dataset, table, paths)
+    ctx.cache.record(stage, key, list(paths.values()))
+    return Outcome(stage, False, tuple(paths.values()), summary)
+
+
+def _missing_input(labels: Labels, source: Path) -> Any:
+    span = labels.span.to_span() if labels.span else None
+    return error(
+        "FM0710",
+        f"labels `{labels.name}` need dataset `{labels.dataset}`'s data stage output",
+        span,
+        f"reads {source.name}",
+        help=f"run the data stage first: `fmc run FILE --until data` (missing: {source})",
+    )
+
+
+def _apply(ctx: RunContext, labels: Labels, query: LabelQuery) -> Any:
+    """The SQL pass, then the Python functions, as an Arrow table."""
+    con = connect(ctx.build_dir)
+    try:
+        table = con.sql(query.sql).to_arrow_table()
+    finally:
+        con.close()
+    for lf in labels.functions:
+        if lf.python:
+            votes = _python_votes(ctx, labels, lf, table.to_pylist())
+            column = table.schema.get_field_index(lf_column(lf.name))
+            table = table.set_column(column, lf_column(lf.name), _int_array(votes))
+    return table
+
+
+def _int_array(values: list[int]) -> Any:
+    import pyarrow as pa
+
+    return pa.array(values, type=pa.int32())
+
+
+def _python_votes(ctx: RunContext, labels: Labels, lf: LabelingFunction,
+                  rows: list[dict[str, Any]]) -> list[int]:  # fmt: skip
+    fn = _import(ctx, labels, lf)
+    votes: list[int] = []
+    for row in rows:
+        try:
+            value = fn(row)
+        except Exception as exc:  # a user's function: report, never crash
+            raise StageError(_lf_error(lf, f"raised {type(exc).__name__}: {exc}")) from exc
+        if value is None:
+            votes.append(ABSTAIN)
+        elif value in labels.classes:
+            votes.append(labels.classes.index(value))
+        else:
+            raise StageError(_lf_error(lf, f"returned {value!r}, not a class or None"))
+    return votes
+
+
+def _import(ctx: RunContext, labels: Labels, lf: LabelingFunction) -> Callable[[Any], Any]:
+    module_name, _, attr = (lf.python or "").partition(":")
+    folder = str(ctx.spec_dir(labels.file))
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    try:
+        fn = getattr(importlib.import_module(module_name), attr or "label")
+    except (ImportError, AttributeError) as exc:
+        raise StageError(_lf_error(lf, f"cannot be imported: {exc}")) from exc
+    if not callable(fn):
+        raise StageError(_lf_error(lf, f"`{lf.python}` is not a function"))
+    return fn  # type: ignore[no-any-return]
+
+
+def _lf_error(lf: LabelingFunction, what: str) -> Any:
+    return error(
+        "FM0706",
+        f"labeling function `{lf.name}` ({lf.python}) {what}",
+        lf.span.to_span() if lf.span else None,
+        "this function",
+        help="the function takes one row (a dict of column → value) and returns a class "
+        "name or None; its module is found relative to the spec's folder",
+    )
+
+
+def _python_digests(ctx: RunContext, labels: Labels) -> list[tuple[str, str]]:
+    out = []
+    for lf in labels.functions:
+        if lf.python:
+            module = lf.python.partition(":")[0].replace(".", "/")
+            for candidate in (f"{module}.py", f"{module}/__init__.py"):
+                path = ctx.spec_dir(labels.file) / candidate
+                if path.exists():
+                    out.append((lf.python, file_digest(path)))
+    return out
+
+
+def label_matrix(table: Any, labels: Labels) -> np.ndarray:
+    columns = [table.column(lf_column(lf.name)).to_numpy() for lf in labels.functions]
+    if not columns:
+        return np.full((table.num_rows, 0), ABSTAIN, dtype=np.int64)
+    return np.stack(columns, axis=1).astype(np.int64)
+
+
+def gold_labels(table: Any, dataset: Dataset, classes: tuple[str, ...]) -> np.ndarray | None:
+    """Class indices from the dataset's @gold label column (-1 where missing), if any."""
+    gold = next((c for c in dataset.columns if "gold" in c.tags and c.type == "label"), None)
+    if gold is None or gold.name not in table.column_names:
+        return None
+    values = table.column(gold.name).to_pylist()
+    return np.array([classes.index(v) if v in classes else ABSTAIN for v in values])
+
+
+def fit(labels: Labels, matrix: np.ndarray) -> tuple[np.ndarray, Any]:
+    """Class probabilities per row from the block's label model (or majority vote)."""
+    from fmlang.backends.labelmodel.majority import majority_proba
+    from fmlang.backends.labelmodel.model import fit_label_model
+
+    k = len(labels.classes)
+    options = {o.name: o.value for o in labels.model.options}
+    if labels.model.kind == "majority":
+        return majority_proba(matrix, k), None
+    model = fit_label_model(matrix, k, **options)  # type: ignore[arg-type]
+    return model.predict_proba(matrix), model
+
+
+def _fit_and_write(ctx: RunContext, labels: Labels, dataset: Dataset, table: Any,
+                   paths: dict[str, str]) -> dict[str, Any]:  # fmt: skip
+    import pyarrow as pa
+
+    from fmlang.backends.labelmodel.analysis import lf_summary
+
+    matrix = label_matrix(table, labels)
+    probs, model = fit(labels, matrix)
+    covered = (matrix != ABSTAIN).any(axis=1)
+    best = probs.argmax(axis=1)
+    names = [labels.classes[i] if ok else None for i, ok in zip(best, covered, strict=True)]
+    table = table.append_column("fm_probs", pa.array(probs.tolist(), pa.list_(pa.float64())))
+    table = table.append_column("fm_label", pa.array(names, pa.string()))
+    _write_table(table, ctx.build_dir / paths["rows"])
+    gold = gold_labels(table, dataset, labels.classes)
+    spans = {lf.name: lf.span.to_span() if lf.span else None for lf in labels.functions}
+    weights = model.weights() if model is not None else None
+    summary = lf_summary(matrix, [lf.name for lf in labels.functions], len(labels.classes),
+                         gold, spans, classes=labels.classes, learned_accuracy=weights)  # fmt: skip
+    ctx.warnings.extend(summary.warnings)
+    document = {"labels": labels.name, "analysis": summary.to_json()}
+    document["label_model"] = _accuracy(best, covered, gold)
+    _write_json(ctx.build_dir / paths["analysis"], document)
+    _write_json(ctx.build_dir / paths["model"], model.to_json() if model else {"kind": "majority"})
+    return {"summary": summary, **document["label_model"]}
+
+
+def _accuracy(best: np.ndarray, covered: np.ndarray, gold: np.ndarray | None) -> dict[str, Any]:
+    """The label model's accuracy against gold, on covered rows and with abstains as wrong."""
+    out: dict[str, Any] = {"rows": len(best), "covered": int(covered.sum())}
+    if gold is None:
+        return out
+    known = gold != ABSTAIN
+    hits = (best == gold) & covered & known
+    out["accuracy_covered"] = float(hits.sum() / max(1, (covered & known).sum()))
+    out["accuracy_all"] = float(hits.sum() / max(1, known.sum()))
+    out["policy"] = "argmax of the label model's probabilities; all-abstain rows count as wrong"
+    return out
+
+
+def _write_table(table: Any, target: Path) -> None:
+    import os
+    import tempfile
+
+    import pyarrow.parquet as pq
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

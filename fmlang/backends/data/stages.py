@@ -1,0 +1,184 @@
+"""The data and labels stages of `fmc run`: lowered SQL executed in DuckDB into Parquet.
+
+Data stage (`data:<dataset>`): read, cast, clean and split one dataset; write every split to
+`run/data/<dataset>/<split>.parquet` (plus `all.parquet`) and `report.json` with rows in and
+out of every rule. Labels stage (`labels:<labels>`): apply every labeling function in one
+SQL pass, fill in Python functions, fit the label model, write the rows with their votes,
+`fm_label` and `fm_probs` to `run/labels/<labels>.parquet`, with the LF analysis beside it.
+Both are skipped when their cache key is unchanged; both check access first.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fmlang.backends.cache import StageCache, file_digest, stage_key
+from fmlang.backends.data.access import Access
+from fmlang.backends.data.engine import StepResult, connect, run_pipeline
+from fmlang.diagnostics import Diagnostic, error
+from fmlang.errors import StageError
+from fmlang.ir.nodes import Dataset, Spec
+from fmlang.lower.labels import split_path
+from fmlang.lower.pipeline import Pipeline, lower_dataset
+from fmlang.lower.sql import LoweringError
+
+
+@dataclass
+class RunContext:
+    """What every stage of one `fmc run` shares."""
+
+    spec: Spec
+    entry_dir: Path  # the entry spec's folder: IR `file` paths are relative to it
+    build_dir: Path
+    access: Access
+    cache: StageCache
+    force: bool = False
+    log: Callable[[str], None] = print
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    def spec_dir(self, file: str) -> Path:
+        return (self.entry_dir / file).parent
+
+
+@dataclass(frozen=True)
+class Outcome:
+    stage: str
+    skipped: bool
+    outputs: tuple[str, ...]
+    summary: dict[str, Any]
+
+
+def lowered(dataset: Dataset, dialect: str = "duckdb") -> Pipeline:
+    try:
+        return lower_dataset(dataset, dialect)
+    except LoweringError as exc:
+        span = getattr(exc.node, "span", None) or dataset.span
+        raise StageError(
+            error("FM0709", exc.message, span.to_span() if span else None, "in this rule")
+        ) from exc
+
+
+def source_files(ctx: RunContext, dataset: Dataset) -> list[Path]:
+    if dataset.source is None:
+        return []
+    pattern = str(ctx.spec_dir(dataset.file) / dataset.source.path)
+    if dataset.source.kind in ("files", "hf_disk"):
+        pattern = pattern.rstrip("/") + "/**/*"
+    found = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
+    return [p for p in found if p.is_file()]
+
+
+def data_stage(ctx: RunContext, dataset: Dataset) -> Outcome:
+    stage = f"data:{dataset.name}"
+    pipeline = lowered(dataset)
+    files = source_files(ctx, dataset)
+    names = [os.path.relpath(f, ctx.entry_dir) for f in files]
+    key = stage_key(
+        "data", pipeline.script(), [(n, file_digest(f)) for n, f in zip(names, files, strict=True)]
+    )
+    folder = f"run/data/{dataset.name}"
+    outputs = [split_path(dataset.name, s) for s in (*pipeline.splits, None)]
+    outputs.append(f"{folder}/report.json")
+    ctx.access.require(dataset, "read", stage, names)  # cached rows are the dataset's too
+    if not ctx.force and ctx.cache.fresh(stage, key):
+        return Outcome(stage, True, tuple(outputs), {})
+    con = connect(ctx.spec_dir(dataset.file))
+    try:
+        if dataset.source is not None and dataset.source.kind == "hf_disk":
+            _register_hf(con, ctx.spec_dir(dataset.file) / dataset.source.path, dataset)
+        steps = run_pipeline(con, pipeline, dataset, lambda r: ctx.log(_describe(r)))
+        counts = {
+            s: _write(con, pipeline.split_query(s), ctx.build_dir / split_path(dataset.name, s))
+            for s in (*pipeline.splits, None)
+        }
+    finally:
+        con.close()
+    report = _report(dataset, steps, counts, key)
+    _write_json(ctx.build_dir / folder / "report.json", report)
+    ctx.cache.record(stage, key, outputs)
+    return Outcome(stage, False, tuple(outputs), report)
+
+
+def _describe(result: StepResult) -> str:
+    removed = result.rows_in - result.rows_out
+    change = f" (-{removed:,})" if removed else ""
+    return f"  {result.title}: {result.rows_out:,} rows{change}"
+
+
+def _report(dataset: Dataset, steps: list[StepResult], counts: dict[str | None, int],
+            key: str) -> dict[str, Any]:  # fmt: skip
+    return {
+        "schema_version": "1",
+        "dataset": dataset.name,
+        "cache_key": key,
+        "rules": [s.to_json() for s in steps],
+        "splits": {(name or "all"): rows for name, rows in counts.items()},
+    }
+
+
+def _write(con: Any, query: str, target: Path) -> int:
+    """COPY a query to Parquet through a temporary file and a rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    os.close(fd)
+    try:
+        escaped = tmp.replace("'", "''")
+        con.execute(f"COPY ({query}) TO '{escaped}' (FORMAT parquet)")
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    row = con.execute(f"SELECT count(*) FROM read_parquet('{_quoted(target)}')").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _quoted(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    from fmlang.api import write_json_atomic
+
+    write_json_atomic(path, document)
+
+
+def _register_hf(con: Any, folder: Path, dataset: Dataset) -> None:
+    """A dataset saved with `datasets.save_to_disk`: Arrow IPC stream files, in the split's
+    subfolder for a DatasetDict. Read with pyarrow; registered as `fm_hf_source`."""
+    import pyarrow as pa
+
+    source = dataset.source
+    split = (
+        next((str(o.value) for o in source.options if o.name == "split"), None) if source else None
+    )
+    root = folder / split if split else folder
+    files = sorted(root.glob("*.arrow"))
+    if not files:
+        span = source.span if source else None
+        raise StageError(
+            error(
+                "FM0701",
+                f"no Arrow files for dataset `{dataset.name}` in `{root}`",
+                span.to_span() if span else None,
+                "nothing to read",
+                help="point hf_disk at a folder written by `datasets.save_to_disk`",
+            )
+        )
+    tables = []
+    for file in files:
+        part = pa.ipc.open_stream(pa.memory_map(str(file))).read_all()
+        tables.append(part.append_column("filename", pa.array([file.name] * part.num_rows)))
+    table = pa.concat_tables(tables)
+    con.register("fm_hf_source", table)
+
+
+def read_report(build_dir: Path, dataset: str) -> dict[str, Any]:
+    path = build_dir / "run" / "data" / dataset / "report.json"
+    return dict(json.loads(path.read_text(encoding="utf-8")))

@@ -1,0 +1,108 @@
+"""`fmc run` and `fmc audit verify`. Heavy imports (DuckDB, torch) happen inside."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+if TYPE_CHECKING:
+    from fmlang.api import CheckResult
+    from fmlang.errors import StageError
+
+UNTIL = ("data", "labels")
+
+
+def render_stage_error(result: CheckResult, exc: StageError, fmt: str) -> int:
+    """Show a stage's diagnostics like the checker's; the exit code they call for."""
+    from fmlang.cli.main import report
+
+    result.program.sink.extend(exc.diagnostics)
+    return report(result, fmt)
+
+
+@click.command()
+@click.argument("file", type=click.Path())
+@click.option("--until", type=click.Choice(UNTIL), default=UNTIL[-1], show_default=True,
+              help="the last stage to run")  # fmt: skip
+@click.option("-o", "--out", "out_dir", type=click.Path(), default=None,
+              help="build folder (default: .fm-build/<spec name>)")  # fmt: skip
+@click.option("--as", "principal", default=None, metavar="PRINCIPAL",
+              help="who runs this, checked against grants (default: $FMC_PRINCIPAL)")  # fmt: skip
+@click.option("--force", is_flag=True, help="rerun stages even when their inputs are unchanged")
+@click.option("--format", "fmt", type=click.Choice(["rich", "short", "json"]), default="rich")
+def run(file: str, until: str, out_dir: str | None, principal: str | None, force: bool,
+        fmt: str) -> None:  # fmt: skip
+    """Run FILE's stages (data, labels, …) into the build folder, skipping unchanged ones."""
+    from rich.console import Console
+
+    from fmlang.api import build as build_artifacts
+    from fmlang.api import check_paths, compile_spec, write_json_atomic
+    from fmlang.backends.data.access import current_principal
+    from fmlang.backends.run import RunOptions
+    from fmlang.backends.run import run as run_stages
+    from fmlang.cli.main import EXIT_OK, report
+    from fmlang.errors import StageError
+
+    spec_path = Path(file)
+    result = check_paths([spec_path], verify=True)
+    code = report(result, fmt, quiet_ok=True)
+    if code != EXIT_OK:
+        sys.exit(code)
+    target = Path(out_dir) if out_dir else Path(".fm-build") / spec_path.stem
+    console = Console(stderr=True, highlight=False, quiet=fmt == "json")
+    options = RunOptions(target, spec_path, until, current_principal(principal), force,
+                         lambda line: console.print(line))  # fmt: skip
+    text = "".join(s.text for s in result.program.files.values())
+    try:
+        build_artifacts(result, target)
+        outcome, ctx = run_stages(compile_spec(result), options, text)
+    except StageError as exc:
+        sys.exit(render_stage_error(result, exc, fmt))
+    write_json_atomic(target / "run" / "report.json", outcome.to_json())
+    result.program.sink.extend(ctx.warnings)
+    sys.exit(report(result, fmt, quiet_ok=True))
+
+
+@click.group()
+def audit() -> None:
+    """Check the hash-chained audit log of data access."""
+
+
+@audit.command()
+@click.argument("log", type=click.Path(), required=False)
+def verify(log: str | None) -> None:
+    """Verify LOG (default: $FMC_AUDIT_LOG or .fm-build/*/audit.log) has not been edited."""
+    from fmlang.backends.data.audit import verify_log
+    from fmlang.cli.main import EXIT_INPUT, EXIT_OK, EXIT_USAGE
+
+    path = _log_path(log)
+    try:
+        verdict = verify_log(path)
+    except OSError as exc:
+        click.echo(f"error[FM0708]: cannot read the audit log `{path}`: {exc.strerror or exc}",
+                   err=True)  # fmt: skip
+        sys.exit(EXIT_USAGE)
+    if verdict.broken is not None:
+        click.echo(
+            f"{path}:{verdict.broken.line}: error[FM0707]: the audit log was tampered with: "
+            f"entry on line {verdict.broken.line} {verdict.broken.reason}\n"
+            f"  = note: the {verdict.entries} entries before it verify",
+            err=True,
+        )
+        sys.exit(EXIT_INPUT)
+    click.echo(f"{path}: {verdict.entries} entries, chain intact (head {verdict.head[:12]})")
+    sys.exit(EXIT_OK)
+
+
+def _log_path(log: str | None) -> Path:
+    import os
+
+    if log:
+        return Path(log)
+    if os.environ.get("FMC_AUDIT_LOG"):
+        return Path(os.environ["FMC_AUDIT_LOG"])
+    found = sorted(Path(".fm-build").glob("*/audit.log"))
+    return found[0] if len(found) == 1 else Path(".fm-build") / "audit.log"

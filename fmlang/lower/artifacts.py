@@ -1,0 +1,32 @@
+"""Every lowered artifact of a spec, as relative path → text, for `fmc build`.
+
+Each lowering is pure and deterministic; a lowering that cannot express something raises
+`LoweringError` (SQL) or `StageError`, which `fmc build` reports as diagnostics.
+"""
+
+from __future__ import annotations
+
+from fmlang.ir.nodes import Spec
+from fmlang.lower.labels import lower_labels
+from fmlang.lower.pipeline import lower_dataset
+
+DIALECT_FILES = (("duckdb", "duckdb.sql"), ("spark", "spark.sql"))
+
+
+def data_artifacts(spec: Spec) -> dict[str, str]:
+    files: dict[str, str] = {}
+    for dataset in spec.datasets:
+        if dataset.source is None:
+            continue
+        for dialect, suffix in DIALECT_FILES:
+            files[f"data/{dataset.name}.{suffix}"] = lower_dataset(dataset, dialect).script()
+    for labels in spec.labels:
+        for dialect, suffix in DIALECT_FILES:
+            files[f"labels/{labels.name}.{suffix}"] = lower_labels(labels, dialect).script()
+    return files
+
+
+def lower_artifacts(spec: Spec, knobs: dict[str, int | str]) -> dict[str, str]:
+    """All artifacts; later stages (adapters, training, merges, deployments) add theirs."""
+    del knobs  # used by the model and deployment lowerings
+    return data_artifacts(spec)
