@@ -30,6 +30,7 @@ class EMResult:
     ended."""
 
     theta: FloatArray
+    posterior: FloatArray
     iterations: int
     converged: bool
 
@@ -83,18 +84,19 @@ def softmax(scores: FloatArray) -> FloatArray:
     return np.asarray(shifted / shifted.sum(axis=1, keepdims=True), dtype=np.float64)
 
 
-def run_em(votes: FloatArray, start: FloatArray, *, epochs: int, smoothing: float) -> EMResult:
+def run_em(
+    votes: FloatArray, start: FloatArray, prior: FloatArray, *, epochs: int, smoothing: float
+) -> EMResult:
     """EM from the posteriors `start` (rows, k) for at most `epochs` iterations, stopping
-    once no row's posterior moves by more than TOLERANCE. The class prior is held uniform
-    while fitting (a jointly estimated prior lets EM pour every row into one class)."""
-    k = start.shape[1]
-    uniform = np.full(k, 1.0 / k)
+    once no row's posterior moves by more than TOLERANCE. The class prior is held fixed
+    (an EM step on the prior over the whole likelihood lets abstain patterns pour every
+    row into one class; `model.py` estimates it from the votes alone between runs)."""
     posterior = start
     theta = m_step(posterior, votes, smoothing)
     for iteration in range(1, epochs + 1):
-        updated = softmax(log_scores(votes, theta, uniform, abstains=True))
+        updated = softmax(log_scores(votes, theta, prior, abstains=True))
         theta = m_step(updated, votes, smoothing)
         if np.abs(updated - posterior).max() < TOLERANCE:
-            return EMResult(theta, iteration, True)
+            return EMResult(theta, updated, iteration, True)
         posterior = updated
-    return EMResult(theta, epochs, False)
+    return EMResult(theta, posterior, epochs, False)

@@ -7,8 +7,11 @@
 - `epochs`: the most EM iterations (it stops earlier once the posteriors stop moving);
 - `lr`: accepted for the language's sake and ignored, since EM has no learning rate;
 - `seed`: the fit itself is deterministic; the seed settles `predict(tie="random")` ties;
-- `prior`: `uniform`, or `estimated`: after fitting, the class balance is the mean
-  abstain-blind posterior over the rows where at least one LF voted.
+- `prior`: `uniform`, or `estimated`: after fitting, the class mix of the rows where at
+  least one LF voted that makes their votes most likely under the fitted model. The
+  conditionals themselves are fitted under a uniform prior, so on very unbalanced data the
+  estimate is pulled towards uniform; refitting them under the estimated mix (alternating)
+  drifted to a wrong, lopsided mix on WRENCH YouTube, where LFs are far from independent.
 
 Predictions score only the votes that fired (abstain-blind, as Snorkel's LabelModel does):
 abstentions are fitted but their correlations across LFs (many LFs are silent on the same
@@ -25,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from fmlang.atomic import write_text_atomic
-from fmlang.backends.labelmodel.em import log_scores, run_em, softmax
+from fmlang.backends.labelmodel.em import TOLERANCE, log_scores, run_em, softmax
 from fmlang.backends.labelmodel.majority import majority_proba
 from fmlang.backends.labelmodel.matrix import (
     ABSTAIN,
@@ -42,6 +45,7 @@ FORMAT = "fmc.label_model"
 FORMAT_VERSION = 1
 DEFAULT_EPOCHS = 100
 DEFAULT_SMOOTHING = 0.5
+PRIOR_ITERATIONS = 500
 
 
 @dataclass(frozen=True)
@@ -159,8 +163,12 @@ def fit_label_model(
     _check_options(epochs, lr, seed, prior, smoothing)
     matrix = check_matrix(L, k)
     votes = one_hot(matrix, k)
-    result = run_em(votes, majority_proba(matrix, k), epochs=epochs, smoothing=smoothing)
-    class_prior = _class_prior(matrix, votes, result.theta, prior)
+    class_prior = np.full(k, 1.0 / k)
+    result = run_em(
+        votes, majority_proba(matrix, k), class_prior, epochs=epochs, smoothing=smoothing
+    )
+    if prior == "estimated":
+        class_prior = _class_mix(matrix, votes, result.theta, class_prior)
     return LabelModel(
         k=k,
         theta=_nested(result.theta),
@@ -187,17 +195,25 @@ def _check_options(epochs: int, lr: float | None, seed: int, prior: str, smoothi
         raise ValueError(f"smoothing must be positive, got {smoothing}")
 
 
-def _class_prior(
-    matrix: IntArray, votes: FloatArray, theta: FloatArray, prior: PriorKind
+def _class_mix(
+    matrix: IntArray, votes: FloatArray, theta: FloatArray, start: FloatArray
 ) -> FloatArray:
-    """Uniform, or the smoothed mean abstain-blind posterior over rows with a vote."""
+    """The maximum-likelihood class mix of the rows with a vote under the fitted
+    conditionals (abstain-blind scores; concave in the mix, solved by EM on the mix
+    alone), smoothed by one pseudo-row per class."""
     k = theta.shape[1]
-    uniform = np.full(k, 1.0 / k)
+    prior_now = start
     voted = (matrix != ABSTAIN).any(axis=1)
-    if prior == "uniform" or not voted.any():
-        return uniform
-    posterior = softmax(log_scores(votes[voted], theta, uniform, abstains=False))
-    return np.asarray((posterior.sum(axis=0) + 1.0) / (voted.sum() + k), dtype=np.float64)
+    if not voted.any():
+        return prior_now
+    rows = int(voted.sum())
+    for _ in range(PRIOR_ITERATIONS):
+        posterior = softmax(log_scores(votes[voted], theta, prior_now, abstains=False))
+        updated = (posterior.sum(axis=0) + 1.0) / (rows + k)
+        if np.abs(updated - prior_now).max() < TOLERANCE:
+            return np.asarray(updated, dtype=np.float64)
+        prior_now = updated
+    return np.asarray(prior_now, dtype=np.float64)
 
 
 def _nested(theta: FloatArray) -> tuple[tuple[tuple[float, ...], ...], ...]:
