@@ -25,8 +25,9 @@ Conventions (all overridable through `ManifestOptions`):
 - Replicas: the solver's choice (`<target>.<kind>.replicas`) as a fixed count, a written range
   `lo..hi` as autoscaling bounds, and an `auto` range no constraint depended on as its bounds.
 - Memory requests: the verifier's serving-memory estimate when a memory constraint gave one,
-  else the hardware profile's memory (weights pass through host memory as they load); GPUs
-  as `nvidia.com/gpu` requests and limits.
+  else the same cost-model formula evaluated at the chosen knobs, else (a base model without
+  a parameter count) the hardware profile's memory. On GPUs this is host memory, which the
+  weights pass through as they load; GPUs are `nvidia.com/gpu` requests and limits.
 - GPU autoscaling (HPA) follows the per-pod metric `vllm:num_requests_running` (vLLM's
   Prometheus metric, served through a metrics adapter such as prometheus-adapter) with the
   serving batch as target; CPU autoscaling follows CPU utilization. KServe scales on
@@ -152,6 +153,7 @@ def plan_target(
     """The target's hardware, GPUs and memory; vLLM's limits checked on GPU targets."""
     hardware = spec.hardware_profile(hardware_name) if hardware_name else None
     gpus = (hardware.devices or 1) if hardware and hardware.kind == "gpu" else 0
+    memory_bytes = memory_bytes if memory_bytes is not None else served.memory_bytes
     if memory_bytes is None and hardware is not None and hardware.memory is not None:
         memory_bytes = hardware.memory.value * (hardware.devices or 1)
     if gpus:

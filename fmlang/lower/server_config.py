@@ -23,13 +23,14 @@ Paths, when the caller passes no `adapters` mapping (`default_adapters`):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fmlang.diagnostics import Span, error
 from fmlang.errors import StageError
 from fmlang.ir.base import Knob
 from fmlang.ir.nodes import Deployment, DeployTarget, Merge, Model, PretrainedModel, Spec
+from fmlang.verify import costmodel as cm
 from fmlang.verify.costmodel import GENERATED_TOKENS
 from fmlang.verify.resources import DEFAULT_SERVING_SEQ
 
@@ -67,6 +68,25 @@ class ServedModel:
     batch: int
     max_adapters: int
     span: Span | None
+    memory_bytes: float | None = None  # the cost model's footprint of one replica
+
+    def with_memory(self, model: Model) -> ServedModel:
+        """The same, with the cost model's serving footprint (the formula the verifier's
+        memory constraint uses): weights, resident adapters, KV cache, activations."""
+        if not self.base.params:
+            return self
+        arch = cm.Arch.of(self.base)
+        adapter = model.adapter
+        per_adapter = 0.0
+        if adapter is not None and not self.merged:
+            params = cm.adapter_params(
+                arch, adapter.kind, self.rank or 0, adapter.targets, feedforward=adapter.feedforward
+            )
+            per_adapter = params * cm.activation_bytes(arch)
+        footprint = cm.serving_memory(
+            arch, self.quantize, per_adapter, self.max_adapters, self.batch, self.max_seq
+        )
+        return replace(self, memory_bytes=footprint)
 
     @property
     def generative(self) -> bool:
@@ -192,7 +212,7 @@ def resolve_served(
     seq_default = min(base.max_seq or DEFAULT_SERVING_SEQ, DEFAULT_SERVING_SEQ)
     seq_knob = deployment.max_seq or first.max_seq
     task = first.task
-    return ServedModel(
+    served = ServedModel(
         deploy=deployment.name, target=target, target_kind="merge" if merge else "model",
         base=base, task=task.kind if task else "generate", classes=task.classes if task else (),
         adapter_kind=first.adapter.kind if first.adapter else None,
@@ -207,6 +227,7 @@ def resolve_served(
         ),
         span=span,
     )  # fmt: skip
+    return served.with_memory(first)
 
 
 def _weights(served: ServedModel) -> dict[str, Any]:
