@@ -68,11 +68,11 @@ def test_never_firing_lf_warns_at_its_span() -> None:
 
 
 def _with_adversary(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Three decent LFs and a fourth that votes the opposite of the truth 85% of the time."""
+    """Three decent LFs and a fourth that votes the opposite of the truth 95% of the time."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, size=400)
     columns = []
-    for accuracy in (0.85, 0.8, 0.75, 0.15):
+    for accuracy in (0.85, 0.8, 0.75, 0.05):
         fires = rng.random(400) < 0.6
         vote = np.where(rng.random(400) < accuracy, y, 1 - y)
         columns.append(np.where(fires, vote, -1))

@@ -27,6 +27,10 @@ from fmlang.diagnostics import Diagnostic, Span, warning
 
 MIN_EVIDENCE_ROWS = 5
 """Rows an accuracy or agreement warning needs before it is believed."""
+CONTRARIAN_AGREEMENT = 0.25
+"""Without gold, an LF that agrees with the others' majority on fewer than this share of the
+rows where they decide is reported. Not 0.5: single-polarity LF sets disagree by
+construction (on WRENCH YouTube the 94%-accurate `keyword_link` agrees on 27% of them)."""
 
 
 @dataclass(frozen=True)
@@ -296,7 +300,9 @@ def _below_chance(lf: LFStats) -> bool:
 
 def _contrarian(lf: LFStats) -> bool:
     return (
-        lf.agreement is not None and lf.agreement_rows >= MIN_EVIDENCE_ROWS and lf.agreement < 0.5
+        lf.agreement is not None
+        and lf.agreement_rows >= MIN_EVIDENCE_ROWS
+        and lf.agreement < CONTRARIAN_AGREEMENT
     )
 
 
