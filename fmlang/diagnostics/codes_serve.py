@@ -6,7 +6,7 @@ from __future__ import annotations
 from fmlang.diagnostics.code import Code
 
 SERVE_CODES: dict[str, Code] = {
-    # FM1001-FM1029: the `fmc serve` runtime. FM1030-FM1049: deployment manifests.
+    # Codes below 1030 belong to the `fmc serve` runtime; 1030 to 1049 to deploy manifests.
     "FM1030": Code(
         "adapter kind vLLM cannot load",
         "vLLM loads only LoRA adapters on demand. A GPU target (served by vLLM) cannot "
