@@ -26,6 +26,7 @@ from fmlang.lower.kserve import validate_compose, validate_inferenceservice
 from fmlang.lower.manifests import (
     ManifestOptions,
     lower_deployment,
+    lower_deployments,
     serving_memory,
     write_files,
 )
@@ -51,11 +52,7 @@ def _compile(path: Path) -> tuple[Spec, dict[str, int | str], list[dict[str, Any
 
 def _lower_all(path: Path) -> dict[str, str]:
     spec, knobs, constraints = _compile(path)
-    files: dict[str, str] = {}
-    for deployment in spec.deployments:
-        memory = serving_memory(constraints, deployment.target)
-        files |= lower_deployment(spec, deployment, knobs, memory_bytes=memory)
-    return files
+    return lower_deployments(spec, knobs, constraints)
 
 
 @pytest.fixture(scope="module")

@@ -58,12 +58,19 @@ from fmlang.lower.server_config import (
     engine_args,
     fail,
     model_reference,
+    replicas,
     resolve_served,
     server_config,
+    serving_memory,
     target_span,
     vllm_container_args,
     vllm_env,
 )
+
+__all__ = [
+    "ManifestOptions", "Plan", "lower_deployment", "lower_deployments", "serving_memory",
+    "write_files",
+]  # fmt: skip
 
 VLLM_IMAGE = "vllm/vllm-openai:v0.9.2"
 SERVE_IMAGE = f"ghcr.io/fmlang/fmc:{__version__}"
@@ -111,35 +118,7 @@ def k8s_name(name: str) -> str:
     return name.lower().replace("_", "-").strip("-")[:63]
 
 
-def serving_memory(constraints: Sequence[Mapping[str, Any]], target: str) -> float | None:
-    """The verifier's serving-memory estimate in bytes for `target`, from verify.json's
-    constraint rows (`VerifyReport.constraints`); None when no memory constraint gave one."""
-    for row in constraints:
-        if row.get("target") == target and row.get("kind") == "memory":
-            estimate = row.get("estimate")
-            if isinstance(estimate, int | float) and row.get("unit") == "bytes":
-                return float(estimate)
-    return None
-
-
 # ---- placement -----------------------------------------------------------------------
-
-
-def replicas(
-    served: ServedModel, target: DeployTarget, knobs: Mapping[str, int | str]
-) -> tuple[int, int]:
-    """(min, max): a fixed count when the spec or the solver fixed one, else the range."""
-    knob = target.replicas
-    if knob is None:
-        return 1, 1
-    if knob.fixed is not None and not knob.auto:
-        return int(knob.fixed), int(knob.fixed)
-    chosen = knobs.get(f"{served.target}.{target.kind}.replicas")
-    if knob.auto and chosen is not None:
-        return int(chosen), int(chosen)
-    low = int(knob.low) if knob.low is not None else 1
-    high = int(knob.high) if knob.high is not None else low
-    return low, max(low, high)
 
 
 def plan_target(
@@ -221,27 +200,17 @@ def container(plan: Plan) -> dict[str, Any]:
     """The serving container: vLLM's OpenAI server on GPUs, `fmc serve` otherwise.
     vLLM answers /health once its engine is up; fmc serve answers /health and /ready."""
     served = plan.served
+    body: dict[str, Any]
     if plan.vllm:
-        port, image, ready, delay = (
-            VLLM_PORT,
-            plan.options.vllm_image,
-            "/health",
-            VLLM_START_SECONDS,
-        )
-        body: dict[str, Any] = {"args": vllm_container_args(served, plan.target, plan.gpus)}
+        port, ready, delay = VLLM_PORT, "/health", VLLM_START_SECONDS
+        body = {"image": plan.options.vllm_image}
+        body["args"] = vllm_container_args(served, plan.target, plan.gpus)
+        body |= {"env": vllm_env(served)} if vllm_env(served) else {}
     else:
-        port, image, ready, delay = (
-            DEFAULT_PORT,
-            plan.options.serve_image,
-            "/ready",
-            SERVE_START_SECONDS,
-        )
-        body = {"command": serve_command(served, port)}
-    if plan.vllm and vllm_env(served):
-        body["env"] = vllm_env(served)
+        port, ready, delay = DEFAULT_PORT, "/ready", SERVE_START_SECONDS
+        body = {"image": plan.options.serve_image, "command": serve_command(served, port)}
     return {
         "name": "server",
-        "image": image,
         **body,
         "ports": [{"containerPort": port, "name": "http", "protocol": "TCP"}],
         "resources": resources(plan),
@@ -525,3 +494,22 @@ def write_files(out_dir: Path, files: Mapping[str, str]) -> list[Path]:
         write_text_atomic(path, text)
         written.append(path)
     return written
+
+
+def lower_deployments(
+    spec: Spec,
+    knobs: Mapping[str, int | str],
+    constraints: Sequence[Mapping[str, Any]] = (),
+    adapters: Mapping[str, Mapping[str, str]] | None = None,
+    options: ManifestOptions | None = None,
+) -> dict[str, str]:
+    """Every deployment's files: `knobs` and `constraints` as in verify.json
+    (`VerifyReport.knobs`, `VerifyReport.constraints`); `adapters` by deployment name."""
+    files: dict[str, str] = {}
+    for deployment in spec.deployments:
+        paths = adapters.get(deployment.name) if adapters else None
+        memory = serving_memory(constraints, deployment.target)
+        files |= lower_deployment(
+            spec, deployment, knobs, paths, memory_bytes=memory, options=options
+        )
+    return dict(sorted(files.items()))

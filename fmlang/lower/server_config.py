@@ -22,7 +22,7 @@ Paths, when the caller passes no `adapters` mapping (`default_adapters`):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -194,6 +194,19 @@ def default_adapters(spec: Spec, deployment: Deployment) -> dict[str, str]:
     return {deployment.target: f"run/{folder}/{deployment.target}/adapter"}
 
 
+def _max_seq(
+    knobs: Mapping[str, int | str],
+    deployment: Deployment,
+    models: list[Model],
+    base: PretrainedModel,
+) -> int:
+    """The deploy block's `max_seq`, else the model's, else what the verifier budgeted."""
+    keys = (f"{deployment.name}.max_seq", *(f"{m.name}.max_seq" for m in models))
+    default = min(base.max_seq or DEFAULT_SERVING_SEQ, DEFAULT_SERVING_SEQ)
+    knob = deployment.max_seq or models[0].max_seq
+    return _int(knob_value(knobs, keys, knob, default, _span(deployment)))
+
+
 def resolve_served(
     spec: Spec,
     deployment: Deployment,
@@ -208,9 +221,6 @@ def resolve_served(
     paths = dict(default_adapters(spec, deployment) if adapters is None else adapters)
     merged = deployment.adapters == "merged"
     target = deployment.target
-    seq_keys = (f"{deployment.name}.max_seq", *(f"{m.name}.max_seq" for m in models))
-    seq_default = min(base.max_seq or DEFAULT_SERVING_SEQ, DEFAULT_SERVING_SEQ)
-    seq_knob = deployment.max_seq or first.max_seq
     task = first.task
     served = ServedModel(
         deploy=deployment.name, target=target, target_kind="merge" if merge else "model",
@@ -220,7 +230,7 @@ def resolve_served(
         adapters=() if merged else tuple(sorted(paths.items())),
         merged_path=paths.get(target) if merged else None,
         quantize=str(knob_value(knobs, (f"{first.name}.quantize",), first.quantize, "none", span)),
-        max_seq=_int(knob_value(knobs, seq_keys, seq_knob, seq_default, span)),
+        max_seq=_max_seq(knobs, deployment, models, base),
         batch=_int(knob_value(knobs, (f"{target}.serve_batch",), deployment.batch, 1, span)),
         max_adapters=_int(
             knob_value(knobs, (f"{target}.max_adapters",), deployment.max_adapters, 1, span)
@@ -228,6 +238,34 @@ def resolve_served(
         span=span,
     )  # fmt: skip
     return served.with_memory(first)
+
+
+def serving_memory(constraints: Sequence[Mapping[str, Any]], target: str) -> float | None:
+    """The verifier's serving-memory estimate in bytes for `target`, from verify.json's
+    constraint rows (`VerifyReport.constraints`); None when no memory constraint gave one."""
+    for row in constraints:
+        if row.get("target") == target and row.get("kind") == "memory":
+            estimate = row.get("estimate")
+            if isinstance(estimate, int | float) and row.get("unit") == "bytes":
+                return float(estimate)
+    return None
+
+
+def replicas(
+    served: ServedModel, target: DeployTarget, knobs: Mapping[str, int | str]
+) -> tuple[int, int]:
+    """(min, max): a fixed count when the spec or the solver fixed one, else the range."""
+    knob = target.replicas
+    if knob is None:
+        return 1, 1
+    if knob.fixed is not None and not knob.auto:
+        return int(knob.fixed), int(knob.fixed)
+    chosen = knobs.get(f"{served.target}.{target.kind}.replicas")
+    if knob.auto and chosen is not None:
+        return int(chosen), int(chosen)
+    low = int(knob.low) if knob.low is not None else 1
+    high = int(knob.high) if knob.high is not None else low
+    return low, max(low, high)
 
 
 def _weights(served: ServedModel) -> dict[str, Any]:
@@ -274,37 +312,35 @@ def fail(code: str, message: str, span: Span | None, label: str, help: str) -> S
     return StageError(error(code, message, span, label, help=help))
 
 
-def check_vllm(served: ServedModel, target: DeployTarget) -> None:
-    """What vLLM cannot serve, reported before any manifest names it."""
-    span = target_span(target, served)
-    where = f"`{target.kind}` on a GPU runs vLLM"
-    if not served.generative:
-        raise fail(
-            "FM1033",
-            f"`{served.target}` is a `{served.task}` model; vLLM serves generative models",
-            span, where, "deploy it `local`ly or on a CPU profile, where `fmc serve` runs it",
-        )  # fmt: skip
-    if served.quantize not in ("none", *VLLM_QUANTIZATION):
-        raise fail(
-            "FM1032",
-            f"vLLM cannot quantize weights to `{served.quantize}` as it loads them",
-            span, where, "choose `quantize nf4` or `quantize int8`, or leave the weights as is",
-        )  # fmt: skip
+def _vllm_problem(served: ServedModel) -> tuple[str, str, str] | None:
+    """(code, message, help) of the first thing vLLM cannot serve, or None."""
     weights = served.base.weights
+    if not served.generative:
+        return ("FM1033", f"`{served.target}` is a `{served.task}` model; vLLM serves "
+                "generative models",
+                "deploy it `local`ly or on a CPU profile, where `fmc serve` runs it")  # fmt: skip
+    if served.quantize not in ("none", *VLLM_QUANTIZATION):
+        return ("FM1032", f"vLLM cannot quantize weights to `{served.quantize}` as it loads them",
+                "choose `quantize nf4` or `quantize int8`, or leave the weights as is")  # fmt: skip
     if not served.merged and (weights is None or weights.kind != "hub"):
         kind = f"`{weights.kind}(...)`" if weights else "no"
-        raise fail(
-            "FM1031",
-            f"base model `{served.base.name}` has {kind} weights, which a cluster cannot fetch",
-            span, where, "give the base model `hub(...)` weights, or serve `adapters merged`",
-        )  # fmt: skip
+        return ("FM1031", f"base model `{served.base.name}` has {kind} weights, which a "
+                "cluster cannot fetch",
+                "give the base model `hub(...)` weights, or serve `adapters merged`")  # fmt: skip
     if served.adapters and served.adapter_kind != "lora":
-        raise fail(
-            "FM1030",
-            f"vLLM loads only LoRA adapters on demand; `{served.target}` has a "
-            f"`{served.adapter_kind}` adapter",
-            span, where, "serve it with `adapters merged`, or train a `lora` adapter",
-        )  # fmt: skip
+        return ("FM1030", f"vLLM loads only LoRA adapters on demand; `{served.target}` has a "
+                f"`{served.adapter_kind}` adapter",
+                "serve it with `adapters merged`, or train a `lora` adapter")  # fmt: skip
+    return None
+
+
+def check_vllm(served: ServedModel, target: DeployTarget) -> None:
+    """What vLLM cannot serve, reported before any manifest names it."""
+    problem = _vllm_problem(served)
+    if problem is not None:
+        code, message, help = problem
+        where = f"`{target.kind}` on a GPU runs vLLM"
+        raise fail(code, message, target_span(target, served), where, help)
 
 
 def max_lora_rank(served: ServedModel, target: DeployTarget) -> int:
