@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fmlang.check import schema as s
+from fmlang.check.settings import setting
 from fmlang.ir import nodes as ir
 from fmlang.ir.build_expr import build_expr
 from fmlang.ir.values import CallValue, Scope, fraction, grants, settings, span_of
@@ -24,7 +25,7 @@ def build_dataset(node: ast.Dataset, scope: Scope) -> ir.Dataset:
     return ir.Dataset(
         name=node.name.name,
         file=scope.ir_file,
-        source=_source(values.get("source")),
+        source=_source(values.get("source"), span_of(setting(tuple(node.body), "source"))),
         description=values.get("description"),
         columns=tuple(
             _column(f, scope) for stmt in node.body if isinstance(stmt, ast.Schema)
@@ -41,12 +42,12 @@ def build_dataset(node: ast.Dataset, scope: Scope) -> ir.Dataset:
     )  # fmt: skip
 
 
-def _source(value: Any) -> ir.Source | None:
+def _source(value: Any, span: ir.SourceSpan | None) -> ir.Source | None:
     if not isinstance(value, CallValue):
         return None
     path = value.positional[0] if value.positional else ""
     return ir.Source.model_validate(
-        {"kind": value.head, "path": str(path), "options": value.options()}
+        {"kind": value.head, "path": str(path), "options": value.options(), "span": span}
     )
 
 

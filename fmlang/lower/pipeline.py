@@ -152,19 +152,28 @@ class _Builder:
         self.steps.append(Step(table, title, statements, src.span))
 
     def typed(self) -> None:
+        """Cast the stored columns (qualified by `src.`, so a cast never reads its own alias),
+        then compute the derived ones from the typed values, in schema order."""
         d = self.d
         row = "monotonically_increasing_id() + 1" if d.name == "spark" else "rowid + 1"
         stem = self.c.regex_replace(d.quote("filename"), r"^.*[/\\]|\.[^./\\]*$", "")
+        internal = f"{d.quote('fm_row')}, {d.quote('fm_source_file')}"
         inner = f"SELECT *, {row} AS {d.quote('fm_row')}, {stem} AS {d.quote('fm_source_file')}"
         inner += f" FROM {self._prev}"
-        exprs = [f"{self._column(col)} AS {d.quote(col.name)}" for col in self.ds.columns]
-        select = f"SELECT {', '.join(exprs)}, {d.quote('fm_row')} FROM ({inner}) AS src"
+        stored = [c for c in self.ds.columns if c.derived is None]
+        casts = [f"{self._column(col)} AS {d.quote(col.name)}" for col in stored]
+        typed = f"SELECT {', '.join([*casts, internal])} FROM ({inner}) AS src"
+        outer = [
+            f"{self.c.sql(col.derived)} AS {d.quote(col.name)}"
+            if col.derived
+            else d.quote(col.name)
+            for col in self.ds.columns
+        ]
+        select = f"SELECT {', '.join(outer)}, {d.quote('fm_row')} FROM ({typed}) AS typed"
         self._add("typed", "cast to the schema", select, None)
 
     def _column(self, col: Column) -> str:
-        if col.derived is not None:
-            return self.c.sql(col.derived)
-        raw = self.d.quote(self._raw_names.get(col.name, col.name))
+        raw = "src." + self.d.quote(self._raw_names.get(col.name, col.name))
         if col.type == "label":
             return self._label_cast(raw, col.classes)
         sql_type = _CASTS.get(col.type, "VARCHAR")

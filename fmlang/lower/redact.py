@@ -12,7 +12,8 @@ from fmlang.lower.sql import SqlCompiler
 
 # Order matters: see the module docstring.
 PATTERNS: dict[str, str] = {
-    "url": r"(?i)\b(?:https?://|www\.)[^\s<>\"']+",
+    # A link ends before trailing punctuation: "see www.x.com/a." keeps its full stop.
+    "url": r"(?i)\b(?:https?://|www\.)[^\s<>\"']*[^\s<>\"'.,;:!?)\]]",
     "email": r"(?i)\b[a-z0-9._%+-]+@(?:[a-z0-9-]+\.)+[a-z]{2,}\b",
     "ip": (
         r"\b(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"

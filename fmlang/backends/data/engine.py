@@ -74,7 +74,7 @@ def run_pipeline(
     results: list[StepResult] = []
     rows = 0
     for index, step in enumerate(pipeline.steps):
-        _execute(con, step, dataset, index)
+        _execute(con, step, dataset, index, pipeline.steps[index - 1].table if index else None)
         count = con.execute(f'SELECT count(*) FROM "{step.table}"').fetchone()
         after = int(count[0]) if count else 0
         result = StepResult(step.title, rows if index else after, after, _line(step))
@@ -89,21 +89,35 @@ def _line(step: Step) -> int | None:
     return step.span.line if step.span else None
 
 
-def _execute(con: duckdb.DuckDBPyConnection, step: Step, dataset: Dataset, index: int) -> None:
+def _execute(
+    con: duckdb.DuckDBPyConnection, step: Step, dataset: Dataset, index: int, previous: str | None
+) -> None:
     import duckdb
 
     try:
         for statement in step.sql:
             con.execute(statement)
     except duckdb.Error as exc:
-        raise StageError(_diagnose(exc, step, dataset, index)) from exc
+        columns = _columns_of(con, previous) if previous else []
+        raise StageError(_diagnose(exc, step, dataset, index, columns)) from exc
 
 
-_MISSING_COLUMN = re.compile(r'Referenced column "?([^"\s]+)"? not found', re.I)
+def _columns_of(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    rows = con.execute(f'DESCRIBE "{table}"').fetchall()
+    return [str(r[0]) for r in rows if not str(r[0]).startswith("fm_") and r[0] != "filename"]
+
+
+_MISSING_COLUMN = re.compile(
+    r'Referenced column "?([^"\s]+)"? (?:was )?not found|does not have a column named "([^"]+)"',
+    re.I,
+)
 _CANDIDATES = re.compile(r"Candidate bindings: (.*)", re.I)
+_DID_YOU_MEAN = re.compile(r'Did you mean "([^"]+)"', re.I)
 
 
-def _diagnose(exc: Exception, step: Step, dataset: Dataset, index: int) -> Diagnostic:
+def _diagnose(
+    exc: Exception, step: Step, dataset: Dataset, index: int, source_columns: list[str]
+) -> Diagnostic:
     message = str(exc).strip().splitlines()[0]
     source = dataset.source
     where = step.span or (source.span if source else None) or dataset.span
@@ -118,7 +132,8 @@ def _diagnose(exc: Exception, step: Step, dataset: Dataset, index: int) -> Diagn
         )
     missing = _MISSING_COLUMN.search(message)
     if missing and index == 1:
-        return _missing_column(dataset, missing.group(1), str(exc))
+        name = missing.group(1) or missing.group(2)
+        return _missing_column(dataset, name, str(exc), source_columns)
     return error(
         "FM0705",
         f"step `{step.title}` of dataset `{dataset.name}` failed in DuckDB: {message}",
@@ -129,13 +144,16 @@ def _diagnose(exc: Exception, step: Step, dataset: Dataset, index: int) -> Diagn
     )
 
 
-def _missing_column(dataset: Dataset, name: str, full: str) -> Diagnostic:
+def _missing_column(
+    dataset: Dataset, name: str, full: str, columns: list[str] | None = None
+) -> Diagnostic:
     column = next((c for c in dataset.columns if c.name == name), None)
     span = column.span if column and column.span else dataset.span
-    found = _CANDIDATES.search(full)
+    found = _CANDIDATES.search(full) or _DID_YOU_MEAN.search(full)
     present = [c.strip().strip('"') for c in found.group(1).split(",")] if found else []
+    present = present or list(columns or ())
     present = [p.split(".")[-1].strip('"') for p in present if "fm_" not in p]
-    hint = did_you_mean(name, present) if present else None
+    hint = (did_you_mean(name, present) or f"did you mean `{present[0]}`?") if present else None
     return error(
         "FM0704",
         f"column `{name}` of dataset `{dataset.name}` is not in the source data",
