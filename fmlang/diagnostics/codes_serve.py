@@ -7,6 +7,52 @@ from fmlang.diagnostics.code import Code
 
 SERVE_CODES: dict[str, Code] = {
     # Codes below 1030 belong to the `fmc serve` runtime; 1030 to 1049 to deploy manifests.
+    "FM1001": Code(
+        "cannot read the serve configuration",
+        "The serve configuration file does not exist or cannot be read. Pass the "
+        "`deploy/<name>/server.json` that `fmc build` writes.",
+        io=True,
+    ),
+    "FM1002": Code(
+        "invalid serve configuration",
+        "A field of the serve configuration is missing, unknown or out of range. The "
+        "message names each field; `fmc build` writes a valid configuration.",
+    ),
+    "FM1003": Code(
+        "cannot read an adapter folder",
+        "An adapter folder lacks adapter_config.json or its weights "
+        "(adapter_model.safetensors or adapter_model.bin), or they are damaged. Point "
+        "the adapter at a folder written by peft's save_pretrained.",
+        io=True,
+    ),
+    "FM1004": Code(
+        "adapter the batched server cannot serve",
+        "Batched multi-adapter serving applies plain LoRA on linear layers (and whole "
+        "replacement heads). DoRA, LoRA biases, fan_in_fan_out layers, embedding LoRA and "
+        "other adapter kinds cannot share a batch: merge such an adapter into the base model.",
+    ),
+    "FM1005": Code(
+        "adapter does not fit the base model",
+        "The adapter targets a layer the base model lacks, or a layer of another shape: it "
+        "was trained on a different base model. Serve it with the base it was trained on.",
+    ),
+    "FM1006": Code(
+        "cannot load the base model",
+        "The base model folder (config.json and weights) is missing or damaged, or the hub "
+        "id cannot be fetched. Give a local model folder or a reachable hub id and revision.",
+        io=True,
+    ),
+    "FM1007": Code(
+        "no tokenizer beside the base model",
+        "Serving text needs the base model's tokenizer. Save it into the model folder with "
+        "tokenizer.save_pretrained, next to config.json.",
+        io=True,
+    ),
+    "FM1008": Code(
+        "classes do not match the classification head",
+        "A classify server names as many classes as the model's head has outputs, in "
+        "training order. Fix the class list or serve the model trained for these classes.",
+    ),
     "FM1030": Code(
         "adapter kind vLLM cannot load",
         "vLLM loads only LoRA adapters on demand. A GPU target (served by vLLM) cannot "

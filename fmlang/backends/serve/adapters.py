@@ -66,7 +66,10 @@ def _read_config(name: str, folder: Path) -> dict[str, object]:
         config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise _fail(
-            "FM1003", name, folder, f"cannot read adapter_config.json: {exc}",
+            "FM1003",
+            name,
+            folder,
+            f"cannot read adapter_config.json: {exc}",
             "point the adapter at a folder written by peft's save_pretrained",
         ) from exc
     if not isinstance(config, dict):
@@ -85,7 +88,10 @@ def _check_supported(name: str, folder: Path, config: Mapping[str, object]) -> N
         problems.append(f"bias is {config.get('bias')!r}, not 'none'")
     if problems:
         raise _fail(
-            "FM1004", name, folder, "unsupported for batched serving: " + "; ".join(problems),
+            "FM1004",
+            name,
+            folder,
+            "unsupported for batched serving: " + "; ".join(problems),
             "serve plain LoRA adapters, or merge this adapter into the base model",
         )
 
@@ -110,7 +116,10 @@ def _weights_file(name: str, folder: Path) -> Path:
         if (folder / candidate).is_file():
             return folder / candidate
     raise _fail(
-        "FM1003", name, folder, f"neither {SAFETENSORS} nor {PICKLED} is there",
+        "FM1003",
+        name,
+        folder,
+        f"neither {SAFETENSORS} nor {PICKLED} is there",
         "point the adapter at a folder written by peft's save_pretrained",
     )
 
@@ -124,7 +133,10 @@ def _key_shapes(name: str, path: Path) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in state.items()}
     except Exception as exc:  # safetensors and torch raise several unrelated types
         raise _fail(
-            "FM1003", name, path.parent, f"cannot read {path.name}: {exc}",
+            "FM1003",
+            name,
+            path.parent,
+            f"cannot read {path.name}: {exc}",
             "re-save the adapter with peft's save_pretrained",
         ) from exc
 
@@ -144,7 +156,10 @@ def _split_keys(
             heads.setdefault(module.removesuffix(".modules_to_save"), {})[param] = shape
         else:
             raise _fail(
-                "FM1004", name, folder, f"tensor `{key}` is not a LoRA A/B matrix",
+                "FM1004",
+                name,
+                folder,
+                f"tensor `{key}` is not a LoRA A/B matrix",
                 "serve plain LoRA adapters on linear layers (no embedding LoRA or extra tokens)",
             )
     return lora, heads
@@ -160,15 +175,21 @@ def scan_adapter(name: str, folder: Path) -> AdapterSpec:
         a, b = parts.get("A"), parts.get("B")
         if a is None or b is None or len(a) != 2 or len(b) != 2 or a[0] != b[1]:
             raise _fail(
-                "FM1004", name, folder, f"module `{module}` has no matching lora_A/lora_B pair",
+                "FM1004",
+                name,
+                folder,
+                f"module `{module}` has no matching lora_A/lora_B pair",
                 "re-save the adapter with peft's save_pretrained",
             )
         ranks[module], dims[module] = a[0], (b[0], a[1])
         scales[module] = _scale(config, module, a[0])
     head_shapes = {m: (p["weight"][0], p["weight"][1]) for m, p in heads.items() if "weight" in p}
-    if len(head_shapes) != len(heads) or not ranks and not heads:
+    if len(head_shapes) != len(heads) or (not ranks and not heads):
         raise _fail(
-            "FM1004", name, folder, "the adapter holds no LoRA weights or a head without weight",
+            "FM1004",
+            name,
+            folder,
+            "the adapter holds no LoRA weights or a head without weight",
             "re-save the adapter with peft's save_pretrained",
         )
     return AdapterSpec(name, folder, ranks, dims, head_shapes, scales)
@@ -187,7 +208,10 @@ def load_adapter_weights(spec: AdapterSpec) -> AdapterWeights:
         heads = {m: _head_weights(state, m) for m in spec.heads}
     except Exception as exc:  # a file changed or damaged since startup
         raise _fail(
-            "FM1003", spec.name, spec.folder, f"cannot load the adapter weights: {exc}",
+            "FM1003",
+            spec.name,
+            spec.folder,
+            f"cannot load the adapter weights: {exc}",
             "re-save the adapter with peft's save_pretrained",
         ) from exc
     return AdapterWeights(spec.name, lora, heads)

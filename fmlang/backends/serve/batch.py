@@ -21,9 +21,9 @@ class RunningBatch:
         return int(self.mask.shape[0])
 
 
-def left_pad(prompts: list[list[int]], pad_id: int, device: torch.device | str) -> tuple[
-    torch.Tensor, torch.Tensor, torch.Tensor
-]:
+def left_pad(
+    prompts: list[list[int]], pad_id: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Token ids, attention mask and position ids for prompts padded on the left."""
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)

@@ -16,8 +16,10 @@ class CacheConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    device_slots: int = Field(8, ge=1, description="adapters resident in the stacked weights")
-    host_slots: int = Field(32, ge=1, description="adapters kept as CPU tensors")
+    device_slots: int = Field(
+        default=8, ge=1, description="adapters resident in the stacked weights"
+    )
+    host_slots: int = Field(default=32, ge=1, description="adapters kept as CPU tensors")
 
 
 class ServeConfig(BaseModel):
@@ -27,21 +29,23 @@ class ServeConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
+    port: int = Field(default=8080, ge=0, le=65535)
     base_model: str = Field(description="local model folder, or a hub id")
-    revision: str | None = Field(None, description="hub revision when base_model is a hub id")
-    model_name: str = Field("base", description="the `model` name that selects no adapter")
+    revision: str | None = Field(
+        default=None, description="hub revision when base_model is a hub id"
+    )
+    model_name: str = Field(default="base", description="the `model` name that selects no adapter")
     task: Literal["generate", "classify"] = "generate"
     classes: tuple[str, ...] = ()
     adapters: dict[str, str] = Field(default_factory=dict, description="name → adapter folder")
-    max_batch: int = Field(16, ge=1, description="rows per forward pass")
-    max_queue: int = Field(256, ge=1, description="waiting requests before 429")
-    max_new_tokens: int = Field(64, ge=1, description="default when a request gives none")
-    max_new_tokens_limit: int = Field(512, ge=1)
-    max_input_tokens: int = Field(1024, ge=1)
-    max_body_bytes: int = Field(1_000_000, ge=1)
+    max_batch: int = Field(default=16, ge=1, description="rows per forward pass")
+    max_queue: int = Field(default=256, ge=1, description="waiting requests before 429")
+    max_new_tokens: int = Field(default=64, ge=1, description="default when a request gives none")
+    max_new_tokens_limit: int = Field(default=512, ge=1)
+    max_input_tokens: int = Field(default=1024, ge=1)
+    max_body_bytes: int = Field(default=1_000_000, ge=1)
     cache: CacheConfig = CacheConfig()
-    request_timeout_s: float = Field(60.0, gt=0)
+    request_timeout_s: float = Field(default=60.0, gt=0)
     device: str = "cpu"
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     seed: int = 0

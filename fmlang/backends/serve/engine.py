@@ -35,6 +35,7 @@ class Finished:
     token_ids: tuple[int, ...]
     prompt_tokens: int
     tail: str  # text a streaming client has not received yet
+    first_token_s: float  # seconds from submission to the first generated token
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,10 @@ class Ticket:
     sink: Sink
     prompt_ids: tuple[int, ...] = ()
     texts: tuple[str, ...] = ()
-    sampling: Sampling = Sampling(max_new_tokens=16)
+    sampling: Sampling = field(default_factory=lambda: Sampling(max_new_tokens=16))
     stream: bool = False
     number: int = 0
+    submitted: float = field(default_factory=time.perf_counter)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
     def cancel(self) -> None:
@@ -84,6 +86,7 @@ class _Sequence:
     generated: list[int] = field(default_factory=list)
     emitted: str = ""
     finish: str | None = None
+    first_token: float = 0.0
 
 
 class Engine:
@@ -132,7 +135,7 @@ class Engine:
         if self._thread.is_alive():
             self._thread.join()
         for ticket in self._drain():
-            ticket.sink(Failed("the server is shutting down"))
+            _emit(ticket, Failed("the server is shutting down"))
 
     def queue_depth(self) -> int:
         return len(self._waiting)
@@ -189,12 +192,21 @@ class Engine:
                     return
                 capacity = self.max_batch - len(self._running)
                 candidates = self._pop(capacity)
-            admitted = self._admit(candidates)
-            with torch.inference_mode():
-                if self.task == "classify":
-                    self._classify(admitted)
-                else:
-                    self._generate_step(admitted)
+            try:
+                self._iterate(candidates)
+            except Exception as exc:  # a bug, not a request's fault: fail the batch, go on
+                self._fail([s.ticket for s in self._running], exc)
+                for sequence in self._running:
+                    self.cache.release(sequence.ticket.adapter)
+                self._running, self._batch = [], None
+
+    def _iterate(self, candidates: list[Ticket]) -> None:
+        admitted = self._admit(candidates)
+        with torch.inference_mode():
+            if self.task == "classify":
+                self._classify(admitted)
+            else:
+                self._generate_step(admitted)
 
     def _pop(self, capacity: int) -> list[Ticket]:
         """Up to `capacity` rows of waiting tickets (cancelled ones are dropped)."""
@@ -222,7 +234,7 @@ class Engine:
             try:
                 admitted.append((ticket, self.cache.acquire(ticket.adapter)))
             except StageError as exc:
-                ticket.sink(Failed(str(exc)))
+                _emit(ticket, Failed(str(exc)))
         return admitted
 
     # ---- classification ---------------------------------------------------------------
@@ -252,14 +264,14 @@ class Engine:
             for ticket, _ in admitted:
                 rows = probabilities[start : start + len(ticket.texts)]
                 start += len(ticket.texts)
-                ticket.sink(Classified(tuple(tuple(row) for row in rows)))
+                _emit(ticket, Classified(tuple(tuple(row) for row in rows)))
         finally:
             for ticket, _ in admitted:
                 self.cache.release(ticket.adapter)
 
     def _fail(self, tickets: list[Ticket], exc: Exception) -> None:
         for ticket in tickets:
-            ticket.sink(Failed(f"{type(exc).__name__}: {exc}"))
+            _emit(ticket, Failed(f"{type(exc).__name__}: {exc}"))
 
     # ---- generation ---------------------------------------------------------------------
 
@@ -333,7 +345,9 @@ class Engine:
         samplings = [s.ticket.sampling for s in sequences]
         tokens = next_tokens(logits, samplings, [s.generator for s in sequences])
         self.tokens_generated += len(tokens)
+        now = time.perf_counter()
         for sequence, token in zip(sequences, tokens, strict=True):
+            sequence.first_token = sequence.first_token or now
             sequence.generated.append(token)
             if token in self.eos_ids:
                 sequence.finish = "stop"
@@ -346,12 +360,16 @@ class Engine:
         ids = sequence.generated
         return ids[:-1] if sequence.finish == "stop" else ids
 
+    def _text(self, ids: list[int]) -> str:
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return text if isinstance(text, str) else "".join(text)
+
     def _stream(self, sequence: _Sequence, token: int) -> None:
-        text = self.tokenizer.decode(self._output_ids(sequence), skip_special_tokens=True)
+        text = self._text(self._output_ids(sequence))
         delta = ""
         if not text.endswith("\ufffd") and text.startswith(sequence.emitted):
             delta, sequence.emitted = text[len(sequence.emitted) :], text
-        sequence.ticket.sink(Token(token, delta))
+        _emit(sequence.ticket, Token(token, delta))
 
     def _retire(self) -> None:
         """Finished, failed and cancelled sequences leave the batch and free their slots."""
@@ -372,17 +390,29 @@ class Engine:
 
     def _finish(self, sequence: _Sequence) -> None:
         ids = self._output_ids(sequence)
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        text = self._text(ids)
         tail = text[len(sequence.emitted) :] if text.startswith(sequence.emitted) else ""
         ticket = sequence.ticket
         assert sequence.finish is not None
-        ticket.sink(Finished(sequence.finish, text, tuple(ids), len(ticket.prompt_ids), tail))
+        first = sequence.first_token - ticket.submitted
+        finished = Finished(sequence.finish, text, tuple(ids), len(ticket.prompt_ids), tail, first)
+        _emit(ticket, finished)
+
+
+def _emit(ticket: Ticket, event: Event) -> None:
+    """Deliver an event; a sink that fails (its client is gone) never stops the engine."""
+    try:
+        ticket.sink(event)
+    except Exception:  # the request is abandoned; the others go on
+        ticket.cancel()
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
-    found = getattr(model.generation_config, "eos_token_id", None) if hasattr(
-        model, "generation_config"
-    ) else None
+    found = (
+        getattr(model.generation_config, "eos_token_id", None)
+        if hasattr(model, "generation_config")
+        else None
+    )
     found = found if found is not None else model.config.eos_token_id
     ids = set(found if isinstance(found, list) else [found] if found is not None else [])
     if tokenizer.eos_token_id is not None:

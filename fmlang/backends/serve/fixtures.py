@@ -30,7 +30,9 @@ def random_lora_config(index: int, rank: int) -> LoraConfig:
     )
 
 
-def build_random_adapters(base: Path, out: Path, ranks: list[int], seed: int = 0) -> dict[str, Path]:
+def build_random_adapters(
+    base: Path, out: Path, ranks: list[int], seed: int = 0
+) -> dict[str, Path]:
     """Save one random adapter per rank (`a0`, `a1`, …) under `out`; returns name → folder."""
     folders: dict[str, Path] = {}
     for index, rank in enumerate(ranks):
@@ -38,6 +40,6 @@ def build_random_adapters(base: Path, out: Path, ranks: list[int], seed: int = 0
         model = AutoModelForCausalLM.from_pretrained(base)
         peft_model = get_peft_model(model, random_lora_config(index, rank))
         folder = out / f"a{index}"
-        peft_model.save_pretrained(folder)
+        peft_model.save_pretrained(str(folder))
         folders[f"a{index}"] = folder
     return folders

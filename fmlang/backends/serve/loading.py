@@ -50,7 +50,8 @@ def load_base(config: ServeConfig) -> tuple[PreTrainedModel, PreTrainedTokenizer
             )
         ) from exc
     _check_classes(config, model)
-    return model.to(config.device).eval(), tokenizer
+    torch.nn.Module.to(model, config.device)
+    return model.eval(), tokenizer
 
 
 def _check_classes(config: ServeConfig, model: PreTrainedModel) -> None:
@@ -77,7 +78,7 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
     core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>"
     )
 

@@ -38,6 +38,10 @@ def _as_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 class MultiLoraLinear(nn.Module):
     """A base `nn.Linear` plus stacked LoRA slots, applied per row."""
 
+    lora_a: torch.Tensor
+    lora_b: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, base: nn.Linear, slots: int, r_max: int, index: RowSlots) -> None:
         super().__init__()
         self.base = base
@@ -76,6 +80,10 @@ class MultiLoraLinear(nn.Module):
 class MultiHeadLinear(nn.Module):
     """A base `nn.Linear` that rows of some slots replace by that adapter's own head."""
 
+    head_weight: torch.Tensor
+    head_bias: torch.Tensor
+    present: torch.Tensor
+
     def __init__(self, base: nn.Linear, slots: int, index: RowSlots) -> None:
         super().__init__()
         self.base = base
@@ -93,12 +101,16 @@ class MultiHeadLinear(nn.Module):
         picked = rows.clamp(min=0)
         use = (rows >= 0) & self.present[picked]
         x3 = _as_rows(x, rows)
-        own = torch.bmm(x3, self.head_weight[picked].transpose(1, 2)) + self.head_bias[picked][:, None, :]
+        own = torch.bmm(x3, self.head_weight[picked].transpose(1, 2))
+        own = own + self.head_bias[picked][:, None, :]
         return torch.where(use[:, None, None], own, y.reshape(own.shape)).reshape(y.shape)
 
     def write(self, slot: int, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         self.head_weight[slot].copy_(weight)
-        self.head_bias[slot].copy_(bias if bias is not None else torch.zeros_like(self.head_bias[slot]))
+        if bias is None:
+            self.head_bias[slot].zero_()
+        else:
+            self.head_bias[slot].copy_(bias)
         self.present[slot] = True
 
     def clear(self, slot: int) -> None:
