@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 
-def _pinned(image: str) -> str:
+def pinned(image: str) -> str:
     """An image reference with a tag or digest that is not `latest`: a rebuild of the
     manifests must run the same server."""
     name, _, tag = image.rpartition(":")
@@ -30,7 +30,7 @@ def _pinned(image: str) -> str:
     return image
 
 
-Image = Annotated[str, StringConstraints(pattern=r"^\S+$"), AfterValidator(_pinned)]
+Image = Annotated[str, StringConstraints(pattern=r"^\S+$"), AfterValidator(pinned)]
 PortMapping = Annotated[str, StringConstraints(pattern=r"^(\d{1,3}(\.\d{1,3}){3}:)?\d+:\d+$")]
 Duration = Annotated[str, StringConstraints(pattern=r"^\d+(ms|s|m|h)$")]
 

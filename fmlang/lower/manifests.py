@@ -48,7 +48,7 @@ import yaml
 from fmlang import __version__
 from fmlang.atomic import write_text_atomic
 from fmlang.ir.nodes import Deployment, DeployTarget, Hardware, Spec
-from fmlang.lower.kserve import validate_compose, validate_inferenceservice
+from fmlang.lower.kserve import pinned, validate_compose, validate_inferenceservice
 from fmlang.lower.server_config import (
     DEFAULT_PORT,
     MOUNT,
@@ -88,6 +88,10 @@ class ManifestOptions:
     kserve_runtime: str = "kserve-huggingfaceserver"
     storage_uri: str = "pvc://fmc-build"
     artifacts_claim: str = "fmc-build"
+
+    def __post_init__(self) -> None:
+        for image in (self.vllm_image, self.serve_image):
+            pinned(image)  # raises ValueError for `latest` or a missing tag
 
 
 @dataclass(frozen=True)
