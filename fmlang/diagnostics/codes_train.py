@@ -141,7 +141,7 @@ TRAIN_CODES.update(
     }
 )
 
-# ---- FM0840-FM0859: merging adapters and the adapter registry ----
+# ---- from FM0840 on: merging adapters and the adapter registry ----
 TRAIN_CODES.update(
     {
         "FM0840": Code(
