@@ -16,8 +16,9 @@ Defaults this module chooses (the spec may override each):
   transformers names the head of its `…ForSequenceClassification` classes.
 
 Knobs left `auto` take the value the verifier chose (`VerifyReport.knobs`); a knob nothing
-constrained (no key in `knobs`) takes the value the verifier budgeted for it when its domain
-offers that value, else the smallest value the domain offers (see `knob_value`).
+constrained (no key in `knobs`) takes the value the verifier budgeted for it, unless the
+spec restricted its domain to values without it: then the smallest value offered
+(see `knob_value`).
 """
 
 from __future__ import annotations
@@ -60,11 +61,14 @@ def knob_value(
     knob: Knob | None, key: str, knobs: KnobValues, default: int | str, low: int, high: int
 ) -> int | str:
     """A knob's value: fixed as written, else the verifier's choice under `key`, else
-    `default` when the knob's domain offers it, else the smallest value offered."""
+    `default` (what the verifier budgets) for a bare `auto` or one whose domain offers it,
+    else the smallest value the domain offers."""
     if knob is not None and knob.fixed is not None and not knob.auto:
         return knob.fixed if isinstance(knob.fixed, str) else int(knob.fixed)
     if key in knobs:
         return knobs[key]
+    if knob is None or (knob.choices is None and knob.high is None):  # bare `auto`
+        return default
     values, _ = domain(knob, default, low, high)
     return default if default in values else values[0]
 
