@@ -82,8 +82,10 @@ def training_arguments(job: TrainJob, progress: bool) -> Any:
     kwargs["disable_tqdm"] = not progress
     kwargs.setdefault("data_seed", kwargs.get("seed", 42))
     kwargs.setdefault("logging_steps", 10)
-    if _world_size() > 1 and not torch.cuda.is_available():
-        kwargs["ddp_backend"] = "gloo"
+    if not torch.cuda.is_available():
+        kwargs.setdefault("dataloader_pin_memory", False)
+        if _world_size() > 1:
+            kwargs["ddp_backend"] = "gloo"
     try:
         return TrainingArguments(**kwargs)
     except (TypeError, ValueError) as exc:
