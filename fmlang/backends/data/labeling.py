@@ -160,17 +160,19 @@ def gold_labels(table: Any, dataset: Dataset, classes: tuple[str, ...]) -> np.nd
     return np.array([classes.index(v) if v in classes else ABSTAIN for v in values])
 
 
-def fit(labels: Labels, matrix: np.ndarray) -> tuple[np.ndarray, Any]:
-    """Class probabilities per row from the block's label model (or majority vote)."""
-    from fmlang.backends.labelmodel.majority import majority_proba
+def fit(labels: Labels, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Class probabilities and predicted classes (-1: no label) per row, from the block's
+    label model or majority vote (with its tie policy)."""
+    from fmlang.backends.labelmodel.majority import majority_proba, majority_vote
     from fmlang.backends.labelmodel.model import fit_label_model
 
     k = len(labels.classes)
     options = {o.name: o.value for o in labels.model.options}
     if labels.model.kind == "majority":
-        return majority_proba(matrix, k), None
+        tie = str(options.get("tie", "abstain"))
+        return majority_proba(matrix, k), majority_vote(matrix, k, tie=tie), None  # type: ignore[arg-type]
     model = fit_label_model(matrix, k, **options)  # type: ignore[arg-type]
-    return model.predict_proba(matrix), model
+    return model.predict_proba(matrix), model.predict(matrix, tie="abstain"), model
 
 
 def _fit_and_write(ctx: RunContext, labels: Labels, dataset: Dataset, table: Any,
@@ -180,10 +182,9 @@ def _fit_and_write(ctx: RunContext, labels: Labels, dataset: Dataset, table: Any
     from fmlang.backends.labelmodel.analysis import lf_summary
 
     matrix = label_matrix(table, labels)
-    probs, model = fit(labels, matrix)
-    covered = (matrix != ABSTAIN).any(axis=1)
-    best = probs.argmax(axis=1)
-    names = [labels.classes[i] if ok else None for i, ok in zip(best, covered, strict=True)]
+    probs, best, model = fit(labels, matrix)
+    covered = best != ABSTAIN
+    names = [labels.classes[i] if i != ABSTAIN else None for i in best]
     table = table.append_column("fm_probs", pa.array(probs.tolist(), pa.list_(pa.float64())))
     table = table.append_column("fm_label", pa.array(names, pa.string()))
     _write_table(table, ctx.build_dir / paths["rows"])
@@ -209,7 +210,7 @@ def _accuracy(best: np.ndarray, covered: np.ndarray, gold: np.ndarray | None) ->
     hits = (best == gold) & covered & known
     out["accuracy_covered"] = float(hits.sum() / max(1, (covered & known).sum()))
     out["accuracy_all"] = float(hits.sum() / max(1, known.sum()))
-    out["policy"] = "argmax of the label model's probabilities; all-abstain rows count as wrong"
+    out["policy"] = "the most probable class; ties and all-abstain rows count as wrong"
     return out
 
 
