@@ -64,7 +64,5 @@ def _vote(compiler: SqlCompiler, lf: LabelingFunction, classes: tuple[str, ...])
         index = classes.index(lf.target)
         return f"CASE WHEN {boolean(compiler.sql(lf.expr))} THEN {index} ELSE {ABSTAIN} END"
     # The function's value is the class itself (a class name or NULL).
-    whens = " ".join(
-        f"WHEN {compiler.d.string(name)} THEN {i}" for i, name in enumerate(classes)
-    )
+    whens = " ".join(f"WHEN {compiler.d.string(name)} THEN {i}" for i, name in enumerate(classes))
     return f"CASE {compiler.sql(lf.expr)} {whens} ELSE {ABSTAIN} END"
