@@ -331,3 +331,15 @@ def test_weight_deltas_compare_updates_module_by_module(parents: dict[str, Path]
         assert row.relative == pytest.approx(expected / max(row.norm_a, row.norm_b), rel=1e-5)
     same = weight_deltas(parents["writer_a"], parents["writer_a"])
     assert all(r.diff == 0.0 and r.relative == 0.0 for r in same)
+
+
+def test_weight_deltas_compare_adapters_of_different_ranks(
+    spec_and_knobs: tuple[Spec, dict[str, Any]], parents: dict[str, Path], base: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    merged = merge_adapters(recipe_for(spec_and_knobs, "m_cat"), base, parents, tmp_path / "m")
+    rows = weight_deltas(parents["writer_a"], merged)  # rank 4 against rank 8
+    assert len(rows) == 4 and all(r.kind == "lora" and not r.note for r in rows)
+    a, m = updates(parents["writer_a"]), updates(merged)
+    for row in rows:
+        assert row.diff == pytest.approx(float((a[row.name] - m[row.name]).norm()), rel=1e-5)

@@ -358,3 +358,12 @@ def test_diff_rich_output_and_errors(tmp_path: Path, fmc: click.Group) -> None:
     unknown = runner.invoke(fmc, ["diff", str(build), "writer@9", "writer"])
     assert unknown.exit_code == 1 and "error[FM0849]" in unknown.output
     assert "Traceback" not in unknown.output
+
+
+def test_diff_without_weights_skips_them(tmp_path: Path, fmc: click.Group) -> None:
+    build, a, b = registered_pair(tmp_path)
+    args = ["diff", str(build), a.hash, b.hash, "--no-weights", "--format", "json"]
+    result = CliRunner().invoke(fmc, args)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["weights"] is None and document["a"]["ref"] == "writer@1"

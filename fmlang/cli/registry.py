@@ -173,8 +173,12 @@ def metrics_diff(first: Version, second: Version) -> list[dict[str, Any]]:
 
 def diff_document(first: Version, second: Version, weights: bool = True) -> dict[str, Any]:
     """The whole comparison, as `fmc diff --format json` prints it."""
+    from importlib.util import find_spec
+
     rows: list[LayerDelta] | None = None
-    if weights:
+    if weights and find_spec("torch") is None:  # an extra: settings and metrics still compare
+        click.echo("note: weights not compared: pip install 'fmlang[train]'", err=True)
+    elif weights:
         from fmlang.backends.merge import weight_deltas
 
         rows = weight_deltas(first.path, second.path)
@@ -219,8 +223,8 @@ def _weights_table(rows: list[dict[str, Any]]) -> Any:
 
     table = Table(title="weight updates (Frobenius norms; LoRA: ΔW = B·A·scale)")
     for column in ("module", "kind", "|A|", "|B|", "|A - B|", "relative", "note"):
-        justify = "left" if column in ("module", "kind", "note") else "right"
-        table.add_column(column, justify=justify, overflow="fold")
+        left = column in ("module", "kind", "note")
+        table.add_column(column, justify="left" if left else "right", overflow="fold")
     for row in rows:
         table.add_row(
             row["name"],
