@@ -169,7 +169,8 @@ def build(result: CheckResult, out_dir: Path) -> list[Path]:
     from fmlang.lower.artifacts import lower_artifacts
 
     knobs = dict(result.report.knobs) if result.report is not None else {}
-    for relative, text in sorted(lower_artifacts(spec, knobs).items()):
+    constraints = result.report.constraints if result.report is not None else []
+    for relative, text in sorted(lower_artifacts(spec, knobs, constraints).items()):
         path = out_dir / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, text)

@@ -113,8 +113,14 @@ def build(file: str, out_dir: str | None, fmt: str) -> None:
     if code != EXIT_OK:
         sys.exit(code)
     target = Path(out_dir) if out_dir else Path(".fm-build") / spec.stem
+    from fmlang.errors import StageError
+
     try:
         written = build_artifacts(result, target)
+    except StageError as exc:
+        from fmlang.cli.run_cmd import render_stage_error
+
+        sys.exit(render_stage_error(result, exc, fmt))
     except OSError as exc:
         _fail_io(f"cannot write the build folder `{target}`: {exc.strerror or exc}")
     if fmt != "json":

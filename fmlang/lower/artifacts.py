@@ -6,6 +6,9 @@ Each lowering is pure and deterministic; a lowering that cannot express somethin
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from fmlang.ir.nodes import Spec
 from fmlang.lower.labels import lower_labels
 from fmlang.lower.pipeline import lower_dataset
@@ -26,7 +29,13 @@ def data_artifacts(spec: Spec) -> dict[str, str]:
     return files
 
 
-def lower_artifacts(spec: Spec, knobs: dict[str, int | str]) -> dict[str, str]:
-    """All artifacts; later stages (adapters, training, merges, deployments) add theirs."""
-    del knobs  # used by the model and deployment lowerings
-    return data_artifacts(spec)
+def lower_artifacts(
+    spec: Spec, knobs: dict[str, int | str], constraints: Sequence[dict[str, Any]] = ()
+) -> dict[str, str]:
+    """All artifacts: data pipelines, label queries, adapter configs, training plans and
+    launcher configs, merge recipes, deployment manifests."""
+    from fmlang.lower.manifests import lower_deployments
+
+    files = data_artifacts(spec)
+    files.update(lower_deployments(spec, knobs, constraints))
+    return files
