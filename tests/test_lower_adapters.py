@@ -365,3 +365,16 @@ def test_check_targets_on_a_tiny_llama() -> None:
         check_targets(loaded, ["query"])
     assert caught.value.diagnostics[0].code == "FM0801"
     assert "q_proj" in caught.value.diagnostics[0].notes[0]
+
+
+def test_lowering_imports_no_heavy_library() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fmlang.lower.adapters, fmlang.lower.training, fmlang.lower.launch; "
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'duckdb', 'accelerate') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
