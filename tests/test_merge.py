@@ -51,8 +51,16 @@ merge m_prune { models [writer_a, writer_b]; method magnitude_prune(density = 0.
 merge m_svd { models [writer_a, writer_b]; method svd(rank = 2) }
 merge m_cat { models [writer_a, writer_b]; method cat; weights [0.3, 0.7] }
 """
-MERGES = ("m_linear", "m_task", "m_ties", "m_dare_ties", "m_dare_linear", "m_prune", "m_svd",
-          "m_cat")  # fmt: skip
+MERGES = (
+    "m_linear",
+    "m_task",
+    "m_ties",
+    "m_dare_ties",
+    "m_dare_linear",
+    "m_prune",
+    "m_svd",
+    "m_cat",
+)
 TARGETS = ["q_proj", "v_proj"]
 
 
@@ -179,9 +187,11 @@ def test_every_method_gives_an_adapter_that_loads_and_runs(
 
 
 def test_linear_average_of_identical_adapters_is_the_same_update(
-    spec_and_knobs: tuple[Spec, dict[str, Any]], parents: dict[str, Path], base: Path,
+    spec_and_knobs: tuple[Spec, dict[str, Any]],
+    parents: dict[str, Path],
+    base: Path,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     recipe = recipe_for(spec_and_knobs, "m_linear")  # weights [0.5, 0.5]
     same = {"writer_a": parents["writer_a"], "writer_b": parents["writer_a"]}
     merged = updates(merge_adapters(recipe, base, same, tmp_path / "m"))
@@ -192,9 +202,11 @@ def test_linear_average_of_identical_adapters_is_the_same_update(
 
 
 def test_cat_is_exactly_the_weighted_sum_of_the_updates(
-    spec_and_knobs: tuple[Spec, dict[str, Any]], parents: dict[str, Path], base: Path,
+    spec_and_knobs: tuple[Spec, dict[str, Any]],
+    parents: dict[str, Path],
+    base: Path,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     recipe = recipe_for(spec_and_knobs, "m_cat")  # weights [0.3, 0.7]
     merged = updates(merge_adapters(recipe, base, parents, tmp_path / "m"))
     a, b = updates(parents["writer_a"]), updates(parents["writer_b"])
@@ -203,9 +215,11 @@ def test_cat_is_exactly_the_weighted_sum_of_the_updates(
 
 
 def test_merging_leaves_a_loaded_base_model_as_it_was(
-    spec_and_knobs: tuple[Spec, dict[str, Any]], parents: dict[str, Path], base: Path,
+    spec_and_knobs: tuple[Spec, dict[str, Any]],
+    parents: dict[str, Path],
+    base: Path,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     model = transformers.LlamaForCausalLM.from_pretrained(base)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     merge_adapters(recipe_for(spec_and_knobs, "m_ties"), model, parents, tmp_path / "m")
@@ -215,9 +229,11 @@ def test_merging_leaves_a_loaded_base_model_as_it_was(
 
 
 def test_dare_merges_are_reproducible(
-    spec_and_knobs: tuple[Spec, dict[str, Any]], parents: dict[str, Path], base: Path,
+    spec_and_knobs: tuple[Spec, dict[str, Any]],
+    parents: dict[str, Path],
+    base: Path,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     recipe = recipe_for(spec_and_knobs, "m_dare_ties")
     first = merge_adapters(recipe, base, parents, tmp_path / "one")
     second = merge_adapters(recipe, base, parents, tmp_path / "two")
@@ -238,9 +254,11 @@ def refusal(recipe: dict[str, Any], base: Path, parents: dict[str, Path], out: P
 
 
 def test_different_ranks_are_refused_for_linear_but_fine_for_cat_and_svd(
-    spec_and_knobs: tuple[Spec, dict[str, Any]], parents: dict[str, Path], base: Path,
+    spec_and_knobs: tuple[Spec, dict[str, Any]],
+    parents: dict[str, Path],
+    base: Path,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     wide = {**parents, "writer_b": make_adapter(base, tmp_path / "r8", seed=3, r=8)}
     [diagnostic] = refusal(recipe_for(spec_and_knobs, "m_linear"), base, wide, tmp_path / "x")
     assert diagnostic.code == "FM0842"
@@ -251,9 +269,11 @@ def test_different_ranks_are_refused_for_linear_but_fine_for_cat_and_svd(
 
 
 def test_different_targets_are_refused(
-    spec_and_knobs: tuple[Spec, dict[str, Any]], parents: dict[str, Path], base: Path,
+    spec_and_knobs: tuple[Spec, dict[str, Any]],
+    parents: dict[str, Path],
+    base: Path,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     odd = make_adapter(base, tmp_path / "k", seed=3, target_modules=["q_proj", "k_proj"])
     diagnostics = refusal(
         recipe_for(spec_and_knobs, "m_svd"), base, {**parents, "writer_b": odd}, tmp_path / "x"
@@ -264,9 +284,11 @@ def test_different_targets_are_refused(
 
 
 def test_different_base_models_are_refused(
-    spec_and_knobs: tuple[Spec, dict[str, Any]], parents: dict[str, Path], base: Path,
+    spec_and_knobs: tuple[Spec, dict[str, Any]],
+    parents: dict[str, Path],
+    base: Path,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     other_base = tiny_llama(tmp_path / "other-base", seed=5)
     odd = make_adapter(other_base, tmp_path / "o", seed=3)
     diagnostics = refusal(
@@ -277,9 +299,11 @@ def test_different_base_models_are_refused(
 
 
 def test_different_peft_kinds_are_refused(
-    spec_and_knobs: tuple[Spec, dict[str, Any]], parents: dict[str, Path], base: Path,
+    spec_and_knobs: tuple[Spec, dict[str, Any]],
+    parents: dict[str, Path],
+    base: Path,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     ia3 = make_adapter(
         base, tmp_path / "ia3", seed=3, config_class=peft.IA3Config, feedforward_modules=[]
     )
@@ -291,9 +315,11 @@ def test_different_peft_kinds_are_refused(
 
 
 def test_dora_and_shared_whole_modules_are_refused(
-    spec_and_knobs: tuple[Spec, dict[str, Any]], parents: dict[str, Path], base: Path,
+    spec_and_knobs: tuple[Spec, dict[str, Any]],
+    parents: dict[str, Path],
+    base: Path,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     dora = make_adapter(base, tmp_path / "dora", seed=3, use_dora=True)
     recipe = recipe_for(spec_and_knobs, "m_task")
     diagnostics = refusal(recipe, base, {**parents, "writer_b": dora}, tmp_path / "x")
@@ -307,9 +333,11 @@ def test_dora_and_shared_whole_modules_are_refused(
 
 
 def test_a_missing_parent_adapter_is_an_io_problem(
-    spec_and_knobs: tuple[Spec, dict[str, Any]], parents: dict[str, Path], base: Path,
+    spec_and_knobs: tuple[Spec, dict[str, Any]],
+    parents: dict[str, Path],
+    base: Path,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     from fmlang.diagnostics.codes import is_io
 
     missing = {"writer_a": parents["writer_a"], "writer_b": tmp_path / "never-trained"}
@@ -334,12 +362,43 @@ def test_weight_deltas_compare_updates_module_by_module(parents: dict[str, Path]
 
 
 def test_weight_deltas_compare_adapters_of_different_ranks(
-    spec_and_knobs: tuple[Spec, dict[str, Any]], parents: dict[str, Path], base: Path,
+    spec_and_knobs: tuple[Spec, dict[str, Any]],
+    parents: dict[str, Path],
+    base: Path,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     merged = merge_adapters(recipe_for(spec_and_knobs, "m_cat"), base, parents, tmp_path / "m")
     rows = weight_deltas(parents["writer_a"], merged)  # rank 4 against rank 8
     assert len(rows) == 4 and all(r.kind == "lora" and not r.note for r in rows)
     a, m = updates(parents["writer_a"]), updates(merged)
     for row in rows:
         assert row.diff == pytest.approx(float((a[row.name] - m[row.name]).norm()), rel=1e-5)
+
+
+def test_a_merged_adapter_is_registered_with_its_parents(
+    spec_and_knobs: tuple[Spec, dict[str, Any]],
+    parents: dict[str, Path],
+    base: Path,
+    tmp_path: Path,
+) -> None:
+    from fmlang.backends.registry import Lineage, merge_lineage, open_registry
+
+    registry = open_registry(tmp_path / "build", create=True)
+    registered = [
+        registry.register(path, Lineage(name, data_hashes={f"{name}.jsonl": f"sha256:{name}"}))
+        for name, path in parents.items()
+    ]
+    recipe = recipe_for(spec_and_knobs, "m_ties")
+    merged = merge_adapters(recipe, base, parents, tmp_path / "m_ties")
+    version = registry.register(merged, merge_lineage(recipe, registered, "sha256:s", "in-1"))
+    lineage = registry.resolve("m_ties@1").lineage
+    assert version.lineage == lineage and lineage.kind == "merge"
+    assert lineage.parents == tuple(v.hash for v in registered)
+    assert sorted(lineage.data_hashes) == ["writer_a.jsonl", "writer_b.jsonl"]
+    assert lineage.settings["combination_type"] == "ties_svd" and lineage.settings["density"] == 0.5
+    assert lineage.base_model is not None and lineage.base_model.source == "local:tiny-causal-lm"
+    assert not registry.stale("m_ties", "in-1") and registry.stale("m_ties", "in-2")
+    reloaded = peft.PeftModel.from_pretrained(
+        transformers.LlamaForCausalLM.from_pretrained(base), version.path
+    )
+    assert torch.isfinite(reloaded(torch.tensor([[5, 6, 7]])).logits).all()

@@ -43,6 +43,8 @@ LINEAGE_FILE = "lineage.json"
 LOCK_FILE = ".lock"
 SCHEMA_VERSION = "1"
 MIN_PREFIX = 4  # hex digits a hash prefix needs before it is looked up
+MERGE_SETTINGS = ("method", "combination_type", "weights", "density", "majority_sign_method",
+                  "svd_rank", "rank", "seed")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -348,4 +350,28 @@ def _unknown(ref: str, versions: list[Version]) -> Diagnostic:
         f"no registered version `{ref}`" + (f"; {hint}" if hint else ""),
         help=f"name a version by hash (at least {MIN_PREFIX} hex digits), by name, or as "
         "`name@N`; `fmc log` lists them",
+    )
+
+
+def merge_lineage(
+    recipe: dict[str, Any], parents: list[Version], spec_hash: str, inputs_hash: str
+) -> Lineage:
+    """The lineage of a merged adapter: its recipe's settings, the parents' versions (in
+    the recipe's order) and the union of the data they were trained on."""
+    base = recipe.get("base_model") or {}
+    weights = base.get("weights") or {}
+    source = f"{weights['kind']}:{weights['location']}" if weights else None
+    settings: dict[str, Any] = {key: recipe[key] for key in MERGE_SETTINGS if key in recipe}
+    data = {key: value for p in parents for key, value in p.lineage.data_hashes.items()}
+    return Lineage(
+        name=str(recipe["merge"]),
+        kind="merge",
+        spec_hash=spec_hash,
+        data_hashes=data,
+        base_model=BaseModelRef(str(base["name"]), source, weights.get("revision"))
+        if base
+        else None,
+        parents=tuple(p.hash for p in parents),
+        settings=settings,
+        inputs_hash=inputs_hash,
     )
