@@ -26,6 +26,7 @@ class RunOptions:
     principal: str | None = None
     force: bool = False
     log: Callable[[str], None] = print
+    progress: Any = None
 
 
 @dataclass
@@ -56,6 +57,7 @@ def context(spec: Spec, options: RunOptions, spec_text: str) -> RunContext:
         cache=StageCache.load(options.build_dir.resolve()),
         force=options.force,
         log=options.log,
+        progress=options.progress,
     )
 
 

@@ -56,9 +56,13 @@ def run(file: str, until: str, out_dir: str | None, principal: str | None, force
     options = RunOptions(target, spec_path, until, current_principal(principal), force,
                          lambda line: console.print(line))  # fmt: skip
     text = "".join(s.text for s in result.program.files.values())
+    from rich.progress import Progress
+
     try:
         build_artifacts(result, target)
-        outcome, ctx = run_stages(compile_spec(result), options, text)
+        with Progress(console=console, transient=True) as progress:
+            options.progress = progress
+            outcome, ctx = run_stages(compile_spec(result), options, text)
     except StageError as exc:
         sys.exit(render_stage_error(result, exc, fmt))
     write_json_atomic(target / "run" / "report.json", outcome.to_json())

@@ -42,6 +42,14 @@ class RunContext:
     force: bool = False
     log: Callable[[str], None] = print
     warnings: list[Diagnostic] = field(default_factory=list)
+    progress: Any = None  # a rich Progress shown while stages run, or None
+
+    def bar(self, title: str, total: int) -> Callable[[], None]:
+        """Start a progress bar of `total` steps; the returned function advances it."""
+        if self.progress is None:
+            return lambda: None
+        task = self.progress.add_task(title, total=total)
+        return lambda: self.progress.advance(task)
 
     def spec_dir(self, file: str) -> Path:
         return (self.entry_dir / file).parent
@@ -93,7 +101,13 @@ def data_stage(ctx: RunContext, dataset: Dataset) -> Outcome:
     try:
         if dataset.source is not None and dataset.source.kind == "hf_disk":
             _register_hf(con, ctx.spec_dir(dataset.file) / dataset.source.path, dataset)
-        steps = run_pipeline(con, pipeline, dataset, lambda r: ctx.log(_describe(r)))
+        advance = ctx.bar(f"{stage}", len(pipeline.steps))
+
+        def on_step(result: StepResult) -> None:
+            ctx.log(_describe(result))
+            advance()
+
+        steps = run_pipeline(con, pipeline, dataset, on_step)
         counts = {
             s: _write(con, pipeline.split_query(s), ctx.build_dir / split_path(dataset.name, s))
             for s in (*pipeline.splits, None)
