@@ -36,7 +36,7 @@ EXAMPLES = {
     ),
 }
 SPEC = """
-import std.models.{llama3_8b, qwen2_5_0_5b, minilm_l6}
+import std.models.{llama3_8b, qwen2_5_0_5b, minilm_l6, tiny_causal_lm}
 import std.hardware.cpu_2core
 
 hardware node4 {
@@ -47,6 +47,16 @@ hardware node4 {
   peak_fp32 67TFLOPS
   peak_bf16 989TFLOPS
   cost      6.90USD/h
+}
+
+hardware cpu2 {
+  kind      cpu
+  devices   2
+  cores     2
+  memory    16GiB
+  bandwidth 20GB/s
+  peak_fp32 294GFLOPS
+  cost      0.10USD/h
 }
 
 hardware small4 {
@@ -101,6 +111,13 @@ model cls {
   adapter lora(rank = 8, targets = [query, value])
   max_seq 64
   train { data = docs.train, input = q, target = label, seq_len = 256 }
+}
+
+model pair {
+  base    tiny_causal_lm
+  task    generate
+  adapter lora(rank = 4, targets = [q_proj, v_proj])
+  train { data = docs.train, prompt = q, completion = a, batch = 2, hardware = cpu2, devices = 2 }
 }
 
 constraints cls { memory <= 1GiB on cpu_2core }
@@ -420,3 +437,42 @@ def test_single_node_cpu_launch() -> None:
     assert "gpu_ids" not in launch.accelerate
     assert torchrun_command(launch.torchrun)[1:5] == ["--nnodes", "1", "--nproc-per-node", "1"]
     assert launch.torchrun["rdzv_endpoint"] == "localhost:29500"
+
+
+PROBE = """
+import os, sys
+import torch.distributed as dist
+dist.init_process_group("gloo")
+out = os.path.join(os.environ["PROBE_DIR"], f"rank{dist.get_rank()}.json")
+with open(out, "w") as f:
+    f.write(json.dumps([dist.get_world_size(), sys.argv[1:]]))
+dist.destroy_process_group()
+"""
+
+
+def test_torchrun_command_starts_its_process_group_on_cpu(tmp_path: Path) -> None:
+    """The emitted argv, run for real: two CPU processes join one gloo process group."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    spec, knobs = compiled()
+    pair = model(spec, "pair")
+    launch = lower_launch(spec, pair, knobs, lower_training(spec, pair, knobs))
+    assert launch.accelerate["distributed_type"] == "MULTI_CPU"
+    assert launch.accelerate["num_processes"] == 2 and launch.accelerate["use_cpu"]
+    with socket.socket() as free:
+        free.bind(("localhost", 0))
+        port = free.getsockname()[1]
+    argv = torchrun_command(launch.torchrun)
+    argv[argv.index("--rdzv-endpoint") + 1] = f"localhost:{port}"
+    argv[argv.index("-m") + 1] = "fm_probe"
+    (tmp_path / "fm_probe.py").write_text("import json\n" + PROBE, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "PROBE_DIR": str(tmp_path)}
+    command = [sys.executable, "-m", "torch.distributed.run", *argv[1:]]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for rank in (0, 1):
+        world, args = json.loads((tmp_path / f"rank{rank}.json").read_text(encoding="utf-8"))
+        assert world == 2 and args == ["--job", "train/pair/job.json"]

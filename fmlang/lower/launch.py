@@ -19,6 +19,11 @@ verifier counts capacity as M x N, so with one device "nothing fits" means only 
 can help. Batch sizes, gradient accumulation, clipping and precision are left "auto": the
 transformers DeepSpeed integration fills them from `training_args.json`, so the two never
 disagree.
+
+accelerate's `distributed_type` is NO for one process, MULTI_GPU for several GPUs, DEEPSPEED
+when the ZeRO rule above picks a stage above 0 or offloading, and MULTI_CPU for several CPU
+processes. `accelerate launch` starts MULTI_CPU processes only through an mpirun hostfile;
+`torchrun.json` starts them anywhere (gloo), so it is the launcher to use on CPUs.
 """
 
 from __future__ import annotations
