@@ -378,3 +378,34 @@ def test_lowering_imports_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_revision_and_decoder_classifier_head(tmp_path: Path) -> None:
+    spec, knobs = compiled("lora(rank = 8, targets = [query])")
+    bases = []
+    for b in spec.base_models:
+        if b.name == "tiny_causal_lm" and b.weights is not None:
+            weights = b.weights.model_copy(update={"kind": "hub", "location": "org/tiny"})
+            b = b.model_copy(update={"weights": weights.model_copy(update={"revision": "v1"})})
+        bases.append(b)
+    gen = model(spec, "gen")
+    assert gen.task is not None
+    classify = gen.task.model_copy(update={"kind": "classify", "classes": ("no", "yes")})
+    gen = gen.model_copy(update={"task": classify})
+    spec = spec.model_copy(update={"base_models": tuple(bases)})
+    config = lower_adapter(spec, gen, knobs)
+    assert config is not None
+    assert config["revision"] == "v1" and config["base_model_name_or_path"] == "org/tiny"
+    assert config["modules_to_save"] == ["score"], "decoders name their classifier head `score`"
+    assert load_back(config, tmp_path).revision == "v1"
+
+
+def test_classifier_head_names_match_transformers(minilm_path: str) -> None:
+    from fmlang.lower.adapters import head_module
+
+    spec, _ = compiled("lora(rank = 8, targets = [query])")
+    encoder, decoder = spec.base_model("minilm_l6"), spec.base_model("tiny_causal_lm")
+    assert encoder is not None and decoder is not None
+    assert hasattr(_minilm(minilm_path), head_module(encoder))
+    llama = transformers.LlamaForSequenceClassification(_tiny_llama().config)
+    assert hasattr(llama, head_module(decoder))
