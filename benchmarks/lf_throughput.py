@@ -135,7 +135,9 @@ def ours(folder: Path, threads: int) -> tuple[np.ndarray, list[str]]:
     con = connect(folder, threads=threads)
     try:
         columns = ", ".join(f'"lf_{name}"' for name in query.functions)
-        table = con.sql(f"SELECT {columns} FROM ({sql}) ORDER BY CAST(id AS BIGINT)")
+        # DuckDB keeps the file's row order (preserve_insertion_order); the check below
+        # compares the matrices row by row, so any reordering would fail it.
+        table = con.sql(f"SELECT {columns} FROM ({sql})")
         matrix = np.stack([c.to_numpy() for c in table.to_arrow_table().columns], axis=1)
     finally:
         con.close()

@@ -37,5 +37,21 @@ def lower_artifacts(
     from fmlang.lower.manifests import lower_deployments
 
     files = data_artifacts(spec)
+    files.update(merge_artifacts(spec, knobs))
     files.update(lower_deployments(spec, knobs, constraints))
     return files
+
+
+def merge_artifacts(spec: Spec, knobs: dict[str, int | str]) -> dict[str, str]:
+    from fmlang.lower.merges import lower_merge
+
+    return {
+        f"merges/{merge.name}.json": _json(lower_merge(spec, merge, knobs))
+        for merge in spec.merges
+    }
+
+
+def _json(document: Any) -> str:
+    import json
+
+    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

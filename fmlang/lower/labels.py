@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fmlang.ir.expr import Call, ColumnRef, walk
 from fmlang.ir.nodes import LabelingFunction, Labels
-from fmlang.lower.sql import DIALECTS, SqlCompiler, boolean
+from fmlang.lower.sql import DIALECTS, SqlCompiler, boolean, hoist_key
 
 ABSTAIN = -1
 
@@ -45,16 +46,41 @@ class LabelQuery:
 
 def lower_labels(labels: Labels, dialect: str = "duckdb") -> LabelQuery:
     d = DIALECTS[dialect]
-    compiler = SqlCompiler(d)
+    hoisted = _shared_calls(labels)
+    compiler = SqlCompiler(d, hoisted=hoisted)
     columns = [
         f"{_vote(compiler, lf, labels.classes)} AS {d.quote(lf_column(lf.name))}"
         for lf in labels.functions
     ]
     path = split_path(labels.dataset, labels.split)
     source = f"read_parquet({d.string(path)})" if dialect == "duckdb" else f"parquet.`{path}`"
-    sql = f"SELECT *, {', '.join(columns)} FROM {source}"
+    if hoisted:  # computed once per row in an inner query, then dropped
+        plain = SqlCompiler(d)
+        inner = ", ".join(
+            f"{plain.sql(Call(func=func, args=(ColumnRef(name=col),)))} AS {d.quote(alias)}"
+            for (func, col), alias in hoisted.items()
+        )
+        source = f"(SELECT *, {inner} FROM {source}) AS fm_rows"
+        exclude = ", ".join(d.quote(alias) for alias in hoisted.values())
+        star = f"* EXCLUDE ({exclude})" if dialect == "duckdb" else f"* EXCEPT ({exclude})"
+        sql = f"SELECT {star}, {', '.join(columns)} FROM {source}"
+    else:
+        sql = f"SELECT *, {', '.join(columns)} FROM {source}"
     python = tuple((lf.name, lf.python) for lf in labels.functions if lf.python)
     return LabelQuery(labels.name, dialect, sql, tuple(lf.name for lf in labels.functions), python)
+
+
+def _shared_calls(labels: Labels) -> dict[tuple[str, str], str]:
+    """`lower(COL)`-style calls that two or more functions use: common subexpressions,
+    each computed once per row instead of once per use."""
+    uses: dict[tuple[str, str], int] = {}
+    for lf in labels.functions:
+        for node in walk(lf.expr) if lf.expr is not None else ():
+            key = hoist_key(node) if isinstance(node, Call) else None
+            if key is not None:
+                uses[key] = uses.get(key, 0) + 1
+    shared = sorted(key for key, count in uses.items() if count > 1)
+    return {key: f"fm_{key[0]}_{key[1]}" for key in shared}
 
 
 def _vote(compiler: SqlCompiler, lf: LabelingFunction, classes: tuple[str, ...]) -> str:

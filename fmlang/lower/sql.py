@@ -42,6 +42,7 @@ class Dialect:
     starts_with: str
     ends_with: str
     length: str
+    words: str  # `{x}`: the number of whitespace-separated words
     hash64: str  # `{x}` cast to text → a non-negative 60-bit integer from its md5
 
     def quote(self, name: str) -> str:
@@ -65,6 +66,10 @@ DUCKDB = Dialect(
     starts_with="starts_with({x}, {y})",
     ends_with="ends_with({x}, {y})",
     length="length({x})",
+    # A vectorised Arrow UDF (pyarrow's utf8_split_whitespace), registered by the executor:
+    # 3-4x faster than counting regex matches, and it splits on Unicode whitespace like
+    # Python's str.split().
+    words="fm_words({x})",
     hash64="CAST(('0x' || substr(md5(CAST({x} AS VARCHAR)), 1, 15)) AS BIGINT)",
 )
 
@@ -78,6 +83,7 @@ SPARK = Dialect(
     starts_with="startswith({x}, {y})",
     ends_with="endswith({x}, {y})",
     length="char_length({x})",
+    words="IF(trim({x}) = '', 0, size(split(trim({x}), '\\\\s+')))",
     hash64="CAST(conv(substr(md5(CAST({x} AS STRING)), 1, 15), 16, 10) AS BIGINT)",
 )
 
@@ -124,9 +130,15 @@ class SqlCompiler:
     `classes` maps a class name used as a value (a labeling function returning the class)
     to its text; `columns` renames columns when a step reads them under another name."""
 
-    def __init__(self, dialect: Dialect, columns: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        dialect: Dialect,
+        columns: Mapping[str, str] | None = None,
+        hoisted: Mapping[tuple[str, str], str] | None = None,
+    ) -> None:
         self.d = dialect
         self.columns = dict(columns or {})
+        self.hoisted = dict(hoisted or {})  # (function, column) → a precomputed column
         self._calls: dict[str, Callable[[Call], str]] = {
             "length": lambda c: self.d.length.format(x=self.sql(c.args[0])),
             "words": self._words,
@@ -187,6 +199,9 @@ class SqlCompiler:
         return repr(value)
 
     def _call(self, call: Call) -> str:
+        key = hoist_key(call)
+        if key is not None and key in self.hoisted:
+            return self.d.quote(self.hoisted[key])
         handler = self._calls.get(call.func)
         if handler is None:
             raise LoweringError(call, f"function `{call.func}` has no SQL form")
@@ -208,7 +223,7 @@ class SqlCompiler:
         raise LoweringError(op, f"operator `{op.op}` has no SQL form")
 
     def _words(self, call: Call) -> str:
-        return self.d.regex_count.format(x=self.sql(call.args[0]), p=self.d.string(r"\S+"))
+        return self.d.words.format(x=self.sql(call.args[0]))
 
     def _count(self, call: Call) -> str:
         return self.d.regex_count.format(x=self.sql(call.args[0]), p=self.sql(call.args[1]))
@@ -234,6 +249,16 @@ def _describe(expr: Expr) -> str:
     if isinstance(expr, Attr):
         return f"….{expr.name}"
     return type(expr).__name__
+
+
+HOISTABLE = ("lower", "upper", "trim", "words", "length")
+
+
+def hoist_key(call: Call) -> tuple[str, str] | None:
+    """`lower(COL)` and friends: computed once per row when several expressions use them."""
+    if call.func in HOISTABLE and len(call.args) == 1 and isinstance(call.args[0], ColumnRef):
+        return (call.func, call.args[0].name)
+    return None
 
 
 def boolean(sql: str) -> str:

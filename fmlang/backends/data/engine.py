@@ -44,7 +44,11 @@ def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
     def nfkc(values: Any) -> Any:  # DuckDB reads the hints at runtime: keep them plain
         return pc.utf8_normalize(values, form="NFKC")
 
+    def words(values: Any) -> Any:
+        return pc.list_value_length(pc.utf8_split_whitespace(values))
+
     con.create_function("fm_nfkc", nfkc, ["VARCHAR"], "VARCHAR", type="arrow")
+    con.create_function("fm_words", words, ["VARCHAR"], "BIGINT", type="arrow")
 
 
 @dataclass(frozen=True)
