@@ -34,9 +34,12 @@ def lower_artifacts(
 ) -> dict[str, str]:
     """All artifacts: data pipelines, label queries, adapter configs, training plans and
     launcher configs, merge recipes, deployment manifests."""
+    from fmlang.lower.launch import model_files
     from fmlang.lower.manifests import lower_deployments
 
     files = data_artifacts(spec)
+    for model in spec.models:
+        files.update(model_files(spec, model, knobs))
     files.update(merge_artifacts(spec, knobs))
     files.update(lower_deployments(spec, knobs, constraints))
     return files
