@@ -70,6 +70,9 @@ def optimise(problem: Problem, skip: set[str] | None = None) -> Solution:
     opt = z3.Optimize()
     opt.set("timeout", TIMEOUT_MS)
     opt.add(*problem.plain, *(t.expr for t in problem.tracked if t.key not in skip))
+    # Every choice stays inside its domain, even when the assertion that pinned a fixed
+    # knob was set aside with a conflict.
+    opt.add(*(z3.And(c.var >= 0, c.var < len(c.values)) for c in problem.choices.values()))
     for direction, term in problem.objectives:
         (opt.minimize if direction == "min" else opt.maximize)(term)
     if opt.check() != z3.sat:
