@@ -450,3 +450,39 @@ def run(config: ServeConfig) -> None:
 
     engine = build_engine(config)
     uvicorn.run(create_app(config, engine), host=config.host, port=config.port, log_level="info")
+
+
+@dataclass
+class BackgroundServer:
+    """A real uvicorn server on a loopback port, in a thread (tests and benchmarks)."""
+
+    url: str
+    server: Any
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def serve_in_background(config: ServeConfig, engine: Engine | None = None) -> BackgroundServer:
+    """Start the app on `config.host` at a free port; returns once it accepts connections."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((config.host, 0))
+    port = sock.getsockname()[1]
+    app = create_app(config, engine)
+    settings = uvicorn.Config(app, log_level="warning", access_log=False, backlog=2048)
+    server = uvicorn.Server(settings)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if not server.started:
+        raise RuntimeError("the server did not start")
+    return BackgroundServer(f"http://{config.host}:{port}", server, thread)
