@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from fmlang.backends.data.access import Access, audit_log_path
 from fmlang.backends.data.stages import Outcome, RunContext, data_stage
 from fmlang.ir.nodes import Spec
 
-STAGES = ("data", "labels")
+STAGES = ("data", "labels", "train")
 
 
 @dataclass
@@ -61,22 +62,28 @@ def context(spec: Spec, options: RunOptions, spec_text: str) -> RunContext:
     )
 
 
-def run(spec: Spec, options: RunOptions, spec_text: str) -> tuple[RunReport, RunContext]:
+def run(
+    spec: Spec, options: RunOptions, spec_text: str, knobs: dict[str, int | str] | None = None
+) -> tuple[RunReport, RunContext]:
     """Run every stage up to and including `options.until`."""
     from fmlang.backends.data.labeling import labels_stage
 
     ctx = context(spec, options, spec_text)
     report = RunReport()
     wanted = STAGES[: STAGES.index(options.until) + 1]
+    stages: list[tuple[str, Callable[[], Outcome]]] = []
     if "data" in wanted:
-        for dataset in spec.datasets:
-            if dataset.source is not None:
-                report.outcomes.append(_logged(ctx, f"data:{dataset.name}",
-                                               lambda d=dataset: data_stage(ctx, d)))  # fmt: skip
+        stages += [(f"data:{d.name}", partial(data_stage, ctx, d))
+                   for d in spec.datasets if d.source is not None]  # fmt: skip
     if "labels" in wanted:
-        for labels in spec.labels:
-            report.outcomes.append(_logged(ctx, f"labels:{labels.name}",
-                                           lambda lb=labels: labels_stage(ctx, lb)))  # fmt: skip
+        stages += [(f"labels:{lb.name}", partial(labels_stage, ctx, lb)) for lb in spec.labels]
+    if "train" in wanted:
+        from fmlang.backends.model_stage import train_stage
+
+        stages += [(f"train:{m.name}", partial(train_stage, ctx, m, knobs or {}))
+                   for m in spec.models if m.training is not None]  # fmt: skip
+    for name, stage in stages:
+        report.outcomes.append(_logged(ctx, name, stage))
     return report, ctx
 
 

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from fmlang.api import CheckResult
     from fmlang.errors import StageError
 
-UNTIL = ("data", "labels")
+UNTIL = ("data", "labels", "train")
 
 
 def render_stage_error(result: CheckResult, exc: StageError, fmt: str) -> int:
@@ -62,7 +62,8 @@ def run(file: str, until: str, out_dir: str | None, principal: str | None, force
         build_artifacts(result, target)
         with Progress(console=console, transient=True) as progress:
             options.progress = progress
-            outcome, ctx = run_stages(compile_spec(result), options, text)
+            knobs = dict(result.report.knobs) if result.report else {}
+            outcome, ctx = run_stages(compile_spec(result), options, text, knobs)
     except StageError as exc:
         sys.exit(render_stage_error(result, exc, fmt))
     write_json_atomic(target / "run" / "report.json", outcome.to_json())

@@ -229,3 +229,21 @@ TRAIN_CODES.update(
         ),
     }
 )
+
+# ---- runtime gates (the lead's range) ----
+TRAIN_CODES.update(
+    {
+        "FM0860": Code(
+            "runtime gate failed",
+            "A constraint that only a trained model can answer (accuracy, F1, perplexity, a "
+            "fairness gap, latency measured on this machine) does not hold for what the run "
+            "measured. The diagnostic shows measured against required.",
+        ),
+        "FM0861": Code(
+            "runtime gate not checked",
+            "Nothing the run measured answers this constraint: the model was not evaluated "
+            "on that split, the fairness column is not in `eval { by = [...] }`, or the "
+            "latency is for hardware other than this machine.",
+        ),
+    }
+)

@@ -11,6 +11,7 @@ Paths in the SQL are relative to the spec's folder (DuckDB: `SET file_search_pat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fmlang.ir.expr import Call
@@ -314,7 +315,7 @@ def _read(src: Source, d: Dialect) -> str:
     return 'SELECT * FROM "fm_hf_source"'
 
 
-def _spark_read(src: Source, opts: dict[str, object]) -> str:
+def _spark_read(src: Source, opts: Mapping[str, object]) -> str:
     """Spark reads through a data source view; the typed step adds `input_file_name()`."""
     fmt = {"jsonl": "json", "files": "text", "hf_disk": "arrow"}.get(src.kind, src.kind)
     options: dict[str, str] = {"path": src.path}

@@ -47,8 +47,8 @@ def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
     def words(values: Any) -> Any:
         return pc.list_value_length(pc.utf8_split_whitespace(values))
 
-    con.create_function("fm_nfkc", nfkc, ["VARCHAR"], "VARCHAR", type="arrow")
-    con.create_function("fm_words", words, ["VARCHAR"], "BIGINT", type="arrow")
+    con.create_function("fm_nfkc", nfkc, ["VARCHAR"], "VARCHAR", type="arrow")  # type: ignore[call-overload]
+    con.create_function("fm_words", words, ["VARCHAR"], "BIGINT", type="arrow")  # type: ignore[call-overload]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,242 @@
+"""The train stage of `fmc run`: a spec's `model` → a TrainJob → a trained adapter, its
+evaluation on every `eval` split, measured latency, the runtime gates, and the registry.
+
+Cache key: the job (adapter config, training arguments, columns, base weights) plus the
+keys of the data and labels stages it reads, so a changed base model, dataset, rule or
+labeling function retrains exactly the models that depend on it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fmlang.backends.cache import stage_key
+from fmlang.backends.data.stages import Outcome, RunContext
+from fmlang.backends.gates import check_gates
+from fmlang.errors import StageError
+from fmlang.ir.nodes import DataRef, Model
+from fmlang.lower.adapters import lower_adapter
+from fmlang.lower.labels import split_path
+from fmlang.lower.training import TrainingPlan, lower_training
+
+
+def model_paths(model: str) -> dict[str, str]:
+    base = f"run/models/{model}"
+    return {
+        "adapter": f"{base}/adapter",
+        "metrics": f"{base}/metrics.json",
+        "job": f"{base}/job.json",
+    }
+
+
+def build_job(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> Any:
+    from fmlang.backends.train.job import BaseWeights, DPSettings, TrainJob
+
+    plan = lower_training(ctx.spec, model, knobs)
+    base = plan.base
+    location = str(base.get("location") or "")
+    if base.get("kind") == "local":
+        location = str((ctx.spec_dir(_base_file(ctx, model)) / location).resolve())
+    evaluation = model.evaluation
+    return TrainJob(
+        model=model.name,
+        task="generate" if plan.task == "generate" else "classify",
+        base=BaseWeights(kind=base["kind"], location=location, revision=base.get("revision")),  # type: ignore[arg-type]
+        classes=plan.classes,
+        adapter_config=lower_adapter(ctx.spec, model, knobs),
+        training_args=plan.training_args,
+        train_data=str(ctx.build_dir / str(plan.data["path"])),
+        eval_data={
+            _ref_name(r): str(ctx.build_dir / split_path(r.dataset, r.split))
+            for r in (evaluation.on if evaluation else ())
+        },
+        columns=_columns(ctx, plan),
+        group_by=tuple(evaluation.by) if evaluation else (),
+        max_seq=plan.max_seq,
+        output_dir=str(ctx.build_dir / "run" / "models" / model.name),
+        dp=DPSettings(**plan.dp) if plan.dp else None,
+        spans=_spans(model),
+    )
+
+
+def _base_file(ctx: RunContext, model: Model) -> str:
+    base = ctx.spec.base_model(model.base or "")
+    return base.file if base else model.file
+
+
+def _ref_name(ref: DataRef) -> str:
+    return f"{ref.dataset}.{ref.split}" if ref.split else ref.dataset
+
+
+def _columns(ctx: RunContext, plan: TrainingPlan) -> Any:
+    from fmlang.backends.train.job import Columns
+
+    cols = plan.columns
+    dataset = ctx.spec.dataset(str(plan.data.get("dataset")))
+    gold = next((c.name for c in dataset.columns if "gold" in c.tags), None) if dataset else None
+    if plan.data.get("labels"):  # the label model's probabilities, the Snorkel way
+        return Columns(input=cols.get("input"), label="fm_probs", eval_label=gold,
+                       require=("fm_label",))  # fmt: skip
+    return Columns(
+        input=cols.get("input"),
+        label=cols.get("target"),
+        eval_label=gold if cols.get("target") is None else None,
+        prompt=cols.get("prompt"),
+        completion=cols.get("completion"),
+    )
+
+
+def _spans(model: Model) -> dict[str, Any]:
+    spans = {"model": model.span}
+    if model.training is not None:
+        spans["train"] = model.training.span
+    if model.adapter is not None:
+        spans["adapter"] = model.adapter.span
+    return {k: v for k, v in spans.items() if v is not None}
+
+
+def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> Outcome:
+    from fmlang.backends.train.evaluate import evaluate, measure_latency
+    from fmlang.backends.train.trainer import train
+
+    stage = f"train:{model.name}"
+    job = build_job(ctx, model, knobs)
+    upstream = _upstream_keys(ctx, model)
+    portable = job.model_dump(mode="json", exclude={"spans", "output_dir"})
+    key = stage_key("train", portable, upstream)
+    paths = model_paths(model.name)
+    _require_train_access(ctx, model, stage)
+    if not ctx.force and ctx.cache.fresh(stage, key):
+        cached = json.loads((ctx.build_dir / paths["metrics"]).read_text(encoding="utf-8"))
+        ctx.warnings.extend(check_gates(ctx.spec, model.name, cached))
+        return Outcome(stage, True, tuple(paths.values()), cached)
+    job.write(ctx.build_dir / paths["job"])
+    result = train(job, progress=ctx.progress is not None)
+    ctx.log(f"  trained {result.steps} steps in {result.wall_s:.0f} s (loss {result.final_loss})")
+    adapter = ctx.build_dir / paths["adapter"]
+    metrics: dict[str, Any] = {"train": json.loads(result.to_json()), "eval": {}}
+    for split in job.eval_data:
+        metrics["eval"][split] = evaluate(job, adapter, split)
+        ctx.log(f"  {split}: {_headline(metrics['eval'][split])}")
+    metrics["latency"] = _latencies(ctx, model, job, adapter, knobs, measure_latency)
+    metrics["predicted"] = _predicted(ctx, model.name)
+    _write(ctx.build_dir / paths["metrics"], metrics)
+    metrics["registry"] = _register(ctx, model, adapter, key, metrics)
+    _write(ctx.build_dir / paths["metrics"], metrics)
+    ctx.cache.record(stage, key, list(paths.values()))
+    ctx.warnings.extend(check_gates(ctx.spec, model.name, metrics))
+    return Outcome(stage, False, tuple(paths.values()), metrics)
+
+
+def _headline(metrics: dict[str, Any]) -> str:
+    if "perplexity" in metrics:
+        return f"perplexity {metrics['perplexity']:.2f} on {metrics['rows']} rows"
+    accuracy, f1, rows = metrics["accuracy"], metrics["macro_f1"], metrics["rows"]
+    return f"accuracy {accuracy:.3f}, macro F1 {f1:.3f} ({rows} rows)"
+
+
+def _upstream_keys(ctx: RunContext, model: Model) -> list[str | None]:
+    training = model.training
+    ref = training.data if training else None
+    keys = []
+    if ref is not None:
+        keys.append(
+            ctx.cache.key_of(f"labels:{ref.labels}" if ref.labels else f"data:{ref.dataset}")
+        )
+    for other in model.evaluation.on if model.evaluation else ():
+        keys.append(ctx.cache.key_of(f"data:{other.dataset}"))
+    if any(k is None for k in keys):
+        from fmlang.diagnostics import error
+
+        span = model.span.to_span() if model.span else None
+        raise StageError(
+            error(
+                "FM0710",
+                f"model `{model.name}` needs its data stages first",
+                span,
+                "reads data that has not been produced",
+                help="run `fmc run FILE` (without --until) to run every stage",
+            )
+        )
+    return keys
+
+
+def _require_train_access(ctx: RunContext, model: Model, stage: str) -> None:
+    ref = model.training.data if model.training else None
+    dataset = ctx.spec.dataset(ref.dataset) if ref else None
+    if dataset is not None and ref is not None:
+        path = (
+            f"run/labels/{ref.labels}.parquet" if ref.labels else split_path(ref.dataset, ref.split)
+        )
+        ctx.access.require(dataset, "train", stage, [path])
+
+
+def _latencies(ctx: RunContext, model: Model, job: Any, adapter: Path,
+               knobs: dict[str, int | str], measure: Any) -> dict[str, Any]:  # fmt: skip
+    """Measured on this machine for each latency constraint on a CPU profile (a GPU
+    profile cannot be measured here; the report says so)."""
+    out: dict[str, Any] = {}
+    for constraint in ctx.spec.constraints_on(model.name):
+        if constraint.kind != "latency" or not constraint.on_hardware:
+            continue
+        hardware = ctx.spec.hardware_profile(constraint.on_hardware)
+        if hardware is None or hardware.kind != "cpu":
+            out[constraint.on_hardware] = {"measured": False, "why": "not this machine's kind"}
+            continue
+        batch = int(knobs.get(f"{model.name}.serve_batch", 1))
+        seq = int(knobs.get(f"{model.name}.max_seq", job.max_seq))
+        out[constraint.on_hardware] = {"measured": True, **measure(job, adapter, batch, seq)}
+    return out
+
+
+def _predicted(ctx: RunContext, model: str) -> dict[str, Any]:
+    verify = ctx.build_dir / "verify.json"
+    if not verify.exists():
+        return {}
+    document = json.loads(verify.read_text(encoding="utf-8"))
+    for stage in document.get("stages", []):
+        if stage.get("stage") == f"train:{model}":
+            return dict(stage.get("estimates", {}))
+    return {}
+
+
+def _register(ctx: RunContext, model: Model, adapter: Path, key: str,
+              metrics: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    from fmlang.backends.registry import BaseModelRef, Lineage, open_registry
+
+    base = ctx.spec.base_model(model.base or "")
+    weights = base.weights if base else None
+    lineage = Lineage(
+        name=model.name,
+        spec_hash=ctx.access.spec_hash,
+        data_hashes={k: v for k, v in zip(("data",), [key], strict=False)},
+        base_model=BaseModelRef(
+            model.base or "",
+            f"{weights.kind}:{weights.location}" if weights else None,
+            weights.revision if weights else None,
+        ),
+        settings=json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")),
+        inputs_hash=key,
+    )
+    registry = open_registry(ctx.build_dir, create=True)
+    version = registry.register(adapter, lineage)
+    registry.attach_metrics(version, flat_metrics(metrics))
+    return {"hash": version.hash, "number": version.number}
+
+
+def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """`accuracy@comments.test`-style scalars for the registry and `fmc log`."""
+    out: dict[str, float] = {}
+    for split, values in metrics.get("eval", {}).items():
+        for name in ("accuracy", "macro_f1", "perplexity"):
+            if isinstance(values.get(name), (int, float)):
+                out[f"{name}@{split}"] = float(values[name])
+    return out
+
+
+def _write(path: Path, document: dict[str, Any]) -> None:
+    from fmlang.api import write_json_atomic
+
+    write_json_atomic(path, document)
