@@ -17,9 +17,11 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fmlang.backends.serve.batch import RunningBatch, left_pad, merge, select
-from fmlang.backends.serve.cache import AdapterCache
+from fmlang.backends.serve.cache import AdapterCache, NoFreeSlot
 from fmlang.backends.serve.sampling import Sampling, generator_for, next_tokens
 from fmlang.errors import StageError
+
+MAX_SKIPS = 32  # iterations a request may be passed over before admission waits for it
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Ticket:
     sampling: Sampling = field(default_factory=lambda: Sampling(max_new_tokens=16))
     stream: bool = False
     number: int = 0
+    skips: int = 0  # times the scheduler passed it over for want of an adapter slot
     submitted: float = field(default_factory=time.perf_counter)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -190,52 +193,60 @@ class Engine:
                     self._cond.wait()
                 if self._stopping:
                     return
-                capacity = self.max_batch - len(self._running)
-                candidates = self._pop(capacity)
             try:
-                self._iterate(candidates)
+                self._iterate()
             except Exception as exc:  # a bug, not a request's fault: fail the batch, go on
                 self._fail([s.ticket for s in self._running], exc)
                 for sequence in self._running:
                     self.cache.release(sequence.ticket.adapter)
                 self._running, self._batch = [], None
 
-    def _iterate(self, candidates: list[Ticket]) -> None:
-        admitted = self._admit(candidates)
+    def _iterate(self) -> None:
+        admitted = self._admit(self.max_batch - len(self._running))
         with torch.inference_mode():
             if self.task == "classify":
                 self._classify(admitted)
             else:
                 self._generate_step(admitted)
 
-    def _pop(self, capacity: int) -> list[Ticket]:
-        """Up to `capacity` rows of waiting tickets (cancelled ones are dropped)."""
-        taken: list[Ticket] = []
-        rows = 0
-        while self._waiting and rows < capacity:
-            ticket = self._waiting[0]
-            width = max(1, len(ticket.texts))
-            if taken and rows + width > capacity:
-                break
-            self._waiting.popleft()
-            if not ticket.cancelled.is_set():
-                taken.append(ticket)
-                rows += width
-        return taken
-
-    def _admit(self, candidates: list[Ticket]) -> list[tuple[Ticket, int]]:
-        """Give each candidate a device slot; those that find none go back to the front."""
+    def _admit(self, capacity: int) -> list[tuple[Ticket, int]]:
+        """Waiting tickets, oldest first, for up to `capacity` rows, each with a device slot.
+        A ticket whose adapter finds no free slot is skipped (it goes back, in order) so
+        others can run; once the oldest has been skipped MAX_SKIPS times, nothing passes it
+        and the slots drain until it fits."""
         admitted: list[tuple[Ticket, int]] = []
-        for index, ticket in enumerate(candidates):
-            if not self.cache.can_acquire(ticket.adapter):
-                with self._cond:
-                    self._waiting.extendleft(reversed(candidates[index:]))
+        skipped: list[Ticket] = []
+        rows = 0
+        while rows < capacity:
+            ticket = self._next_waiting(capacity - rows, bool(admitted))
+            if ticket is None:
                 break
             try:
                 admitted.append((ticket, self.cache.acquire(ticket.adapter)))
+                rows += max(1, len(ticket.texts))
+            except NoFreeSlot:
+                ticket.skips += 1
+                skipped.append(ticket)
+                if skipped[0].skips > MAX_SKIPS:
+                    break
             except StageError as exc:
                 _emit(ticket, Failed(str(exc)))
+        with self._cond:
+            self._waiting.extendleft(reversed(skipped))
         return admitted
+
+    def _next_waiting(self, room: int, any_taken: bool) -> Ticket | None:
+        """The oldest live waiting ticket if its rows fit in `room`."""
+        with self._cond:
+            while self._waiting:
+                ticket = self._waiting[0]
+                if ticket.cancelled.is_set():
+                    self._waiting.popleft()
+                    continue
+                if any_taken and max(1, len(ticket.texts)) > room:
+                    return None
+                return self._waiting.popleft()
+        return None
 
     # ---- classification ---------------------------------------------------------------
 
