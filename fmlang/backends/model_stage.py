@@ -37,8 +37,10 @@ def build_job(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> Any
     plan = lower_training(ctx.spec, model, knobs)
     base = plan.base
     location = str(base.get("location") or "")
-    if base.get("kind") == "local":
-        location = str((ctx.spec_dir(_base_file(ctx, model)) / location).resolve())
+    if base.get("kind") == "local":  # stdlib models' folders are the project's
+        file = _base_file(ctx, model)
+        folder = ctx.entry_dir if file.startswith("<std>") else ctx.spec_dir(file)
+        location = str((folder / location).resolve())
     evaluation = model.evaluation
     return TrainJob(
         model=model.name,
@@ -124,9 +126,10 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
     metrics["predicted"] = _predicted(ctx, model.name)
     _write(ctx.build_dir / paths["metrics"], metrics)
     metrics["registry"] = _register(ctx, model, adapter, key, metrics)
+    gates = check_gates(ctx.spec, model.name, metrics)  # adds metrics["gates"]
     _write(ctx.build_dir / paths["metrics"], metrics)
     ctx.cache.record(stage, key, list(paths.values()))
-    ctx.warnings.extend(check_gates(ctx.spec, model.name, metrics))
+    ctx.warnings.extend(gates)
     return Outcome(stage, False, tuple(paths.values()), metrics)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,14 +44,13 @@ def run(file: str, until: str, out_dir: str | None, principal: str | None, force
     from fmlang.backends.data.access import current_principal
     from fmlang.backends.run import RunOptions
     from fmlang.backends.run import run as run_stages
-    from fmlang.cli.main import EXIT_OK, report
+    from fmlang.cli.main import report
     from fmlang.errors import StageError
 
     spec_path = Path(file)
     result = check_paths([spec_path], verify=True)
-    code = report(result, fmt, quiet_ok=True)
-    if code != EXIT_OK:
-        sys.exit(code)
+    if not result.ok:  # otherwise everything is reported once, at the end
+        sys.exit(report(result, fmt, quiet_ok=True))
     target = Path(out_dir) if out_dir else Path(".fm-build") / spec_path.stem
     console = Console(stderr=True, highlight=False, quiet=fmt == "json")
     options = RunOptions(target, spec_path, until, current_principal(principal), force,
@@ -60,7 +60,8 @@ def run(file: str, until: str, out_dir: str | None, principal: str | None, force
 
     try:
         build_artifacts(result, target)
-        with Progress(console=console, transient=True) as progress:
+        # Libraries print progress to stdout; stdout is for --format json only.
+        with Progress(console=console, transient=True) as progress, redirect_stdout(sys.stderr):
             options.progress = progress
             knobs = dict(result.report.knobs) if result.report else {}
             outcome, ctx = run_stages(compile_spec(result), options, text, knobs)

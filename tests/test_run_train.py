@@ -1,0 +1,127 @@
+"""`fmc run` through the train stage on a tiny causal LM: training, evaluation, gates, the
+stage cache and the registry, in-process and fast."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fmlang.errors import StageError
+from tests.data_helpers import run_spec
+
+SPEC = """\
+import std.models.tiny_causal_lm
+import std.hardware.cpu_2core
+
+dataset tickets {
+  source jsonl("tickets.jsonl")
+  schema {
+    id: string @id
+    question: text
+    answer: text
+    product: category @protected
+  }
+  split { train 70%, test 30% by hash(id) }
+}
+
+model helper {
+  base    tiny_causal_lm
+  task    generate
+  adapter lora(rank = 4, alpha = 8, targets = [q_proj, v_proj])
+  max_seq 64
+  train {
+    data       = tickets.train
+    prompt     = question
+    completion = answer
+    max_steps  = 4
+    lr         = 1e-3
+    batch      = 4
+    seed       = 3
+  }
+  eval {
+    on      = [tickets.test]
+    metrics = [perplexity]
+    by      = [product]
+  }
+}
+
+constraints helper {
+  perplexity <= BOUND on tickets.test
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from fmlang.backends.train.tiny import make_tiny_causal_lm
+
+    return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "tiny-causal-lm")
+
+
+def project(tmp_path: Path, tiny_model: Path, bound: str) -> Path:
+    (tmp_path / "tiny-causal-lm").symlink_to(tiny_model)
+    rows = [
+        {"id": str(i), "question": f"how do I reset my password {i}?",
+         "answer": "open settings, choose security, then reset password.",
+         "product": ["app", "web"][i % 2]}
+        for i in range(40)
+    ]  # fmt: skip
+    (tmp_path / "tickets.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    spec = tmp_path / "helper.fm"
+    spec.write_text(SPEC.replace("BOUND", bound), encoding="utf-8")
+    return spec
+
+
+def test_train_stage_trains_evaluates_gates_and_registers(tmp_path: Path, tiny_model: Path) -> None:
+    spec = project(tmp_path, tiny_model, "100000")
+    build = tmp_path / "build"
+    report = run_spec(spec, build, until="train")
+    assert [o.stage for o in report.outcomes] == ["data:tickets", "train:helper"]
+    adapter = build / "run/models/helper/adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["r"] == 4 and sorted(config["target_modules"]) == ["q_proj", "v_proj"]
+    metrics = json.loads((build / "run/models/helper/metrics.json").read_text())
+    test = metrics["eval"]["tickets.test"]
+    assert test["perplexity"] > 1 and set(test["by"]["product"]["groups"]) == {"app", "web"}
+    assert metrics["gates"][0]["passed"] is True
+    assert metrics["train"]["steps"] == 4
+    versions = json.loads((build / "registry/index.json").read_text())
+    assert "helper" in json.dumps(versions)
+    again = run_spec(spec, build, until="train")
+    assert [o.skipped for o in again.outcomes] == [True, True]
+
+
+def test_a_missed_gate_fails_at_the_constraint_line(tmp_path: Path, tiny_model: Path) -> None:
+    from click.testing import CliRunner
+
+    from fmlang.cli.main import cli
+
+    spec = project(tmp_path, tiny_model, "1.5")
+    build = tmp_path / "build"
+    result = CliRunner().invoke(
+        cli, ["run", str(spec), "-o", str(build), "--format", "json"], catch_exceptions=False
+    )
+    assert result.exit_code == 1
+    (gate,) = [d for d in json.loads(result.stdout)["diagnostics"] if d["code"] == "FM0860"]
+    line = spec.read_text().splitlines().index("  perplexity <= 1.5 on tickets.test") + 1
+    assert gate["labels"][0]["span"]["line"] == line
+    assert "required <= 1.5" in gate["message"]
+
+
+def test_training_needs_its_data_stage(tmp_path: Path, tiny_model: Path) -> None:
+    from fmlang.backends.data.stages import RunContext  # noqa: F401  (the stage API)
+
+    spec = project(tmp_path, tiny_model, "100000")
+    run_spec(spec, tmp_path / "build", until="data")
+    (tmp_path / "build/run/cache.json").unlink()
+    with pytest.raises(StageError) as caught:
+        from fmlang.backends.model_stage import train_stage
+        from fmlang.backends.run import RunOptions, context
+        from tests.data_helpers import compile_file
+
+        compiled = compile_file(spec)
+        ctx = context(compiled, RunOptions(tmp_path / "build", spec, "train"), "")
+        train_stage(ctx, compiled.models[0], {})
+    assert caught.value.diagnostics[0].code == "FM0710"
