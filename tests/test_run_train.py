@@ -125,3 +125,49 @@ def test_training_needs_its_data_stage(tmp_path: Path, tiny_model: Path) -> None
         ctx = context(compiled, RunOptions(tmp_path / "build", spec, "train"), "")
         train_stage(ctx, compiled.models[0], {})
     assert caught.value.diagnostics[0].code == "FM0710"
+
+
+MERGE = """
+model helper_b {
+  base    tiny_causal_lm
+  task    generate
+  adapter lora(rank = 4, alpha = 8, targets = [q_proj, v_proj])
+  max_seq 64
+  train {
+    data       = tickets.train
+    prompt     = question
+    completion = answer
+    max_steps  = 2
+    lr         = 1e-3
+    batch      = 4
+    seed       = 5
+  }
+}
+
+merge both {
+  models  [helper, helper_b]
+  method  ties(density = 0.5)
+  weights [0.6, 0.4]
+  eval {
+    on      = [tickets.test]
+    metrics = [perplexity]
+  }
+}
+"""
+
+
+def test_merge_stage_merges_trained_adapters(tmp_path: Path, tiny_model: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    spec = project(tmp_path, tiny_model, "100000")
+    spec.write_text(spec.read_text() + MERGE, encoding="utf-8")
+    build = tmp_path / "build"
+    report = run_spec(spec, build, until="merge")
+    assert [o.stage for o in report.outcomes][-1] == "merge:both"
+    merged = build / "run/merges/both/adapter"
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), merged)
+    assert model is not None
+    metrics = json.loads((build / "run/merges/both/metrics.json").read_text())
+    assert metrics["eval"]["tickets.test"]["perplexity"] > 1
+    assert run_spec(spec, build, until="merge").outcomes[-1].skipped

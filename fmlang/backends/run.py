@@ -16,7 +16,7 @@ from fmlang.backends.data.access import Access, audit_log_path
 from fmlang.backends.data.stages import Outcome, RunContext, data_stage
 from fmlang.ir.nodes import Spec
 
-STAGES = ("data", "labels", "train")
+STAGES = ("data", "labels", "train", "merge")
 
 
 @dataclass
@@ -82,6 +82,11 @@ def run(
 
         stages += [(f"train:{m.name}", partial(train_stage, ctx, m, knobs or {}))
                    for m in spec.models if m.training is not None]  # fmt: skip
+    if "merge" in wanted:
+        from fmlang.backends.merge_stage import merge_stage
+
+        stages += [(f"merge:{m.name}", partial(merge_stage, ctx, m, knobs or {}))
+                   for m in spec.merges]  # fmt: skip
     for name, stage in stages:
         report.outcomes.append(_logged(ctx, name, stage))
     return report, ctx

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from fmlang.api import CheckResult
     from fmlang.errors import StageError
 
-UNTIL = ("data", "labels", "train")
+UNTIL = ("data", "labels", "train", "merge")
 
 
 def render_stage_error(result: CheckResult, exc: StageError, fmt: str) -> int:
