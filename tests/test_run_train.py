@@ -171,3 +171,46 @@ def test_merge_stage_merges_trained_adapters(tmp_path: Path, tiny_model: Path) -
     metrics = json.loads((build / "run/merges/both/metrics.json").read_text())
     assert metrics["eval"]["tickets.test"]["perplexity"] > 1
     assert run_spec(spec, build, until="merge").outcomes[-1].skipped
+
+
+DEPLOY = """
+deploy helper {
+  local { host = "127.0.0.1", port = 18080 }
+}
+"""
+
+
+def test_fmc_serve_serves_the_trained_adapter(tmp_path: Path, tiny_model: Path) -> None:
+    import httpx
+
+    from fmlang.backends.serve.server import serve_in_background
+    from fmlang.backends.serve_config import serve_config
+    from tests.data_helpers import compile_file
+
+    spec = project(tmp_path, tiny_model, "100000")
+    spec.write_text(spec.read_text() + DEPLOY, encoding="utf-8")
+    build = tmp_path / "build"
+    from fmlang.api import build as build_artifacts
+    from fmlang.api import check_paths
+
+    build_artifacts(check_paths([spec], verify=True), build)
+    run_spec(spec, build, until="train")
+    assert compile_file(spec).deployments[0].name == "helper"
+    config = serve_config(build, "helper")
+    assert config.adapters == {"helper": str(build / "run/models/helper/adapter")}
+    server = serve_in_background(config)
+    try:
+        for _ in range(300):
+            if httpx.get(f"{server.url}/ready").status_code == 200:
+                break
+            import time
+
+            time.sleep(0.1)
+        body = {"model": "helper", "prompt": "how do I reset", "max_tokens": 4}
+        answer = httpx.post(f"{server.url}/v1/completions", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model"] == "helper"
+        unknown = httpx.post(f"{server.url}/v1/completions", json={**body, "model": "nope"})
+        assert unknown.status_code == 404
+    finally:
+        server.stop()

@@ -212,9 +212,10 @@ def explain(code: str) -> None:
 
 def _register_stage_commands() -> None:
     from fmlang.cli.registry import diff_command, log_command
-    from fmlang.cli.run_cmd import audit, run
+    from fmlang.cli.run_cmd import audit, run, serve
 
     cli.add_command(run)
+    cli.add_command(serve)
     cli.add_command(audit)
     cli.add_command(log_command)
     cli.add_command(diff_command)

@@ -97,4 +97,17 @@ SERVE_CODES: dict[str, Code] = {
         "them a base model with architecture facts. Fix the name after `deploy` or give the "
         "model a `base`.",
     ),
+    "FM1050": Code(
+        "task cannot be served",
+        "`fmc serve` serves causal language models (`task generate`, OpenAI-style "
+        "completions) and classifiers (`task classify`, /v1/classify). Embedding models are "
+        "not served yet.",
+    ),
+    "FM1051": Code(
+        "no local server for the deployment",
+        "`fmc serve` runs a deployment's `local { }` target from the build folder's "
+        "deploy/<name>/server.json. Add a `local` target to the deploy block, or name a "
+        "deployment that has one with --deploy.",
+        io=True,
+    ),
 }

@@ -95,8 +95,9 @@ class ServedModel:
     @property
     def max_new_tokens(self) -> int:
         """New tokens per generate request: the figure the verifier's latency estimate
-        assumed (classifiers generate none and ignore it)."""
-        return GENERATED_TOKENS
+        assumed, but at most half the context so a prompt always fits (classifiers
+        generate none and ignore it)."""
+        return max(1, min(GENERATED_TOKENS, self.max_seq // 2))
 
 
 def _span(deployment: Deployment) -> Span | None:
