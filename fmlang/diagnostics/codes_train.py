@@ -57,7 +57,7 @@ TRAIN_CODES.update(
     }
 )
 
-# ---- FM0820-FM0839: the training and evaluation executor ----
+# ---- from FM0820 on: the training and evaluation executor ----
 TRAIN_CODES.update(
     {
         "FM0820": Code(
