@@ -293,6 +293,17 @@ def test_config_and_model_errors(tiny: tuple[Path, dict[str, Path]], tmp_path: P
     good = tmp_path / "server.json"
     good.write_text(json.dumps({"base_model": "model", "adapters": {"x": "ad/x"}}), "utf-8")
     assert load_config(good).adapters["x"] == str((tmp_path / "ad" / "x").resolve())
+    built = tmp_path / "build" / "deploy" / "chat" / "server.json"
+    built.parent.mkdir(parents=True)
+    weights = {"kind": "hub", "location": "org/model", "revision": "abc"}
+    build_json = {"schema_version": "1", "model": "m", "base": {"name": "b", "weights": weights},
+                  "task": "generate", "adapters": {"m": "run/models/m/adapter"},
+                  "max_adapters": 3, "max_batch": 4, "max_new_tokens": 64}  # fmt: skip
+    built.write_text(json.dumps(build_json), "utf-8")
+    mapped = load_config(built)
+    assert (mapped.base_model, mapped.revision, mapped.model_name) == ("org/model", "abc", "b")
+    assert mapped.adapters == {"m": str((tmp_path / "build/run/models/m/adapter").resolve())}
+    assert mapped.cache.device_slots == 3 and mapped.max_batch == 4
     with pytest.raises(StageError) as raised:
         build_engine(ServeConfig(base_model=str(tmp_path / "no-model")))
     assert raised.value.diagnostics[0].code == "FM1006"

