@@ -9,7 +9,6 @@ training.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from fmlang.backends.train.job import TrainJob
@@ -65,15 +64,13 @@ def _bad_adapter(job: TrainJob, exc: Exception) -> StageError:
     )
 
 
-def _check_targets(model: Any, config: Any) -> None:
-    """The module check of `modules.py` (another stage's), when it is present."""
-    try:
-        modules = importlib.import_module("fmlang.backends.train.modules")
-    except ModuleNotFoundError:
-        return
+def _check_targets(job: TrainJob, model: Any, config: Any) -> None:
+    """Every listed target must name a module of the loaded model (a regex is left to peft)."""
+    from fmlang.backends.train.modules import check_targets
+
     targets = getattr(config, "target_modules", None)
-    if targets:
-        modules.check_targets(model, tuple(sorted(targets)))
+    if targets and not isinstance(targets, str):
+        check_targets(model, sorted(targets), job.span("adapter"), job.model)
 
 
 def attach_adapter(job: TrainJob, model: Any) -> Any:
@@ -83,7 +80,7 @@ def attach_adapter(job: TrainJob, model: Any) -> Any:
     if job.adapter_config is None:
         return model
     config = peft_config(job)
-    _check_targets(model, config)
+    _check_targets(job, model, config)
     try:
         return get_peft_model(model, config)
     except (TypeError, ValueError, KeyError) as exc:

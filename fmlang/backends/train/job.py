@@ -90,8 +90,9 @@ class TrainJob(_Frozen):
         return Path(self.output_dir)
 
     def span(self, *keys: str) -> Span | None:
-        """The diagnostics span of the first of `keys` the spec wrote, else of the model."""
-        for key in (*keys, "model"):
+        """The diagnostics span of the first of `keys` the spec wrote (`train.dp`, then its
+        block `train`), else of the model block."""
+        for key in (*keys, *(k.split(".")[0] for k in keys), "model"):
             if key in self.spans:
                 return self.spans[key].to_span()
         return None
