@@ -41,6 +41,7 @@ def build_job(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> Any
         file = _base_file(ctx, model)
         folder = ctx.entry_dir if file.startswith("<std>") else ctx.spec_dir(file)
         location = str((folder / location).resolve())
+        _ensure_tiny(model.base or "", Path(location))
     evaluation = model.evaluation
     return TrainJob(
         model=model.name,
@@ -61,6 +62,15 @@ def build_job(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> Any
         dp=DPSettings(**plan.dp) if plan.dp else None,
         spans=_spans(model),
     )
+
+
+def _ensure_tiny(base: str, folder: Path) -> None:
+    """stdlib `tiny_causal_lm` is a randomly initialised model by definition: written (and
+    seeded, so identical everywhere) the first time a project uses it."""
+    if base == "tiny_causal_lm" and not (folder / "config.json").exists():
+        from fmlang.backends.train.tiny import make_tiny_causal_lm
+
+        make_tiny_causal_lm(folder, seed=0)
 
 
 def _base_file(ctx: RunContext, model: Model) -> str:
