@@ -18,9 +18,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-demo: $(VENV)/.installed  ## install, then check and build the bundled YouTube spam example
+demo: $(VENV)/.installed  ## install, then run the bundled YouTube spam example end to end
 	$(FMC) check $(EXAMPLE)
-	$(FMC) build $(EXAMPLE) -o .fm-build/youtube_spam
+	$(FMC) run $(EXAMPLE) -o .fm-build/youtube_spam --as team:trust-safety
 
 test: $(VENV)/.installed  ## install, then run the whole test suite
 	$(PY) -m pytest
@@ -42,6 +42,11 @@ bench: $(VENV)/.installed  ## run the benchmarks
 	$(PY) benchmarks/check_speed.py
 	$(PY) benchmarks/verify_speed.py
 	$(PY) benchmarks/lsp_speed.py
+	$(PY) benchmarks/lf_throughput.py
+	$(PY) benchmarks/label_model.py
+	$(PY) benchmarks/train_overhead.py
+	$(PY) benchmarks/serve_throughput.py
+	$(PY) benchmarks/serve_load.py
 
 help-text: $(VENV)/.installed  ## regenerate the cached `fmc --help` after changing commands
 	$(PY) -c "from fmlang.cli.main import write_help_text; write_help_text('fmlang/cli/help_text.py')"

@@ -58,6 +58,8 @@ def run(file: str, until: str, out_dir: str | None, principal: str | None, force
     text = "".join(s.text for s in result.program.files.values())
     from rich.progress import Progress
 
+    _quiet_libraries()
+
     try:
         build_artifacts(result, target)
         # Libraries print progress to stdout; stdout is for --format json only.
@@ -70,6 +72,15 @@ def run(file: str, until: str, out_dir: str | None, principal: str | None, force
     write_json_atomic(target / "run" / "report.json", outcome.to_json())
     result.program.sink.extend(ctx.warnings)
     sys.exit(report(result, fmt, quiet_ok=True))
+
+
+def _quiet_libraries() -> None:
+    """Deprecation chatter from torch/transformers/peft is not the user's business; the
+    peft note that a pip or local base was renamed to its folder is expected."""
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*base_model_name_or_path.*was renamed.*")
 
 
 @click.group()
