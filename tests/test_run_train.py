@@ -214,3 +214,21 @@ def test_fmc_serve_serves_the_trained_adapter(tmp_path: Path, tiny_model: Path) 
         assert unknown.status_code == 404
     finally:
         server.stop()
+
+
+def test_a_changed_job_does_not_resume_the_old_jobs_checkpoints(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    spec = project(tmp_path, tiny_model, "100000")
+    text = spec.read_text().replace(
+        "    lr         = 1e-3\n", "    lr         = 1e-3\n    checkpoint_every = 2\n"
+    )
+    spec.write_text(text, encoding="utf-8")
+    build = tmp_path / "build"
+    run_spec(spec, build, until="train")
+    checkpoints = build / "run/models/helper/checkpoints"
+    assert any(checkpoints.iterdir())
+    spec.write_text(text.replace("max_steps  = 4", "max_steps  = 6"), encoding="utf-8")
+    run_spec(spec, build, until="train")
+    result = json.loads((build / "run/models/helper/adapter/../train_result.json").read_text())
+    assert result["resumed_from_step"] == 0 and result["steps"] == 6

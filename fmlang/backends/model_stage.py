@@ -124,6 +124,7 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
         cached = json.loads((ctx.build_dir / paths["metrics"]).read_text(encoding="utf-8"))
         ctx.warnings.extend(check_gates(ctx.spec, model.name, cached))
         return Outcome(stage, True, tuple(paths.values()), cached)
+    _discard_other_jobs_checkpoints(ctx.build_dir / paths["job"], job)
     job.write(ctx.build_dir / paths["job"])
     result = train(job, progress=ctx.progress is not None)
     ctx.log(f"  trained {result.steps} steps in {result.wall_s:.0f} s (loss {result.final_loss})")
@@ -141,6 +142,16 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
     ctx.cache.record(stage, key, list(paths.values()))
     ctx.warnings.extend(gates)
     return Outcome(stage, False, tuple(paths.values()), metrics)
+
+
+def _discard_other_jobs_checkpoints(path: Path, job: Any) -> None:
+    """Resuming is only sound for the same job: checkpoints left by a job with other
+    settings (another batch size, other data) are removed before training starts."""
+    import shutil
+
+    previous = path.read_text(encoding="utf-8") if path.exists() else None
+    if previous is not None and previous != job.to_json():
+        shutil.rmtree(job.output / "checkpoints", ignore_errors=True)
 
 
 def _headline(metrics: dict[str, Any]) -> str:
