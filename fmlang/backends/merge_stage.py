@@ -11,7 +11,13 @@ from typing import Any
 from fmlang.backends.cache import stage_key
 from fmlang.backends.data.stages import Outcome, RunContext
 from fmlang.backends.gates import check_gates
-from fmlang.backends.model_stage import _ref_name, _write, flat_metrics, model_paths
+from fmlang.backends.model_stage import (
+    _ref_name,
+    _write,
+    flat_metrics,
+    log_gates,
+    model_paths,
+)
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
 from fmlang.ir.nodes import Merge
@@ -40,6 +46,7 @@ def merge_stage(ctx: RunContext, merge: Merge, knobs: dict[str, int | str]) -> O
     if not ctx.force and ctx.cache.fresh(stage, key):
         cached = json.loads((ctx.build_dir / paths["metrics"]).read_text(encoding="utf-8"))
         ctx.warnings.extend(check_gates(ctx.spec, merge.name, cached))
+        log_gates(ctx, cached)
         return Outcome(stage, True, tuple(paths.values()), cached)
     first = TrainJob.read(ctx.build_dir / model_paths(merge.models[0])["job"])
     dirs = {name: ctx.build_dir / model_paths(name)["adapter"] for name in merge.models}
@@ -49,6 +56,7 @@ def merge_stage(ctx: RunContext, merge: Merge, knobs: dict[str, int | str]) -> O
     ctx.log(f"  merged {', '.join(merge.models)} with {recipe['method']}")
     metrics = _evaluate(ctx, merge, first, out)
     gates = check_gates(ctx.spec, merge.name, metrics)
+    log_gates(ctx, metrics)
     _write(ctx.build_dir / paths["metrics"], metrics)
     ctx.cache.record(stage, key, list(paths.values()))
     ctx.warnings.extend(gates)

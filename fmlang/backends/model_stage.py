@@ -123,6 +123,7 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
     if not ctx.force and ctx.cache.fresh(stage, key):
         cached = json.loads((ctx.build_dir / paths["metrics"]).read_text(encoding="utf-8"))
         ctx.warnings.extend(check_gates(ctx.spec, model.name, cached))
+        log_gates(ctx, cached)
         return Outcome(stage, True, tuple(paths.values()), cached)
     _discard_other_jobs_checkpoints(ctx.build_dir / paths["job"], job)
     job.write(ctx.build_dir / paths["job"])
@@ -138,6 +139,7 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
     _write(ctx.build_dir / paths["metrics"], metrics)
     metrics["registry"] = _register(ctx, model, adapter, key, metrics)
     gates = check_gates(ctx.spec, model.name, metrics)  # adds metrics["gates"]
+    log_gates(ctx, metrics)
     _write(ctx.build_dir / paths["metrics"], metrics)
     ctx.cache.record(stage, key, list(paths.values()))
     ctx.warnings.extend(gates)
@@ -152,6 +154,15 @@ def _discard_other_jobs_checkpoints(path: Path, job: Any) -> None:
     previous = path.read_text(encoding="utf-8") if path.exists() else None
     if previous is not None and previous != job.to_json():
         shutil.rmtree(job.output / "checkpoints", ignore_errors=True)
+
+
+def log_gates(ctx: RunContext, metrics: dict[str, Any]) -> None:
+    for gate in metrics.get("gates", []):
+        verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[yellow]not measured[/]"}
+        measured = gate["measured"]
+        shown = "-" if measured is None else f"{measured:.4g}"
+        ctx.log(f"  gate line {gate['line']}: {gate['metric']} {shown} {gate['op']} "
+                f"{gate['bound']:.4g}: {verdict[gate['passed']]}")  # fmt: skip
 
 
 def _headline(metrics: dict[str, Any]) -> str:

@@ -77,8 +77,10 @@ def run(file: str, until: str, out_dir: str | None, principal: str | None, force
 def _quiet_libraries() -> None:
     """Deprecation chatter from torch/transformers/peft is not the user's business; the
     peft note that a pip or local base was renamed to its folder is expected."""
+    import os
     import warnings
 
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # load reports of expected heads
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*base_model_name_or_path.*was renamed.*")
 
