@@ -157,6 +157,12 @@ def _discard_other_jobs_checkpoints(path: Path, job: Any) -> None:
 
 
 def log_gates(ctx: RunContext, metrics: dict[str, Any]) -> None:
+    predicted = metrics.get("predicted", {})
+    for hardware, measured in metrics.get("latency", {}).items():
+        if measured.get("measured"):
+            estimate = predicted.get(f"latency@{hardware}", "-")
+            ctx.log(f"  latency on {hardware}: measured p50 {measured['p50_ms']:.1f} ms, "
+                    f"p95 {measured['p95_ms']:.1f} ms; predicted {estimate}")  # fmt: skip
     for gate in metrics.get("gates", []):
         verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[yellow]not measured[/]"}
         measured = gate["measured"]

@@ -39,9 +39,16 @@ class RunReport:
             "schema_version": "1",
             "stages": [
                 {"stage": o.stage, "skipped": o.skipped, "outputs": list(o.outputs)}
+                | _predicted_and_measured(o.summary)
                 for o in self.outcomes
             ],
         }
+
+
+def _predicted_and_measured(summary: dict[str, Any]) -> dict[str, Any]:
+    """For model stages: the cost model's estimates beside what the run measured."""
+    keys = ("predicted", "latency", "gates")
+    return {k: summary[k] for k in keys if isinstance(summary, dict) and k in summary}
 
 
 def context(spec: Spec, options: RunOptions, spec_text: str) -> RunContext:
