@@ -193,3 +193,22 @@ def test_youtube_example_runs_end_to_end(tmp_path: Path) -> None:
     analysis = json.loads((build / "run/labels/spam.analysis.json").read_text())
     assert len(analysis["analysis"]["lfs"]) == 11
     assert analysis["label_model"]["accuracy_covered"] > 0.85
+
+
+def test_python_labeling_function(project: Path) -> None:
+    (project.parent / "mylfs.py").write_text(
+        "def exclaims(row):\n"
+        "    return 'spam' if 'http' in row['text'] else None\n"
+        "def broken(row):\n"
+        "    return 'eggs'\n"
+    )
+    spec = SPEC.replace("  LF_EXTRA\n", '  lf py: python("mylfs:exclaims")\n')
+    project.write_text(spec, encoding="utf-8")
+    run_spec(project, project.parent / "b", principal="team:a")
+    got = rows(project.parent / "b/run/labels/l.parquet")
+    assert [r["lf_py"] for r in got] == [1, -1, -1, -1, 1]
+    project.write_text(spec.replace("mylfs:exclaims", "mylfs:broken"), encoding="utf-8")
+    with pytest.raises(StageError) as caught:
+        run_spec(project, project.parent / "b", principal="team:a")
+    assert caught.value.diagnostics[0].code == "FM0706"
+    assert "returned 'eggs'" in caught.value.diagnostics[0].message

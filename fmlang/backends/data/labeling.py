@@ -194,6 +194,7 @@ def _fit_and_write(ctx: RunContext, labels: Labels, dataset: Dataset, table: Any
     summary = lf_summary(matrix, [lf.name for lf in labels.functions], len(labels.classes),
                          gold, spans, classes=labels.classes, learned_accuracy=weights)  # fmt: skip
     ctx.warnings.extend(summary.warnings)
+    ctx.log(summary.table())  # a rich Table: coverage, overlaps, conflicts, accuracy
     document: dict[str, Any] = {"labels": labels.name, "analysis": summary.to_json()}
     document["label_model"] = _accuracy(best, covered, gold)
     _write_json(ctx.build_dir / paths["analysis"], document)

@@ -40,7 +40,7 @@ class RunContext:
     access: Access
     cache: StageCache
     force: bool = False
-    log: Callable[[str], None] = print
+    log: Callable[[Any], None] = print  # text with rich markup, or a rich renderable
     warnings: list[Diagnostic] = field(default_factory=list)
     progress: Any = None  # a rich Progress shown while stages run, or None
 
