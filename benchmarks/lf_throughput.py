@@ -102,7 +102,38 @@ PYTHON_LFS: list[tuple[str, Callable[[str], bool], int]] = [
     ("tiny", lambda t: len(t) < 12, HAM),
 ]
 
-WORDS = ["this", "song", "is", "great", "love", "the", "video", "check", "out", "my", "channel", "please", "subscribe", "free", "money", "billion", "views", "lyrics", "follow", "me", "visit", "amazing", "best", "music", "ever", "2014", "watch", "again", "wow", "plz"]
+WORDS = [
+    "this",
+    "song",
+    "is",
+    "great",
+    "love",
+    "the",
+    "video",
+    "check",
+    "out",
+    "my",
+    "channel",
+    "please",
+    "subscribe",
+    "free",
+    "money",
+    "billion",
+    "views",
+    "lyrics",
+    "follow",
+    "me",
+    "visit",
+    "amazing",
+    "best",
+    "music",
+    "ever",
+    "2014",
+    "watch",
+    "again",
+    "wow",
+    "plz",
+]
 EXTRAS = ["http://bit.ly/x1", "www.example.com", "$50", "!!!", "?", "https://y.io/z"]
 
 

@@ -35,7 +35,7 @@ DATA_CODES: dict[str, Code] = {
     ),
     "FM0706": Code(
         "Python labeling function failed",
-        "A `python(\"module:function\")` labeling function could not be imported, raised an "
+        'A `python("module:function")` labeling function could not be imported, raised an '
         "exception, or returned something other than a class name or None.",
     ),
     "FM0707": Code(

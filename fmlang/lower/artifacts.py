@@ -49,8 +49,7 @@ def merge_artifacts(spec: Spec, knobs: dict[str, int | str]) -> dict[str, str]:
     from fmlang.lower.merges import lower_merge
 
     return {
-        f"merges/{merge.name}.json": _json(lower_merge(spec, merge, knobs))
-        for merge in spec.merges
+        f"merges/{merge.name}.json": _json(lower_merge(spec, merge, knobs)) for merge in spec.merges
     }
 
 
