@@ -307,8 +307,21 @@ def test_config_and_model_errors(tiny: tuple[Path, dict[str, Path]], tmp_path: P
     with pytest.raises(StageError) as raised:
         build_engine(ServeConfig(base_model=str(tmp_path / "no-model")))
     assert raised.value.diagnostics[0].code == "FM1006"
+    # A checkpoint without a classification head gets one sized to the classes ...
+    three = ServeConfig(base_model=str(base), task="classify", classes=("a", "b", "c"))
+    assert build_engine(three) is not None
+    # ... and one with a trained head keeps it: 2 outputs cannot serve 3 classes.
+    from transformers import AutoModelForSequenceClassification
+
+    headed = tmp_path / "headed"
+    AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=2).save_pretrained(
+        headed
+    )
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (base / name).exists():
+            (headed / name).write_bytes((base / name).read_bytes())
     with pytest.raises(StageError) as raised:
-        build_engine(ServeConfig(base_model=str(base), task="classify", classes=("a", "b", "c")))
+        build_engine(three.model_copy(update={"base_model": str(headed)}))
     assert raised.value.diagnostics[0].code == "FM1008"  # the head has 2 outputs, not 3
     bare = tmp_path / "bare"
     AutoModelForCausalLM.from_pretrained(base).save_pretrained(bare)  # no tokenizer beside it

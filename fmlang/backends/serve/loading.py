@@ -29,8 +29,11 @@ def load_base(config: ServeConfig) -> tuple[PreTrainedModel, PreTrainedTokenizer
     """The base model in eval mode on the configured device, and its tokenizer."""
     auto = AutoModelForSequenceClassification if config.task == "classify" else AutoModelForCausalLM
     options: dict[str, object] = {"revision": config.revision} if config.revision else {}
+    head = _head_options(config, options) if config.task == "classify" else {}
     try:
-        model = auto.from_pretrained(config.base_model, dtype=DTYPES[config.dtype], **options)
+        model = auto.from_pretrained(
+            config.base_model, dtype=DTYPES[config.dtype], **options, **head
+        )
     except (OSError, ValueError) as exc:
         raise StageError(
             error(
@@ -52,6 +55,26 @@ def load_base(config: ServeConfig) -> tuple[PreTrainedModel, PreTrainedTokenizer
     _check_classes(config, model)
     torch.nn.Module.to(model, config.device)
     return model.eval(), tokenizer
+
+
+def _head_options(config: ServeConfig, options: dict[str, object]) -> dict[str, object]:
+    """A base checkpoint without a classification head (an encoder such as MiniLM) gets one
+    sized to the configured classes; the adapters carry its trained weights. A checkpoint
+    that has a head keeps it, and `_check_classes` compares it with the classes."""
+    from transformers import AutoConfig
+
+    try:
+        base = AutoConfig.from_pretrained(config.base_model, **options)
+    except (OSError, ValueError):
+        return {}  # from_pretrained reports it (FM1006)
+    if any(a.endswith("ForSequenceClassification") for a in base.architectures or ()):
+        return {}
+    names = dict(enumerate(config.classes))
+    return {
+        "num_labels": len(config.classes),
+        "id2label": names,
+        "label2id": {name: i for i, name in names.items()},
+    }
 
 
 def _check_classes(config: ServeConfig, model: PreTrainedModel) -> None:
