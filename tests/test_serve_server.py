@@ -297,7 +297,9 @@ def test_classify_endpoint(tmp_path: Path) -> None:
         async with serving(config) as client:
             one = await client.post("/v1/classify", json={"model": "c1", "input": "buy now"})
             two = await client.post("/v1/classify", json={"model": "base", "input": ["a", "b"]})
-            too_many = await client.post("/v1/classify", json={"model": "c0", "input": ["a"] * 5})
+            split = await client.post("/v1/classify", json={"model": "c0", "input": ["a", "b"] * 5})
+            alone = await client.post("/v1/classify", json={"model": "c0", "input": "b"})
+            too_many = await client.post("/v1/classify", json={"model": "c0", "input": ["a"] * 257})
             too_long = await client.post("/v1/classify", json={"model": "c0", "input": "x" * 41})
             generate = await client.post("/v1/completions", json={"model": "c0", "prompt": "x"})
         data = one.json()["data"]
@@ -306,6 +308,11 @@ def test_classify_endpoint(tmp_path: Path) -> None:
         assert abs(sum(probabilities.values()) - 1) < 1e-5
         assert data[0]["label"] == max(probabilities, key=probabilities.__getitem__)
         assert [row["index"] for row in two.json()["data"]] == [0, 1]
+        # 10 inputs with max_batch 4: three batches, answers in order, each as if alone.
+        rows = split.json()["data"]
+        assert [row["index"] for row in rows] == list(range(10))
+        solo = alone.json()["data"][0]["probabilities"]
+        assert all(abs(rows[i]["probabilities"][k] - solo[k]) < 1e-5 for i in (1, 9) for k in solo)
         assert _error(too_many, 400)["param"] == "input"
         assert "40" in _error(too_long, 400)["message"]
         assert _error(generate, 400)["code"] == "wrong_task"

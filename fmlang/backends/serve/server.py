@@ -10,9 +10,10 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -36,6 +37,8 @@ from fmlang.backends.serve.protocol import ApiError
 from fmlang.backends.serve.runtime import build_engine
 from fmlang.backends.serve.sampling import Sampling
 from fmlang.errors import StageError
+
+MAX_CLASSIFY_INPUTS = 256  # per request; split into batches of max_batch rows
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -349,8 +352,8 @@ async def _classify(state: _State, request: Request) -> Response:
         raise ApiError(400, "this server generates; use POST /v1/completions", code="wrong_task")
     adapter = state.adapter(body.model)
     texts = [body.input] if isinstance(body.input, str) else body.input
-    if not 1 <= len(texts) <= config.max_batch:
-        raise ApiError(400, f"give 1 to {config.max_batch} inputs", param="input")
+    if not 1 <= len(texts) <= MAX_CLASSIFY_INPUTS:
+        raise ApiError(400, f"give 1 to {MAX_CLASSIFY_INPUTS} inputs", param="input")
     for index, text in enumerate(texts):
         if len(_encode(engine, text)) > config.max_input_tokens:
             raise ApiError(
@@ -359,16 +362,25 @@ async def _classify(state: _State, request: Request) -> Response:
                 code="context_length_exceeded",
                 param="input",
             )
-    job = _submit(state, body.model, lambda sink: engine.submit_classify(adapter, texts, sink))
-    event = await job.final()
-    assert isinstance(event, Classified)
+    # More inputs than one forward pass holds go as several batches, in order.
+    step = config.max_batch
+    chunks = [texts[i : i + step] for i in range(0, len(texts), step)]
+    jobs = [
+        _submit(state, body.model, partial(engine.submit_classify, adapter, chunk))
+        for chunk in chunks
+    ]
+    rows: list[Sequence[float]] = []
+    for job in jobs:
+        event = await job.final()
+        assert isinstance(event, Classified)
+        rows.extend(event.probabilities)
     data = [
         {
             "index": index,
             "label": config.classes[max(range(len(row)), key=row.__getitem__)],
             "probabilities": dict(zip(config.classes, row, strict=True)),
         }
-        for index, row in enumerate(event.probabilities)
+        for index, row in enumerate(rows)
     ]
     return JSONResponse({"object": "list", "model": body.model, "data": data})
 
