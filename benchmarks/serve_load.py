@@ -35,8 +35,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from fmlang.backends.serve.config import ServeConfig
-from fmlang.backends.serve.fixtures import build_random_adapters
-from fmlang.backends.serve.loading import build_tiny_causal_lm
+from fmlang.backends.serve.fixtures import build_random_adapters, build_tiny_causal_lm
 
 SERVER = (
     "import sys; from pathlib import Path; from fmlang.backends.serve.config import load_config; "

@@ -38,8 +38,7 @@ from transformers.utils import logging as hf_logging
 
 from fmlang.backends.serve.config import ServeConfig
 from fmlang.backends.serve.engine import Event, Failed, Finished
-from fmlang.backends.serve.fixtures import build_random_adapters
-from fmlang.backends.serve.loading import build_tiny_causal_lm
+from fmlang.backends.serve.fixtures import build_random_adapters, build_tiny_causal_lm
 from fmlang.backends.serve.runtime import build_engine
 from fmlang.backends.serve.sampling import Sampling
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import json
 import os
 import platform
 from dataclasses import dataclass
@@ -12,9 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmlang import __version__
-from fmlang.atomic import write_text_atomic
+from fmlang.atomic import write_json_atomic, write_text_atomic
 from fmlang.check import Program, load, load_text, run_passes
 from fmlang.diagnostics import Diagnostic, Severity
+from fmlang.files import file_sha256, source_files, source_pattern
 
 if TYPE_CHECKING:
     from fmlang.ir.nodes import Spec
@@ -120,24 +119,14 @@ def data_hashes(spec: Spec, entry: Path) -> dict[str, str]:
     for dataset in spec.datasets:
         if dataset.source is None:
             continue
-        base = (entry / dataset.file).parent
-        pattern = (base / dataset.source.path).as_posix()
-        matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
-        files = [f for m in matches for f in ([m] if m.is_file() else sorted(m.rglob("*")))]
-        key = Path(os.path.relpath(pattern, entry)).as_posix()
-        if not matches:
+        spec_dir = (entry / dataset.file).parent
+        files = source_files(dataset, spec_dir)
+        if not files:
+            key = Path(os.path.relpath(source_pattern(dataset, spec_dir), entry)).as_posix()
             out[key] = "missing"
-        for file in (f for f in files if f.is_file()):
-            out[Path(os.path.relpath(file, entry)).as_posix()] = _sha256_file(file)
+        for file in files:
+            out[Path(os.path.relpath(file, entry)).as_posix()] = "sha256:" + file_sha256(file)
     return out
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
 
 
 def _lock_key(path: str, stdlib: bool, entry: Path) -> str:
@@ -146,14 +135,6 @@ def _lock_key(path: str, stdlib: bool, entry: Path) -> str:
     if stdlib:
         return path
     return Path(os.path.relpath(Path(path).resolve(), entry)).as_posix()
-
-
-def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
-    """Write sorted, stable JSON through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(
-        path, json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    )
 
 
 def build(result: CheckResult, out_dir: Path) -> list[Path]:

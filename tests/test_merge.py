@@ -82,16 +82,10 @@ def recipe_for(spec_and_knobs: tuple[Spec, dict[str, Any]], name: str) -> dict[s
 
 
 def tiny_llama(folder: Path, seed: int = 0) -> Path:
+    from fmlang.backends.train.tiny import tiny_config
+
     torch.manual_seed(seed)
-    config = transformers.LlamaConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        vocab_size=1000,
-    )
-    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    transformers.LlamaForCausalLM(tiny_config()).save_pretrained(folder)
     return folder
 
 

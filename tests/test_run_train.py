@@ -89,6 +89,11 @@ def test_train_stage_trains_evaluates_gates_and_registers(tmp_path: Path, tiny_m
     assert metrics["train"]["steps"] == 4
     versions = json.loads((build / "registry/index.json").read_text())
     assert "helper" in json.dumps(versions)
+    from fmlang.backends.registry import open_registry
+
+    (version,) = open_registry(build).versions("helper")
+    assert set(version.lineage.data_hashes) == {"data:tickets"}  # the stage it trained on
+    assert version.lineage.metrics["perplexity@tickets.test"] == test["perplexity"]
     again = run_spec(spec, build, until="train")
     assert [o.skipped for o in again.outcomes] == [True, True]
 
@@ -111,18 +116,16 @@ def test_a_missed_gate_fails_at_the_constraint_line(tmp_path: Path, tiny_model: 
 
 
 def test_training_needs_its_data_stage(tmp_path: Path, tiny_model: Path) -> None:
-    from fmlang.backends.data.stages import RunContext  # noqa: F401  (the stage API)
+    from fmlang.backends.model_stage import train_stage
+    from fmlang.backends.run import RunOptions, context
+    from tests.data_helpers import compile_file
 
     spec = project(tmp_path, tiny_model, "100000")
     run_spec(spec, tmp_path / "build", until="data")
     (tmp_path / "build/run/cache.json").unlink()
+    compiled = compile_file(spec)
+    ctx = context(compiled, RunOptions(tmp_path / "build", spec, "train"), "")
     with pytest.raises(StageError) as caught:
-        from fmlang.backends.model_stage import train_stage
-        from fmlang.backends.run import RunOptions, context
-        from tests.data_helpers import compile_file
-
-        compiled = compile_file(spec)
-        ctx = context(compiled, RunOptions(tmp_path / "build", spec, "train"), "")
         train_stage(ctx, compiled.models[0], {})
     assert caught.value.diagnostics[0].code == "FM0710"
 
@@ -230,5 +233,5 @@ def test_a_changed_job_does_not_resume_the_old_jobs_checkpoints(
     assert any(checkpoints.iterdir())
     spec.write_text(text.replace("max_steps  = 4", "max_steps  = 6"), encoding="utf-8")
     run_spec(spec, build, until="train")
-    result = json.loads((build / "run/models/helper/adapter/../train_result.json").read_text())
+    result = json.loads((build / "run/models/helper/train_result.json").read_text())
     assert result["resumed_from_step"] == 0 and result["steps"] == 6

@@ -19,8 +19,11 @@ from transformers import AutoModelForCausalLM, BertConfig, BertForSequenceClassi
 from fmlang.backends.serve.adapters import scan_adapter  # noqa: E402
 from fmlang.backends.serve.config import ServeConfig, load_config  # noqa: E402
 from fmlang.backends.serve.engine import Classified, Engine, Event, Failed, Finished  # noqa: E402
-from fmlang.backends.serve.fixtures import build_random_adapters  # noqa: E402
-from fmlang.backends.serve.loading import build_tiny_causal_lm, byte_tokenizer  # noqa: E402
+from fmlang.backends.serve.fixtures import (  # noqa: E402
+    build_random_adapters,
+    build_tiny_causal_lm,
+    byte_tokenizer,
+)
 from fmlang.backends.serve.lora import LoraBank  # noqa: E402
 from fmlang.backends.serve.runtime import build_engine  # noqa: E402
 from fmlang.backends.serve.sampling import Sampling  # noqa: E402

@@ -17,8 +17,7 @@ torch = pytest.importorskip("torch")
 httpx = pytest.importorskip("httpx")
 
 from fmlang.backends.serve.config import ServeConfig  # noqa: E402
-from fmlang.backends.serve.fixtures import build_random_adapters  # noqa: E402
-from fmlang.backends.serve.loading import build_tiny_causal_lm  # noqa: E402
+from fmlang.backends.serve.fixtures import build_random_adapters, build_tiny_causal_lm  # noqa: E402
 from fmlang.backends.serve.server import serve_in_background  # noqa: E402
 
 REQUESTS = 300

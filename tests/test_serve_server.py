@@ -17,8 +17,11 @@ torch = pytest.importorskip("torch")
 httpx = pytest.importorskip("httpx")
 
 from fmlang.backends.serve.config import ServeConfig  # noqa: E402
-from fmlang.backends.serve.fixtures import build_random_adapters  # noqa: E402
-from fmlang.backends.serve.loading import build_tiny_causal_lm, byte_tokenizer  # noqa: E402
+from fmlang.backends.serve.fixtures import (  # noqa: E402
+    build_random_adapters,
+    build_tiny_causal_lm,
+    byte_tokenizer,
+)
 from fmlang.backends.serve.runtime import build_engine  # noqa: E402
 from fmlang.backends.serve.server import create_app  # noqa: E402
 from tests.test_serve_engine import _classifier_adapters, _greedy_reference, _reference  # noqa: E402

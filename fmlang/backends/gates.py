@@ -55,9 +55,10 @@ def evaluate_gates(spec: Spec, target: str, metrics: dict[str, Any]) -> list[Gat
 
 
 def check_gates(spec: Spec, target: str, metrics: dict[str, Any]) -> list[Diagnostic]:
-    metrics["gates"] = [g.to_json() for g in evaluate_gates(spec, target, metrics)]
-    return [_diagnostic(g, target) for g in evaluate_gates(spec, target, metrics)
-            if g.passed is not True]  # fmt: skip
+    """The gates' diagnostics; records every gate's result in `metrics["gates"]`."""
+    gates = evaluate_gates(spec, target, metrics)
+    metrics["gates"] = [g.to_json() for g in gates]
+    return [_diagnostic(g, target) for g in gates if g.passed is not True]
 
 
 def _measured(c: Constraint, metrics: dict[str, Any]) -> tuple[float | None, str]:

@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from fmlang.atomic import write_json_atomic
 from fmlang.backends.cache import stage_key
 from fmlang.backends.data.stages import Outcome, RunContext
-from fmlang.backends.gates import check_gates
 from fmlang.backends.model_stage import (
     _ref_name,
-    _write,
+    apply_gates,
     flat_metrics,
-    log_gates,
     model_paths,
 )
 from fmlang.diagnostics import error
@@ -45,8 +44,7 @@ def merge_stage(ctx: RunContext, merge: Merge, knobs: dict[str, int | str]) -> O
     paths = merge_paths(merge.name)
     if not ctx.force and ctx.cache.fresh(stage, key):
         cached = json.loads((ctx.build_dir / paths["metrics"]).read_text(encoding="utf-8"))
-        ctx.warnings.extend(check_gates(ctx.spec, merge.name, cached))
-        log_gates(ctx, cached)
+        apply_gates(ctx, merge.name, cached)
         return Outcome(stage, True, tuple(paths.values()), cached)
     first = TrainJob.read(ctx.build_dir / model_paths(merge.models[0])["job"])
     dirs = {name: ctx.build_dir / model_paths(name)["adapter"] for name in merge.models}
@@ -55,11 +53,9 @@ def merge_stage(ctx: RunContext, merge: Merge, knobs: dict[str, int | str]) -> O
     merge_adapters(recipe, load_model(first), dirs, out, span=span)
     ctx.log(f"  merged {', '.join(merge.models)} with {recipe['method']}")
     metrics = _evaluate(ctx, merge, first, out)
-    gates = check_gates(ctx.spec, merge.name, metrics)
-    log_gates(ctx, metrics)
-    _write(ctx.build_dir / paths["metrics"], metrics)
+    apply_gates(ctx, merge.name, metrics)  # adds metrics["gates"]
+    write_json_atomic(ctx.build_dir / paths["metrics"], metrics)
     ctx.cache.record(stage, key, list(paths.values()))
-    ctx.warnings.extend(gates)
     return Outcome(stage, False, tuple(paths.values()), metrics)
 
 

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fmlang.atomic import write_json_atomic
 from fmlang.backends.cache import stage_key
 from fmlang.backends.data.stages import Outcome, RunContext
 from fmlang.backends.gates import check_gates
@@ -122,8 +123,7 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
     _require_train_access(ctx, model, stage)
     if not ctx.force and ctx.cache.fresh(stage, key):
         cached = json.loads((ctx.build_dir / paths["metrics"]).read_text(encoding="utf-8"))
-        ctx.warnings.extend(check_gates(ctx.spec, model.name, cached))
-        log_gates(ctx, cached)
+        apply_gates(ctx, model.name, cached)
         return Outcome(stage, True, tuple(paths.values()), cached)
     _discard_other_jobs_checkpoints(ctx.build_dir / paths["job"], job)
     job.write(ctx.build_dir / paths["job"])
@@ -136,13 +136,10 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
         ctx.log(f"  {split}: {_headline(metrics['eval'][split])}")
     metrics["latency"] = _latencies(ctx, model, job, adapter, knobs, measure_latency)
     metrics["predicted"] = _predicted(ctx, model.name)
-    _write(ctx.build_dir / paths["metrics"], metrics)
-    metrics["registry"] = _register(ctx, model, adapter, key, metrics)
-    gates = check_gates(ctx.spec, model.name, metrics)  # adds metrics["gates"]
-    log_gates(ctx, metrics)
-    _write(ctx.build_dir / paths["metrics"], metrics)
+    metrics["registry"] = _register(ctx, model, adapter, key, upstream, metrics)
+    apply_gates(ctx, model.name, metrics)  # adds metrics["gates"]
+    write_json_atomic(ctx.build_dir / paths["metrics"], metrics)
     ctx.cache.record(stage, key, list(paths.values()))
-    ctx.warnings.extend(gates)
     return Outcome(stage, False, tuple(paths.values()), metrics)
 
 
@@ -154,6 +151,13 @@ def _discard_other_jobs_checkpoints(path: Path, job: Any) -> None:
     previous = path.read_text(encoding="utf-8") if path.exists() else None
     if previous is not None and previous != job.to_json():
         shutil.rmtree(job.output / "checkpoints", ignore_errors=True)
+
+
+def apply_gates(ctx: RunContext, target: str, metrics: dict[str, Any]) -> None:
+    """Check `target`'s runtime gates against `metrics` (recorded in `metrics["gates"]`),
+    print them, and add a diagnostic per miss to the run's."""
+    ctx.diagnostics.extend(check_gates(ctx.spec, target, metrics))
+    log_gates(ctx, metrics)
 
 
 def log_gates(ctx: RunContext, metrics: dict[str, Any]) -> None:
@@ -178,17 +182,15 @@ def _headline(metrics: dict[str, Any]) -> str:
     return f"accuracy {accuracy:.3f}, macro F1 {f1:.3f} ({rows} rows)"
 
 
-def _upstream_keys(ctx: RunContext, model: Model) -> list[str | None]:
-    training = model.training
-    ref = training.data if training else None
-    keys = []
-    if ref is not None:
-        keys.append(
-            ctx.cache.key_of(f"labels:{ref.labels}" if ref.labels else f"data:{ref.dataset}")
-        )
-    for other in model.evaluation.on if model.evaluation else ():
-        keys.append(ctx.cache.key_of(f"data:{other.dataset}"))
-    if any(k is None for k in keys):
+def _upstream_keys(ctx: RunContext, model: Model) -> dict[str, str | None]:
+    """The cache keys of the stages the model reads: its training data and eval splits."""
+    ref = model.training.data if model.training else None
+    stages = [f"labels:{ref.labels}" if ref.labels else f"data:{ref.dataset}"] if ref else []
+    stages += [
+        f"data:{other.dataset}" for other in (model.evaluation.on if model.evaluation else ())
+    ]
+    keys = {stage: ctx.cache.key_of(stage) for stage in stages}
+    if any(k is None for k in keys.values()):
         from fmlang.diagnostics import error
 
         span = model.span.to_span() if model.span else None
@@ -243,8 +245,14 @@ def _predicted(ctx: RunContext, model: str) -> dict[str, Any]:
     return {}
 
 
-def _register(ctx: RunContext, model: Model, adapter: Path, key: str,
-              metrics: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def _register(
+    ctx: RunContext,
+    model: Model,
+    adapter: Path,
+    key: str,
+    upstream: dict[str, str | None],
+    metrics: dict[str, Any],
+) -> dict[str, Any]:
     from fmlang.backends.registry import BaseModelRef, Lineage, open_registry
 
     base = ctx.spec.base_model(model.base or "")
@@ -252,7 +260,7 @@ def _register(ctx: RunContext, model: Model, adapter: Path, key: str,
     lineage = Lineage(
         name=model.name,
         spec_hash=ctx.access.spec_hash,
-        data_hashes={k: v for k, v in zip(("data",), [key], strict=False)},
+        data_hashes={stage: k for stage, k in upstream.items() if k},  # the stages' keys
         base_model=BaseModelRef(
             model.base or "",
             f"{weights.kind}:{weights.location}" if weights else None,
@@ -275,9 +283,3 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
             if isinstance(values.get(name), (int, float)):
                 out[f"{name}@{split}"] = float(values[name])
     return out
-
-
-def _write(path: Path, document: dict[str, Any]) -> None:
-    from fmlang.api import write_json_atomic
-
-    write_json_atomic(path, document)

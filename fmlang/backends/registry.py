@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fmlang.atomic import write_text_atomic
+from fmlang.atomic import write_json_atomic
 from fmlang.diagnostics import Diagnostic, error
 from fmlang.errors import StageError
 from fmlang.suggest import did_you_mean
@@ -158,10 +158,6 @@ def _copy_file(source: Path, target: Path) -> None:
     shutil.copy2(source, target)
 
 
-def _write_json(path: Path, document: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(document, indent=2, sort_keys=True) + "\n")
-
-
 def _damaged(what: str, detail: str) -> StageError:
     return StageError(
         error(
@@ -285,7 +281,7 @@ class Registry:
                 _copy_file(source, copy)
             if adapter_hash(staging) != digest:
                 raise StageError(_cannot_register(f"`{adapter_dir}` changed while copied", None))
-            _write_json(staging / LINEAGE_FILE, lineage.to_json())
+            write_json_atomic(staging / LINEAGE_FILE, lineage.to_json())
             if target.exists():
                 shutil.rmtree(target)
             staging.rename(target)
@@ -296,7 +292,9 @@ class Registry:
 
     def _write_index(self, entries: list[dict[str, Any]]) -> None:
         ordered = sorted(entries, key=lambda e: int(e["seq"]))
-        _write_json(self.root / INDEX_FILE, {"schema_version": SCHEMA_VERSION, "versions": ordered})
+        write_json_atomic(
+            self.root / INDEX_FILE, {"schema_version": SCHEMA_VERSION, "versions": ordered}
+        )
 
     def attach_metrics(self, version: Version, metrics: dict[str, float]) -> Version:
         """Add (or update) evaluation metrics in a version's lineage."""
@@ -305,7 +303,7 @@ class Registry:
             current = self._version(entry)
             merged = {**current.lineage.metrics, **{k: float(v) for k, v in metrics.items()}}
             lineage = replace(current.lineage, metrics=merged)
-            _write_json(current.path / LINEAGE_FILE, lineage.to_json())
+            write_json_atomic(current.path / LINEAGE_FILE, lineage.to_json())
         return replace(current, lineage=lineage)
 
 

@@ -18,37 +18,29 @@ def served_deployments(build_dir: Path) -> list[str]:
 
 def serve_config(build_dir: Path, deploy: str, host: str | None = None,
                  port: int | None = None) -> Any:  # fmt: skip
-    """The `ServeConfig` for one deployment with a local target."""
-    from fmlang.backends.serve.config import CacheConfig, ServeConfig
+    """The `ServeConfig` for one deployment with a local target: `server.json` mapped by the
+    serving package's `from_build`, with the base weights the training job resolved (a
+    `local` folder is relative to the spec, which `server.json` does not know)."""
+    from fmlang.backends.serve.config import from_build
     from fmlang.backends.train.job import TrainJob
     from fmlang.backends.train.loader import weights_folder
 
     document = _server_json(build_dir, deploy)
-    job = TrainJob.read(_job_path(build_dir, document))
-    adapters = {name: build_dir / path for name, path in document.get("adapters", {}).items()}
-    missing = [
-        name for name, path in adapters.items() if not (path / "adapter_config.json").exists()
-    ]
-    if missing:
-        raise StageError(_not_run(deploy, f"no trained adapter for {', '.join(missing)}"))
     if document.get("task") not in ("generate", "classify"):
         raise StageError(error("FM1050", f"`fmc serve` serves generate and classify models, "
                                f"not `{document.get('task')}`"))  # fmt: skip
-    return ServeConfig(
-        host=host or document.get("host", "127.0.0.1"),
-        port=port if port is not None else int(document.get("port", 8080)),
-        base_model=weights_folder(job),
-        revision=job.base.revision if job.base.kind == "hub" else None,
-        model_name=str(document.get("base", {}).get("name", "base")),
-        task=document["task"],
-        classes=tuple(document.get("classes", ())),
-        adapters={name: str(path) for name, path in adapters.items()},
-        max_batch=max(1, int(document.get("max_batch", 1))),
-        max_queue=max(1, int(document.get("max_queue", 64))),
-        max_input_tokens=max(1, int(document.get("max_input_tokens", 512))),
-        max_new_tokens=min(512, max(1, int(document.get("max_new_tokens", 64)))),
-        cache=CacheConfig(device_slots=max(1, int(document.get("max_adapters", 1)))),
-    )
+    job = TrainJob.read(_job_path(build_dir, document))
+    config = from_build(document, build_dir)
+    missing = [name for name, path in config.adapters.items()
+               if not (Path(path) / "adapter_config.json").exists()]  # fmt: skip
+    if missing:
+        raise StageError(_not_run(deploy, f"no trained adapter for {', '.join(missing)}"))
+    update: dict[str, Any] = {"host": host or config.host}
+    if port is not None:
+        update["port"] = port
+    if document.get("base", {}).get("weights", {}).get("kind") != "build":  # not merged weights
+        update["base_model"] = weights_folder(job)
+    return config.model_copy(update=update)
 
 
 def _server_json(build_dir: Path, deploy: str) -> dict[str, Any]:

@@ -40,7 +40,8 @@ def run(file: str, until: str, out_dir: str | None, principal: str | None, force
     from rich.console import Console
 
     from fmlang.api import build as build_artifacts
-    from fmlang.api import check_paths, compile_spec, write_json_atomic
+    from fmlang.api import check_paths, compile_spec
+    from fmlang.atomic import write_json_atomic
     from fmlang.backends.data.access import current_principal
     from fmlang.backends.run import RunOptions
     from fmlang.backends.run import run as run_stages
@@ -70,7 +71,7 @@ def run(file: str, until: str, out_dir: str | None, principal: str | None, force
     except StageError as exc:
         sys.exit(render_stage_error(result, exc, fmt))
     write_json_atomic(target / "run" / "report.json", outcome.to_json())
-    result.program.sink.extend(ctx.warnings)
+    result.program.sink.extend(ctx.diagnostics)
     sys.exit(report(result, fmt, quiet_ok=True))
 
 

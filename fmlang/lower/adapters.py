@@ -23,10 +23,10 @@ spec restricted its domain to values without it: then the smallest value offered
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from fmlang.atomic import json_text
 from fmlang.diagnostics import Diagnostic, Span, error
 from fmlang.errors import StageError
 from fmlang.ir.nodes import Adapter, Knob, Model, PretrainedModel, Spec
@@ -258,5 +258,5 @@ def adapter_files(spec: Spec, model: Model, knobs: KnobValues) -> dict[str, str]
     config = lower_adapter(spec, model, knobs)
     if config is None:
         return {}
-    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    text = json_text(config)
     return {f"adapters/{model.name}/adapter_config.json": text}

@@ -1,7 +1,7 @@
 """Every lowered artifact of a spec, as relative path → text, for `fmc build`.
 
 Each lowering is pure and deterministic; a lowering that cannot express something raises
-`LoweringError` (SQL) or `StageError`, which `fmc build` reports as diagnostics.
+`StageError` (`LoweringError` for SQL), which `fmc build` reports as diagnostics.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from fmlang.atomic import json_text
 from fmlang.ir.nodes import Spec
 from fmlang.lower.labels import lower_labels
 from fmlang.lower.pipeline import lower_dataset
@@ -49,11 +50,6 @@ def merge_artifacts(spec: Spec, knobs: dict[str, int | str]) -> dict[str, str]:
     from fmlang.lower.merges import lower_merge
 
     return {
-        f"merges/{merge.name}.json": _json(lower_merge(spec, merge, knobs)) for merge in spec.merges
+        f"merges/{merge.name}.json": json_text(lower_merge(spec, merge, knobs))
+        for merge in spec.merges
     }
-
-
-def _json(document: Any) -> str:
-    import json
-
-    return json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

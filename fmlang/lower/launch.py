@@ -28,7 +28,6 @@ processes. `accelerate launch` starts MULTI_CPU processes only through an mpirun
 
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import dataclass
 from string import Template
@@ -36,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from fmlang.atomic import json_text
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
 from fmlang.ir.nodes import Hardware, Model, Spec
@@ -113,7 +113,7 @@ class LaunchConfigs:
 
 
 def _json(document: dict[str, Any]) -> str:
-    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+    return json_text(document)
 
 
 def lower_launch(spec: Spec, model: Model, knobs: KnobValues, plan: TrainingPlan) -> LaunchConfigs:

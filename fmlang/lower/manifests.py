@@ -36,7 +36,6 @@ Conventions (all overridable through `ManifestOptions`):
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -46,7 +45,7 @@ from typing import Any
 import yaml
 
 from fmlang import __version__
-from fmlang.atomic import write_text_atomic
+from fmlang.atomic import json_text, write_text_atomic
 from fmlang.ir.nodes import Deployment, DeployTarget, Hardware, Spec
 from fmlang.lower.kserve import pinned, validate_compose, validate_inferenceservice
 from fmlang.lower.server_config import (
@@ -459,7 +458,7 @@ def _target_files(
         files["compose.yaml"] = _yaml([document], deployment)
     if not plan.vllm:
         config = server_config(context.served, host, port)
-        files["server.json"] = json.dumps(config, indent=2, sort_keys=True) + "\n"
+        files["server.json"] = json_text(config)
     return files
 
 

@@ -11,7 +11,7 @@ Paths in the SQL are relative to the spec's folder (DuckDB: `SET file_search_pat
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from fmlang.ir.expr import Call
@@ -29,7 +29,7 @@ from fmlang.ir.nodes import (
 )
 from fmlang.lower.near_dedupe import near_dedupe_sql
 from fmlang.lower.redact import redact_sql
-from fmlang.lower.sql import DIALECTS, HASH_BUCKETS, Dialect, SqlCompiler, boolean
+from fmlang.lower.sql import DIALECTS, DUCKDB, HASH_BUCKETS, Dialect, SqlCompiler, boolean
 
 INTERNAL = ("fm_row", "fm_source_file", "fm_split")
 _CASTS = {
@@ -137,7 +137,7 @@ class _Builder:
         assert src is not None, "the checker requires a source"
         title = f"read {src.kind}({src.path!r})"
         if self.d.name != "spark":
-            self._add("source", title, _read(src, self.d), src.span)
+            self._add("source", title, _duckdb_read(src), src.span)
             return
         table = self._table("source")
         raw = self.d.quote(table + "_raw")
@@ -237,9 +237,9 @@ class _Builder:
             )
         self._replace(rule.columns, apply, title, rule.span, "normalize")
 
-    def _replace(self, columns: tuple[str, ...], fn: object, title: str,
+    def _replace(self, columns: tuple[str, ...], fn: Callable[[str], str], title: str,
                  span: SourceSpan | None, suffix: str) -> None:  # fmt: skip
-        assert callable(fn)
+        """A step that rewrites `columns` with `fn` (SQL of a column → SQL of its new value)."""
         exprs = [
             f"{fn(self.d.quote(c))} AS {self.d.quote(c)}" if c in columns else self.d.quote(c)
             for c in self.columns
@@ -285,11 +285,11 @@ class _Builder:
         self._add("split", f"split {names}", select, split.span)
 
 
-def _read(src: Source, d: Dialect) -> str:
+def _duckdb_read(src: Source) -> str:
+    """DuckDB's table function for the source; Spark reads through `_spark_read`."""
+    d = DUCKDB
     opts = {o.name: o.value for o in src.options}
     path = d.string(src.path)
-    if d.name == "spark":
-        return _spark_read(src, opts)
     if src.kind == "csv":
         args = f"header = {str(opts.get('header', True)).lower()}, all_varchar = true"
         if "delimiter" in opts:

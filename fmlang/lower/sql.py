@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from fmlang.diagnostics import error
+from fmlang.errors import StageError
 from fmlang.ir.expr import (
     Attr,
     BinOp,
@@ -236,13 +238,22 @@ class SqlCompiler:
         return "(" + " OR ".join(f"instr({text}, {self.sql(w)}) > 0" for w in items) + ")"
 
 
-class LoweringError(Exception):
-    """An expression the checker accepted but SQL cannot express; carries the node."""
+class LoweringError(StageError):
+    """An expression the checker accepted but SQL cannot express (FM0709, at the node), so
+    `fmc build` and `fmc run` report it like any stage failure."""
 
     def __init__(self, node: object, message: str) -> None:
-        super().__init__(message)
-        self.node = node
-        self.message = message
+        span = getattr(node, "span", None)
+        super().__init__(
+            error(
+                "FM0709",
+                message,
+                span.to_span() if span else None,
+                "no SQL form",
+                help="rewrite it with the functions the reference lists, or use a Python "
+                "labeling function",
+            )
+        )
 
 
 def _describe(expr: Expr) -> str:

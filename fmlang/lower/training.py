@@ -25,10 +25,10 @@ length (knob `<model>.train.seq_len`), capped by the base model's own maximum.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from fmlang.atomic import json_text
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
 from fmlang.ir.nodes import DataRef, Hardware, Model, PretrainedModel, Spec, Training
@@ -74,7 +74,7 @@ class TrainingPlan:
 
     def to_json(self) -> str:
         """`train/<model>/training_args.json`: the TrainingArguments keyword arguments."""
-        return json.dumps(self.training_args, indent=2, sort_keys=True) + "\n"
+        return json_text(self.training_args)
 
     def job_document(self) -> dict[str, Any]:
         """Everything else the executor needs beside the arguments, JSON-ready."""

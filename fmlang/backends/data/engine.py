@@ -115,8 +115,6 @@ _MISSING_COLUMN = re.compile(
     r'Referenced column "?([^"\s]+)"? (?:was )?not found|does not have a column named "([^"]+)"',
     re.I,
 )
-_CANDIDATES = re.compile(r"Candidate bindings: (.*)", re.I)
-_DID_YOU_MEAN = re.compile(r'Did you mean "([^"]+)"', re.I)
 
 
 def _diagnose(
@@ -137,7 +135,7 @@ def _diagnose(
     missing = _MISSING_COLUMN.search(message)
     if missing and index == 1:
         name = missing.group(1) or missing.group(2)
-        return _missing_column(dataset, name, str(exc), source_columns)
+        return _missing_column(dataset, name, source_columns)
     return error(
         "FM0705",
         f"step `{step.title}` of dataset `{dataset.name}` failed in DuckDB: {message}",
@@ -148,20 +146,16 @@ def _diagnose(
     )
 
 
-def _missing_column(
-    dataset: Dataset, name: str, full: str, columns: list[str] | None = None
-) -> Diagnostic:
+def _missing_column(dataset: Dataset, name: str, present: list[str]) -> Diagnostic:
+    """`present`: the columns the source data has (DESCRIBE of the source step)."""
     column = next((c for c in dataset.columns if c.name == name), None)
     span = column.span if column and column.span else dataset.span
-    found = _CANDIDATES.search(full) or _DID_YOU_MEAN.search(full)
-    present = [c.strip().strip('"') for c in found.group(1).split(",")] if found else []
-    present = present or list(columns or ())
-    present = [p.split(".")[-1].strip('"') for p in present if "fm_" not in p]
-    hint = (did_you_mean(name, present) or f"did you mean `{present[0]}`?") if present else None
+    listed = ", ".join(f"`{c}`" for c in present)
+    hint = did_you_mean(name, present) or (f"the data has {listed}" if present else None)
     return error(
         "FM0704",
         f"column `{name}` of dataset `{dataset.name}` is not in the source data",
         span.to_span() if span else None,
         "not in the data",
-        help=hint or "declare the columns the files have (names are case-sensitive)",
+        help=hint or "declare the columns the files have",
     )

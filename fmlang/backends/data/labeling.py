@@ -18,11 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from fmlang.backends.cache import file_digest, stage_key
+from fmlang.atomic import replacing, write_json_atomic
+from fmlang.backends.cache import stage_key
 from fmlang.backends.data.engine import connect
-from fmlang.backends.data.stages import Outcome, RunContext, _write_json
+from fmlang.backends.data.stages import Outcome, RunContext
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
+from fmlang.files import file_sha256
 from fmlang.ir.nodes import Dataset, LabelingFunction, Labels
 from fmlang.lower.labels import ABSTAIN, LabelQuery, lf_column, lower_labels, split_path
 
@@ -140,7 +142,7 @@ def _python_digests(ctx: RunContext, labels: Labels) -> list[tuple[str, str]]:
             for candidate in (f"{module}.py", f"{module}/__init__.py"):
                 path = ctx.spec_dir(labels.file) / candidate
                 if path.exists():
-                    out.append((lf.python, file_digest(path)))
+                    out.append((lf.python, file_sha256(path)))
     return out
 
 
@@ -193,12 +195,14 @@ def _fit_and_write(ctx: RunContext, labels: Labels, dataset: Dataset, table: Any
     weights = model.weights() if model is not None else None
     summary = lf_summary(matrix, [lf.name for lf in labels.functions], len(labels.classes),
                          gold, spans, classes=labels.classes, learned_accuracy=weights)  # fmt: skip
-    ctx.warnings.extend(summary.warnings)
+    ctx.diagnostics.extend(summary.warnings)
     ctx.log(summary.table())  # a rich Table: coverage, overlaps, conflicts, accuracy
     document: dict[str, Any] = {"labels": labels.name, "analysis": summary.to_json()}
     document["label_model"] = _accuracy(best, covered, gold)
-    _write_json(ctx.build_dir / paths["analysis"], document)
-    _write_json(ctx.build_dir / paths["model"], model.to_json() if model else {"kind": "majority"})
+    write_json_atomic(ctx.build_dir / paths["analysis"], document)
+    write_json_atomic(
+        ctx.build_dir / paths["model"], model.to_json() if model else {"kind": "majority"}
+    )
     return {"summary": summary, **document["label_model"]}
 
 
@@ -216,17 +220,7 @@ def _accuracy(best: np.ndarray, covered: np.ndarray, gold: np.ndarray | None) ->
 
 
 def _write_table(table: Any, target: Path) -> None:
-    import os
-    import tempfile
-
     import pyarrow.parquet as pq
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
+    with replacing(target) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

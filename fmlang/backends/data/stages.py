@@ -10,24 +10,22 @@ Both are skipped when their cache key is unchanged; both check access first.
 
 from __future__ import annotations
 
-import glob
-import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmlang.backends.cache import StageCache, file_digest, stage_key
+from fmlang.atomic import replacing, write_json_atomic
+from fmlang.backends.cache import StageCache, stage_key
 from fmlang.backends.data.access import Access
 from fmlang.backends.data.engine import StepResult, connect, run_pipeline
 from fmlang.diagnostics import Diagnostic, error
 from fmlang.errors import StageError
+from fmlang.files import file_sha256, source_files
 from fmlang.ir.nodes import Dataset, Spec
 from fmlang.lower.labels import split_path
-from fmlang.lower.pipeline import Pipeline, lower_dataset
-from fmlang.lower.sql import LoweringError
+from fmlang.lower.pipeline import lower_dataset
 
 
 @dataclass
@@ -41,7 +39,7 @@ class RunContext:
     cache: StageCache
     force: bool = False
     log: Callable[[Any], None] = print  # text with rich markup, or a rich renderable
-    warnings: list[Diagnostic] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)  # warnings, gate misses
     progress: Any = None  # a rich Progress shown while stages run, or None
 
     def bar(self, title: str, total: int) -> Callable[[], None]:
@@ -63,33 +61,13 @@ class Outcome:
     summary: dict[str, Any]
 
 
-def lowered(dataset: Dataset, dialect: str = "duckdb") -> Pipeline:
-    try:
-        return lower_dataset(dataset, dialect)
-    except LoweringError as exc:
-        span = getattr(exc.node, "span", None) or dataset.span
-        raise StageError(
-            error("FM0709", exc.message, span.to_span() if span else None, "in this rule")
-        ) from exc
-
-
-def source_files(ctx: RunContext, dataset: Dataset) -> list[Path]:
-    if dataset.source is None:
-        return []
-    pattern = str(ctx.spec_dir(dataset.file) / dataset.source.path)
-    if dataset.source.kind in ("files", "hf_disk"):
-        pattern = pattern.rstrip("/") + "/**/*"
-    found = sorted(Path(p) for p in glob.glob(pattern, recursive=True))
-    return [p for p in found if p.is_file()]
-
-
 def data_stage(ctx: RunContext, dataset: Dataset) -> Outcome:
     stage = f"data:{dataset.name}"
-    pipeline = lowered(dataset)
-    files = source_files(ctx, dataset)
+    pipeline = lower_dataset(dataset)
+    files = source_files(dataset, ctx.spec_dir(dataset.file))
     names = [os.path.relpath(f, ctx.entry_dir) for f in files]
     key = stage_key(
-        "data", pipeline.script(), [(n, file_digest(f)) for n, f in zip(names, files, strict=True)]
+        "data", pipeline.script(), [(n, file_sha256(f)) for n, f in zip(names, files, strict=True)]
     )
     folder = f"run/data/{dataset.name}"
     outputs = [split_path(dataset.name, s) for s in (*pipeline.splits, None)]
@@ -115,7 +93,7 @@ def data_stage(ctx: RunContext, dataset: Dataset) -> Outcome:
     finally:
         con.close()
     report = _report(dataset, steps, counts, key)
-    _write_json(ctx.build_dir / folder / "report.json", report)
+    write_json_atomic(ctx.build_dir / folder / "report.json", report)
     ctx.cache.record(stage, key, outputs)
     return Outcome(stage, False, tuple(outputs), report)
 
@@ -138,29 +116,15 @@ def _report(dataset: Dataset, steps: list[StepResult], counts: dict[str | None, 
 
 
 def _write(con: Any, query: str, target: Path) -> int:
-    """COPY a query to Parquet through a temporary file and a rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        escaped = tmp.replace("'", "''")
-        con.execute(f"COPY ({query}) TO '{escaped}' (FORMAT parquet)")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """COPY a query to Parquet atomically; the number of rows written."""
+    with replacing(target) as tmp:
+        con.execute(f"COPY ({query}) TO '{_quoted(tmp)}' (FORMAT parquet)")
     row = con.execute(f"SELECT count(*) FROM read_parquet('{_quoted(target)}')").fetchone()
     return int(row[0]) if row else 0
 
 
 def _quoted(path: Path) -> str:
     return str(path).replace("'", "''")
-
-
-def _write_json(path: Path, document: dict[str, Any]) -> None:
-    from fmlang.api import write_json_atomic
-
-    write_json_atomic(path, document)
 
 
 def _register_hf(con: Any, folder: Path, dataset: Dataset) -> None:
@@ -191,8 +155,3 @@ def _register_hf(con: Any, folder: Path, dataset: Dataset) -> None:
         tables.append(part.append_column("filename", pa.array([file.name] * part.num_rows)))
     table = pa.concat_tables(tables)
     con.register("fm_hf_source", table)
-
-
-def read_report(build_dir: Path, dataset: str) -> dict[str, Any]:
-    path = build_dir / "run" / "data" / dataset / "report.json"
-    return dict(json.loads(path.read_text(encoding="utf-8")))

@@ -1,5 +1,5 @@
-"""Random LoRA adapters on the tiny causal LM, for the serving tests and benchmarks
-(no hub downloads: everything is initialised locally from a seed)."""
+"""The tiny causal LM with a byte-level tokenizer, and random LoRA adapters on it, for the
+serving tests and benchmarks (no hub downloads: everything is initialised from a seed)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from fmlang.backends.train.tiny import tiny_config
+
+SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")  # ids 0, 1, 2, as tiny_config's token ids say
 
 TARGET_SETS: tuple[tuple[str, ...], ...] = (
     ("q_proj", "v_proj"),
@@ -43,3 +47,29 @@ def build_random_adapters(
         peft_model.save_pretrained(str(folder))
         folders[f"a{index}"] = folder
     return folders
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """A lossless byte-level tokenizer: three special tokens, then one token per byte."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    alphabet = sorted(ByteLevel.alphabet())
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    vocab.update({ch: i + len(SPECIAL_TOKENS) for i, ch in enumerate(alphabet)})
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    )
+
+
+def build_tiny_causal_lm(folder: Path, seed: int = 0) -> Path:
+    """Write a randomly initialised `tiny_causal_lm` (its shape from `train.tiny`) with the
+    lossless byte tokenizer, so tests can compare token ids exactly."""
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(tiny_config())
+    model.save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return folder

@@ -1,20 +1,14 @@
-"""Loading the base model and tokenizer for serving, and building the stdlib
-`tiny_causal_lm` (random weights plus a byte-level tokenizer) for tests and benchmarks."""
+"""Loading the base model and tokenizer for serving."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    LlamaConfig,
-    LlamaForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    PreTrainedTokenizerFast,
 )
 
 from fmlang.backends.serve.config import ServeConfig
@@ -22,7 +16,6 @@ from fmlang.diagnostics import error
 from fmlang.errors import StageError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")  # ids 0, 1, 2, as LlamaConfig's defaults expect
 
 
 def load_base(config: ServeConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -88,41 +81,3 @@ def _check_classes(config: ServeConfig, model: PreTrainedModel) -> None:
                 help="list exactly the classes the model was trained on, in training order",
             )
         )
-
-
-def byte_tokenizer() -> PreTrainedTokenizerFast:
-    """A lossless byte-level tokenizer: three special tokens, then one token per byte."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from tokenizers.pre_tokenizers import ByteLevel
-
-    alphabet = sorted(ByteLevel.alphabet())
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-    vocab.update({ch: i + len(SPECIAL_TOKENS) for i, ch in enumerate(alphabet)})
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    core.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
-        tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>"
-    )
-
-
-def tiny_llama_config() -> LlamaConfig:
-    """Exactly stdlib `tiny_causal_lm`'s shape (LlamaConfig defaults otherwise)."""
-    return LlamaConfig(
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        vocab_size=1000,
-        max_position_embeddings=256,
-    )
-
-
-def build_tiny_causal_lm(folder: Path, seed: int = 0) -> Path:
-    """Write a randomly initialised `tiny_causal_lm` and its tokenizer into `folder`."""
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(tiny_llama_config())
-    model.save_pretrained(folder)
-    byte_tokenizer().save_pretrained(folder)
-    return folder

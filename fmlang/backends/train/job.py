@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fmlang.atomic import json_text, write_text_atomic
 from fmlang.diagnostics import Span
 from fmlang.ir.base import SourceSpan
 
@@ -98,7 +99,7 @@ class TrainJob(_Frozen):
         return None
 
     def to_json(self) -> str:
-        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
+        return json_text(self.model_dump(mode="json"))
 
     @classmethod
     def from_json(cls, text: str) -> TrainJob:
@@ -109,7 +110,6 @@ class TrainJob(_Frozen):
         return cls.from_json(path.read_text(encoding="utf-8"))
 
     def write(self, path: Path) -> None:
-        from fmlang.atomic import write_text_atomic
 
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, self.to_json())

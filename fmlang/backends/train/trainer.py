@@ -9,7 +9,6 @@ model into `<output>/model/`), and `<output>/train_result.json` records the run.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -17,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fmlang.atomic import write_text_atomic
+from fmlang.atomic import json_text, write_text_atomic
 from fmlang.backends.train import checkpoints
 from fmlang.backends.train.adapter import attach_adapter, refuse_dp
 from fmlang.backends.train.data import (
@@ -61,7 +60,7 @@ class TrainResult:
     output: str
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        return json_text(asdict(self))
 
 
 def _world_size() -> int:
