@@ -104,6 +104,12 @@ class Block(Kind):
     settings: dict[str, Kind] = field(default_factory=dict)
 
 
+OPTIMIZERS = ("adamw", "adamw_fused", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor")
+CHECKPOINTING = ("off", "selective", "full", "offload")  # preference order: least recompute
+SHARDING = ("ddp", "zero1", "zero2", "zero3", "fsdp")
+OFFLOAD = ("none", "optimizer", "parameters")
+QUANTIZATIONS = ("none", "int8", "nf4", "fp4", "gptq", "awq")
+
 # ---- adapters -----------------------------------------------------------------
 
 _LORA = {
@@ -155,6 +161,12 @@ BASE_MODEL: dict[str, Kind] = {
     "vocab": Int("vocabulary size", min=1),
     "max_seq": Int("longest sequence in tokens", min=1),
     "dtype": OneOf("dtype the weights ship in", values=("fp32", "bf16", "fp16")),
+    "mlp": OneOf(
+        "feed-forward shape: `gated` (SwiGLU/GeGLU: gate, up, down) or `plain` (up, down)",
+        values=("gated", "plain"),
+    ),
+    "experts": Int("mixture of experts: experts per MoE layer (all stored)", min=1),
+    "experts_per_token": Int("mixture of experts: experts each token is routed to", min=1),
     "license": Text("SPDX id or the license's own name"),
     "license_allows": Names("uses the license permits", values=("research", "commercial")),
     "modules": Names("names of the modules adapters may target"),
@@ -175,6 +187,11 @@ HARDWARE: dict[str, Kind] = {
     "peak_bf16": Qty("dense bf16/fp16 peak", dimension="compute"),
     "peak_int8": Qty("dense int8 peak", dimension="compute"),
     "cost": Qty("price per device-hour", dimension="money_rate"),
+    "host_memory": Qty("host RAM per node (CPU offload, loading)", dimension="bytes"),
+    "link_bandwidth": Qty(
+        "device-to-device bandwidth per device (NVLink/Infinity Fabric), for tensor parallel",
+        dimension="bandwidth",
+    ),
 }
 
 TRAIN: dict[str, Kind] = {
@@ -191,8 +208,45 @@ TRAIN: dict[str, Kind] = {
     "seq_len": Int("training sequence length in tokens", auto=True, min=1),
     "warmup": Real("fraction of steps spent warming up", min=0, max=1),
     "weight_decay": Real("AdamW weight decay", min=0),
-    "optimizer": OneOf("optimizer", values=("adamw", "adamw_8bit", "sgd", "adafactor")),
+    "optimizer": OneOf("optimizer", auto=True, values=OPTIMIZERS),
+    "optimizer_in_backward": Flag(
+        "step each parameter as soon as its gradient is ready (only one gradient is alive)"
+    ),
     "precision": OneOf("compute precision", values=("fp32", "bf16", "fp16")),
+    "weights_dtype": OneOf(
+        "dtype the base weights are loaded in (default: the base model's own dtype)",
+        values=("fp32", "bf16", "fp16"),
+    ),
+    "master_weights": OneOf(
+        "`fp32`: trainable weights (and their gradients and optimizer state) are kept in "
+        "fp32 (mixed precision); `none`: in the compute dtype (pure bf16/fp16)",
+        values=("fp32", "none"),
+    ),
+    "checkpointing": OneOf(
+        "activation checkpointing: `off`, `full` (every layer), `selective` (every second "
+        "layer) or `offload` (checkpoints kept in host memory)",
+        auto=True,
+        values=CHECKPOINTING,
+    ),
+    "attention": OneOf(
+        "attention kernel: `eager` keeps the seq x seq scores; `sdpa` and `flash` do not",
+        values=("eager", "sdpa", "flash"),
+    ),
+    "packing": Flag("pack examples into full `seq_len` rows instead of padding each batch"),
+    "chunked_loss": Flag("compute the cross-entropy in chunks of the sequence"),
+    "sharding": OneOf(
+        "how state is split over `devices`: `ddp` (replicated), `zero1` (optimizer), `zero2` "
+        "(+ gradients), `zero3` or `fsdp` (+ weights)",
+        auto=True,
+        values=SHARDING,
+    ),
+    "offload": OneOf(
+        "what lives in host memory: `none`, `optimizer` (optimizer state) or `parameters` "
+        "(weights, gradients and optimizer state)",
+        auto=True,
+        values=OFFLOAD,
+    ),
+    "compile": Flag("torch.compile the model (recorded; the memory budget does not count on it)"),
     "seed": Int("random seed", min=0),
     "checkpoint_every": Int("steps between checkpoints", min=1),
     "hardware": Ref("where training runs", target=("hardware",)),
@@ -214,6 +268,8 @@ EVAL: dict[str, Kind] = {
         values=("accuracy", "precision", "recall", "f1", "macro_f1", "perplexity", "latency"),
     ),
     "by": Column("protected column for per-group metrics", many=True),
+    "batch": Int("evaluation batch size (default: the training batch)", min=1),
+    "new_tokens": Int("tokens generated per example when evaluation generates", min=1),
 }
 
 MODEL: dict[str, Kind] = {
@@ -224,7 +280,12 @@ MODEL: dict[str, Kind] = {
         positional={"classify": (Ref(target=("labels",)),)},
     ),
     "adapter": Call("the PEFT adapter", heads=ADAPTERS),
-    "quantize": OneOf("weight quantization", auto=True, values=("none", "int8", "nf4", "fp4")),
+    "quantize": OneOf(
+        "weight quantization: bitsandbytes `int8`, `nf4`, `fp4`; 4-bit group-wise `gptq`, `awq`",
+        auto=True,
+        values=QUANTIZATIONS,
+    ),
+    "double_quant": Flag("quantize the 4-bit quantization constants too (QLoRA)"),
     "max_seq": Int("longest input in tokens at serving time", auto=True, min=1),
     "train": Block("training settings", settings=TRAIN),
     "eval": Block("evaluation settings", settings=EVAL),
@@ -247,6 +308,7 @@ DEPLOY: dict[str, Kind] = {
     "max_adapters": Int("adapters resident in device memory", auto=True, min=1),
     "batch": Int("serving batch size", auto=True, min=1),
     "max_seq": Int("longest request in tokens", auto=True, min=1),
+    "tensor_parallel": Int("devices each replica's weights are split over", min=1),
     "visibility": OneOf("who can reach the endpoint", values=("internal", "public")),
     "local": Block(
         "a local HTTP server (`fmc serve`)",

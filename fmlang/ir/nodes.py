@@ -186,6 +186,9 @@ class PretrainedModel(Node):
     vocab: int | None = None
     max_seq: int | None = None
     dtype: Literal["fp32", "bf16", "fp16"] | None = None
+    mlp: Literal["gated", "plain"] | None = None
+    experts: int | None = None
+    experts_per_token: int | None = None
     license: str | None = None
     license_allows: tuple[str, ...] = ()
     modules: tuple[str, ...] = ()
@@ -206,6 +209,8 @@ class Hardware(Node):
     peak_bf16: Quantity | None = None
     peak_int8: Quantity | None = None
     cost: Quantity | None = None
+    host_memory: Quantity | None = None
+    link_bandwidth: Quantity | None = None
 
 
 # ---- models and merges ----------------------------------------------------------
@@ -258,8 +263,18 @@ class Training(Node):
     seq_len: Knob | None = None
     warmup: float | None = None
     weight_decay: float | None = None
-    optimizer: Literal["adamw", "adamw_8bit", "sgd", "adafactor"] | None = None
+    optimizer: Knob | None = None
+    optimizer_in_backward: bool | None = None
     precision: Literal["fp32", "bf16", "fp16"] | None = None
+    weights_dtype: Literal["fp32", "bf16", "fp16"] | None = None
+    master_weights: Literal["fp32", "none"] | None = None
+    checkpointing: Knob | None = None
+    attention: Literal["eager", "sdpa", "flash"] | None = None
+    packing: bool | None = None
+    chunked_loss: bool | None = None
+    sharding: Knob | None = None
+    offload: Knob | None = None
+    compile: bool | None = None
     seed: int | None = None
     checkpoint_every: int | None = None
     hardware: str | None = None
@@ -271,6 +286,8 @@ class Evaluation(Node):
     on: tuple[DataRef, ...] = ()
     metrics: tuple[str, ...] = ()
     by: tuple[str, ...] = ()
+    batch: int | None = None
+    new_tokens: int | None = None
 
 
 class Model(Node):
@@ -283,6 +300,7 @@ class Model(Node):
     task: Task | None = None
     adapter: Adapter | None = None
     quantize: Knob = Knob(fixed="none")
+    double_quant: bool | None = None
     max_seq: Knob | None = None
     training: Training | None = None
     evaluation: Evaluation | None = None
@@ -364,6 +382,7 @@ class Deployment(Node):
     max_adapters: Knob | None = None
     batch: Knob | None = None
     max_seq: Knob | None = None
+    tensor_parallel: int | None = None
     visibility: Literal["internal", "public"] | None = None
     targets: tuple[DeployTarget, ...] = ()
     grants: tuple[Grant, ...] = ()

@@ -80,6 +80,11 @@ def int_knob(
     return int(knob_value(knob, key, knobs, default, low, high))
 
 
+def str_knob(knob: Knob | None, key: str, knobs: KnobValues, default: str) -> str:
+    """`knob_value` of a choice knob (optimizer, checkpointing, sharding, offload)."""
+    return str(knob_value(knob, key, knobs, default, 1, 1))
+
+
 def adapter_span(model: Model) -> Span | None:
     """Where to point a diagnostic about the model's adapter: the adapter, else the model."""
     where = (model.adapter.span if model.adapter else None) or model.span

@@ -32,11 +32,13 @@ from fmlang.atomic import json_text
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
 from fmlang.ir.nodes import DataRef, Hardware, Model, PretrainedModel, Spec, Training
-from fmlang.lower.adapters import KnobValues, base_of, int_knob, task_type_of
+from fmlang.lower.adapters import KnobValues, base_of, int_knob, str_knob, task_type_of
 
 OPTIMIZERS = {
     "adamw": "adamw_torch",
+    "adamw_fused": "adamw_torch_fused",
     "adamw_8bit": "adamw_bnb_8bit",
+    "paged_adamw_8bit": "paged_adamw_8bit",
     "sgd": "sgd",
     "adafactor": "adafactor",
 }
@@ -167,7 +169,9 @@ def training_arguments(
     args: dict[str, Any] = {
         **DEFAULTS,
         "per_device_train_batch_size": int_knob(training.batch, batch_key, knobs, DEFAULT_BATCH),
-        "optim": OPTIMIZERS[training.optimizer or "adamw"],
+        "optim": OPTIMIZERS[
+            str_knob(training.optimizer, f"{model.name}.train.optimizer", knobs, "adamw")
+        ],
         "bf16": precision == "bf16",
         "fp16": precision == "fp16",
         "seed": seed,
