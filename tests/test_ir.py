@@ -299,7 +299,7 @@ def test_training_and_evaluation(spec: ir.Spec) -> None:
     assert (train.input, train.epochs, train.lr, train.warmup) == ("CONTENT", 3.0, 3e-4, 0.1)
     assert train.batch == ir.Knob(auto=True, low=1)  # the schema's lower bound
     assert train.seq_len == ir.Knob(auto=True, low=64, high=256)
-    assert (train.optimizer, train.hardware) == ("adamw", "gpu")
+    assert (train.optimizer, train.hardware) == (ir.Knob(fixed="adamw"), "gpu")
     assert train.dp == ir.DPConfig(epsilon=4.0, delta=1e-5)
     assert model.evaluation == ir.Evaluation(
         on=(ir.DataRef(dataset="comments", split="test"),),
@@ -329,7 +329,7 @@ def test_bare_auto_takes_the_schema_domain() -> None:
                  " adapter lora(rank = auto) }")  # fmt: skip
     model = spec.model("m")
     assert model is not None and model.adapter is not None
-    assert model.quantize == ir.Knob(auto=True, choices=("none", "int8", "nf4", "fp4"))
+    assert model.quantize == ir.Knob(auto=True, choices=s.QUANTIZATIONS)
     assert model.adapter.rank == ir.Knob(auto=True, low=1, high=1024)
 
 
@@ -652,8 +652,10 @@ def test_ir_literals_match_the_schema_choices() -> None:
     assert _literals(ir.DeployTarget, "kind") == kinds
     choices: list[tuple[type[ir.Node], str, dict[str, s.Kind]]] = [
         (ir.PretrainedModel, "kind", s.BASE_MODEL), (ir.PretrainedModel, "dtype", s.BASE_MODEL),
-        (ir.Hardware, "kind", s.HARDWARE), (ir.Training, "optimizer", s.TRAIN),
-        (ir.Training, "precision", s.TRAIN), (ir.Deployment, "adapters", s.DEPLOY),
+        (ir.Hardware, "kind", s.HARDWARE), (ir.Training, "precision", s.TRAIN),
+        (ir.Training, "weights_dtype", s.TRAIN), (ir.Training, "master_weights", s.TRAIN),
+        (ir.Training, "attention", s.TRAIN), (ir.PretrainedModel, "mlp", s.BASE_MODEL),
+        (ir.Deployment, "adapters", s.DEPLOY),
         (ir.Deployment, "visibility", s.DEPLOY), (ir.Adapter, "bias", s.ADAPTERS["lora"]),
     ]  # fmt: skip
     for model, field, table in choices:

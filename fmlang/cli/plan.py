@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from fmlang.verify.report import VerifyReport
+from fmlang.verify.units import show
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def print_plan(report: VerifyReport, fmt: str) -> None:
@@ -25,6 +30,9 @@ def print_plan(report: VerifyReport, fmt: str) -> None:
         estimates = ", ".join(f"{k} {v}" for k, v in sorted(stage.get("estimates", {}).items()))
         stages.add_row(stage["stage"], knobs or "-", estimates or "-")
     console.print(stages)
+    for stage in report.stages:
+        if "memory" in stage:
+            console.print(memory_table(stage["stage"], stage["memory"]))
     constraints = Table(title="constraints", title_justify="left")
     for column in ("line", "target", "constraint", "bound", "estimate", "verdict"):
         constraints.add_column(column)
@@ -42,3 +50,28 @@ def print_plan(report: VerifyReport, fmt: str) -> None:
     console.print(constraints)
     status = "feasible" if report.feasible else "infeasible"
     console.print(f"[bold {'green' if report.feasible else 'red'}]{status}[/]")
+
+
+def memory_table(stage: str, memory: dict[str, Any]) -> Table:
+    """One training stage's memory per device, term by term, largest first."""
+    from rich.table import Table
+
+    devices = memory["devices"]
+    where = f"{memory['hardware']}" + (f", each of {devices} devices" if devices > 1 else "")
+    table = Table(title=f"{stage} memory per device ({where})", title_justify="left")
+    table.add_column("term")
+    table.add_column("bytes", justify="right")
+    terms = sorted(memory["per_device"].items(), key=lambda kv: kv[1], reverse=True)
+    for term, value in terms:
+        table.add_row(term, show(value, "bytes"))
+    for phase, value in memory["phases"].items():
+        marker = " (peak)" if phase == memory["peak_phase"] else ""
+        table.add_row(f"[dim]phase: {phase}{marker}[/]", f"[dim]{show(value, 'bytes')}[/]")
+    verdict = "fits" if memory["fits"] else "does not fit"
+    table.add_row(
+        f"[bold]peak, {verdict}[/]",
+        f"[bold]{show(memory['peak'], 'bytes')} / {show(memory['capacity'], 'bytes')}[/]",
+    )
+    for term, value in memory["host"].items():
+        table.add_row(f"host: {term}", show(value, "bytes"))
+    return table

@@ -5,23 +5,17 @@ model's constraints name, as in the verifier). A hardware profile is one machine
 `devices` devices (1 when the profile does not say); `devices` in the train block counts
 devices in all (1 when omitted) and must fill whole machines (FM0807).
 
-The DeepSpeed ZeRO stage follows the verifier's training-memory estimate (`costmodel.
-training_memory` at the knobs it chose: frozen weights W, trainable parameters with their
-gradients and AdamW moments O = 16 bytes each, activations A) against one device's memory M,
-across N devices in all. The lowest stage whose per-device bytes fit M is chosen:
-
-- stage 0 (plain data parallelism): W + O + A
-- stage 2 (gradients and optimizer moments sharded): W + O/4 + (3/4)O/N + A
-- stage 3 (weights sharded too): (W + O)/N + A
-
-and when none fits, stage 3 with optimizer state and weights offloaded to CPU memory. The
-verifier counts capacity as M x N, so with one device "nothing fits" means only offloading
-can help. Batch sizes, gradient accumulation, clipping and precision are left "auto": the
-transformers DeepSpeed integration fills them from `training_args.json`, so the two never
-disagree.
+The distributed strategy is the spec's `sharding` and `offload` knobs as the verifier chose
+them (it picks the least sharding and offloading under which one device's share fits its
+memory, `fmlang.verify.training`): `ddp` is plain data parallelism, `zero1`/`zero2`/`zero3`
+a DeepSpeed config of that ZeRO stage, `fsdp` accelerate's FSDP (full shard); `offload =
+optimizer` moves optimizer state to CPU memory, `parameters` weights too (ZeRO-3 or FSDP
+CPU offload). Batch sizes, gradient accumulation, clipping and precision are left "auto":
+the transformers DeepSpeed integration fills them from `training_args.json`, so the two
+never disagree.
 
 accelerate's `distributed_type` is NO for one process, MULTI_GPU for several GPUs, DEEPSPEED
-when the ZeRO rule above picks a stage above 0 or offloading, and MULTI_CPU for several CPU
+for a ZeRO stage above 0 or offloading, FSDP for `fsdp`, and MULTI_CPU for several CPU
 processes. `accelerate launch` starts MULTI_CPU processes only through an mpirun hostfile;
 `torchrun.json` starts them anywhere (gloo), so it is the launcher to use on CPUs.
 """
@@ -39,15 +33,9 @@ from fmlang.atomic import json_text
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
 from fmlang.ir.nodes import Hardware, Model, Spec
-from fmlang.lower.adapters import DEFAULT_RANK, KnobValues, adapter_files, base_of, int_knob
-from fmlang.lower.training import (
-    TrainingPlan,
-    lower_training,
-    train_seq_len,
-    training_hardware,
-    training_of,
-)
-from fmlang.verify import costmodel as cm
+from fmlang.lower.adapters import KnobValues, adapter_files
+from fmlang.lower.training import TrainingPlan, lower_training, training_hardware, training_of
+from fmlang.verify.train_fit import training_memory_at
 
 WORKER_MODULE = "fmlang.backends.train.worker"
 RDZV_PORT = 29500
@@ -69,25 +57,7 @@ class Topology:
         return self.nnodes * self.nproc_per_node
 
 
-@dataclass(frozen=True)
-class MemoryParts:
-    """The verifier's training-memory estimate split into what ZeRO can shard."""
-
-    weights: float
-    optimizer: float
-    activations: float
-
-    def per_device(self, stage: int, world: int) -> float:
-        w, o, a = self.weights, self.optimizer, self.activations
-        if stage == 0:
-            return w + o + a
-        if stage == 2:
-            return w + o / 4 + 0.75 * o / world + a
-        return (w + o) / world + a
-
-    @property
-    def total(self) -> float:
-        return self.weights + self.optimizer + self.activations
+ZERO_STAGE = {"ddp": 0, "zero1": 1, "zero2": 2, "zero3": 3, "fsdp": 3}
 
 
 @dataclass(frozen=True)
@@ -100,6 +70,7 @@ class LaunchConfigs:
     torchrun: dict[str, Any]
     zero_stage: int
     offload: bool
+    sharding: str
     memory_estimate: float | None  # bytes, the verifier's estimate for one device
     device_memory: float | None  # bytes of one device, None when no hardware is known
 
@@ -120,17 +91,20 @@ def lower_launch(spec: Spec, model: Model, knobs: KnobValues, plan: TrainingPlan
     """The launch configs for `model`, whose training plan is `plan`."""
     hardware = training_hardware(spec, model)
     topology = topology_of(model, hardware)
-    parts = memory_parts(spec, model, knobs, plan)
+    found = training_memory_at(spec, model, knobs)
+    sharding = found[0].sharding if found else "ddp"
+    offload = found[0].offload if found else "none"
+    stage = 3 if offload == "parameters" else ZERO_STAGE[sharding]
     memory = hardware.memory.value if hardware and hardware.memory else None
-    stage, offload = zero_stage(parts, memory, topology.world)
     return LaunchConfigs(
         model=model.name,
-        accelerate=accelerate_config(model.name, plan, topology, stage, offload),
+        accelerate=accelerate_config(model.name, plan, topology, sharding, stage, offload),
         deepspeed=deepspeed_config(stage, offload),
         torchrun=torchrun_spec(model.name, topology),
         zero_stage=stage,
-        offload=offload,
-        memory_estimate=parts.per_device(stage, topology.world),
+        offload=offload != "none",
+        sharding=sharding,
+        memory_estimate=found[1].peak if found else None,
         device_memory=memory,
     )
 
@@ -160,46 +134,18 @@ def topology_of(model: Model, hardware: Hardware | None) -> Topology:
     )
 
 
-def memory_parts(spec: Spec, model: Model, knobs: KnobValues, plan: TrainingPlan) -> MemoryParts:
-    """The verifier's training-memory estimate at the chosen knobs, in parts."""
-    training, _ = training_of(model)
-    base = base_of(spec, model)
-    arch = cm.Arch.of(base)
-    adapter = model.adapter
-    rank = int_knob(adapter.rank if adapter else None, f"{model.name}.rank", knobs, DEFAULT_RANK)
-    trainable = cm.adapter_params(
-        arch, adapter.kind if adapter else "full", rank, adapter.targets if adapter else ()
-    )
-    batch = int(plan.training_args["per_device_train_batch_size"])
-    seq = train_seq_len(model, training, base, knobs)
-    total = cm.training_memory(arch, trainable, batch, seq, plan.precision)
-    weights = cm.weight_bytes(arch, "none")
-    optimizer = trainable * 16.0
-    return MemoryParts(weights, optimizer, total - weights - optimizer)
-
-
-def zero_stage(parts: MemoryParts, memory: float | None, world: int) -> tuple[int, bool]:
-    """(ZeRO stage, offload to CPU): the lowest stage whose per-device bytes fit."""
-    if memory is None:
-        return 0, False
-    for stage in (0, 2, 3):
-        if parts.per_device(stage, world) <= memory:
-            return stage, False
-    return 3, True
-
-
 def mixed_precision(precision: str) -> str:
     return precision if precision in ("bf16", "fp16") else "no"
 
 
 def accelerate_config(
-    model: str, plan: TrainingPlan, topology: Topology, stage: int, offload: bool
+    model: str, plan: TrainingPlan, topology: Topology, sharding: str, stage: int, offload: str
 ) -> dict[str, Any]:
     """An `accelerate launch --config_file` document (accelerate's ClusterConfig keys)."""
     config: dict[str, Any] = {
         "compute_environment": "LOCAL_MACHINE",
         "debug": False,
-        "distributed_type": _distributed_type(topology, stage, offload),
+        "distributed_type": _distributed_type(topology, sharding, stage, offload),
         "downcast_bf16": "no",
         "machine_rank": 0,
         "main_training_function": "main",
@@ -219,11 +165,31 @@ def accelerate_config(
             "deepspeed_config_file": f"train/{model}/deepspeed.json",
             "zero3_init_flag": stage == 3,
         }
+    if config["distributed_type"] == "FSDP":
+        config["fsdp_config"] = fsdp_config(offload)
     return config
 
 
-def _distributed_type(topology: Topology, stage: int, offload: bool) -> str:
-    if topology.gpu and (stage > 0 or offload):
+def fsdp_config(offload: str) -> dict[str, Any]:
+    """accelerate's FSDP plugin keys: full sharding per transformer block, weights loaded
+    on rank 0 only (`cpu_ram_efficient_loading`), CPU offload for `offload = parameters`."""
+    return {
+        "fsdp_auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+        "fsdp_backward_prefetch": "BACKWARD_PRE",
+        "fsdp_cpu_ram_efficient_loading": True,
+        "fsdp_offload_params": offload == "parameters",
+        "fsdp_sharding_strategy": "FULL_SHARD",
+        "fsdp_state_dict_type": "SHARDED_STATE_DICT",
+        "fsdp_sync_module_states": True,
+        "fsdp_use_orig_params": True,
+        "fsdp_version": 1,
+    }
+
+
+def _distributed_type(topology: Topology, sharding: str, stage: int, offload: str) -> str:
+    if topology.gpu and sharding == "fsdp":
+        return "FSDP"
+    if topology.gpu and (stage > 0 or offload != "none"):
         return "DEEPSPEED"
     if topology.world == 1:
         return "NO"
@@ -236,7 +202,7 @@ def _gpu_ids(topology: Topology) -> str:
     return ",".join(str(i) for i in range(topology.nproc_per_node))
 
 
-def deepspeed_config(stage: int, offload: bool) -> dict[str, Any]:
+def deepspeed_config(stage: int, offload: str) -> dict[str, Any]:
     """A DeepSpeed config for the transformers integration ("auto" where it fills values)."""
     zero: dict[str, Any] = {
         "stage": stage,
@@ -250,8 +216,9 @@ def deepspeed_config(stage: int, offload: bool) -> dict[str, Any]:
             stage3_param_persistence_threshold=HF_AUTO,
             stage3_gather_16bit_weights_on_model_save=True,
         )
-    if offload:
+    if offload != "none":
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if offload == "parameters":
         zero["offload_param"] = {"device": "cpu", "pin_memory": True}
     return {
         "bf16": {"enabled": HF_AUTO},

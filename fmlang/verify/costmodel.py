@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from fmlang.ir.nodes import Hardware, PretrainedModel
 
 BYTES_PER_PARAM = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0, "nf4": 0.5625,
-                   "fp4": 0.5625}  # fmt: skip
+                   "fp4": 0.5625, "gptq": 0.5 + 2.5 / 128, "awq": 0.5 + 2.5 / 128}  # fmt: skip
 EFFICIENCY = {"gpu": 0.5, "cpu": 0.5}
 GENERATED_TOKENS = 128  # new tokens per generate request, for latency and throughput
 GIB = 2.0**30
@@ -61,6 +61,9 @@ class Arch:
     decoder: bool
     family: str
     tied: bool = False
+    gated: bool = True  # gate, up and down projections (SwiGLU); False: up and down
+    experts: int = 1  # MoE: experts stored per layer
+    experts_per_token: int = 1  # MoE: experts each token runs through
 
     @classmethod
     def of(cls, base: PretrainedModel) -> Arch:
@@ -80,19 +83,33 @@ class Arch:
             decoder=base.kind == "decoder",
             family=base.family or "",
             tied=bool(base.tie_embeddings),
+            gated=(base.mlp or ("gated" if base.kind == "decoder" else "plain")) == "gated",
+            experts=base.experts or 1,
+            experts_per_token=base.experts_per_token or 1,
         )
 
 
+HEAD_MODULES = ("lm_head",)  # linear layers outside the blocks: counted once, not per layer
+
+
 def module_shapes(arch: Arch, module: str) -> list[tuple[int, int]]:
-    """(d_in, d_out) of every linear layer one target name covers, per transformer layer."""
-    h, i = arch.hidden, arch.intermediate
+    """(d_in, d_out) of every linear layer one target name covers, per transformer layer
+    (for `lm_head`: once). Fused projections (GPT-2 `c_attn`, BLOOM/Falcon
+    `query_key_value`, Phi-3 `qkv_proj` and `gate_up_proj`) are one layer of the combined
+    width; MoE expert layers (Mixtral `w1`, `w2`, `w3`) repeat per expert."""
+    h, i, e = arch.hidden, arch.intermediate, arch.experts
     q, kv = arch.heads * arch.head_dim, arch.kv_heads * arch.head_dim
     shapes = {
         "q_proj": [(h, q)], "k_proj": [(h, kv)], "v_proj": [(h, kv)], "o_proj": [(q, h)],
         "gate_proj": [(h, i)], "up_proj": [(h, i)], "down_proj": [(i, h)],
         "query": [(h, h)], "key": [(h, h)], "value": [(h, h)],
         # BERT names three layers `dense`: attention output, intermediate and output.
-        "dense": [(h, h), (h, i), (i, h)],
+        "dense": [(h, h), (h, i), (i, h)] if not arch.decoder else [(q, h)],
+        "c_attn": [(h, q + 2 * kv)], "c_proj": [(q, h), (i, h)], "c_fc": [(h, i)],
+        "query_key_value": [(h, q + 2 * kv)], "qkv_proj": [(h, q + 2 * kv)],
+        "gate_up_proj": [(h, 2 * i)], "dense_h_to_4h": [(h, i)], "dense_4h_to_h": [(i, h)],
+        "w1": [(h, i)] * e, "w3": [(h, i)] * e, "w2": [(i, h)] * e, "gate": [(h, e)],
+        "lm_head": [(h, arch.vocab)],
     }  # fmt: skip
     return shapes.get(module, [(h, h)])
 
@@ -106,18 +123,22 @@ def adapter_params(
     feedforward: tuple[str, ...] = (),
 ) -> int:
     """Trainable parameters an adapter adds."""
-    shapes = [s for t in targets for s in module_shapes(arch, t)]
+
+    def per_copy(module: str) -> int:
+        return 1 if module in HEAD_MODULES else arch.layers
+
     if kind in ("lora", "dora"):
-        lora = sum(rank * (d_in + d_out) for d_in, d_out in shapes) * arch.layers
-        return lora + (sum(d_out for _, d_out in shapes) * arch.layers if kind == "dora" else 0)
+        total = 0
+        for module in targets:
+            for d_in, d_out in module_shapes(arch, module):
+                magnitude = d_out if kind == "dora" else 0
+                total += (rank * (d_in + d_out) + magnitude) * per_copy(module)
+        return total
     if kind == "ia3":  # feed-forward modules scale their input, the others their output
-        return (
-            sum(
-                d_in if module in feedforward else d_out
-                for module in targets
-                for d_in, d_out in module_shapes(arch, module)
-            )
-            * arch.layers
+        return sum(
+            (d_in if module in feedforward else d_out) * per_copy(module)
+            for module in targets
+            for d_in, d_out in module_shapes(arch, module)
         )
     if kind == "prefix":
         return virtual_tokens * 2 * arch.layers * arch.hidden

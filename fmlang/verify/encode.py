@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import z3
 
-from fmlang.ir.nodes import Constraint, Hardware, Model, Spec
+from fmlang.ir.nodes import Constraint, Spec
 from fmlang.verify import costmodel as cm
-from fmlang.verify.knobs import QUANT_ORDER, Choice, domain
+from fmlang.verify.knobs import QUANT_ORDER, Choice
 from fmlang.verify.policy import encode_policies
 from fmlang.verify.problem import Problem, real, tabulate
 from fmlang.verify.resources import (
@@ -19,6 +19,7 @@ from fmlang.verify.resources import (
     throughput_term,
 )
 from fmlang.verify.spans import SpanIndex
+from fmlang.verify.train_fit import encode_training
 
 RESOURCE_KINDS = ("memory", "latency", "throughput", "cost")
 
@@ -45,67 +46,10 @@ def encode(spec: Spec, spans: SpanIndex) -> Problem:
         if merge.name not in targets:
             targets[merge.name] = served(problem, spans, spec, merge.name)
     for model in spec.models:
-        _training_fits(problem, spans, spec, model)
+        encode_training(problem, spans, spec, model)
     encode_policies(problem, spans, spec)
     _objectives(problem, [t for t in targets.values() if t is not None])
     return problem
-
-
-def _training_hardware(spec: Spec, model: Model) -> Hardware | None:
-    """`train { hardware = … }`, else the first hardware the model's constraints name."""
-    if model.training and model.training.hardware:
-        return spec.hardware_profile(model.training.hardware)
-    for c in spec.constraints_on(model.name):
-        if c.on_hardware:
-            return spec.hardware_profile(c.on_hardware)
-    return None
-
-
-def _training_fits(problem: Problem, spans: SpanIndex, spec: Spec, model: Model) -> None:
-    """Frozen weights, trainable parameters with AdamW state, and activations fit the
-    training device; the solver picks the largest `batch = auto` that does."""
-    training, base = model.training, spec.base_model(model.base or "")
-    hw = _training_hardware(spec, model)
-    if training is None or base is None or hw is None or hw.memory is None:
-        return
-    arch = cm.Arch.of(base)
-    batch_values, batch_auto = domain(training.batch, 8, 1, 256)
-    seq_values, seq_auto = domain(
-        training.seq_len, min(arch.max_seq, 512), 64, min(arch.max_seq, 4096)
-    )
-    batch = problem.choice(
-        f"{model.name}.train.batch",
-        batch_values,
-        spans.setting("model", model.name, "train.batch"),
-        batch_auto,
-    )
-    seq = problem.choice(
-        f"{model.name}.train.seq_len",
-        seq_values,
-        spans.setting("model", model.name, "train.seq_len"),
-        seq_auto,
-    )
-    rank = problem.choices.get(f"{model.name}.rank")
-    adapter = model.adapter
-    precision = training.precision or ("fp32" if arch.dtype == "fp32" else "bf16")
-
-    def needed(b: int, s: int, r: int = 8) -> float:
-        trainable = cm.adapter_params(
-            arch, adapter.kind if adapter else "full", int(r), adapter.targets if adapter else ()
-        )
-        return cm.training_memory(arch, trainable, int(b), int(s), precision)
-
-    picked = [batch, seq] + ([rank] if rank is not None else [])
-    term = problem.estimate(f"{model.name}.train.memory@{hw.name}", picked, needed, "bytes")
-    capacity = hw.memory.value * (training.devices or 1)
-    problem.track(
-        f"{model.name}:train_capacity",
-        term.term <= real(capacity),
-        spans.setting("model", model.name, "train"),
-        f"training `{model.name}` must fit in {hw.name}'s {capacity / cm.GIB:.1f} GiB",
-    )
-    if batch_auto:
-        problem.objectives.append(("max", tabulate([batch], float)))
 
 
 def _encode_resource(

@@ -14,7 +14,8 @@ import z3
 from fmlang.diagnostics import Span
 from fmlang.ir.base import Knob
 
-QUANT_ORDER = ("none", "int8", "nf4", "fp4")  # preference order: less lossy first
+# Preference order: less lossy first; gptq/awq need a pre-quantized checkpoint, so last.
+QUANT_ORDER = ("none", "int8", "nf4", "fp4", "gptq", "awq")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import z3
 
@@ -41,6 +42,10 @@ class Problem:
     estimates: dict[str, Estimate] = field(default_factory=dict)
     objectives: list[tuple[str, z3.ArithRef]] = field(default_factory=list)
     bounds: dict[str, tuple[str, str, float]] = field(default_factory=dict)  # key→(est, op, b)
+    # Per-model training memory (`train_fit.TrainingMemory`), for the report and advice.
+    training: dict[str, Any] = field(default_factory=dict)
+    # Notes a conflict on a tracked key adds (what would make it hold), computed on demand.
+    advice: dict[str, Callable[[], tuple[str, ...]]] = field(default_factory=dict)
 
     def track(
         self, key: str, expr: z3.BoolRef, span: Span | None, text: str, constraint: bool = False

@@ -25,7 +25,8 @@ class VerifyReport:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "schema_version": "1",
+            # 2: train stages carry `memory` (the per-device breakdown); keys of 1 unchanged.
+            "schema_version": "2",
             "feasible": self.feasible,
             "knobs": dict(sorted(self.knobs.items())),
             "constraints": self.constraints,
@@ -153,4 +154,8 @@ def _stage(
         for key, value in solution.values.items()
         if wanted(key) and not key.endswith((".weights", ".adapters", ".runtime"))
     }
-    return {"stage": f"{kind}:{name}", "kind": kind, "knobs": knobs, "estimates": estimates}
+    stage = {"stage": f"{kind}:{name}", "kind": kind, "knobs": knobs, "estimates": estimates}
+    memory = problem.training.get(name) if kind == "train" else None
+    if memory is not None and solution.knobs:
+        stage["memory"] = memory.to_json(solution.knobs)
+    return stage

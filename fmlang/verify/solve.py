@@ -116,6 +116,7 @@ def explain(problem: Problem, core: list[Tracked], skip: set[str]) -> Diagnostic
     core = sorted(core, key=_where)
     constraints = [t for t in core if t.constraint] or core
     notes = tuple(n for t in constraints if (n := _numbers(problem, t)) is not None)
+    notes += tuple(n for t in core if t.key in problem.advice for n in problem.advice[t.key]())
     labels = _labels(core)
     first = constraints[0].text
     message = (

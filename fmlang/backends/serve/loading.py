@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformers import (
     AutoModelForCausalLM,
@@ -21,7 +23,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 def load_base(config: ServeConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The base model in eval mode on the configured device, and its tokenizer."""
     auto = AutoModelForSequenceClassification if config.task == "classify" else AutoModelForCausalLM
-    options: dict[str, object] = {"revision": config.revision} if config.revision else {}
+    options: dict[str, Any] = {"revision": config.revision} if config.revision else {}
     head = _head_options(config, options) if config.task == "classify" else {}
     try:
         model = auto.from_pretrained(
@@ -50,7 +52,7 @@ def load_base(config: ServeConfig) -> tuple[PreTrainedModel, PreTrainedTokenizer
     return model.eval(), tokenizer
 
 
-def _head_options(config: ServeConfig, options: dict[str, object]) -> dict[str, object]:
+def _head_options(config: ServeConfig, options: dict[str, Any]) -> dict[str, Any]:
     """A base checkpoint without a classification head (an encoder such as MiniLM) gets one
     sized to the configured classes; the adapters carry its trained weights. A checkpoint
     that has a head keeps it, and `_check_classes` compares it with the classes."""
