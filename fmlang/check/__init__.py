@@ -19,6 +19,7 @@ from fmlang.check.loader import Loader
 from fmlang.check.models import check_merges, check_models
 from fmlang.check.nesting import check_nesting
 from fmlang.check.program import Program
+from fmlang.check.resources import check_resources
 from fmlang.check.settings import check_body
 from fmlang.syntax.parser import too_deep
 
@@ -47,6 +48,7 @@ PASSES: tuple[Pass, ...] = (
     check_datasets,
     check_labels,
     check_models,
+    check_resources,
     check_merges,
     check_constraints,
     check_deployments,

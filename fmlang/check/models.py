@@ -38,7 +38,7 @@ def _check_model(ctx: Ctx, model: ast.Block) -> None:
                 f"no {key}",
                 f"add `{example}`",
             )
-    base = _base_of(ctx, model)
+    base = base_block(ctx, model)
     if base is not None:
         _check_targets(ctx, model, base)
         _check_task_fits(ctx, model, base)
@@ -47,7 +47,7 @@ def _check_model(ctx: Ctx, model: ast.Block) -> None:
             check_grant(ctx, stmt)
 
 
-def _base_of(ctx: Ctx, model: ast.Block) -> ast.Block | None:
+def base_block(ctx: Ctx, model: ast.Block) -> ast.Block | None:
     value = setting_value(model.body, "base")
     if not isinstance(value, ast.Name):
         return None

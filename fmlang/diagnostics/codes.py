@@ -205,6 +205,26 @@ CODES: dict[str, Code] = {
     "FM0332": Code(
         "task does not fit the base model", "An encoder-only base model cannot generate text."
     ),
+    "FM0333": Code(
+        "length beyond the base model",
+        "A model's `max_seq` and its training `seq_len` are at most the base model's "
+        "`max_seq`: positions past it were never trained (or do not exist).",
+    ),
+    "FM0334": Code(
+        "full fine-tuning of a quantized base",
+        "Quantized weights (int8, nf4, fp4, gptq, awq) have no gradients; train an adapter on "
+        "them (QLoRA) or fine-tune the unquantized base.",
+    ),
+    "FM0335": Code(
+        "incomplete hardware profile",
+        "The cost model reads a profile's `memory` (as the device reports it), `bandwidth` and "
+        "peak compute (`peak_bf16` or `peak_fp32`); it never substitutes a default.",
+    ),
+    "FM0336": Code(
+        "packing or chunked loss without a token loss",
+        "`packing` and `chunked_loss` act on a causal LM's token loss; classifiers and "
+        "embedders have none.",
+    ),
     "FM0340": Code("incomplete merge", "A merge names at least two `models` and a `method`."),
     "FM0341": Code("merge weights mismatch", "A merge gives exactly one weight per model."),
     "FM0350": Code(

@@ -1,0 +1,112 @@
+"""Facts the cost model needs and knob combinations that cannot run, refused before any
+verdict: a hardware profile without memory, bandwidth or peak compute (FM0335); a length
+beyond the base model's (FM0333); full fine-tuning of a quantized base (FM0334); a packed or
+chunked loss on a task that has no token loss (FM0336)."""
+
+from __future__ import annotations
+
+from fmlang.check.context import Ctx
+from fmlang.check.models import base_block
+from fmlang.check.program import Program
+from fmlang.check.settings import setting, setting_value
+from fmlang.syntax import ast
+
+REQUIRED_FACTS = ("memory", "bandwidth")
+PEAKS = ("peak_fp32", "peak_bf16")
+
+
+def check_resources(program: Program) -> None:
+    for source, symbol in program.declarations("hardware"):
+        assert isinstance(symbol.node, ast.Block)
+        _check_profile(Ctx(program, source), symbol.node)
+    for source, symbol in program.declarations("model"):
+        assert isinstance(symbol.node, ast.Block)
+        ctx = Ctx(program, source)
+        _check_lengths(ctx, symbol.node)
+        _check_quantized_full(ctx, symbol.node)
+        _check_token_loss(ctx, symbol.node)
+
+
+def _check_profile(ctx: Ctx, node: ast.Block) -> None:
+    """The cost model never guesses a device: each fact it reads must be written."""
+    missing = [k for k in REQUIRED_FACTS if setting(node.body, k) is None]
+    if all(setting(node.body, k) is None for k in PEAKS):
+        missing.append("peak_fp32 or peak_bf16")
+    if missing:
+        ctx.error(
+            "FM0335",
+            f"hardware `{node.name.name}` has no {', '.join(missing)}",
+            node.name.span,
+            "incomplete profile",
+            "add them from the device's datasheet (memory as the device reports it, e.g. "
+            "`memory 81559MiB`, `bandwidth 3.35TB/s`, `peak_bf16 989TFLOPS`)",
+        )
+
+
+def _number(value: ast.Expr | None) -> float | None:
+    if isinstance(value, ast.Number):
+        return value.value
+    if isinstance(value, ast.Auto) and isinstance(value.domain, ast.Range):
+        high = value.domain.high
+        return high.value if isinstance(high, ast.Number) else None
+    if isinstance(value, ast.Auto) and isinstance(value.domain, ast.ListExpr):
+        numbers = [i.value for i in value.domain.items if isinstance(i, ast.Number)]
+        return max(numbers) if numbers else None
+    return None
+
+
+def _check_lengths(ctx: Ctx, model: ast.Block) -> None:
+    base = base_block(ctx, model)
+    limit = _number(setting_value(base.body, "max_seq")) if base is not None else None
+    if base is None or limit is None:
+        return
+    train = setting(model.body, "train")
+    candidates = [("max_seq", setting(model.body, "max_seq"))]
+    if isinstance(train, ast.BlockSetting):
+        candidates.append(("seq_len", setting(train.body, "seq_len")))
+    for key, found in candidates:
+        value = found.value if isinstance(found, ast.Setting) else None
+        length = _number(value)
+        if value is not None and length is not None and length > limit:
+            ctx.error(
+                "FM0333",
+                f"`{key}` of {length:g} tokens is beyond `{base.name.name}`'s {limit:g}",
+                value.span,
+                "longer than the base model's positions",
+                f"use at most {limit:g} (the base's `max_seq`)",
+            )
+
+
+def _check_quantized_full(ctx: Ctx, model: ast.Block) -> None:
+    adapter = setting_value(model.body, "adapter")
+    quantize = setting_value(model.body, "quantize")
+    full = isinstance(adapter, ast.Name) and adapter.id == "full"
+    if full and isinstance(quantize, ast.Name) and quantize.id != "none":
+        ctx.error(
+            "FM0334",
+            f"model `{model.name.name}` fine-tunes every weight of a `{quantize.id}` base",
+            quantize.span,
+            "quantized weights cannot train",
+            "train an adapter on the quantized base (`adapter lora(…)`, QLoRA) or drop "
+            "`quantize`",
+        )
+
+
+def _check_token_loss(ctx: Ctx, model: ast.Block) -> None:
+    task = setting_value(model.body, "task")
+    head = task.func if isinstance(task, ast.Call) else task
+    train = setting(model.body, "train")
+    if not isinstance(head, ast.Name) or head.id == "generate":
+        return
+    if not isinstance(train, ast.BlockSetting):
+        return
+    for key in ("packing", "chunked_loss"):
+        value = setting_value(train.body, key)
+        if isinstance(value, ast.Bool) and value.value:
+            ctx.error(
+                "FM0336",
+                f"`{key}` needs a `generate` task; `{model.name.name}` does `{head.id}`",
+                value.span,
+                "no token-level loss to pack or chunk",
+                f"remove `{key}`",
+            )
