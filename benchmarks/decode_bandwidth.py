@@ -43,7 +43,9 @@ def main() -> None:
     hidden, inter = 4096, 14336  # one Llama-3-8B MLP matrix: 4096 x 14336
     per = hidden * inter * 2
     count = int(args.gib * 2**30 // per)
-    weights = [torch.randn(inter, hidden, dtype=torch.bfloat16, device="cuda") for _ in range(count)]
+    weights = [
+        torch.randn(inter, hidden, dtype=torch.bfloat16, device="cuda") for _ in range(count)
+    ]
     x = torch.randn(1, hidden, dtype=torch.bfloat16, device="cuda")
     total = per * count
 

@@ -87,8 +87,7 @@ def _check_quantized_full(ctx: Ctx, model: ast.Block) -> None:
             f"model `{model.name.name}` fine-tunes every weight of a `{quantize.id}` base",
             quantize.span,
             "quantized weights cannot train",
-            "train an adapter on the quantized base (`adapter lora(…)`, QLoRA) or drop "
-            "`quantize`",
+            "train an adapter on the quantized base (`adapter lora(…)`, QLoRA) or drop `quantize`",
         )
 
 

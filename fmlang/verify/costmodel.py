@@ -214,23 +214,71 @@ def peak_flops(hw: Hardware, quantize: str, dtype: str) -> float:
     return peak * EFFICIENCY[kind]
 
 
+# Decode reads every weight once per step: a memory-bound stream that reaches a fraction of
+# the datasheet bandwidth. Measured on an H200 with torch 2.11 (benchmarks/decode_bandwidth.py:
+# batch-1 bf16 matrix-vector products over 8 GiB of Llama-3-8B MLP matrices ran at 3,696 GB/s,
+# 0.77 of the datasheet's 4.8 TB/s and 0.87 of a device-to-device copy in the same run). CPU
+# profiles state a sustained figure already (cpu_2core: 20 GB/s).
+BANDWIDTH_EFFICIENCY = {"gpu": 0.77, "cpu": 1.0}
+# One all-reduce of a decode step's activations under tensor parallelism: NCCL's latency
+# for small messages over NVLink, 6 us on 2 H100s with CUDA graphs (NVIDIA/nccl#1259) and
+# growing with the GPU count; 20 us budgeted. Two per layer (attention and MLP outputs).
+ALLREDUCE_LATENCY = 20e-6
+
+
 def bandwidth(hw: Hardware) -> float:
     return hw.bandwidth.value if hw.bandwidth is not None else 1e11
 
 
-def forward_seconds(arch: Arch, hw: Hardware, quantize: str, batch: int, seq: int) -> float:
-    compute = forward_flops(arch, batch, seq) / peak_flops(hw, quantize, arch.dtype)
-    memory = weight_bytes(arch, quantize) / bandwidth(hw)
+def stream_bandwidth(hw: Hardware) -> float:
+    """The bandwidth a memory-bound decode step reaches."""
+    return bandwidth(hw) * BANDWIDTH_EFFICIENCY[hw.kind or "gpu"]
+
+
+def decode_weight_bytes(arch: Arch, quantize: str, batch: int) -> float:
+    """Weights one decode step reads: every matrix that multiplies activations (not the
+    embedding table, a lookup); of an MoE's experts only those the batch's tokens route to
+    (each of E experts is hit with probability 1 - (1 - k/E)^batch)."""
+    per_param = BYTES_PER_PARAM[arch.dtype if quantize == "none" else quantize]
+    read = matmul_params(arch)
+    if arch.experts > 1:
+        expert = (3 if arch.gated else 2) * arch.hidden * arch.intermediate
+        hit = 1 - (1 - arch.experts_per_token / arch.experts) ** batch
+        read -= arch.layers * expert * arch.experts * (1 - hit)
+    return read * per_param
+
+
+def decode_step_seconds(
+    arch: Arch, hw: Hardware, quantize: str, batch: int, seq: int, tp: int = 1
+) -> float:
+    """One decode step: the device's share of the weights and the KV cache streamed once,
+    plus two all-reduces per layer of the step's activations when tensor parallel."""
+    read = (decode_weight_bytes(arch, quantize, batch) + kv_cache_bytes(arch, batch, seq)) / tp
+    step = read / stream_bandwidth(hw)
+    if tp > 1:
+        message = batch * arch.hidden * activation_bytes(arch)
+        link = hw.link_bandwidth.value if hw.link_bandwidth is not None else bandwidth(hw) / 10
+        step += 2 * arch.layers * (ALLREDUCE_LATENCY + message / link)
+    return step
+
+
+def forward_seconds(
+    arch: Arch, hw: Hardware, quantize: str, batch: int, seq: int, tp: int = 1
+) -> float:
+    compute = forward_flops(arch, batch, seq) / peak_flops(hw, quantize, arch.dtype) / tp
+    memory = decode_weight_bytes(arch, quantize, batch * seq) / tp / stream_bandwidth(hw)
     return max(compute, memory)
 
 
-def request_seconds(arch: Arch, hw: Hardware, quantize: str, batch: int, seq: int) -> float:
+def request_seconds(
+    arch: Arch, hw: Hardware, quantize: str, batch: int, seq: int, tp: int = 1
+) -> float:
     """Latency of one batch at the longest allowed input (an upper bound for any percentile):
     a forward pass for encoders, prefill plus GENERATED_TOKENS decode steps for decoders."""
-    prefill = forward_seconds(arch, hw, quantize, batch, seq)
+    prefill = forward_seconds(arch, hw, quantize, batch, seq, tp)
     if not arch.decoder:
         return prefill
-    step = (weight_bytes(arch, quantize) + kv_cache_bytes(arch, batch, seq)) / bandwidth(hw)
+    step = decode_step_seconds(arch, hw, quantize, batch, seq, tp)
     return prefill + GENERATED_TOKENS * (step + step_overhead(arch, hw))
 
 
@@ -242,10 +290,17 @@ def step_overhead(arch: Arch, hw: Hardware) -> float:
 
 
 def throughput(
-    arch: Arch, hw: Hardware, quantize: str, batch: int, seq: int, replicas: int, tokens: bool
+    arch: Arch,
+    hw: Hardware,
+    quantize: str,
+    batch: int,
+    seq: int,
+    replicas: int,
+    tokens: bool,
+    tp: int = 1,
 ) -> float:
     """Requests (or generated tokens) per second across replicas."""
-    per_second = replicas * batch / request_seconds(arch, hw, quantize, batch, seq)
+    per_second = replicas * batch / request_seconds(arch, hw, quantize, batch, seq, tp)
     return per_second * GENERATED_TOKENS if tokens and arch.decoder else per_second
 
 

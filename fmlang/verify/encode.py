@@ -79,19 +79,21 @@ def _encode_resource(
 
 
 def _capacity(problem: Problem, spans: SpanIndex, spec: Spec, s: Served) -> None:
-    """Each replica's footprint fits the device memory of the hardware it is deployed on."""
+    """Each replica's per-device footprint fits one device's memory (a profile's devices
+    are separate memories, never one pool; `tensor_parallel` splits a replica over them)."""
     assert s.deployment is not None
     for target in s.deployment.targets:
         hw = spec.hardware_profile(target.hardware) if target.hardware else None
         if hw is None or hw.memory is None:
             continue
-        capacity = hw.memory.value * (hw.devices or 1)
+        capacity = hw.memory.value
         span = spans.setting("deploy", s.name, f"{target.kind}.hardware")
         problem.track(
             f"{s.name}:capacity:{target.kind}",
             memory_term(problem, s).term <= real(capacity),
             span,
-            f"a `{s.name}` replica must fit in {hw.name}'s {capacity / cm.GIB:.1f} GiB",
+            f"a `{s.name}` replica must fit in {hw.name}'s {capacity / cm.GIB:.1f} GiB"
+            + (f" per device (tensor parallel {s.tp})" if s.tp > 1 else ""),
             constraint=True,
         )
 

@@ -33,6 +33,7 @@ class Served:
     deployment: Deployment | None
     virtual_tokens: int = 20
     feedforward: tuple[str, ...] = ()
+    tp: int = 1  # devices one replica's weights are split over (tensor parallel)
 
     def rank_of(self, *ranks: int | str) -> int:
         values = [int(r) for r in ranks]
@@ -113,6 +114,7 @@ def served(problem: Problem, spans: SpanIndex, spec: Spec, target: str) -> Serve
         feedforward=adapter.feedforward if adapter else (),
         rank_rule="sum" if method == "cat" else ("max" if merge else "same"),
         batch=batch, resident=resident, deployment=deployment,
+        tp=(deployment.tensor_parallel or 1) if deployment else 1,
     )  # fmt: skip
 
 
@@ -139,16 +141,18 @@ def _deploy_choices(
 
 
 def memory_term(problem: Problem, s: Served) -> Estimate:
+    """Per device: tensor parallelism splits the weights, adapters, KV cache and the
+    activations' head- and feed-forward-wide tensors over `tp` devices."""
+
     def weights(quant: str) -> float:
-        return cm.weight_bytes(s.arch, str(quant))
+        return cm.weight_bytes(s.arch, str(quant)) / s.tp
 
     def adapters(resident: int, *ranks: int) -> float:
-        return int(resident) * s.adapter_bytes(s.rank_of(*ranks))
+        return int(resident) * s.adapter_bytes(s.rank_of(*ranks)) / s.tp
 
     def runtime(batch: int, seq: int) -> float:
-        return cm.kv_cache_bytes(s.arch, int(batch), int(seq)) + cm.inference_activation_bytes(
-            s.arch, int(batch), int(seq)
-        )
+        kv = cm.kv_cache_bytes(s.arch, int(batch), int(seq))
+        return (kv + cm.inference_activation_bytes(s.arch, int(batch), int(seq))) / s.tp
 
     w = problem.estimate(f"{s.name}.memory.weights", [s.quant], weights, "bytes").term
     a = problem.estimate(
@@ -160,7 +164,7 @@ def memory_term(problem: Problem, s: Served) -> Estimate:
 
 def latency_term(problem: Problem, s: Served, hw: Hardware) -> Estimate:
     def seconds(quant: str, batch: int, seq: int) -> float:
-        return cm.request_seconds(s.arch, hw, str(quant), int(batch), int(seq))
+        return cm.request_seconds(s.arch, hw, str(quant), int(batch), int(seq), s.tp)
 
     key = f"{s.name}.latency@{hw.name}"
     return problem.estimate(key, [s.quant, s.batch, s.seq], seconds, "s")
@@ -188,7 +192,7 @@ def throughput_term(
     picked = [s.quant, s.batch, s.seq] + ([replicas] if replicas else [])
 
     def rate(quant: str, batch: int, seq: int, count: int = 1) -> float:
-        return cm.throughput(s.arch, hw, str(quant), int(batch), int(seq), int(count), tokens)
+        return cm.throughput(s.arch, hw, str(quant), int(batch), int(seq), int(count), tokens, s.tp)
 
     unit = "tok/s" if tokens else "req/s"
     return problem.estimate(f"{s.name}.throughput@{hw.name}.{unit}", picked, rate, unit)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from fmlang.verify.costmodel import Arch, adapter_params, module_shapes
+from fmlang.verify.costmodel import Arch, adapter_params, matmul_params, module_shapes
 
 DTYPE_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0}
 
@@ -66,11 +66,13 @@ CHUNKS = 8  # chunked cross-entropy splits the sequence in 8 (torchtune's defaul
 # The caching allocator rounds large blocks to 2 MiB and keeps freed blocks cached: reserved
 # memory runs above the allocated peak. ALLOCATOR_RESERVE is that gap as a fraction of the
 # memory that is allocated and freed every step (activations, loss buffers, gradients,
-# optimizer temporaries); CUDA_CONTEXT is the device memory outside torch's allocator (the
-# context, cuBLAS/cuDNN workspaces). Both measured on an H200 with torch 2.11
-# (benchmarks/memory_sweep.py; figures in benchmarks/README or the fidelity report).
+# optimizer temporaries): 0.04 to 0.22 across the 34 training runs measured on an H200 with
+# torch 2.11 (benchmarks/memory_sweep.py, benchmarks/results/h200_memory_sweep.json), about
+# 0.10 in the median. CUDA_CONTEXT is the device memory outside torch's allocator (the
+# context, cuBLAS workspaces): 0.75 GiB in every one of those runs (mem_get_info's used
+# memory minus torch's reserved memory).
 ALLOCATOR_RESERVE = 0.10
-CUDA_CONTEXT = 0.5 * 2**30
+CUDA_CONTEXT = 0.75 * 2**30
 
 GIB = 2.0**30
 
@@ -368,15 +370,48 @@ def _adapter_intermediates(arch: Arch, setup: TrainSetup) -> float:
 
 
 def _attention_scores(arch: Arch, setup: TrainSetup) -> float:
-    """Eager attention keeps the softmax output (fp32, upcast as transformers does) and its
-    16-bit copy for the product with v: b x heads x seq^2 each; sdpa and flash keep only a
-    per-row log-sum-exp (4 bytes per head and token)."""
+    """The batch x heads x seq^2 tensors attention keeps, per block.
+
+    - `eager` keeps the softmax output (fp32, upcast as transformers does) and its 16-bit
+      copy for the product with v; with attention dropout (encoders) also the dropout mask
+      (a bool on CUDA, a noise tensor of the activation dtype on CPU) and the dropped
+      probabilities.
+    - `sdpa`/`flash` keep only a per-row log-sum-exp (4 bytes per head and token) when a
+      fused kernel runs. torch falls back to its math kernel, which keeps the softmax like
+      eager, for fp32 with grouped KV heads on CUDA (flash needs 16-bit; the memory-efficient
+      kernel has no grouped-query path) and for dropout on CPU.
+    - 16-bit encoders on CUDA (padding mask and attention dropout, memory-efficient kernel)
+      keep one byte per score: measured on an H200 with torch 2.11 (benchmarks/memory_sweep.py,
+      bert-large rows: 2.6 GiB beyond the derived terms in bf16, none in fp32), not derived.
+    """
     b, a, s = setup.batch, arch.heads, setup.seq
-    if setup.attention == "eager":
-        extra = 0.0 if setup.precision == "fp32" else setup.compute_bytes
-        dropout = (1 + setup.compute_bytes) if not arch.decoder else 0.0
-        return b * a * s * s * (4 + extra + dropout)
+    scores = b * a * s * s
+    p = setup.compute_bytes
+    mask = 1.0 if setup.gpu else p  # CUDA's dropout keeps a bool mask, CPU's a noise tensor
+    dropout = 0.0 if arch.decoder else mask + p
+    softmax = 4 + (0.0 if setup.precision == "fp32" else p) + dropout
+    if setup.attention == "eager" or _math_kernel(arch, setup):
+        return scores * softmax
+    if not arch.decoder and setup.gpu and setup.precision != "fp32":
+        return scores * 1.0 + 4.0 * b * a * s
     return 4.0 * b * a * s
+
+
+def _math_kernel(arch: Arch, setup: TrainSetup) -> bool:
+    grouped = arch.kv_heads < arch.heads
+    if setup.gpu:
+        return setup.precision == "fp32" and grouped
+    return not arch.decoder  # CPU: attention dropout takes the math path
+
+
+def autocast_copies(arch: Arch, setup: TrainSetup) -> float:
+    """Mixed precision over fp32 weights (autocast): every matrix multiply runs on a 16-bit
+    copy of its weight, and autograd keeps that copy for the input's gradient until the
+    backward pass: 2 bytes per weight that multiplies activations (embedding lookups
+    excluded, a tied output head included)."""
+    if setup.weights_dtype != "fp32" or setup.precision == "fp32":
+        return 0.0
+    return matmul_params(arch) * 2.0
 
 
 def layer_input(arch: Arch, setup: TrainSetup) -> float:
@@ -391,6 +426,7 @@ def activations(arch: Arch, setup: TrainSetup) -> float:
     memory, keeping two in flight."""
     layer, kept, n = layer_activations(arch, setup), layer_input(arch, setup), arch.layers
     embedding = setup.tokens * arch.hidden * (4 if not arch.decoder else 0)
+    embedding += autocast_copies(arch, setup)
     if setup.checkpointing == "full":
         return n * kept + layer + embedding
     if setup.checkpointing == "selective":
