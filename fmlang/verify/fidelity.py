@@ -138,3 +138,41 @@ def summarise(scored: list[Scored]) -> Summary:
         p90_error=p90,
         scored_errors=len(errors),
     )
+
+
+# ---- our own measured runs (benchmarks/memory_sweep.py rows) ---------------------------
+
+
+def row_breakdown(row: dict[str, Any]) -> Any:
+    """The cost model's breakdown for one measured sweep row (its model shape and setup)."""
+    from fmlang.verify.costmodel import Arch
+    from fmlang.verify.training import TrainSetup, breakdown
+
+    model, setup = row["model"], row["setup"]
+    decoder = model["family"] != "bert"
+    arch = Arch(
+        params=model["params"], layers=model["layers"], hidden=model["hidden"],
+        heads=model["heads"], kv_heads=model["kv_heads"], head_dim=model["head_dim"],
+        intermediate=model["intermediate"], vocab=model["vocab"],
+        max_seq=max(setup["seq"], 512), dtype=setup["weights_dtype"], decoder=decoder,
+        family=model["family"], tied=model["tie"], gated=decoder,
+    )  # fmt: skip
+    return breakdown(arch, TrainSetup(
+        adapter=setup["adapter"], rank=setup["rank"], targets=tuple(setup["targets"]),
+        batch=setup["batch"], seq=setup["seq"], task=setup["task"],
+        classes=max(setup["classes"], 2), precision=setup["precision"],
+        weights_dtype=setup["weights_dtype"], master_weights=setup["master_weights"],
+        optimizer=setup["optimizer"], checkpointing=setup["checkpointing"],
+        attention=setup["attention"], gpu=row["device"] == "cuda",
+    ))  # fmt: skip
+
+
+def row_ratios(row: dict[str, Any]) -> tuple[float, float]:
+    """(predicted / measured) for the allocated and the reserved peak of one sweep row;
+    torch's allocations made before the row (baseline_allocated) are not the row's."""
+    found = row_breakdown(row)
+    measured = row["measured"]
+    allocated = measured["allocated"] - (measured.get("baseline_allocated") or 0)
+    reserved = measured["reserved"]
+    predicted_reserved = found.allocated + found.terms.get("allocator", 0.0)
+    return found.allocated / allocated, predicted_reserved / reserved
