@@ -22,18 +22,23 @@ ROOT = Path(__file__).resolve().parent.parent
 GIB = 2.0**30
 
 
+def shown(value: float, metric: str) -> float:
+    return value if metric == "decode" else value / GIB
+
+
 def row(s: Scored) -> str:
     verdict = "?" if s.fits is None else ("fits" if s.fits else "OOM")
     agree = "ok" if s.agrees else "WRONG"
     if s.predicted is None:
-        measured = s.case.measured / GIB
+        measured = shown(s.case.measured, s.case.metric)
         return f"{s.case.id:16} {verdict:5} {agree:5} {'-':>8} {measured:8.2f}  {s.error}"
     top = sorted(s.terms.items(), key=lambda kv: kv[1], reverse=True)[:3]
     terms = ", ".join(f"{k} {v / GIB:.1f}" for k, v in top)
     bound = " (upper bound)" if s.case.upper_bound else ""
     return (
-        f"{s.case.id:16} {verdict:5} {agree:5} {s.predicted / GIB:8.2f} "
-        f"{s.case.measured / GIB:8.2f} {s.ratio or 0:6.2f}  {s.case.metric:9} {terms}{bound}"
+        f"{s.case.id:16} {verdict:5} {agree:5} {shown(s.predicted, s.case.metric):8.2f} "
+        f"{shown(s.case.measured, s.case.metric):8.2f} {s.ratio or 0:6.2f}  {s.case.metric:9} "
+        f"{terms}{bound}"
     )
 
 

@@ -4,7 +4,8 @@ A case is a `.fm` file whose header says what was measured:
 
     # case: T3
     # source: where the figure is published
-    # measured: 16.2 GiB allocated per device     (allocated | reserved | device)
+    # measured: 16.2 GiB allocated per device     (allocated | reserved | device), or
+    # measured: 104.9 tok/s decode                 (generated tokens per second)
     # outcome: ran                                 (ran | oom)
     # bound: upper                                 (optional: the run's rows were shorter
     #                                               than the spec's budget, so the
@@ -27,7 +28,9 @@ from typing import Any
 from fmlang.check.units import normalise
 
 HEADER = re.compile(r"^#\s*(case|source|measured|outcome|bound|note):\s*(.*)$")
-MEASURED = re.compile(r"^([0-9][0-9_.]*)\s*([A-Za-z]+)\s+(allocated|reserved|device)\b")
+MEASURED = re.compile(
+    r"^([0-9][0-9_.]*)\s*([A-Za-z]+(?:/s)?)\s+(allocated|reserved|device|decode)\b"
+)
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,9 @@ def read_case(path: Path) -> Case:
         raise ValueError(f"{path}: header needs `# case:` and `# measured: N UNIT METRIC`")
     number, unit, metric = measured.groups()
     size = normalise(float(number.replace("_", "")), unit)
-    if size is None or size.dimension != "bytes":
-        raise ValueError(f"{path}: `{unit}` is not a unit of bytes")
+    wanted = "token_rate" if metric == "decode" else "bytes"
+    if size is None or size.dimension != wanted:
+        raise ValueError(f"{path}: `{unit}` does not measure {metric}")
     return Case(
         path=path,
         id=fields["case"],
@@ -97,10 +101,19 @@ def score(case: Case) -> Scored:
     if report is None or any(not d.code.startswith("FM06") for d in errors):
         text = "; ".join(f"{d.code} {d.message}" for d in errors) or "not verified"
         return Scored(case, None, None, {}, text)
+    if case.metric == "decode":
+        return _score_decode(case, report)
     memory = next((s.get("memory") for s in report.stages if s["stage"] == "train:run"), None)
     if memory is None:
         return Scored(case, None, not errors, {}, "no training memory in the report")
     return Scored(case, predicted_in(memory, case.metric), memory["fits"], memory["per_device"])
+
+
+def _score_decode(case: Case, report: Any) -> Scored:
+    """Serving cases: the verdict is whether the deployment fits its devices; the figure is
+    the throughput constraint's estimate (generated tokens per second)."""
+    rate = next((r.get("estimate") for r in report.constraints if r["kind"] == "throughput"), None)
+    return Scored(case, rate if case.ran else None, report.feasible, {})
 
 
 def predicted_in(memory: dict[str, Any], metric: str) -> float:
