@@ -232,3 +232,30 @@ def test_verdict_equals_the_arithmetic(
     peak = breakdown(cm.Arch.of(base), setup).peak
     assert result.report.feasible == (peak <= profile.memory.value)
     assert DTYPE_BYTES["bf16"] == 2
+
+
+def test_offloaded_state_must_fit_host_memory() -> None:
+    profile = """
+hardware node {
+  kind gpu
+  devices 8
+  memory 80GB
+  bandwidth 2TB/s
+  peak_bf16 312TFLOPS
+  host_memory HOST
+}
+"""
+
+    def text(host: str) -> str:
+        spec = spec_text(
+            hw="a100_80gb", extra=", devices = 8, sharding = fsdp, offload = parameters"
+        )
+        spec = spec.replace("import std.hardware.a100_80gb", profile.replace("HOST", host))
+        return spec.replace("hardware = a100_80gb", "hardware = node")
+
+    # 3B in full with everything offloaded: fp32 master weights, AdamW moments and gradients
+    # of 3.2e9 parameters (about 48 GiB) plus the checkpoint while it loads.
+    small = verify(text("32GiB"))
+    assert not small.report.feasible
+    assert any("host memory" in d.message for d in small.diagnostics)
+    assert verify(text("512GiB")).report.feasible

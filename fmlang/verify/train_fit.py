@@ -117,10 +117,41 @@ def encode_training(problem: Problem, spans: SpanIndex, spec: Spec, model: Model
         f"training `{model.name}` must fit in {hw.name}'s {capacity / GIB:.1f} GiB ({per})",
     )
     problem.advice[track_key] = lambda: advice(memory, problem)
+    _host_fits(problem, spans, model, hw, memory)
     _objectives(problem, choices)
     batch = choices[0]
     if batch.auto:
         problem.objectives.append(("max", tabulate([batch], float)))
+
+
+def _host_fits(
+    problem: Problem,
+    spans: SpanIndex,
+    model: Model,
+    hw: Hardware,
+    memory: TrainingMemory,
+) -> None:
+    """With `host_memory` in the profile, one node's share of the host terms (offloaded
+    state, paged optimizer state, the checkpoint while it loads) fits it."""
+    if hw.host_memory is None:
+        return
+    per_node = hw.devices or 1
+
+    def host(*values: int | str) -> float:
+        setup = memory.setup_of(*values)
+        nodes = max(1, -(-setup.devices // per_node))
+        return sum(breakdown(memory.arch, setup).host.values()) / nodes
+
+    term = problem.estimate(
+        f"{model.name}.train.host_memory@{hw.name}", memory.choices, host, "bytes"
+    )
+    capacity = hw.host_memory.value
+    problem.track(
+        f"{model.name}:train_host",
+        term.term <= real(capacity),
+        spans.setting("model", model.name, "train"),
+        f"training `{model.name}` must fit in {hw.name}'s {capacity / GIB:.0f} GiB of host memory",
+    )
 
 
 def training_memory_at(
