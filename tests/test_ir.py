@@ -462,7 +462,7 @@ def test_lets_in_constraints_are_inlined() -> None:
 def test_spec_root_and_sorting() -> None:
     text = (
         FACTS
-        + "hardware aaa { kind cpu; cores 1; memory 1GiB }\n"
+        + "hardware aaa { kind cpu; cores 1; memory 1GiB; bandwidth 1GB/s; peak_fp32 1TFLOPS }\n"
         + DATA
         + """
 dataset zeta { source jsonl("z.jsonl")

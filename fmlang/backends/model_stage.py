@@ -33,7 +33,7 @@ def model_paths(model: str) -> dict[str, str]:
 
 
 def build_job(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> Any:
-    from fmlang.backends.train.job import BaseWeights, DPSettings, TrainJob
+    from fmlang.backends.train.job import BaseWeights, DPSettings, MemorySettings, TrainJob
 
     plan = lower_training(ctx.spec, model, knobs)
     base = plan.base
@@ -61,6 +61,7 @@ def build_job(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> Any
         max_seq=plan.max_seq,
         output_dir=str(ctx.build_dir / "run" / "models" / model.name),
         dp=DPSettings(**plan.dp) if plan.dp else None,
+        memory=MemorySettings(**plan.memory),
         spans=_spans(model),
     )
 
@@ -123,6 +124,7 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
     _require_train_access(ctx, model, stage)
     if not ctx.force and ctx.cache.fresh(stage, key):
         cached = json.loads((ctx.build_dir / paths["metrics"]).read_text(encoding="utf-8"))
+        log_memory(ctx, cached)
         apply_gates(ctx, model.name, cached)
         return Outcome(stage, True, tuple(paths.values()), cached)
     _discard_other_jobs_checkpoints(ctx.build_dir / paths["job"], job)
@@ -136,6 +138,8 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
         ctx.log(f"  {split}: {_headline(metrics['eval'][split])}")
     metrics["latency"] = _latencies(ctx, model, job, adapter, knobs, measure_latency)
     metrics["predicted"] = _predicted(ctx, model.name)
+    metrics["memory"] = {"measured": result.memory, "predicted": _predicted_memory(ctx, model.name)}
+    log_memory(ctx, metrics)
     metrics["registry"] = _register(ctx, model, adapter, key, upstream, metrics)
     apply_gates(ctx, model.name, metrics)  # adds metrics["gates"]
     write_json_atomic(ctx.build_dir / paths["metrics"], metrics)
@@ -234,15 +238,35 @@ def _latencies(ctx: RunContext, model: Model, job: Any, adapter: Path,
     return out
 
 
-def _predicted(ctx: RunContext, model: str) -> dict[str, Any]:
+def _train_verdict(ctx: RunContext, model: str) -> dict[str, Any]:
+    """The model's `train:<model>` entry of the build folder's verify.json ({} if none)."""
     verify = ctx.build_dir / "verify.json"
     if not verify.exists():
         return {}
     document = json.loads(verify.read_text(encoding="utf-8"))
     for stage in document.get("stages", []):
         if stage.get("stage") == f"train:{model}":
-            return dict(stage.get("estimates", {}))
+            return dict(stage)
     return {}
+
+
+def _predicted(ctx: RunContext, model: str) -> dict[str, Any]:
+    return dict(_train_verdict(ctx, model).get("estimates", {}))
+
+
+def _predicted_memory(ctx: RunContext, model: str) -> dict[str, Any] | None:
+    """The verifier's per-device training memory (hardware, devices, per_device terms,
+    peak, capacity, fits), or None when verify.json has none for this model."""
+    memory = _train_verdict(ctx, model).get("memory")
+    return dict(memory) if isinstance(memory, dict) else None
+
+
+def log_memory(ctx: RunContext, metrics: dict[str, Any]) -> None:
+    """One line: the measured training peak beside the verifier's prediction."""
+    from fmlang.backends.train.memory import summary_line
+
+    if isinstance(metrics.get("memory"), dict):
+        ctx.log(f"  {summary_line(metrics['memory'])}")
 
 
 def _register(

@@ -47,7 +47,7 @@ class RunReport:
 
 def _predicted_and_measured(summary: dict[str, Any]) -> dict[str, Any]:
     """For model stages: the cost model's estimates beside what the run measured."""
-    keys = ("predicted", "latency", "gates")
+    keys = ("predicted", "memory", "latency", "gates")
     return {k: summary[k] for k in keys if isinstance(summary, dict) and k in summary}
 
 

@@ -54,6 +54,13 @@ TRAIN_CODES.update(
             "of processes on every machine, so `devices` must be a multiple of the "
             "profile's. Change `devices` or use a profile with a matching device count.",
         ),
+        "FM0808": Code(
+            "packing or chunked loss on a task without a token loss",
+            "`packing` concatenates examples into full rows and `chunked_loss` splits the "
+            "next-token cross-entropy over the sequence; both act on a per-token loss, which "
+            "only a `generate` task has. The checker reports this as FM0336; the lowering "
+            "refuses it too, for IR built without the checker. Remove the setting.",
+        ),
     }
 )
 
@@ -137,6 +144,44 @@ TRAIN_CODES.update(
             "missing, is not JSON, or does not match the job schema of this fmc version. "
             "Rebuild the job with `fmc run` using the same fmc version.",
             io=True,
+        ),
+        "FM0832": Code(
+            "training setting needs a package that is not installed",
+            "An 8-bit optimizer (`adamw_8bit`, `paged_adamw_8bit`) and `quantize int8`, "
+            "`nf4` or `fp4` need bitsandbytes; `attention = flash` needs flash-attn; GPTQ "
+            "and AWQ checkpoints need their kernels. The run stops before any work. Install "
+            "the package the message names, or change the setting.",
+        ),
+        "FM0833": Code(
+            "training setting needs a CUDA device",
+            "bitsandbytes quantization (`quantize int8`, `nf4`, `fp4`) and FlashAttention "
+            "(`attention = flash`) run only on NVIDIA GPUs, and this machine has none. Run "
+            "on a CUDA machine, or use `quantize none` / `attention = sdpa`.",
+        ),
+        "FM0834": Code(
+            "GPTQ or AWQ needs a pre-quantized checkpoint",
+            "`quantize gptq` and `quantize awq` are produced offline by calibrating on data; "
+            "loading cannot apply them. The base weights' config.json must carry a "
+            "`quantization_config` of that method. Point the base model at such a "
+            "checkpoint, or use `quantize nf4` or `int8`, which bitsandbytes applies as "
+            "the weights load.",
+        ),
+        "FM0835": Code(
+            "offload or sharding needs the emitted launcher",
+            "Offloading optimizer state or parameters to host memory, and ZeRO or FSDP "
+            "sharding across several processes, run through DeepSpeed or FSDP, which the "
+            "single-process executor of `fmc run` does not drive (sharding one device is a "
+            "no-op and runs). Launch the emitted configs with `accelerate launch "
+            "--config_file train/<model>/accelerate.yaml` (DeepSpeed settings in "
+            "`train/<model>/deepspeed.json`), or use `offload = none` and `sharding = ddp`.",
+        ),
+        "FM0836": Code(
+            "training settings the executor cannot combine",
+            "A step inside the backward pass (`optimizer_in_backward`) updates each weight as "
+            "soon as its gradient exists, so it cannot wait for accumulated micro-batches, "
+            "for the gradient all-reduce of several processes, or for fp16 loss scaling to "
+            "unscale; and fp16 trainable weights (`master_weights = none` with `precision = "
+            "fp16`) cannot be unscaled either. Change one of the settings the message names.",
         ),
     }
 )

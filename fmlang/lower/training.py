@@ -11,13 +11,30 @@ change meaning when a transformers release changes a default. The mapping:
 - grad_accum → gradient_accumulation_steps (1); weight_decay (0.0)
 - warmup (a fraction) → warmup_steps as a float below 1, which transformers 5 reads as a
   ratio of the total steps
-- optimizer: adamw → adamw_torch, adamw_8bit → adamw_bnb_8bit, sgd, adafactor
-- precision → bf16 / fp16 flags (fp32 neither); when omitted, the base model's dtype decides
-  as in the verifier: fp32 weights train in fp32, others in bf16
+- optimizer (knob `<model>.train.optimizer`) → optim: adamw → adamw_torch, adamw_fused →
+  adamw_torch_fused, adamw_8bit → adamw_bnb_8bit, paged_adamw_8bit, sgd, adafactor
+- optimizer_in_backward → max_grad_norm 0 (each parameter steps as soon as its gradient is
+  ready, so no global norm ever exists to clip by); the executor installs the hooks
+- precision → bf16 / fp16 flags (fp32 neither); when omitted, the weights' dtype decides as
+  in the verifier: fp32 weights train in fp32, others in bf16
+- checkpointing (knob `<model>.train.checkpointing`) full / selective / offload →
+  gradient_checkpointing with gradient_checkpointing_kwargs {"use_reentrant": false}; the
+  executor turns it off on every second layer (selective) or keeps the checkpoints in host
+  memory (offload)
+- compile → torch_compile
 - seed → seed and data_seed (42 when omitted)
 - checkpoint_every → save_strategy steps + save_steps, else a checkpoint per epoch; the last
   SAVE_TOTAL_LIMIT checkpoints are kept (resuming needs the latest)
 - logging every LOGGING_STEPS steps, report_to none; use_cpu on CPU hardware
+
+`TrainingPlan.memory` carries the resolved memory knobs the executor applies itself (see
+`memory_settings`): weights_dtype (default: the base model's dtype, else fp32),
+master_weights (default fp32 for adapters and fp32 weights, none for full fine-tuning of
+half-precision weights, as the verifier budgets), checkpointing, attention (None: the
+transformers default), packing, chunked_loss, optimizer, optimizer_in_backward, sharding,
+offload (knobs `<model>.train.sharding` / `.offload`), compile, quantize (knob
+`<model>.quantize`) and double_quant. Packing and the chunked loss need a token loss:
+a classifier is refused with FM0808 (the checker's FM0336, for IR built without it).
 
 `max_seq` is the smaller of the serving length (knob `<model>.max_seq`) and the training
 length (knob `<model>.train.seq_len`), capped by the base model's own maximum.
@@ -32,7 +49,9 @@ from fmlang.atomic import json_text
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
 from fmlang.ir.nodes import DataRef, Hardware, Model, PretrainedModel, Spec, Training
-from fmlang.lower.adapters import KnobValues, base_of, int_knob, str_knob, task_type_of
+from fmlang.lower.adapters import KnobValues, base_of, int_knob, task_type_of
+from fmlang.lower.training_memory import memory_arguments, memory_settings
+from fmlang.verify.train_fit import weights_dtype_of
 
 OPTIMIZERS = {
     "adamw": "adamw_torch",
@@ -73,6 +92,7 @@ class TrainingPlan:
     devices: int
     dp: dict[str, float] | None = None
     base: dict[str, str | None] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """`train/<model>/training_args.json`: the TrainingArguments keyword arguments."""
@@ -92,6 +112,7 @@ class TrainingPlan:
             "devices": self.devices,
             "dp": self.dp,
             "base": self.base,
+            "memory": self.memory,
             "training_args": f"train/{self.model}/training_args.json",
         }
 
@@ -111,8 +132,9 @@ def training_hardware(spec: Spec, model: Model) -> Hardware | None:
 
 
 def precision_of(training: Training, base: PretrainedModel) -> str:
-    """The compute precision: as written, else fp32 for fp32 weights and bf16 otherwise."""
-    return training.precision or ("fp32" if (base.dtype or "fp32") == "fp32" else "bf16")
+    """The compute precision: as written, else fp32 for fp32 weights and bf16 otherwise
+    (the weights as loaded: `weights_dtype`, else the base model's dtype)."""
+    return training.precision or ("fp32" if weights_dtype_of(training, base) == "fp32" else "bf16")
 
 
 def training_of(model: Model) -> tuple[Training, DataRef]:
@@ -138,7 +160,8 @@ def lower_training(spec: Spec, model: Model, knobs: KnobValues) -> TrainingPlan:
     base = base_of(spec, model)
     hardware = training_hardware(spec, model)
     precision = precision_of(training, base)
-    args = training_arguments(model, training, knobs, precision, hardware)
+    memory = memory_settings(model, training, base, knobs)
+    args = training_arguments(model, training, knobs, precision, hardware, memory)
     task = model.task
     return TrainingPlan(
         model=model.name,
@@ -153,6 +176,7 @@ def lower_training(spec: Spec, model: Model, knobs: KnobValues) -> TrainingPlan:
         devices=training.devices or 1,
         dp=dp_settings(training),
         base=base_document(model, base),
+        memory=memory,
     )
 
 
@@ -162,16 +186,16 @@ def training_arguments(
     knobs: KnobValues,
     precision: str,
     hardware: Hardware | None,
+    memory: dict[str, Any],
 ) -> dict[str, Any]:
-    """TrainingArguments keyword arguments (all but output_dir), sorted by name."""
+    """TrainingArguments keyword arguments (all but output_dir), sorted by name; `memory`
+    is the resolved memory knobs (`memory_settings`)."""
     seed = training.seed if training.seed is not None else DEFAULTS["seed"]
     batch_key = f"{model.name}.train.batch"
     args: dict[str, Any] = {
         **DEFAULTS,
         "per_device_train_batch_size": int_knob(training.batch, batch_key, knobs, DEFAULT_BATCH),
-        "optim": OPTIMIZERS[
-            str_knob(training.optimizer, f"{model.name}.train.optimizer", knobs, "adamw")
-        ],
+        "optim": OPTIMIZERS[memory["optimizer"]],
         "bf16": precision == "bf16",
         "fp16": precision == "fp16",
         "seed": seed,
@@ -183,6 +207,7 @@ def training_arguments(
         "save_total_limit": SAVE_TOTAL_LIMIT,
         "use_cpu": hardware is not None and hardware.kind == "cpu",
         **_schedule(training),
+        **memory_arguments(memory),
     }
     return dict(sorted(args.items()))
 

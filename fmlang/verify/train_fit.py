@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fmlang.check import schema as s
-from fmlang.ir.nodes import Hardware, Model, PretrainedModel, Spec
+from fmlang.ir.nodes import Hardware, Model, PretrainedModel, Spec, Training
 from fmlang.verify import costmodel as cm
 from fmlang.verify.knobs import Choice, domain
 from fmlang.verify.problem import Problem, real, tabulate
@@ -224,16 +224,31 @@ def _choices(problem: Problem, spans: SpanIndex, model: Model, arch: cm.Arch) ->
     return out + [c for c in (rank, quant) if c is not None]
 
 
+def weights_dtype_of(training: Training, base: PretrainedModel) -> str:
+    """The dtype the base weights are loaded in: as written, else the base's own, else fp32
+    (transformers 5 loads a checkpoint in its own dtype)."""
+    return training.weights_dtype or base.dtype or "fp32"
+
+
+def master_weights_of(model: Model, training: Training, base: PretrainedModel) -> str:
+    """`fp32` (trainable weights kept in fp32: peft's default for adapters, and fp32 bases)
+    unless written otherwise; full fine-tuning of half-precision weights trains them in their
+    own dtype (`none`)."""
+    if training.master_weights:
+        return training.master_weights
+    adapter = model.adapter is not None and model.adapter.kind != "full"
+    return "fp32" if adapter or weights_dtype_of(training, base) == "fp32" else "none"
+
+
 def _fixed_setup(spec: Spec, model: Model, base: PretrainedModel, hw: Hardware) -> TrainSetup:
     """Everything the solver does not choose, with the executor's defaults."""
     training = model.training
     assert training is not None
     adapter = model.adapter
     kind = adapter.kind if adapter else "full"
-    weights_dtype = training.weights_dtype or base.dtype or "fp32"
+    weights_dtype = weights_dtype_of(training, base)
     precision = training.precision or ("fp32" if weights_dtype == "fp32" else "bf16")
-    peft = kind != "full"
-    master = training.master_weights or ("fp32" if peft or weights_dtype == "fp32" else "none")
+    master = master_weights_of(model, training, base)
     task = model.task
     evaluation = model.evaluation
     return TrainSetup(

@@ -425,7 +425,7 @@ def activations(arch: Arch, setup: TrainSetup) -> float:
     `selective` checkpoints every second block; `offload` moves the checkpoints to host
     memory, keeping two in flight."""
     layer, kept, n = layer_activations(arch, setup), layer_input(arch, setup), arch.layers
-    embedding = setup.tokens * arch.hidden * (4 if not arch.decoder else 0)
+    embedding = setup.tokens * arch.hidden * (4.0 if not arch.decoder else 0.0)
     embedding += autocast_copies(arch, setup)
     if setup.checkpointing == "full":
         return n * kept + layer + embedding

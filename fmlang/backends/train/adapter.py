@@ -3,8 +3,9 @@
 The adapter config is the dict content of a PEFT `adapter_config.json`. It is built with
 `peft.get_peft_config`, switched to training mode, and given the task type the model
 needs (`SEQ_CLS` trains and saves the classifier head with the adapter; `CAUSAL_LM`).
-DP-SGD is refused outright: training without the promised privacy would be worse than not
-training.
+Trainable adapter weights are fp32 (peft's upcast) unless `master_weights = none` keeps them
+in the base's dtype. DP-SGD is refused outright: training without the promised privacy would
+be worse than not training.
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ def attach_adapter(job: TrainJob, model: Any) -> Any:
         return model
     config = peft_config(job)
     _check_targets(job, model, config)
+    # master_weights = none: the adapter stays in the base's dtype (peft would upcast it)
+    autocast = job.memory.master_weights == "fp32"
     try:
-        return get_peft_model(model, config)
+        return get_peft_model(model, config, autocast_adapter_dtype=autocast)
     except (TypeError, ValueError, KeyError) as exc:
         raise _bad_adapter(job, exc) from exc

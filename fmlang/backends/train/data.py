@@ -2,7 +2,8 @@
 
 Reading checks the job's columns against the file and turns each row into token ids:
 classify rows carry a class index or a probability vector (soft labels), generate rows carry
-labels that mask the prompt with -100 so the loss covers completion tokens only. `Collator`
+labels that mask the prompt with -100 so the loss covers completion tokens only;
+`pack_examples` packs them into full rows of the training length. `Collator`
 pads each batch to its own longest row (dynamic padding).
 """
 
@@ -166,6 +167,28 @@ def _prompt_completion(
     if all(t == IGNORE_INDEX for t in labels):
         return None
     return {"input_ids": ids, "labels": labels}
+
+
+def pack_examples(examples: Examples, length: int, eos: int | None) -> Examples:
+    """The examples' tokens end to end (an EOS between two examples where one does not
+    already end with it, not trained on) cut into rows of exactly `length` tokens; the
+    tokens after the last full row are dropped. Prompt tokens stay masked out of the loss.
+    `indices` become the packed rows' own positions."""
+    ids: list[int] = []
+    labels: list[int] = []
+    for row in examples.rows:
+        ids += row["input_ids"]
+        labels += row["labels"]
+        if eos is not None and row["input_ids"][-1] != eos:
+            ids.append(eos)
+            labels.append(IGNORE_INDEX)
+    count = len(ids) // length
+    rows = tuple(
+        {"input_ids": ids[i * length : (i + 1) * length],
+         "labels": labels[i * length : (i + 1) * length]}
+        for i in range(count)
+    )  # fmt: skip
+    return Examples(rows, tuple(range(count)), examples.skipped)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,28 @@ class DPSettings(_Frozen):
     max_grad_norm: float | None = None
 
 
+class MemorySettings(_Frozen):
+    """The memory knobs the executor applies itself (`fmlang.lower.training_memory`):
+    the dtype the base is loaded in (None: as saved), whether trainable weights are kept in
+    fp32, activation checkpointing, the attention kernel (None: transformers' default),
+    packing, the chunked loss, the optimizer (spec names) and whether it steps inside the
+    backward pass, sharding and offload (launcher settings), compile, and quantization."""
+
+    weights_dtype: Literal["fp32", "bf16", "fp16"] | None = None
+    master_weights: Literal["fp32", "none"] = "fp32"
+    optimizer: str = "adamw"
+    optimizer_in_backward: bool = False
+    checkpointing: Literal["off", "selective", "full", "offload"] = "off"
+    attention: Literal["eager", "sdpa", "flash"] | None = None
+    packing: bool = False
+    chunked_loss: bool = False
+    sharding: Literal["ddp", "zero1", "zero2", "zero3", "fsdp"] = "ddp"
+    offload: Literal["none", "optimizer", "parameters"] = "none"
+    compile: bool = False
+    quantize: Literal["none", "int8", "nf4", "fp4", "gptq", "awq"] = "none"
+    double_quant: bool = False
+
+
 class TrainJob(_Frozen):
     """One model to train and evaluate. `adapter_config` is the content of a PEFT
     `adapter_config.json` (None: full fine-tuning); `training_args` are keyword arguments
@@ -84,6 +106,7 @@ class TrainJob(_Frozen):
     max_seq: int = 128
     output_dir: str
     dp: DPSettings | None = None
+    memory: MemorySettings = Field(default_factory=MemorySettings)
     spans: dict[str, SourceSpan] = Field(default_factory=dict)
 
     @property

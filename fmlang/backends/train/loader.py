@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fmlang.backends.train.job import BaseWeights, TrainJob
+from fmlang.backends.train.knobs import PREQUANTIZED, check_prequantized, load_options
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
 
@@ -113,11 +114,12 @@ def load_tokenizer(job: TrainJob) -> Any:
 
 def load_model(job: TrainJob, source: str | None = None) -> Any:
     """The base model for the job's task (or a fully fine-tuned one from `source`):
-    a sequence classifier with the job's classes, or a causal LM."""
+    a sequence classifier with the job's classes, or a causal LM, loaded with the job's
+    weights dtype, attention kernel and quantization (`knobs.load_options`)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     where = source or weights_folder(job)
-    kwargs = {} if source else _pretrained_kwargs(job)
+    kwargs = {**({} if source else _pretrained_kwargs(job)), **load_options(job)}
     try:
         if job.task == "generate":
             return AutoModelForCausalLM.from_pretrained(where, **kwargs)
@@ -130,6 +132,36 @@ def load_model(job: TrainJob, source: str | None = None) -> Any:
         )
     except OSError as exc:
         raise _hub_refusal(job, exc) from exc
+    except ImportError as exc:
+        raise _missing_package(job, exc) from exc
+
+
+def _missing_package(job: TrainJob, exc: ImportError) -> StageError:
+    """transformers needs a package for these weights (a GPTQ/AWQ kernel, an attention
+    implementation) that is not installed."""
+    return StageError(
+        error(
+            "FM0832",
+            f"loading the base model of `{job.model}` needs a package that is not installed",
+            job.span("model"),
+            "these weights and settings",
+            help="install the package the note names, or change the setting that needs it",
+            notes=(str(exc).splitlines()[0] if str(exc) else type(exc).__name__,),
+        )
+    )
+
+
+def check_base_quantization(job: TrainJob) -> None:
+    """For `quantize = gptq|awq`: the base's config must already carry that quantization."""
+    if job.memory.quantize not in PREQUANTIZED:
+        return
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(weights_folder(job), **_pretrained_kwargs(job))
+    except OSError as exc:
+        raise _hub_refusal(job, exc) from exc
+    check_prequantized(job, config)
 
 
 def base_weights_label(base: BaseWeights) -> str:

@@ -17,17 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from fmlang.atomic import json_text, write_text_atomic
-from fmlang.backends.train import checkpoints
+from fmlang.backends.train import checkpoints, knobs
 from fmlang.backends.train.adapter import attach_adapter, refuse_dp
 from fmlang.backends.train.data import (
     Collator,
     Examples,
     classify_examples,
     generate_examples,
+    pack_examples,
     read_table,
 )
-from fmlang.backends.train.job import TrainJob
-from fmlang.backends.train.loader import load_model, load_tokenizer
+from fmlang.backends.train.executor import executor_trainer_class
+from fmlang.backends.train.job import MemorySettings, TrainJob
+from fmlang.backends.train.loader import check_base_quantization, load_model, load_tokenizer
+from fmlang.backends.train.memory import MemoryProbe, memory_callback
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
 
@@ -58,6 +61,7 @@ class TrainResult:
     device: str
     world_size: int
     output: str
+    memory: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         return json_text(asdict(self))
@@ -81,6 +85,7 @@ def training_arguments(job: TrainJob, progress: bool) -> Any:
     kwargs["disable_tqdm"] = not progress
     kwargs.setdefault("data_seed", kwargs.get("seed", 42))
     kwargs.setdefault("logging_steps", 10)
+    _rename_checkpointing(kwargs, TrainingArguments)
     if not torch.cuda.is_available():
         kwargs.setdefault("dataloader_pin_memory", False)
         if _world_size() > 1:
@@ -100,39 +105,20 @@ def training_arguments(job: TrainJob, progress: bool) -> Any:
         ) from exc
 
 
-def soft_cross_entropy(logits: Any, targets: Any) -> Any:
-    """Cross-entropy against a probability vector per row (the Snorkel end-model loss);
-    with one-hot targets it equals the usual cross-entropy."""
-    import torch
+def _rename_checkpointing(kwargs: dict[str, Any], arguments: Any) -> None:
+    """transformers releases that renamed `gradient_checkpointing*` to
+    `activation_checkpointing*` warn on the old names: pass the new ones where they exist."""
+    fields = getattr(arguments, "__dataclass_fields__", {})
+    if "activation_checkpointing" not in fields:
+        return
+    for old in ("gradient_checkpointing", "gradient_checkpointing_kwargs"):
+        if old in kwargs:
+            kwargs[old.replace("gradient", "activation")] = kwargs.pop(old)
 
-    return -(targets * torch.log_softmax(logits.float(), dim=-1)).sum(dim=-1).mean()
 
-
-def _trainer_class(task: str) -> Any:
-    import torch
-    from transformers import Trainer
-
-    class ExecutorTrainer(Trainer):
-        """The Trainer, with the classification loss on class indices or probabilities."""
-
-        def compute_loss(
-            self,
-            model: Any,
-            inputs: dict[str, Any],
-            return_outputs: bool = False,
-            num_items_in_batch: Any = None,
-        ) -> Any:
-            if task != "classify":
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            labels = inputs["labels"]
-            outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
-            if labels.is_floating_point():
-                loss = soft_cross_entropy(outputs.logits, labels)
-            else:
-                loss = torch.nn.functional.cross_entropy(outputs.logits.float(), labels)
-            return (loss, outputs) if return_outputs else loss
-
-    return ExecutorTrainer
+def _trainer_class(task: str, memory: MemorySettings | None = None) -> Any:
+    """The executor's Trainer subclass (`executor.executor_trainer_class`)."""
+    return executor_trainer_class(task, memory)
 
 
 def _callbacks(job: TrainJob, keep: int | None) -> list[Any]:
@@ -162,25 +148,33 @@ def _barrier() -> None:
 
 
 def examples(job: TrainJob, tokenizer: Any) -> Examples:
-    """The tokenized training rows; a StageError when none is left to train on."""
+    """The tokenized training rows (packed into full rows when the job packs); a StageError
+    when none is left to train on."""
     table = read_table(job, job.train_data, "training data")
     if job.task == "generate":
         rows = generate_examples(job, tokenizer, table)
+        if job.memory.packing and rows.rows:
+            rows = pack_examples(rows, job.max_seq, tokenizer.eos_token_id)
+            _require_rows(job, rows, f"fewer tokens than one packed row of {job.max_seq}")
     else:
         assert job.columns.label is not None
         rows = classify_examples(job, tokenizer, table, job.columns.label, job.columns.require)
-    if not rows.rows:
-        raise StageError(
-            error(
-                "FM0825",
-                f"no row of {job.train_data} can train `{job.model}` "
-                f"({rows.skipped} rows without a label or text)",
-                job.span("train.data"),
-                "the training data",
-                help="check that the labeling functions cover some rows, or label more data",
-            )
-        )
+    _require_rows(job, rows, f"{rows.skipped} rows without a label or text")
     return rows
+
+
+def _require_rows(job: TrainJob, rows: Examples, why: str) -> None:
+    if rows.rows:
+        return
+    raise StageError(
+        error(
+            "FM0825",
+            f"no row of {job.train_data} can train `{job.model}` ({why})",
+            job.span("train.data"),
+            "the training data",
+            help="check that the labeling functions cover some rows, or label more data",
+        )
+    )
 
 
 def _resume_point(job: TrainJob) -> Path | None:
@@ -190,40 +184,48 @@ def _resume_point(job: TrainJob) -> Path | None:
     return checkpoints.last_complete(folder)
 
 
-def _build(job: TrainJob, progress: bool, extra: tuple[Any, ...]) -> tuple[Any, Examples]:
+def _build(
+    job: TrainJob, progress: bool, extra: tuple[Any, ...], probe: MemoryProbe
+) -> tuple[Any, Examples]:
+    """Refuse what cannot run here, then the tokenizer, rows, model, adapter and Trainer."""
     from transformers import set_seed
 
     refuse_dp(job)
+    knobs.refuse_unsupported(job)
+    check_base_quantization(job)
     args = training_arguments(job, progress)
     set_seed(args.seed)
     tokenizer = load_tokenizer(job)
     rows = examples(job, tokenizer)
-    model = load_model(job)
+    model = knobs.prepare_loaded(job, load_model(job))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     model = attach_adapter(job, model)
     keep = job.training_args.get("save_total_limit")
-    trainer = _trainer_class(job.task)(
+    selective = [knobs.selective_callback()] if job.memory.checkpointing == "selective" else []
+    trainer = _trainer_class(job.task, job.memory)(
         model=model,
         args=args,
         train_dataset=rows,
         data_collator=Collator(tokenizer.pad_token_id),
         processing_class=tokenizer,
-        callbacks=[*_callbacks(job, keep), *extra],
+        callbacks=[*_callbacks(job, keep), *selective, memory_callback(probe), *extra],
     )
     return trainer, rows
 
 
 def train(job: TrainJob, progress: bool = True, callbacks: tuple[Any, ...] = ()) -> TrainResult:
     """Train `job` to completion (resuming from its last complete checkpoint), save the final
-    adapter and `train_result.json`; `callbacks` are extra `TrainerCallback`s."""
-    trainer, rows = _build(job, progress, callbacks)
+    adapter and `train_result.json` (with the measured memory peak); `callbacks` are extra
+    `TrainerCallback`s."""
+    probe = MemoryProbe()  # before the model loads: the baseline
+    trainer, rows = _build(job, progress, callbacks, probe)
     resume = _resume_point(job)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.perf_counter() - started
     resumed = int(resume.name.split("-")[1]) if resume else 0
-    result = _result(job, trainer, rows, resumed, wall)
+    result = _result(job, trainer, rows, resumed, wall, probe.measured())
     if trainer.is_world_process_zero():
         _save_final(job, trainer)
         write_text_atomic(job.output / "train_result.json", result.to_json())
@@ -231,7 +233,9 @@ def train(job: TrainJob, progress: bool = True, callbacks: tuple[Any, ...] = ())
     return result
 
 
-def _result(job: TrainJob, trainer: Any, rows: Examples, resumed: int, wall: float) -> TrainResult:
+def _result(
+    job: TrainJob, trainer: Any, rows: Examples, resumed: int, wall: float, memory: dict[str, Any]
+) -> TrainResult:
     args, state = trainer.args, trainer.state
     curve = tuple((int(e["step"]), float(e["loss"])) for e in state.log_history if "loss" in e)
     per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
@@ -250,6 +254,7 @@ def _result(job: TrainJob, trainer: Any, rows: Examples, resumed: int, wall: flo
         device=str(args.device),
         world_size=args.world_size,
         output=str(job.output),
+        memory=memory,
     )
 
 
