@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from fmlang.verify.fidelity import Scored, cases, score, summarise
+from fmlang.verify.fidelity import Scored, Summary, cases, score, summarise
 
 ROOT = Path(__file__).resolve().parent.parent
 GIB = 2.0**30
@@ -42,6 +42,20 @@ def row(s: Scored) -> str:
     )
 
 
+def report(title: str, summary: Summary) -> None:
+    print(
+        f"{title}: verdicts agree {summary.agree}/{summary.total}; false fits "
+        f"{summary.false_fits}; false OOM {summary.false_oom}"
+    )
+    if summary.median_error is not None and summary.p90_error is not None:
+        print(
+            f"  figures ({summary.scored_errors} cases, upper bounds excluded): median |error| "
+            f"{summary.median_error:.1%}, p90 {summary.p90_error:.1%}"
+        )
+    if summary.broken_bounds:
+        print(f"  upper bounds predicted below the measurement: {', '.join(summary.broken_bounds)}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--folder", type=Path, default=ROOT / "tests" / "fidelity")
@@ -52,16 +66,10 @@ def main() -> int:
     print(header + "  metric    terms")
     for s in scored:
         print(row(s))
-    summary = summarise(scored)
-    print(
-        f"\nverdicts agree {summary.agree}/{summary.total}; false fits {summary.false_fits}; "
-        f"false OOM {summary.false_oom}"
-    )
-    if summary.median_error is not None and summary.p90_error is not None:
-        print(
-            f"figures ({summary.scored_errors} cases, upper bounds excluded): median |error| "
-            f"{summary.median_error:.1%}, p90 {summary.p90_error:.1%}"
-        )
+    print(f"\nverdicts agree {summarise(scored).agree}/{len(scored)}")
+    for title, metrics in (("training memory", ("allocated", "reserved", "device")),
+                           ("decode throughput", ("decode",))):  # fmt: skip
+        report(title, summarise([s for s in scored if s.case.metric in metrics]))
     if args.json:
         rows = [
             {"case": s.case.id, "fits": s.fits, "ran": s.case.ran, "predicted": s.predicted,

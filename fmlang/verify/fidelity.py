@@ -135,13 +135,18 @@ class Summary:
     median_error: float | None
     p90_error: float | None
     scored_errors: int
+    broken_bounds: tuple[str, ...]  # upper-bound cases predicted below the measurement
 
 
 def summarise(scored: list[Scored]) -> Summary:
+    """Verdicts over every case; figure errors over the cases that are not upper bounds."""
     errors = sorted(
         abs(s.ratio - 1) for s in scored if s.ratio is not None and not s.case.upper_bound
     )
     p90 = errors[min(len(errors) - 1, round(0.9 * (len(errors) - 1)))] if errors else None
+    broken = tuple(
+        s.case.id for s in scored if s.case.upper_bound and s.ratio is not None and s.ratio < 1
+    )
     return Summary(
         total=len(scored),
         agree=sum(s.agrees for s in scored),
@@ -150,6 +155,7 @@ def summarise(scored: list[Scored]) -> Summary:
         median_error=statistics.median(errors) if errors else None,
         p90_error=p90,
         scored_errors=len(errors),
+        broken_bounds=broken,
     )
 
 

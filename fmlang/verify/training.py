@@ -501,12 +501,12 @@ def load_transient(arch: Arch, setup: TrainSetup) -> float:
 
 def host_terms(arch: Arch, setup: TrainSetup) -> dict[str, float]:
     """Host memory the run needs beyond the processes themselves, over all devices (one
-    node's share is this divided by the nodes). Loading reads the checkpoint into host
-    memory once (rank 0 under FSDP/ZeRO-3 with `cpu_ram_efficient_loading`, every rank
-    otherwise)."""
+    node's share is this divided by the nodes). transformers loads safetensors shard by
+    shard straight to the device; under FSDP/ZeRO-3 (`cpu_ram_efficient_loading`) rank 0
+    reads the whole checkpoint into host memory before sharding it."""
     host: dict[str, float] = {}
-    readers = 1 if setup.shards_weights else setup.devices
-    host["load"] = readers * arch.params * DTYPE_BYTES[setup.weights_dtype]
+    if setup.shards_weights:
+        host["load"] = arch.params * DTYPE_BYTES[setup.weights_dtype]
     n = trainable_params(arch, setup)
     if setup.offload in ("optimizer", "parameters"):
         # ZeRO-Offload / FSDP CPU offload keep fp32 master weights and the optimizer state.
