@@ -225,11 +225,16 @@ def weights(arch: Arch, setup: TrainSetup) -> float:
 
 def gathered_layers(arch: Arch, setup: TrainSetup) -> float:
     """ZeRO-3/FSDP all-gathers one block's weights to compute it and prefetches the next:
-    two unsharded blocks in the compute dtype; with parameters offloaded, the same."""
+    two unsharded blocks as they are stored (quantized blocks stay quantized; others in the
+    compute dtype); with parameters offloaded, the same."""
     if not (setup.shards_weights or setup.offload == "parameters"):
         return 0.0
     per_layer = (arch.params - embedding_params(arch)) / arch.layers
-    return 2 * per_layer * setup.compute_bytes
+    stored = setup.compute_bytes
+    if setup.quantize != "none" and not setup.full:
+        key = setup.quantize + ("+dq" if setup.double_quant else "")
+        stored = QUANT_BYTES.get(key, QUANT_BYTES[setup.quantize])
+    return 2 * per_layer * stored
 
 
 def trainable(arch: Arch, setup: TrainSetup) -> float:
