@@ -333,6 +333,24 @@ class LocalCollator:
         return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
 
 
+def executor_knobs(setup: Setup) -> list[Any]:
+    """fmc's MemorySettings (and the selective-checkpointing callback) for the knobs only its
+    executor implements; [] when the setup uses none of them."""
+    special = setup.checkpointing in ("selective", "offload") or setup.chunked_loss
+    if not (special or setup.optimizer_in_backward):
+        return []
+    from fmlang.backends.train.job import MemorySettings
+    from fmlang.backends.train.knobs import selective_callback
+
+    memory = MemorySettings(
+        checkpointing=setup.checkpointing,  # type: ignore[arg-type]
+        chunked_loss=setup.chunked_loss,
+        optimizer=setup.optimizer,
+        optimizer_in_backward=setup.optimizer_in_backward,
+    )
+    return [memory] + ([selective_callback()] if setup.checkpointing == "selective" else [])
+
+
 def _local_trainer_class(task: str) -> Any:
     """fmlang's ExecutorTrainer: the classification loss is cross-entropy on fp32 logits."""
     import torch
@@ -366,7 +384,8 @@ def training_args(setup: Setup, device: str, output: str) -> Any:
         learning_rate=1e-4,
         optim=OPTIM[setup.optimizer],
         bf16=setup.precision == "bf16",
-        gradient_checkpointing=setup.checkpointing == "full",
+        gradient_checkpointing=setup.checkpointing != "off",
+        max_grad_norm=0.0 if setup.optimizer_in_backward else 1.0,
         gradient_checkpointing_kwargs={"use_reentrant": False},
         save_strategy="no",
         report_to="none",
@@ -400,12 +419,14 @@ def train(model: Any, config: Config, device: str, probe: Any) -> str:
     from transformers import PrinterCallback
 
     factory, collator, source = executor_parts()
+    knobs = executor_knobs(config.setup)
     with tempfile.TemporaryDirectory() as output:
-        trainer = factory(config.setup.task)(
+        trainer = factory(config.setup.task, *knobs[:1])(
             model=model,
             args=training_args(config.setup, device, output),
             train_dataset=dataset(config),
             data_collator=collator(0),
+            callbacks=knobs[1:],
         )
         trainer.remove_callback(PrinterCallback)  # the final metrics line
         started = time.perf_counter()

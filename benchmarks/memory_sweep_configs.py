@@ -58,8 +58,11 @@ class Setup:
     weights_dtype: str = "bf16"  # "fp32" | "bf16"
     precision: str = "bf16"  # compute dtype: "fp32" | "bf16" (autocast)
     optimizer: str = "adamw"  # "adamw" | "adamw_fused" | "sgd" | "adafactor"
-    checkpointing: str = "off"  # "off" | "full"
+    checkpointing: str = "off"  # "off" | "selective" | "full" | "offload" (the last three
+    # and the two below need fmc's own executor: its Trainer, callbacks and losses)
     attention: str = "sdpa"  # "eager" | "sdpa"
+    chunked_loss: bool = False
+    optimizer_in_backward: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,10 @@ def cpu_preset() -> list[Config]:
         ("full-sgd", replace(fp32, adapter="full", optimizer="sgd")),
         ("ckpt-s512", replace(fp32, seq=512, checkpointing="full")),
         ("eager-s512", replace(fp32, seq=512, attention="eager")),
+        ("selective-s512", replace(fp32, seq=512, checkpointing="selective")),
+        ("offload-s512", replace(fp32, seq=512, checkpointing="offload")),
+        ("chunked-s512", replace(fp32, seq=512, chunked_loss=True)),
+        ("full-inbwd", replace(fp32, adapter="full", optimizer_in_backward=True)),
     ]
     minilm = [
         ("base", bert),

@@ -183,6 +183,8 @@ def row_breakdown(row: dict[str, Any]) -> Any:
         weights_dtype=setup["weights_dtype"], master_weights=setup["master_weights"],
         optimizer=setup["optimizer"], checkpointing=setup["checkpointing"],
         attention=setup["attention"], gpu=row["device"] == "cuda",
+        chunked_loss=setup.get("chunked_loss", False),
+        optimizer_in_backward=setup.get("optimizer_in_backward", False),
     ))  # fmt: skip
 
 

@@ -455,13 +455,15 @@ def logits(arch: Arch, setup: TrainSetup) -> float:
     transformers upcasts the 16-bit logits to fp32 (a transient copy) and cross-entropy's
     log_softmax keeps its fp32 output (4 TV); the backward pass then holds the incoming
     gradient and log_softmax's input gradient (8 TV) beside that output: 12 TV at any
-    precision. Chunked: the 16-bit logits (p TV) and the saved outputs (4 TV) stay, and one
-    chunk's fp32 copy or gradients at a time (8 TV / CHUNKS). Classifiers: b x classes."""
+    precision. Chunked (the executor's `chunked_loss`, as torchtune's CEWithChunkedOutputLoss
+    computes it): each chunk's fp32 log_softmax output stays (4 TV in all) and one chunk's
+    16-bit logits with their fp32 copy, or its two gradients, exist at a time
+    (max(p + 4, 8) TV / CHUNKS). Classifiers: b x classes."""
     if not arch.decoder or setup.task != "generate":
         return setup.batch * setup.classes * 12.0
     tv = setup.tokens * arch.vocab
     if setup.chunked_loss:
-        return tv * (4 + max(setup.compute_bytes + 4 / CHUNKS, 8 / CHUNKS))
+        return tv * (4 + max(setup.compute_bytes + 4, 8) / CHUNKS)
     return 12.0 * tv
 
 
