@@ -559,7 +559,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", choices=("cuda", "cpu"), default="cpu")
     p.add_argument("--preset", choices=("gpu", "cpu"), default="cpu")
     p.add_argument("--out", type=Path, default=Path("memory_sweep.json"))
-    p.add_argument("--only", default=None, help="run the configurations whose name has this")
+    p.add_argument(
+        "--only", default=None, help="run the configurations whose name has one of A,B,..."
+    )
     p.add_argument("--scale", type=int, default=1, help="shrink the gpu preset's models by N")
     p.add_argument("--deadline", type=float, default=None, help="start no row past N s")
     p.add_argument("--list", action="store_true", help="print the configurations and stop")
@@ -569,7 +571,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     configs = gpu_preset(args.scale) if args.preset == "gpu" else cpu_preset()
-    configs = [c for c in configs if args.only is None or args.only in c.name]
+    wanted = args.only.split(",") if args.only else None
+    configs = [c for c in configs if wanted is None or any(w in c.name for w in wanted)]
     if args.list:
         list_configs(configs, args.device)
         return

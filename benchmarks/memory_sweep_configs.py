@@ -136,6 +136,10 @@ def _llama_sweep(prefix: str, shape: Shape, base: Setup, full: bool) -> list[Con
         rows += [(f"eager-s{s}", replace(base, attention="eager", seq=s)) for s in (1024, 2048)]
         rows += [(f"full-{o}", replace(base, adapter="full", optimizer=o)) for o in OPTIMIZERS]
         rows += [("full-fp32w-bf16", replace(base, adapter="full", weights_dtype="fp32"))]
+        rows += [(f"{c}-s4096", replace(base, checkpointing=c, seq=4096))
+                 for c in ("selective", "offload")]  # fmt: skip
+        rows += [("chunked", replace(base, chunked_loss=True))]
+        rows += [("full-inbwd", replace(base, adapter="full", optimizer_in_backward=True))]
     return [Config(f"{prefix}-{name}", shape, setup) for name, setup in rows]
 
 

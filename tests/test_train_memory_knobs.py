@@ -252,6 +252,17 @@ def test_chunked_loss_trains(tiny_model: Path, qa_data: Path, tmp_path: Path) ->
         assert a == pytest.approx(b, rel=1e-4)
 
 
+def test_chunked_loss_trains_under_mixed_precision(
+    tiny_model: Path, qa_data: Path, tmp_path: Path
+) -> None:
+    """bf16 weights with bf16 autocast: accelerate hands the hidden states back in fp32,
+    and the chunked loss casts each slice to the head's dtype (found on an H200 run)."""
+    memory = {"chunked_loss": True, "weights_dtype": "bf16", "master_weights": "fp32"}
+    job = tiny_job(tiny_model, qa_data, tmp_path, memory, bf16=True, use_cpu=True)
+    result = train(job, progress=False)
+    assert result.steps == 4 and all(loss == loss for _, loss in result.loss_curve)
+
+
 @pytest.mark.parametrize(("master", "dtype"), [("none", torch.bfloat16), ("fp32", torch.float32)])
 def test_master_weights_set_the_adapter_dtype(
     master: str, dtype: torch.dtype, tiny_model: Path, qa_data: Path, tmp_path: Path

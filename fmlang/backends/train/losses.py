@@ -28,15 +28,18 @@ def chunked_causal_lm_loss(
     hidden: Any, lm_head: Any, labels: Any, num_items: Any = None, chunks: int = LOSS_CHUNKS
 ) -> Any:
     """The mean next-token cross-entropy of `hidden` (batch x seq x hidden, the final
-    normed states) through `lm_head`, computed over `chunks` slices of the sequence."""
+    normed states) through `lm_head`, computed over `chunks` slices of the sequence. Each
+    slice is cast to the head's dtype: under mixed precision accelerate returns the model's
+    outputs, hidden states included, in fp32."""
     import torch
     import torch.nn.functional as F
 
     targets = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:].to(hidden.device)
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
     pieces = zip(hidden.chunk(chunks, dim=1), targets.chunk(chunks, dim=1), strict=True)
+    dtype = lm_head.weight.dtype  # mixed precision hands the hidden states back in fp32
     for states, target in pieces:
-        logits = lm_head(states).float()
+        logits = lm_head(states.to(dtype)).float()
         total = total + F.cross_entropy(
             logits.reshape(-1, logits.size(-1)),
             target.reshape(-1),
