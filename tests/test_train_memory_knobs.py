@@ -399,8 +399,12 @@ def test_report_has_measured_and_predicted_memory(tmp_path: Path, tiny_model: Pa
     report = json.loads((tmp_path / "build" / "run" / "report.json").read_text())
     (stage,) = [s for s in report["stages"] if s["stage"] == "train:helper"]
     measured, predicted = stage["memory"]["measured"], stage["memory"]["predicted"]
-    assert measured["peak"] > 0 and measured["metric"] in ("RSS", "allocated")
-    assert predicted is None or (predicted["hardware"] == "cpu_2core" and predicted["peak"] > 0)
+    # on CPU: torch's own allocations over the first steps, beside the resident set
+    assert measured["metric"] == "allocated" and measured["peak"] == measured["peak_allocated"]
+    assert measured["peak_rss_increase"] > 0
+    assert predicted["hardware"] == "cpu_2core" and predicted["allocated"] > 0
+    # the budget at the longest row is an upper bound for the padded batches that ran
+    assert measured["peak"] <= predicted["allocated"] * 1.15
 
 
 def test_a_refusal_exits_1_with_its_code(tmp_path: Path, tiny_model: Path) -> None:

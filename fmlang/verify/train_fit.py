@@ -97,7 +97,7 @@ def encode_training(problem: Problem, spans: SpanIndex, spec: Spec, model: Model
 
     def setup_of(*values: int | str) -> TrainSetup:
         named = dict(zip((c.name.rsplit(".", 1)[1] for c in choices), values, strict=True))
-        return _with_choices(fixed, named)
+        return _with_choices(fixed, named, serving_cap(model))
 
     def peak(*values: int | str) -> float:
         return breakdown(arch, setup_of(*values)).peak
@@ -168,7 +168,7 @@ def training_memory_at(
     for knob, values in _knob_domains(model, arch).items():
         key = f"{model.name}.{knob}"
         chosen[knob.split(".")[-1]] = knobs.get(key, values[0])
-    setup = _with_choices(_fixed_setup(spec, model, base, hw), chosen)
+    setup = _with_choices(_fixed_setup(spec, model, base, hw), chosen, serving_cap(model))
     return setup, breakdown(arch, setup), hw
 
 
@@ -281,7 +281,9 @@ def _int(knob: Any, default: int) -> int:
     return int(fixed) if isinstance(fixed, int | float) else default
 
 
-def _with_choices(fixed: TrainSetup, named: dict[str, int | str]) -> TrainSetup:
+def _with_choices(fixed: TrainSetup, named: dict[str, int | str], cap: int | None) -> TrainSetup:
+    """The fixed setup with the chosen knob values; training rows are cut at the model's
+    serving `max_seq` when it is written (the executor trains at the smaller of the two)."""
     fields = {"batch": "batch", "seq_len": "seq", "rank": "rank", "quantize": "quantize"}
     fields.update({k: k for k in CHOICE_KNOBS})
     updates: dict[str, Any] = {}
@@ -289,7 +291,17 @@ def _with_choices(fixed: TrainSetup, named: dict[str, int | str]) -> TrainSetup:
         target = fields.get(key)
         if target is not None:
             updates[target] = int(value) if target in ("batch", "seq", "rank") else str(value)
+    if cap is not None and "seq" in updates:
+        updates["seq"] = min(updates["seq"], cap)
     return replace(fixed, **updates)
+
+
+def serving_cap(model: Model) -> int | None:
+    """The model's written, fixed serving length (`max_seq 128`), which caps training rows."""
+    knob = model.max_seq
+    if knob is None or knob.auto or not isinstance(knob.fixed, int | float):
+        return None
+    return int(knob.fixed)
 
 
 def _objectives(problem: Problem, choices: list[Choice]) -> None:
