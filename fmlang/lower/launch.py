@@ -34,8 +34,8 @@ from fmlang.diagnostics import error
 from fmlang.errors import StageError
 from fmlang.ir.nodes import Hardware, Model, Spec
 from fmlang.lower.adapters import KnobValues, adapter_files
-from fmlang.lower.training import TrainingPlan, lower_training, training_hardware, training_of
-from fmlang.verify.train_fit import training_memory_at
+from fmlang.lower.training import TrainingPlan, lower_training, training_of
+from fmlang.verify.train_fit import training_hardware, training_memory_at
 
 WORKER_MODULE = "fmlang.backends.train.worker"
 RDZV_PORT = 29500

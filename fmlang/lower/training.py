@@ -51,7 +51,7 @@ from fmlang.errors import StageError
 from fmlang.ir.nodes import DataRef, Hardware, Model, PretrainedModel, Spec, Training
 from fmlang.lower.adapters import KnobValues, base_of, int_knob, task_type_of
 from fmlang.lower.training_memory import memory_arguments, memory_settings
-from fmlang.verify.train_fit import weights_dtype_of
+from fmlang.verify.train_fit import training_hardware, weights_dtype_of
 
 OPTIMIZERS = {
     "adamw": "adamw_torch",
@@ -118,17 +118,6 @@ class TrainingPlan:
 
     def files(self) -> dict[str, str]:
         return {f"train/{self.model}/training_args.json": self.to_json()}
-
-
-def training_hardware(spec: Spec, model: Model) -> Hardware | None:
-    """`train { hardware = … }`, else the first hardware the model's constraints name (the
-    verifier's rule for where training memory must fit)."""
-    if model.training and model.training.hardware:
-        return spec.hardware_profile(model.training.hardware)
-    for constraint in spec.constraints_on(model.name):
-        if constraint.on_hardware:
-            return spec.hardware_profile(constraint.on_hardware)
-    return None
 
 
 def precision_of(training: Training, base: PretrainedModel) -> str:
