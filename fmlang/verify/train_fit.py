@@ -116,7 +116,7 @@ def encode_training(problem: Problem, spans: SpanIndex, spec: Spec, model: Model
         spans.setting("model", model.name, "train"),
         f"training `{model.name}` must fit in {hw.name}'s {capacity / GIB:.1f} GiB ({per})",
     )
-    problem.advice[track_key] = lambda: advice(memory, problem)
+    problem.advice[track_key] = lambda: advice(memory)
     _host_fits(problem, spans, model, hw, memory)
     _objectives(problem, choices)
     batch = choices[0]
@@ -319,7 +319,7 @@ def _objectives(problem: Problem, choices: list[Choice]) -> None:
 # ---- advice ---------------------------------------------------------------------------
 
 
-def advice(memory: TrainingMemory, problem: Problem) -> tuple[str, ...]:
+def advice(memory: TrainingMemory) -> tuple[str, ...]:
     """Notes for a training run that does not fit: the per-device peak and its biggest
     terms at the smallest choice, then every single knob change that makes it fit (or the
     best pair when none does), cheapest first."""
