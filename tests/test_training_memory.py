@@ -259,3 +259,17 @@ hardware node {
     assert not small.report.feasible
     assert any("host memory" in d.message for d in small.diagnostics)
     assert verify(text("512GiB")).report.feasible
+
+
+def test_too_many_auto_knobs_are_refused_not_ground_through() -> None:
+    extra = ", checkpointing = auto, optimizer = auto, sharding = auto, offload = auto, devices = 8"
+    text = spec_with("a100_80gb", "lora(rank = auto, targets = [q_proj, v_proj])",
+                     {"batch": "auto", "seq_len": "auto"}, extra)  # fmt: skip
+    text = text.replace("  task generate", "  task generate\n  quantize auto")
+    text += "constraints m { memory <= 70GB on a100_80gb }\n"
+    result = verify(text)
+    (refusal,) = [d for d in result.diagnostics if d.code == "FM0610"]
+    assert "`train.offload` (3)" in refusal.labels[0].text
+    assert "`quantize` (4)" in refusal.labels[0].text  # bare auto: no gptq/awq
+    narrowed = text.replace("seq_len = auto", "seq_len = 1024").replace("rank = auto", "rank = 8")
+    assert verify(narrowed).report.feasible

@@ -336,6 +336,13 @@ CODES: dict[str, Code] = {
         "Z3 could not decide the constraints within its time "
         "limit. Narrow the `auto` domains and try again.",
     ),
+    "FM0610": Code(
+        "too many training knobs left to the solver at once",
+        "Training memory is tabulated over every combination of the training knobs left "
+        "`auto` (batch, seq_len, rank, quantize, checkpointing, optimizer, sharding, "
+        "offload). Past MAX_COMBINATIONS the spec is refused rather than left to run for "
+        "minutes: fix some of them or narrow them with `auto in [...]`.",
+    ),
     "FM0901": Code(
         "internal compiler error",
         "fmc itself failed. This is a bug: please report "

@@ -16,6 +16,7 @@ from fmlang.ir.base import Knob
 
 # Preference order: less lossy first; gptq/awq need a pre-quantized checkpoint, so last.
 QUANT_ORDER = ("none", "int8", "nf4", "fp4", "gptq", "awq")
+PREQUANTIZED = ("gptq", "awq")  # only when written: they need a pre-quantized checkpoint
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 import z3
 
-from fmlang.diagnostics import Span
+from fmlang.diagnostics import Diagnostic, Span
 from fmlang.verify.knobs import Choice, make_choice
 
 
@@ -46,6 +46,7 @@ class Problem:
     training: dict[str, Any] = field(default_factory=dict)
     # Notes a conflict on a tracked key adds (what would make it hold), computed on demand.
     advice: dict[str, Callable[[], tuple[str, ...]]] = field(default_factory=dict)
+    refusals: list[Diagnostic] = field(default_factory=list)  # the encoder would not encode
 
     def track(
         self, key: str, expr: z3.BoolRef, span: Span | None, text: str, constraint: bool = False

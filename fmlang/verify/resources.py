@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fmlang.check.schema import QUANTIZATIONS
 from fmlang.ir.nodes import Constraint, Deployment, Hardware, Model, PretrainedModel, Spec
 from fmlang.verify import costmodel as cm
-from fmlang.verify.knobs import QUANT_ORDER, Choice, domain
+from fmlang.verify.knobs import PREQUANTIZED, QUANT_ORDER, Choice, domain
 from fmlang.verify.problem import Estimate, Problem, real
 from fmlang.verify.spans import SpanIndex
 
@@ -57,6 +58,9 @@ def model_choices(
     quant_values, quant_auto = domain(model.quantize, "none")
     if quant_auto and model.quantize.choices is None:
         quant_values = QUANT_ORDER[:3]
+    elif quant_auto and tuple(model.quantize.choices or ()) == QUANTIZATIONS:
+        # a bare `auto` never picks a method that needs a pre-quantized checkpoint
+        quant_values = tuple(v for v in quant_values if v not in PREQUANTIZED)
     quant = problem.choice(
         f"{name}.quantize",
         quant_values,

@@ -45,6 +45,8 @@ def _solver(problem: Problem, skip: set[str]) -> tuple[z3.Solver, dict[str, Trac
 
 
 def solve(problem: Problem) -> Solution:
+    if problem.refusals:
+        return Solution(False, diagnostics=list(problem.refusals))
     diagnostics: list[Diagnostic] = []
     skip: set[str] = set()
     for _ in range(MAX_CONFLICTS):

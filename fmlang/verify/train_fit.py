@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fmlang.check import schema as s
+from fmlang.diagnostics import error
 from fmlang.ir.nodes import Hardware, Model, PretrainedModel, Spec, Training
 from fmlang.verify import costmodel as cm
 from fmlang.verify.knobs import Choice, domain
@@ -93,6 +94,8 @@ def encode_training(problem: Problem, spans: SpanIndex, spec: Spec, model: Model
         return
     arch = cm.Arch.of(base)
     choices = _choices(problem, spans, model, arch)
+    if _too_many(problem, spans, model, choices):
+        return
     fixed = _fixed_setup(spec, model, base, hw)
 
     def setup_of(*values: int | str) -> TrainSetup:
@@ -122,6 +125,29 @@ def encode_training(problem: Problem, spans: SpanIndex, spec: Spec, model: Model
     batch = choices[0]
     if batch.auto:
         problem.objectives.append(("max", tabulate([batch], float)))
+
+
+MAX_COMBINATIONS = 20_000  # about 20 s of tabulation; a handful of `auto` knobs stays far below
+
+
+def _too_many(problem: Problem, spans: SpanIndex, model: Model, choices: list[Choice]) -> bool:
+    count = 1
+    for choice in choices:
+        count *= len(choice.values)
+    if count <= MAX_COMBINATIONS:
+        return False
+    auto = ", ".join(f"`{c.name.split('.', 1)[1]}` ({len(c.values)})" for c in choices if c.auto)
+    problem.refusals.append(
+        error(
+            "FM0610",
+            f"training `{model.name}` leaves {count:,} combinations of knobs to the solver "
+            f"(at most {MAX_COMBINATIONS:,})",
+            spans.setting("model", model.name, "train"),
+            f"auto: {auto}",
+            help="fix some of these knobs, or narrow them with `auto in [...]`",
+        )
+    )
+    return True
 
 
 def _host_fits(
