@@ -405,6 +405,11 @@ def test_report_has_measured_and_predicted_memory(tmp_path: Path, tiny_model: Pa
     assert predicted["hardware"] == "cpu_2core" and predicted["allocated"] > 0
     # the budget at the longest row is an upper bound for the padded batches that ran
     assert measured["peak"] <= predicted["allocated"] * 1.15
+    # the terms read off the model and optimizer equal the predicted ones (fp32 tiny model,
+    # LoRA in fp32, AdamW's two moments)
+    for term in ("weights", "trainable", "optimizer"):
+        got, want = measured["terms"][term], predicted["per_device"][term]
+        assert got == pytest.approx(want, rel=0.02), term
 
 
 def test_a_refusal_exits_1_with_its_code(tmp_path: Path, tiny_model: Path) -> None:

@@ -42,6 +42,26 @@ def _reset_hwm() -> bool:
     return True
 
 
+def _bytes(tensor: Any) -> int:
+    return int(tensor.numel() * tensor.element_size())
+
+
+def _state_bytes(optimizer: Any) -> int:
+    """Bytes of every tensor in the optimizer's state (the inner optimizers' too, when the
+    optimizer steps in the backward pass; accelerate's wrapper unwrapped)."""
+    import torch
+
+    inner = getattr(optimizer, "optimizer", optimizer)
+    optimizers = getattr(inner, "inner", None) or [inner]
+    return sum(
+        _bytes(value)
+        for opt in optimizers
+        for state in getattr(opt, "state", {}).values()
+        for value in state.values()
+        if isinstance(value, torch.Tensor)
+    )
+
+
 def _ru_maxrss() -> int:
     scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * scale
@@ -78,8 +98,21 @@ class MemoryProbe:
     baseline_rss: int | None = field(default_factory=_libraries_rss)
     hwm_reset: bool = False
     torch_peak: int | None = None
+    terms: dict[str, int] = field(default_factory=dict)
     _profiler: Any = None
     _resident: int = 0
+
+    def count_terms(self, model: Any, optimizer: Any) -> None:
+        """The terms that can be read off the objects once a step has run: frozen weights
+        (and buffers), trainable weights, and the optimizer's state tensors."""
+        if self.terms or model is None:
+            return
+        frozen = sum(_bytes(p) for p in model.parameters() if not p.requires_grad)
+        self.terms = {
+            "weights": frozen + sum(_bytes(b) for b in model.buffers()),
+            "trainable": sum(_bytes(p) for p in model.parameters() if p.requires_grad),
+            "optimizer": _state_bytes(optimizer),
+        }
 
     def steps_started(self, model: Any) -> None:
         if _cuda() or self._profiler is not None:
@@ -113,7 +146,8 @@ class MemoryProbe:
             self.hwm_reset = _reset_hwm()
 
     def measured(self) -> dict[str, Any]:
-        return self._cuda() if _cuda() else self._cpu()
+        found = self._cuda() if _cuda() else self._cpu()
+        return {**found, "terms": dict(self.terms)}
 
     def _cuda(self) -> dict[str, Any]:
         import torch
@@ -160,6 +194,7 @@ def memory_callback(probe: MemoryProbe) -> Any:
                 probe.steps_started(kwargs["model"])
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            probe.count_terms(kwargs.get("model"), kwargs.get("optimizer"))
             if state.global_step >= PROFILED_STEPS:
                 probe.steps_done()
 
@@ -183,4 +218,14 @@ def summary_line(memory: dict[str, Any]) -> str:
         )
     else:
         guess = "no prediction (verify.json has no training memory for this model)"
-    return f"memory: measured {shown}, {guess}"
+    terms = _terms_line(measured.get("terms") or {}, (predicted or {}).get("per_device") or {})
+    return f"memory: measured {shown}, {guess}" + (f"; {terms}" if terms else "")
+
+
+def _terms_line(measured: dict[str, int], predicted: dict[str, float]) -> str:
+    """`weights 86.6 MiB (predicted 86.6 MiB), …` for the terms measured directly."""
+    shown = []
+    for term, value in measured.items():
+        guess = predicted.get(term, 0.0)
+        shown.append(f"{term} {value / 2**20:.1f} MiB (predicted {guess / 2**20:.1f} MiB)")
+    return ", ".join(shown)
