@@ -434,3 +434,15 @@ def test_latency_verdict_matches_arithmetic(case: Case, device: Device, ratio: f
     if report.feasible:
         (row,) = report.constraints
         assert row["estimate"] == pytest.approx(needed, rel=1e-6)
+
+
+def test_solver_numbers_keep_their_digits_at_any_scale() -> None:
+    """Found by the latency property test: a fixed denominator of 10^9 made 1e-9 s and
+    5e-10 s the same number to Z3."""
+    import z3
+
+    from fmlang.verify.problem import real
+
+    assert z3.is_true(z3.simplify(real(1e-9) > real(5e-10)))
+    assert z3.is_true(z3.simplify(real(3.2e15) > real(3.2e15 * (1 - 1e-9))))
+    assert z3.is_true(z3.simplify(real(float("nan")) == 0))

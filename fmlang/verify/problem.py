@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -98,6 +99,10 @@ def tabulate(choices: Sequence[Choice], formula: Callable[..., float]) -> z3.Ari
 
 
 def real(value: float) -> z3.ArithRef:
-    """A float as an exact z3 rational (to a billionth)."""
-    fraction = Fraction(value).limit_denominator(10**9) if value == value else Fraction(0)
+    """A float as an exact z3 rational to 12 significant digits: relative precision, so a
+    nanosecond latency and a petabyte keep their digits alike (a fixed denominator of 10^9
+    made 1e-9 s and 5e-10 s compare equal)."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return z3.RealVal(0)
+    fraction = Fraction(Decimal(f"{value:.12g}"))
     return z3.RealVal(f"{fraction.numerator}/{fraction.denominator}")
