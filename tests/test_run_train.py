@@ -53,13 +53,6 @@ constraints helper {
 """
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from fmlang.backends.train.tiny import make_tiny_causal_lm
-
-    return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "tiny-causal-lm")
-
-
 def project(tmp_path: Path, tiny_model: Path, bound: str) -> Path:
     (tmp_path / "tiny-causal-lm").symlink_to(tiny_model)
     rows = [

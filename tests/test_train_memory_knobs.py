@@ -26,7 +26,6 @@ from fmlang.backends.train.data import Examples, pack_examples
 from fmlang.backends.train.job import BaseWeights, Columns, MemorySettings, TrainJob
 from fmlang.backends.train.loader import load_model
 from fmlang.backends.train.losses import chunked_causal_lm_loss
-from fmlang.backends.train.tiny import make_tiny_causal_lm
 from fmlang.backends.train.trainer import train
 from fmlang.errors import StageError
 from fmlang.ir.nodes import Spec
@@ -65,11 +64,6 @@ EXTRA
   }
 }
 """
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_causal_lm(tmp_path_factory.mktemp("weights") / "tiny-causal-lm", seed=0)
 
 
 @pytest.fixture(scope="module")

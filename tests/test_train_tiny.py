@@ -45,11 +45,6 @@ def arithmetic_rows(n: int) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_causal_lm(tmp_path_factory.mktemp("weights") / "tiny-causal-lm", seed=0)
-
-
-@pytest.fixture(scope="session")
 def qa_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("data")
     pq.write_table(pa.Table.from_pylist(arithmetic_rows(48)), folder / "train.parquet")

@@ -273,3 +273,20 @@ def test_too_many_auto_knobs_are_refused_not_ground_through() -> None:
     assert "`quantize` (4)" in refusal.labels[0].text  # bare auto: no gptq/awq
     narrowed = text.replace("seq_len = auto", "seq_len = 1024").replace("rank = auto", "rank = 8")
     assert verify(narrowed).report.feasible
+
+
+def test_the_lowering_evaluates_what_the_verifier_verified() -> None:
+    """`training_memory_at` (the launch configs' estimate) sees the setup the encoder saw,
+    also for knobs the solver did not choose: an `auto` rank nothing serves stays 8."""
+    from fmlang.verify.train_fit import training_memory_at
+
+    text = spec_with("a100_80gb", "lora(rank = auto, targets = [q_proj, v_proj])",
+                     {"batch": "auto", "seq_len": "1024"}, ", checkpointing = auto")  # fmt: skip
+    result = verify(text)
+    report = result.report
+    (stage,) = [s for s in report.stages if s["stage"] == "train:m"]
+    found = training_memory_at(compile_spec(result), compile_spec(result).models[0], report.knobs)
+    assert found is not None
+    setup, breakdown_at, _ = found
+    assert setup.rank == 8 and setup.batch == report.knobs["m.train.batch"]
+    assert round(breakdown_at.peak) == stage["memory"]["peak"]

@@ -186,36 +186,33 @@ def _host_fits(
 def training_memory_at(
     spec: Spec, model: Model, knobs: Mapping[str, int | str]
 ) -> tuple[TrainSetup, Breakdown, Hardware] | None:
-    """The setup and breakdown at the verifier's chosen `knobs` (defaults where a knob has
-    no entry), for the lowering; None when the spec names no training hardware."""
+    """The setup and breakdown at the verifier's chosen `knobs`, for the lowering. A knob
+    with no entry takes what the encoder would have taken: its domain's first value, and
+    for rank and quantization the fixed setup's (the adapter's rank, else 8; `none`)."""
     training, base = model.training, spec.base_model(model.base or "")
     hw = training_hardware(spec, model)
     if training is None or base is None or hw is None:
         return None
-    arch = cm.Arch.of(base)
     chosen: dict[str, int | str] = {}
-    for knob, values in _knob_domains(model, arch).items():
-        key = f"{model.name}.{knob}"
-        chosen[knob.split(".")[-1]] = knobs.get(key, values[0])
+    for knob, (values, _) in _domains(model, cm.Arch.of(base)).items():
+        chosen[knob] = knobs.get(f"{model.name}.train.{knob}", values[0])
+    for knob in ("rank", "quantize"):
+        if f"{model.name}.{knob}" in knobs:
+            chosen[knob] = knobs[f"{model.name}.{knob}"]
     setup = _with_choices(_fixed_setup(spec, model, base, hw), chosen, serving_cap(model))
-    return setup, breakdown(arch, setup), hw
+    return setup, breakdown(cm.Arch.of(base), setup), hw
 
 
-def _knob_domains(model: Model, arch: cm.Arch) -> dict[str, tuple[int | str, ...]]:
-    """Each training knob's domain as the encoder offers it (first value: the default)."""
+def _domains(model: Model, arch: cm.Arch) -> dict[str, tuple[tuple[int | str, ...], bool]]:
+    """Each training knob's values (the default first) and whether the solver chooses."""
     training = model.training
     assert training is not None
     out = {
-        "train.batch": domain(training.batch, 8, 1, 256)[0],
-        "train.seq_len": domain(
-            training.seq_len, min(arch.max_seq, 512), 64, min(arch.max_seq, 4096)
-        )[0],
+        "batch": domain(training.batch, 8, 1, 256),
+        "seq_len": domain(training.seq_len, min(arch.max_seq, 512), 64, min(arch.max_seq, 4096)),
     }
     for knob, order in CHOICE_KNOBS.items():
-        out[f"train.{knob}"] = _ordered(getattr(training, knob), order)[0]
-    adapter = model.adapter
-    out["rank"] = domain(adapter.rank if adapter else None, 8, 1, 256)[0]
-    out["quantize"] = domain(model.quantize, "none")[0]
+        out[knob] = _ordered(getattr(training, knob), order)
     return out
 
 
@@ -228,25 +225,15 @@ def _ordered(setting: Any, order: tuple[str, ...]) -> tuple[tuple[int | str, ...
 
 
 def _choices(problem: Problem, spans: SpanIndex, model: Model, arch: cm.Arch) -> list[Choice]:
+    """The training knobs as solver choices (batch first), then the model's rank and
+    quantization when serving made them choices."""
     training = model.training
     assert training is not None
     name = model.name
     out = []
-    batch_values, batch_auto = domain(training.batch, 8, 1, 256)
-    seq_values, seq_auto = domain(
-        training.seq_len, min(arch.max_seq, 512), 64, min(arch.max_seq, 4096)
-    )
-    for knob, values, auto in (
-        ("batch", batch_values, batch_auto),
-        ("seq_len", seq_values, seq_auto),
-    ):
+    for knob, (values, auto) in _domains(model, arch).items():
         written = getattr(training, knob) is not None
         span = spans.setting("model", name, f"train.{knob}") if written else None
-        out.append(problem.choice(f"{name}.train.{knob}", values, span, auto))
-    for knob, order in CHOICE_KNOBS.items():
-        setting = getattr(training, knob)
-        values, auto = _ordered(setting, order)
-        span = spans.setting("model", name, f"train.{knob}") if setting is not None else None
         out.append(problem.choice(f"{name}.train.{knob}", values, span, auto))
     rank = problem.choices.get(f"{name}.rank")
     quant = problem.choices.get(f"{name}.quantize")

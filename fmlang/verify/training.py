@@ -558,7 +558,3 @@ def breakdown(arch: Arch, setup: TrainSetup) -> Breakdown:
     t["allocator"] = ALLOCATOR_RESERVE * churn if setup.gpu else 0.0
     t["context"] = CUDA_CONTEXT if setup.gpu else 0.0
     return Breakdown(terms=t, phases=phases, host=host_terms(arch, setup))
-
-
-def fits(arch: Arch, setup: TrainSetup, capacity: float) -> bool:
-    return breakdown(arch, setup).peak <= capacity
