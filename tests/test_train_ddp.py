@@ -15,10 +15,10 @@ pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from fmlang.backends.train import checkpoints
-from tests.test_train_tiny import adapter_weights, qa_data, tiny_job, tiny_model
+from tests.test_train_tiny import adapter_weights, qa_data, tiny_job
 from tests.test_train_worker import WORKER, _env
 
-__all__ = ["qa_data", "tiny_model"]  # fixtures shared with test_train_tiny
+__all__ = ["qa_data"]  # a fixture shared with test_train_tiny (tiny_model: conftest)
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 

@@ -27,10 +27,9 @@ from tests.test_train_tiny import (  # noqa: E402
     assert_same_weights,
     qa_data,
     tiny_job,
-    tiny_model,
 )
 
-__all__ = ["qa_data", "tiny_model"]  # fixtures shared with test_train_tiny
+__all__ = ["qa_data"]  # a fixture shared with test_train_tiny (tiny_model: conftest)
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER = ("-m", "fmlang.backends.train.worker")
