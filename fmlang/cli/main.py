@@ -211,8 +211,10 @@ def explain(code: str) -> None:
 
 
 def _register_stage_commands() -> None:
+    from fmlang.cli.audit_cmd import audit
     from fmlang.cli.registry import diff_command, log_command
-    from fmlang.cli.run_cmd import audit, run, serve
+    from fmlang.cli.run_cmd import run
+    from fmlang.cli.serve_cmd import serve
 
     cli.add_command(run)
     cli.add_command(serve)

@@ -1,4 +1,4 @@
-"""`fmc run` and `fmc audit verify`. Heavy imports (DuckDB, torch) happen inside."""
+"""`fmc run`. Heavy imports (DuckDB, torch) happen inside."""
 
 from __future__ import annotations
 
@@ -84,78 +84,3 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # load reports of expected heads
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*base_model_name_or_path.*was renamed.*")
-
-
-@click.group()
-def audit() -> None:
-    """Check the hash-chained audit log of data access."""
-
-
-@audit.command()
-@click.argument("log", type=click.Path(), required=False)
-def verify(log: str | None) -> None:
-    """Verify LOG (default: $FMC_AUDIT_LOG or .fm-build/*/audit.log) has not been edited."""
-    from fmlang.backends.data.audit import verify_log
-    from fmlang.cli.main import EXIT_INPUT, EXIT_OK, EXIT_USAGE
-
-    path = _log_path(log)
-    try:
-        verdict = verify_log(path)
-    except OSError as exc:
-        click.echo(f"error[FM0708]: cannot read the audit log `{path}`: {exc.strerror or exc}",
-                   err=True)  # fmt: skip
-        sys.exit(EXIT_USAGE)
-    if verdict.broken is not None:
-        click.echo(
-            f"{path}:{verdict.broken.line}: error[FM0707]: the audit log was tampered with: "
-            f"entry on line {verdict.broken.line} {verdict.broken.reason}\n"
-            f"  = note: the {verdict.entries} entries before it verify",
-            err=True,
-        )
-        sys.exit(EXIT_INPUT)
-    click.echo(f"{path}: {verdict.entries} entries, chain intact (head {verdict.head[:12]})")
-    sys.exit(EXIT_OK)
-
-
-def _log_path(log: str | None) -> Path:
-    import os
-
-    if log:
-        return Path(log)
-    if os.environ.get("FMC_AUDIT_LOG"):
-        return Path(os.environ["FMC_AUDIT_LOG"])
-    found = sorted(Path(".fm-build").glob("*/audit.log"))
-    return found[0] if len(found) == 1 else Path(".fm-build") / "audit.log"
-
-
-@click.command()
-@click.argument("file", type=click.Path())
-@click.option("-o", "--out", "out_dir", type=click.Path(), default=None,
-              help="build folder (default: .fm-build/<spec name>)")  # fmt: skip
-@click.option("--deploy", "deploy", default=None, help="which deployment (default: the only one)")
-@click.option("--host", default=None, help="address to listen on (default: the spec's)")
-@click.option("--port", type=int, default=None, help="port (default: the spec's)")
-def serve(file: str, out_dir: str | None, deploy: str | None, host: str | None,
-          port: int | None) -> None:  # fmt: skip
-    """Serve FILE's deployed model and its adapters over HTTP (OpenAI-style API)."""
-    from fmlang.api import build as build_artifacts
-    from fmlang.api import check_paths
-    from fmlang.backends.serve_config import serve_config, served_deployments
-    from fmlang.cli.main import report
-    from fmlang.errors import StageError
-
-    spec_path = Path(file)
-    result = check_paths([spec_path], verify=True)
-    if not result.ok:
-        sys.exit(report(result, "rich"))
-    target = Path(out_dir) if out_dir else Path(".fm-build") / spec_path.stem
-    try:
-        build_artifacts(result, target)
-        names = served_deployments(target)
-        chosen = deploy or (names[0] if len(names) == 1 else "")
-        config = serve_config(target.resolve(), chosen, host, port)
-        from fmlang.backends.serve.server import run as run_server
-
-        run_server(config)
-    except StageError as exc:
-        sys.exit(render_stage_error(result, exc, "rich"))
