@@ -211,6 +211,7 @@ model m {{
   task    {task}
   adapter {adapter}
   max_seq 512
+  grant deploy to "team:ml"
 }}
 
 constraints m {{
@@ -221,6 +222,7 @@ deploy m {{
   adapters     dynamic
   max_adapters 64
   local {{ port = 8080 }}
+  grant query to "team:ml"
 }}
 """
 
@@ -341,10 +343,11 @@ def spec_text(case: Case, constraint: str = "", hardware: str = FULL_PROFILE) ->
         f"hardware box {{\n  {hardware}\n}}\n\n"
         f"model m {{\n  base     rnd\n  task     {'generate' if a.decoder else 'embed'}\n"
         f"  adapter  lora(rank = {case.rank}, targets = [{', '.join(case.targets)}])\n"
-        f"  quantize {case.quantize}\n{model_seq}}}\n\n"
+        f"  quantize {case.quantize}\n{model_seq}  grant deploy to \"team:ml\"\n}}\n\n"
         f"constraints m {{\n  {constraint}\n}}\n\n"
         f"deploy m {{\n  adapters     dynamic\n  batch        {case.batch}\n"
-        f"  max_adapters {case.resident}\n{deploy_seq}  local {{ port = 8080 }}\n}}\n"
+        f"  max_adapters {case.resident}\n{deploy_seq}  local {{ port = 8080 }}\n"
+        '  grant query to "team:ml"\n}\n'
     )
 
 

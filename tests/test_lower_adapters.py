@@ -30,6 +30,7 @@ dataset reviews {
     reply: text
   }
   split { train 90%, test 10% by hash(id) }
+  grant read, label, train, deploy to "team:ml"
 }
 
 labels sentiment on reviews.train {

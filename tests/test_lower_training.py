@@ -67,6 +67,7 @@ dataset docs {
   schema { id: string @id  q: text  a: text  label: label[no, yes] }
   split { train 90%, test 10% by hash(id) }
   epsilon_budget 8
+  grant read, label, train, deploy to "team:ml"
 }
 
 labels yesno on docs.train {

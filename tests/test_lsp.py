@@ -32,6 +32,7 @@ dataset comments {
     CLASS:   label[ham, spam] @gold
   }
   split { train 80%, test 20% by hash(ID) }
+  grant read, label, train, deploy to "team:ml"
 }
 
 labels spam on comments.train {
@@ -65,6 +66,7 @@ model chat {
   adapter  lora(rank = 8, targets = [q_proj, v_proj])
   quantize none
   max_seq  1024
+  grant deploy to "team:chat"
 }
 
 constraints chat {
@@ -75,6 +77,7 @@ constraints chat {
 deploy chat {
   batch auto in [1, 2, 4, 8, 16]
   kserve { hardware = a10g, replicas = 1 }
+  grant query to "team:chat"
 }
 """
 

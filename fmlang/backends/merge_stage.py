@@ -42,6 +42,7 @@ def merge_stage(ctx: RunContext, merge: Merge, knobs: dict[str, int | str]) -> O
         raise StageError(_untrained(merge, missing))
     key = stage_key("merge", recipe, parents)
     paths = merge_paths(merge.name)
+    ctx.access.require(stage, [model_paths(name)["adapter"] for name in merge.models])
     if not ctx.force and ctx.cache.fresh(stage, key):
         cached = json.loads((ctx.build_dir / paths["metrics"]).read_text(encoding="utf-8"))
         apply_gates(ctx, merge.name, cached)

@@ -212,12 +212,13 @@ def _upstream_keys(ctx: RunContext, model: Model) -> dict[str, str | None]:
 
 def _require_train_access(ctx: RunContext, model: Model, stage: str) -> None:
     ref = model.training.data if model.training else None
-    dataset = ctx.spec.dataset(ref.dataset) if ref else None
-    if dataset is not None and ref is not None:
+    if ref is not None:
         path = (
             f"run/labels/{ref.labels}.parquet" if ref.labels else split_path(ref.dataset, ref.split)
         )
-        ctx.access.require(dataset, "train", stage, [path])
+        ctx.access.require(stage, [path])
+    else:
+        ctx.access.require(stage, [])
 
 
 def _latencies(ctx: RunContext, model: Model, job: Any, adapter: Path,

@@ -15,6 +15,7 @@ from fmlang.backends.cache import StageCache
 from fmlang.backends.data.access import Access, audit_log_path
 from fmlang.backends.data.stages import Outcome, RunContext, data_stage
 from fmlang.ir.nodes import Spec
+from fmlang.verify.access import AccessModel
 
 STAGES = ("data", "labels", "train", "merge")
 
@@ -56,6 +57,7 @@ def context(spec: Spec, options: RunOptions, spec_text: str) -> RunContext:
         options.principal,
         audit_log_path(options.build_dir),
         hashlib.sha256(spec_text.encode("utf-8")).hexdigest(),
+        AccessModel(spec),
     )
     return RunContext(
         spec=spec,
@@ -94,6 +96,7 @@ def run(
 
         stages += [(f"merge:{m.name}", partial(merge_stage, ctx, m, knobs or {}))
                    for m in spec.merges]  # fmt: skip
+    ctx.access.require_all([name for name, _ in stages])  # before any work
     for name, stage in stages:
         report.outcomes.append(_logged(ctx, name, stage))
     return report, ctx

@@ -303,9 +303,11 @@ CODES: dict[str, Code] = {
     ),
     "FM0604": Code(
         "access grants do not cover a path",
-        "Someone granted `train` on a model "
-        "must hold `train` on its data; `train` on a merge needs `train` on each "
-        "merged model; `deploy` on an endpoint needs `deploy` on its model.",
+        "A principal is granted a permission that a declaration further up its path refuses: "
+        "`train` on a model needs `train` on its data (and on its labels block when that "
+        "grants `train`); `deploy` on a model needs `deploy` on its data; merging needs "
+        "`deploy` on every merged model; `deploy` on an endpoint needs `deploy` on what it "
+        "serves. Grant the missing permission upstream, or remove the principal.",
     ),
     "FM0605": Code(
         "license does not allow the use",
@@ -342,6 +344,14 @@ CODES: dict[str, Code] = {
         "`auto` (batch, seq_len, rank, quantize, checkpointing, optimizer, sharding, "
         "offload). Past MAX_COMBINATIONS the spec is refused rather than left to run for "
         "minutes: fix some of them or narrow them with `auto in [...]`.",
+    ),
+    "FM0611": Code(
+        "nobody may run a stage",
+        "Access fails closed: a dataset with no `grant read` can be read by no one, a model "
+        "trained on data without `grant deploy` can be deployed by no one, an endpoint "
+        "without `grant query` answers no one. A stage needs one principal who holds every "
+        "grant along its path (see the reference's Grants section). Add the grant the "
+        "message names, for the principal who runs the stage.",
     ),
     "FM0901": Code(
         "internal compiler error",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fmlang.check.program import Program
 from fmlang.ir.nodes import Spec
+from fmlang.verify.access import access_diagnostics
 from fmlang.verify.encode import encode
 from fmlang.verify.partition import partition
 from fmlang.verify.report import VerifyReport, build_report, merge_reports
@@ -22,7 +23,11 @@ def verify(spec: Spec, program: Program) -> VerifyReport:
     for part in partition(spec):
         problem = encode(part, spans)
         reports.append(build_report(part, problem, solve(problem)))
-    return merge_reports(spec, reports)
+    report = merge_reports(spec, reports)
+    denied = access_diagnostics(spec)  # fail closed: plain set algebra, no solver needed
+    report.diagnostics.extend(denied)
+    report.feasible = report.feasible and not denied
+    return report
 
 
 __all__ = ["VerifyReport", "verify"]

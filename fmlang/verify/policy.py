@@ -1,13 +1,13 @@
-"""Policies in the same solver: PII flow, DP budgets, licenses, merges, ranks, fairness,
-access. Every fact is a tracked assertion, so a violation's unsat core labels each line
-that contributes to it (the @pii tag, the training data, the constraint, ...)."""
+"""Policies in the same solver: PII flow, DP budgets, licenses, merges, ranks, fairness
+(access grants are set algebra: `access.py`). Every fact is a tracked assertion, so a
+violation's unsat core labels each line that contributes to it (the @pii tag, the training
+data, the constraint, ...)."""
 
 from __future__ import annotations
 
 import z3
 
-from fmlang.diagnostics import Span
-from fmlang.ir.nodes import Dataset, DropColumns, Grant, Merge, Model, Redact, Spec
+from fmlang.ir.nodes import Dataset, DropColumns, Merge, Model, Redact, Spec
 from fmlang.verify.problem import Problem, real, tabulate
 from fmlang.verify.spans import SpanIndex
 
@@ -15,7 +15,7 @@ DP_PERMISSIONS = ("train", "read")
 
 
 def encode_policies(problem: Problem, spans: SpanIndex, spec: Spec) -> None:
-    for rule in (_pii, _dp_budgets, _licenses, _merges, _ranks, _fairness, _access):
+    for rule in (_pii, _dp_budgets, _licenses, _merges, _ranks, _fairness):
         rule(problem, spans, spec)
 
 
@@ -322,86 +322,3 @@ def _fairness(problem: Problem, spans: SpanIndex, spec: Spec) -> None:
                 "fairness groups by a protected, categorical column that is not an input",
                 constraint=True,
             )
-
-
-# ---- access -------------------------------------------------------------------------
-
-
-Party = tuple[str, str, tuple[Grant, ...]]  # (kind, name, grants)
-
-
-def _holders(grants: tuple[Grant, ...], permission: str) -> set[str]:
-    return {p for g in grants if g.permission == permission for p in g.principals}
-
-
-def _access(problem: Problem, spans: SpanIndex, spec: Spec) -> None:
-    """Whoever may train a model may train on its data; whoever may train a merge may
-    train each merged model; whoever may deploy an endpoint may deploy its model."""
-    for model in spec.models:
-        dataset = training_dataset(spec, model)
-        if dataset is not None:
-            _covered(
-                problem,
-                spans,
-                ("model", model.name, model.grants),
-                ("dataset", dataset.name, dataset.grants),
-                "train",
-            )
-    for merge in spec.merges:
-        for name in merge.models:
-            source = spec.model(name)
-            if source is not None:
-                _covered(
-                    problem,
-                    spans,
-                    ("merge", merge.name, merge.grants),
-                    ("model", name, source.grants),
-                    "train",
-                )
-    for deployment in spec.deployments:
-        owner = spec.model(deployment.target) or spec.merge(deployment.target)
-        if owner is not None:
-            kind = "merge" if spec.merge(deployment.target) else "model"
-            _covered(
-                problem,
-                spans,
-                ("deploy", deployment.name, deployment.grants),
-                (kind, owner.name, owner.grants),
-                "deploy",
-            )
-
-
-def _covered(
-    problem: Problem,
-    spans: SpanIndex,
-    user: Party,
-    resource: Party,
-    permission: str,
-) -> None:
-    user_kind, user_name, user_grants = user
-    kind, name, grants = resource
-    needed = _holders(user_grants, permission)
-    allowed = _holders(grants, permission)
-    if not needed or not allowed:
-        return  # nothing declared on one side: the executor checks the principal at run time
-    for principal in sorted(needed):
-        key = f"access:{user_kind}:{user_name}:{principal}:{kind}:{name}"
-        fact = _fact(
-            problem,
-            key,
-            principal in allowed,
-            _grant_span(spans, kind, name),
-            f"`{name}` grants {permission} to {', '.join(sorted(allowed))}",
-        )
-        problem.track(
-            f"{key}:c",
-            fact,
-            _grant_span(spans, user_kind, user_name),
-            f"{principal} may {permission} `{user_name}`, so needs {permission} on `{name}`",
-            constraint=True,
-        )
-
-
-def _grant_span(spans: SpanIndex, kind: str, name: str) -> Span | None:
-    grants = spans.grants(kind, name)
-    return grants[0].span if grants else spans.decl(kind, name)

@@ -1,10 +1,11 @@
-"""Who may read what: the current principal checked against a dataset's grants before any
-of its rows are read, and every decision appended to the audit log.
+"""Who may run what: the running principal checked against the grants before any stage
+starts, again as each stage reads its inputs, and every decision appended to the audit log.
 
 The principal is `--as PRINCIPAL` or the `FMC_PRINCIPAL` environment variable, written as
-the spec writes parties (`team:trust-safety`, `user:ana`). A dataset with no `grant` lines
-is open to everyone; one with grants admits only the principals granted the permission the
-stage needs: `read` to run its data stage, `label` to label it, `train` to train on it.
+the spec writes parties (`team:trust-safety`, `user:ana`). Which principals may run a stage is
+`fmlang.verify.access`'s answer, the same one `fmc check` reports from: grants along the
+stage's whole path, failing closed (no grant means no access, and no principal means no
+access either).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from fmlang.backends.data import audit
 from fmlang.diagnostics import Diagnostic, error
 from fmlang.errors import StageError
-from fmlang.ir.nodes import Dataset
+from fmlang.verify.access import AccessModel
 
 PRINCIPAL_ENV = "FMC_PRINCIPAL"
 AUDIT_ENV = "FMC_AUDIT_LOG"
@@ -36,49 +37,65 @@ class Access:
     principal: str | None
     log: Path
     spec_hash: str
+    paths: AccessModel
 
-    def require(self, dataset: Dataset, permission: str, stage: str, files: list[str]) -> None:
-        """Refuse (and log the refusal) unless the principal holds `permission`."""
-        granted = sorted({p for g in dataset.grants if g.permission == permission
-                          for p in g.principals})  # fmt: skip
-        open_data = not dataset.grants
-        allowed = open_data or (self.principal is not None and self.principal in granted)
-        self._record(dataset, permission, stage, files, allowed)
-        if not allowed:
-            raise StageError(self._refusal(dataset, permission, granted))
+    def require_all(self, stages: list[str]) -> None:
+        """Before any work: refuse the run (logging every decision) unless the principal
+        may run each of `stages`."""
+        refused = [stage for stage in stages if not self._decide(stage, [])]
+        if self.principal is None and refused:
+            raise StageError(self._no_principal(refused))
+        if refused:
+            raise StageError(*(self._refusal(stage) for stage in refused))
 
-    def _record(self, dataset: Dataset, permission: str, stage: str, files: list[str],
-                allowed: bool) -> None:  # fmt: skip
+    def require(self, stage: str, files: list[str]) -> None:
+        """As a stage reads `files`: refuse (and log) unless the principal may run it."""
+        if not self._decide(stage, files):
+            raise StageError(self._no_principal([stage]) if self.principal is None
+                             else self._refusal(stage))  # fmt: skip
+
+    def _decide(self, stage: str, files: list[str]) -> bool:
+        path = self.paths.paths.get(stage)
+        allowed = path is not None and self.principal in path.allowed
         audit.append(
             self.log,
             {
                 "principal": self.principal,
-                "action": permission,
-                "dataset": dataset.name,
+                "action": path.permission if path else "unknown",
                 "stage": stage,
                 "decision": "allowed" if allowed else "denied",
                 "files": files,
                 "spec": self.spec_hash,
             },
         )
+        return allowed
 
-    def _refusal(self, dataset: Dataset, permission: str, granted: list[str]) -> Diagnostic:
-        span = dataset.span.to_span() if dataset.span else None
-        who = ", ".join(f"`{p}`" for p in granted) or "nobody"
-        if self.principal is None:
-            return error(
-                "FM0703",
-                f"dataset `{dataset.name}` is restricted and no principal is set",
-                span,
-                f"`{permission}` is granted to {who}",
-                help=f"run as a granted principal: `fmc run … --as PRINCIPAL` or set "
-                f"{PRINCIPAL_ENV}",
-            )
+    def _no_principal(self, stages: list[str]) -> Diagnostic:
+        path = self.paths.paths.get(stages[0])
+        who = ", ".join(f"`{p}`" for p in sorted(path.allowed)) if path else ""
+        return error(
+            "FM0703",
+            f"no principal is set, and every stage is restricted ({len(stages)} to run)",
+            path.span if path else None,
+            f"`{stages[0]}` may be run by {who or 'no one'}",
+            help=f"run as a granted principal: `fmc run … --as PRINCIPAL` or set {PRINCIPAL_ENV}",
+        )
+
+    def _refusal(self, stage: str) -> Diagnostic:
+        path = self.paths.paths.get(stage)
+        if path is None:
+            return error("FM0702", f"`{self.principal}` may not run `{stage}`: no grant covers it")
+        step = next(
+            (s for s in path.steps if (s.holders is None and s.root)
+             or (s.holders is not None and self.principal not in s.holders)),
+            path.steps[-1],
+        )  # fmt: skip
+        who = ", ".join(f"`{p}`" for p in sorted(path.allowed)) or "no one"
         return error(
             "FM0702",
-            f"`{self.principal}` may not {permission} dataset `{dataset.name}`",
-            span,
-            f"`{permission}` is granted to {who}",
-            help=f'add `grant {permission} to "{self.principal}"` to the dataset, or run as '
-            "a granted principal",
+            f"`{self.principal}` may not {path.permission} for `{stage}`",
+            step.span,
+            f"`{step.permission}` on {step.what} is not granted to `{self.principal}`",
+            help=f'add `grant {step.permission} to "{self.principal}"` to {step.what}, or run '
+            f"as one who may: {who}",
         )

@@ -50,7 +50,7 @@ def labels_stage(ctx: RunContext, labels: Labels) -> Outcome:
     model = labels.model.model_dump(mode="json", exclude={"span"})
     key = stage_key("labels", query.sql, upstream, model, _python_digests(ctx, labels))
     paths = labels_paths(labels.name)
-    ctx.access.require(dataset, "label", stage, [split_path(labels.dataset, labels.split)])
+    ctx.access.require(stage, [split_path(labels.dataset, labels.split)])
     if not ctx.force and ctx.cache.fresh(stage, key):
         return Outcome(stage, True, tuple(paths.values()), {})
     table = _apply(ctx, labels, query)

@@ -72,7 +72,7 @@ def data_stage(ctx: RunContext, dataset: Dataset) -> Outcome:
     folder = f"run/data/{dataset.name}"
     outputs = [split_path(dataset.name, s) for s in (*pipeline.splits, None)]
     outputs.append(f"{folder}/report.json")
-    ctx.access.require(dataset, "read", stage, names)  # cached rows are the dataset's too
+    ctx.access.require(stage, names)  # cached rows are the dataset's too
     if not ctx.force and ctx.cache.fresh(stage, key):
         return Outcome(stage, True, tuple(outputs), {})
     con = connect(ctx.spec_dir(dataset.file))
