@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmlang import __version__
-from fmlang.atomic import write_json_atomic, write_text_atomic
+from fmlang.atomic import json_text, write_json_atomic, write_text_atomic
 from fmlang.check import Program, load, load_text, run_passes
 from fmlang.diagnostics import Diagnostic, Severity
 from fmlang.files import file_sha256, source_files, source_pattern
@@ -137,23 +138,63 @@ def _lock_key(path: str, stdlib: bool, entry: Path) -> str:
     return Path(os.path.relpath(Path(path).resolve(), entry)).as_posix()
 
 
-def build(result: CheckResult, out_dir: Path) -> list[Path]:
-    """Write the build folder's artifacts; later stages add theirs beside the lock file."""
-    spec = compile_spec(result)
-    lock = out_dir / "fm.lock.json"
-    write_json_atomic(lock, lock_document(result, spec))
-    written = [lock]
-    if result.report is not None:
-        verified = out_dir / "verify.json"
-        write_json_atomic(verified, result.report.to_json())
-        written.append(verified)
+def build(result: CheckResult, out_dir: Path, only_if_stale: bool = False) -> list[Path]:
+    """Write the build folder's artifacts; later stages add theirs beside the lock file.
+
+    The lock file is written last and records a sha256 of every artifact, so a build cut
+    short is stale. With `only_if_stale` (what `fmc run` does), a folder whose lock matches
+    the spec, its inputs and this fmc, and whose artifacts all exist, is left as it is: the
+    build folder is what runs, hand edits included."""
     from fmlang.lower.artifacts import lower_artifacts
 
+    spec = compile_spec(result)
+    lock_path = out_dir / "fm.lock.json"
+    lock = lock_document(result, spec)
+    files: dict[str, str] = {}
+    if result.report is not None:
+        files["verify.json"] = json_text(result.report.to_json())
     knobs = dict(result.report.knobs) if result.report is not None else {}
     constraints = result.report.constraints if result.report is not None else []
-    for relative, text in sorted(lower_artifacts(spec, knobs, constraints).items()):
+    files.update(lower_artifacts(spec, knobs, constraints))
+    if only_if_stale and _current(lock_path, lock, out_dir):
+        return []
+    written = []
+    for relative, text in sorted(files.items()):
         path = out_dir / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, text)
         written.append(path)
-    return written
+    # What runs (verify.json is a report, and names files as fmc was invoked).
+    lock["artifacts"] = {
+        k: _digest(v.encode("utf-8")) for k, v in sorted(files.items()) if k != "verify.json"
+    }
+    write_json_atomic(lock_path, lock)
+    return [lock_path, *written]
+
+
+def _current(lock_path: Path, lock: dict[str, Any], out_dir: Path) -> bool:
+    try:
+        previous = json.loads(lock_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    artifacts = previous.pop("artifacts", None)
+    if previous != json.loads(json_text(lock)) or not isinstance(artifacts, dict):
+        return False
+    return all((out_dir / relative).is_file() for relative in artifacts)
+
+
+def edited_artifacts(out_dir: Path) -> list[str]:
+    """Artifacts whose content differs from what the lock recorded (edited by hand)."""
+    try:
+        artifacts = json.loads((out_dir / "fm.lock.json").read_text(encoding="utf-8"))["artifacts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [
+        relative
+        for relative, digest in sorted(artifacts.items())
+        if (out_dir / relative).is_file() and _digest((out_dir / relative).read_bytes()) != digest
+    ]
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()

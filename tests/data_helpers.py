@@ -8,6 +8,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from fmlang.api import build as build_artifacts
 from fmlang.api import check_paths, compile_spec
 from fmlang.backends.run import RunOptions, run
 from fmlang.ir.nodes import Spec
@@ -21,15 +22,24 @@ def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
         writer.writerows(rows)
 
 
+# Access fails closed: test specs grant everything to one principal, and run as it.
+TESTER = "team:ml"
+GRANT = f'  grant read, label, train, deploy to "{TESTER}"\n'
+
+
 def compile_file(spec_path: Path) -> Spec:
     result = check_paths([spec_path], verify=True)
     assert result.ok, [d.message for d in result.diagnostics]
     return compile_spec(result)
 
 
-def run_spec(spec_path: Path, build: Path, until: str = "labels", principal: str | None = None,
+def run_spec(spec_path: Path, build: Path, until: str = "labels", principal: str | None = TESTER,
              force: bool = False) -> Any:  # fmt: skip
-    spec = compile_file(spec_path)
+    """Build (when stale) and run, as `fmc run` does."""
+    result = check_paths([spec_path], verify=True)
+    assert result.ok, [d.message for d in result.diagnostics]
+    build_artifacts(result, build, only_if_stale=True)
+    spec = compile_spec(result)
     options = RunOptions(build, spec_path, until, principal, force, log=lambda _: None)
     report, _ctx = run(spec, options, spec_path.read_text(encoding="utf-8"))
     return report
@@ -47,7 +57,7 @@ def one_column_dataset(tmp_path: Path, values: list[str], clean: str, extra: str
         "dataset d {\n"
         '  source csv("d.csv", header = true)\n'
         "  schema {\n    id: string @id\n    body: text\n  }\n"
-        f"  clean {{\n{clean}\n  }}\n{extra}"
+        f"  clean {{\n{clean}\n  }}\n{extra}{GRANT}"
         "}\n",
         encoding="utf-8",
     )

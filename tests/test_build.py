@@ -48,7 +48,8 @@ def test_lock_changes_when_data_changes(tmp_path: Path) -> None:
     (project / "data").mkdir(parents=True)
     spec = project / "s.fm"
     spec.write_text(
-        'dataset d {\n  source csv("data/*.csv")\n  schema { a: int }\n  grant read to ana\n}\n', encoding="utf-8"
+        'dataset d {\n  source csv("data/*.csv")\n  schema { a: int }\n  grant read to ana\n}\n',
+        encoding="utf-8",
     )
     (project / "data" / "x.csv").write_text("a\n1\n", encoding="utf-8")
     before = _build(project, "s.fm", tmp_path / "o1")["inputs"]

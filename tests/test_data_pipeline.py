@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from fmlang.errors import StageError
-from tests.data_helpers import one_column_dataset, rows, run_spec, write_csv
+from tests.data_helpers import GRANT, one_column_dataset, rows, run_spec, write_csv
 
 
 def bodies(tmp_path: Path, values: list[str], clean: str) -> list[str | None]:
@@ -111,7 +111,7 @@ def test_derived_columns_and_label_casts(tmp_path: Path) -> None:
     write_csv(tmp_path / "raw/Video-B.csv", ["ID", "TEXT", "CLASS"], [["y", "yo", "HAM"]])
     spec = tmp_path / "s.fm"
     spec.write_text(
-        'dataset s {\n  source csv("raw/*.csv", header = true)\n  schema {\n'
+        'dataset s {\n  source csv("raw/*.csv", header = true)\n' + GRANT + "  schema {\n"
         "    ID: string @id\n    TEXT: text\n    CLASS: label[ham, spam] @gold\n"
         "    video: category @protected = source_file\n    position: int = row_number\n"
         "    loud: bool = TEXT ~ /^h/\n  }\n}\n",
@@ -137,12 +137,14 @@ def test_missing_source_is_an_io_error_at_the_source_line(tmp_path: Path) -> Non
 def test_missing_column_names_the_schema_line(tmp_path: Path) -> None:
     write_csv(tmp_path / "d.csv", ["id", "bodies"], [["1", "x"]])
     spec = tmp_path / "d.fm"
-    spec.write_text('dataset d {\n  source csv("d.csv")\n  schema {\n    id: string @id\n'
+    spec.write_text('dataset d {\n  source csv("d.csv")\n'
+        + GRANT
+        + '  schema {\n    id: string @id\n'
                     "    body: text\n  }\n}\n", encoding="utf-8")  # fmt: skip
     with pytest.raises(StageError) as caught:
         run_spec(spec, tmp_path / "build", until="data")
     (diag,) = caught.value.diagnostics
-    assert diag.code == "FM0704" and diag.primary_span and diag.primary_span.line == 5
+    assert diag.code == "FM0704" and diag.primary_span and diag.primary_span.line == 6
     assert diag.help and "bodies" in diag.help
 
 
@@ -157,9 +159,9 @@ def test_jsonl_and_parquet_sources(tmp_path: Path) -> None:
     pq.write_table(pa.table({"id": ["3"], "q": ["parquet row"]}), tmp_path / "b.parquet")
     spec = tmp_path / "s.fm"
     spec.write_text(
-        'dataset j {\n  source jsonl("a.jsonl", records = "t")\n'
+        'dataset j {\n  source jsonl("a.jsonl", records = "t")\n' + GRANT + ""
         "  schema {\n    id: string @id\n    q: text\n  }\n}\n"
-        'dataset p {\n  source parquet("b.parquet")\n'
+        'dataset p {\n  source parquet("b.parquet")\n' + GRANT + ""
         "  schema {\n    id: string @id\n    q: text\n  }\n}\n",
         encoding="utf-8",
     )
@@ -180,6 +182,8 @@ def test_hf_disk_source(tmp_path: Path) -> None:
         writer.write_table(table)
     spec = tmp_path / "s.fm"
     spec.write_text('dataset w {\n  source hf_disk("hf", split = "train")\n'
+        + GRANT
+        + ''
                     "  schema {\n    id: string @id\n    text: text\n  }\n}\n")  # fmt: skip
     run_spec(spec, tmp_path / "build", until="data")
     assert rows(tmp_path / "build/run/data/w/all.parquet") == [

@@ -34,12 +34,14 @@ model writer_a {
   base    tiny_causal_lm
   task    generate
   adapter lora(rank = 4, alpha = 8, targets = [q_proj, v_proj])
+  grant deploy to "team:ml"
 }
 
 model writer_b {
   base    tiny_causal_lm
   task    generate
   adapter lora(rank = 4, alpha = 16, targets = [q_proj, v_proj])
+  grant deploy to "team:ml"
 }
 
 merge m_linear { models [writer_a, writer_b]; method linear; weights [1, 1] }

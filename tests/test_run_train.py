@@ -24,6 +24,7 @@ dataset tickets {
     product: category @protected
   }
   split { train 70%, test 30% by hash(id) }
+  grant read, train, deploy to "team:ml"
 }
 
 model helper {
@@ -99,7 +100,9 @@ def test_a_missed_gate_fails_at_the_constraint_line(tmp_path: Path, tiny_model: 
     spec = project(tmp_path, tiny_model, "1.5")
     build = tmp_path / "build"
     result = CliRunner().invoke(
-        cli, ["run", str(spec), "-o", str(build), "--format", "json"], catch_exceptions=False
+        cli,
+        ["run", str(spec), "-o", str(build), "--as", "team:ml", "--format", "json"],
+        catch_exceptions=False,
     )
     assert result.exit_code == 1
     (gate,) = [d for d in json.loads(result.stdout)["diagnostics"] if d["code"] == "FM0860"]
@@ -172,6 +175,7 @@ def test_merge_stage_merges_trained_adapters(tmp_path: Path, tiny_model: Path) -
 DEPLOY = """
 deploy helper {
   local { host = "127.0.0.1", port = 18080 }
+  grant query to "service:web"
 }
 """
 

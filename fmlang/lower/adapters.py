@@ -119,7 +119,7 @@ def lower_adapter(spec: Spec, model: Model, knobs: KnobValues) -> dict[str, Any]
     check_modules(model, base)
     config: dict[str, Any] = {
         "peft_type": PEFT_TYPES[adapter.kind],
-        "base_model_name_or_path": base.weights.location if base.weights else None,
+        "base_model_name_or_path": base.weights.loadable if base.weights else None,
     }
     if base.weights is not None and base.weights.revision:
         config["revision"] = base.weights.revision

@@ -284,7 +284,10 @@ def model_files(spec: Spec, model: Model, knobs: KnobValues) -> dict[str, str]:
     files = adapter_files(spec, model, knobs)
     if model.training is None:
         return files
+    from fmlang.lower.train_job import job_path, lower_job
+
     plan = lower_training(spec, model, knobs)
     files.update(plan.files())
     files.update(lower_launch(spec, model, knobs, plan).files())
+    files[job_path(model.name)] = json_text(lower_job(spec, model, knobs))
     return files
