@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fmlang.atomic import write_json_atomic
+from fmlang.backends.artifacts import read_json
 from fmlang.backends.cache import stage_key
 from fmlang.backends.data.stages import Outcome, RunContext
 from fmlang.backends.gates import check_gates
@@ -63,25 +64,9 @@ def _spans(model: Model) -> dict[str, Any]:
     return {k: v for k, v in spans.items() if v is not None}
 
 
-def read_artifact(ctx: RunContext, relative: str, model: Model | Merge) -> Any:
+def read_artifact(ctx: RunContext, relative: str, owner: Model | Merge) -> Any:
     """A JSON artifact of the build folder; FM0720 when it is missing or not JSON."""
-    path = ctx.build_dir / relative
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        from fmlang.diagnostics import error
-
-        span = model.span.to_span() if model.span else None
-        raise StageError(
-            error(
-                "FM0720",
-                f"the build folder's `{relative}` cannot be read: {exc}",
-                span,
-                f"`{model.name}` runs from this artifact",
-                help="run `fmc build` again (or delete the build folder's fm.lock.json to force "
-                "a rebuild)",
-            )
-        ) from exc
+    return read_json(ctx.build_dir, relative, owner.name, owner.span)
 
 
 def _ensure_tiny(base: str, folder: Path) -> None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fmlang.atomic import replacing, write_json_atomic
+from fmlang.backends.artifacts import read_text
 from fmlang.backends.cache import stage_key
 from fmlang.backends.data.engine import connect
 from fmlang.backends.data.stages import Outcome, RunContext
@@ -42,7 +44,7 @@ def labels_stage(ctx: RunContext, labels: Labels) -> Outcome:
     stage = f"labels:{labels.name}"
     dataset = ctx.spec.dataset(labels.dataset)
     assert dataset is not None, "the checker resolved the dataset"
-    query = lower_labels(labels)
+    query = built_query(ctx, labels)
     source = ctx.build_dir / split_path(labels.dataset, labels.split)
     upstream = ctx.cache.key_of(f"data:{labels.dataset}")
     if upstream is None or not source.exists():
@@ -57,6 +59,13 @@ def labels_stage(ctx: RunContext, labels: Labels) -> Outcome:
     summary = _fit_and_write(ctx, labels, dataset, table, paths)
     ctx.cache.record(stage, key, list(paths.values()))
     return Outcome(stage, False, tuple(paths.values()), summary)
+
+
+def built_query(ctx: RunContext, labels: Labels) -> LabelQuery:
+    """The label-matrix query the build folder holds (`labels/<labels>.duckdb.sql`), with the
+    spec's labeling functions (their order is the matrix's columns)."""
+    text = read_text(ctx.build_dir, f"labels/{labels.name}.duckdb.sql", labels.name, labels.span)
+    return replace(lower_labels(labels), sql=text.strip().rstrip(";"))
 
 
 def _missing_input(labels: Labels, source: Path) -> Any:

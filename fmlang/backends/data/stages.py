@@ -1,4 +1,5 @@
-"""The data and labels stages of `fmc run`: lowered SQL executed in DuckDB into Parquet.
+"""The data and labels stages of `fmc run`: the build folder's SQL executed in DuckDB into
+Parquet.
 
 Data stage (`data:<dataset>`): read, cast, clean and split one dataset; write every split to
 `run/data/<dataset>/<split>.parquet` (plus `all.parquet`) and `report.json` with rows in and
@@ -11,12 +12,14 @@ Both are skipped when their cache key is unchanged; both check access first.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from fmlang.atomic import replacing, write_json_atomic
+from fmlang.backends.artifacts import mismatch, read_text
 from fmlang.backends.cache import StageCache, stage_key
 from fmlang.backends.data.access import Access
 from fmlang.backends.data.engine import StepResult, connect, run_pipeline
@@ -25,7 +28,7 @@ from fmlang.errors import StageError
 from fmlang.files import file_sha256, source_files
 from fmlang.ir.nodes import Dataset, Spec
 from fmlang.lower.labels import split_path
-from fmlang.lower.pipeline import lower_dataset
+from fmlang.lower.pipeline import Pipeline, lower_dataset
 
 
 @dataclass
@@ -63,11 +66,11 @@ class Outcome:
 
 def data_stage(ctx: RunContext, dataset: Dataset) -> Outcome:
     stage = f"data:{dataset.name}"
-    pipeline = lower_dataset(dataset)
+    pipeline, script = built_pipeline(ctx, dataset)
     files = source_files(dataset, ctx.spec_dir(dataset.file))
     names = [os.path.relpath(f, ctx.entry_dir) for f in files]
     key = stage_key(
-        "data", pipeline.script(), [(n, file_sha256(f)) for n, f in zip(names, files, strict=True)]
+        "data", script, [(n, file_sha256(f)) for n, f in zip(names, files, strict=True)]
     )
     folder = f"run/data/{dataset.name}"
     outputs = [split_path(dataset.name, s) for s in (*pipeline.splits, None)]
@@ -96,6 +99,32 @@ def data_stage(ctx: RunContext, dataset: Dataset) -> Outcome:
     write_json_atomic(ctx.build_dir / folder / "report.json", report)
     ctx.cache.record(stage, key, outputs)
     return Outcome(stage, False, tuple(outputs), report)
+
+
+_STEP = re.compile(r"^-- step \d+: .*$", re.MULTILINE)
+
+
+def built_pipeline(ctx: RunContext, dataset: Dataset) -> tuple[Pipeline, str]:
+    """The pipeline the build folder holds (`data/<dataset>.duckdb.sql`): the spec's steps
+    (tables, titles, spans for diagnostics) running the file's statements, and the file's
+    text (the stage's cache key)."""
+    import duckdb
+
+    relative = f"data/{dataset.name}.duckdb.sql"
+    script = read_text(ctx.build_dir, relative, dataset.name, dataset.span)
+    pipeline = lower_dataset(dataset)
+    blocks = _STEP.split(script)[1:]
+    if len(blocks) != len(pipeline.steps):
+        found = f"it has {len(blocks)} steps where the spec has {len(pipeline.steps)}"
+        raise mismatch(relative, dataset.name, dataset.span, found)
+    try:
+        steps = tuple(
+            replace(step, sql=tuple(s.query for s in duckdb.extract_statements(block)))
+            for step, block in zip(pipeline.steps, blocks, strict=True)
+        )
+    except duckdb.Error as exc:
+        raise mismatch(relative, dataset.name, dataset.span, str(exc)) from exc
+    return replace(pipeline, steps=steps), script
 
 
 def _describe(result: StepResult) -> str:
