@@ -156,3 +156,17 @@ def test_a_latency_measured_under_load_is_not_a_verdict() -> None:
     loaded = {**timed, "load": {"cores": 2, "other_cores": 1.8, "loaded": True}}
     value, why = _latency(constraint, {"latency": {"cpu_2core": loaded}})
     assert value is None and "1.8 of 2 cores" in why
+
+
+def test_the_data_stage_runs_the_build_folders_sql(tmp_path: Path) -> None:
+    from tests.data_helpers import one_column_dataset, rows, run_spec
+
+    spec = one_column_dataset(tmp_path, ["ab", "abcd", "abcdef"], "    drop where length(body) < 3")
+    build = tmp_path / "build"
+    run_spec(spec, build, until="data")
+    assert [r["body"] for r in rows(build / "run/data/d/all.parquet")] == ["abcd", "abcdef"]
+    sql = build / "data/d.duckdb.sql"
+    assert '(length("body") < 3)' in sql.read_text()
+    sql.write_text(sql.read_text().replace('(length("body") < 3)', '(length("body") < 5)'))
+    run_spec(spec, build, until="data")  # not stale: the edited SQL is what runs
+    assert [r["body"] for r in rows(build / "run/data/d/all.parquet")] == ["abcdef"]
