@@ -343,7 +343,7 @@ def spec_text(case: Case, constraint: str = "", hardware: str = FULL_PROFILE) ->
         f"hardware box {{\n  {hardware}\n}}\n\n"
         f"model m {{\n  base     rnd\n  task     {'generate' if a.decoder else 'embed'}\n"
         f"  adapter  lora(rank = {case.rank}, targets = [{', '.join(case.targets)}])\n"
-        f"  quantize {case.quantize}\n{model_seq}  grant deploy to \"team:ml\"\n}}\n\n"
+        f'  quantize {case.quantize}\n{model_seq}  grant deploy to "team:ml"\n}}\n\n'
         f"constraints m {{\n  {constraint}\n}}\n\n"
         f"deploy m {{\n  adapters     dynamic\n  batch        {case.batch}\n"
         f"  max_adapters {case.resident}\n{deploy_seq}  local {{ port = 8080 }}\n"

@@ -126,13 +126,24 @@ def test_write_files_round_trips(tmp_path: Path, lowered: dict[str, dict[str, st
 # ---- schemas --------------------------------------------------------------------------
 
 
-def _documents(files: dict[str, str], name: str) -> list[dict[str, Any]]:
+def _documents(files: dict[str, str], name: str, kind: str | None = None) -> list[dict[str, Any]]:
+    """The YAML documents of the files whose path ends with `name` (of one `kind`)."""
     return [
         doc
         for path, text in sorted(files.items())
         if path.endswith(name)
         for doc in yaml.safe_load_all(text)
+        if kind is None or doc["kind"] == kind
     ]
+
+
+def _one(files: dict[str, str], name: str, kind: str) -> dict[str, Any]:
+    (document,) = _documents(files, name, kind)
+    return document
+
+
+def _isvc(files: dict[str, str], name: str = "inferenceservice.yaml") -> dict[str, Any]:
+    return _one(files, name, "InferenceService")
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -146,7 +157,7 @@ def test_kubernetes_documents_validate_against_bundled_schemas(
 def test_kubernetes_validate_rejects_a_broken_deployment(
     lowered: dict[str, dict[str, str]],
 ) -> None:
-    deployment = _documents(lowered["adapter_merge"], "kubernetes.yaml")[0]
+    deployment = _one(lowered["adapter_merge"], "kubernetes.yaml", "Deployment")
     deployment["spec"]["template"]["spec"]["containers"][0]["resourcez"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
@@ -156,7 +167,7 @@ def test_kubernetes_validate_rejects_a_broken_deployment(
 def test_inferenceservices_round_trip_through_the_typed_model(
     case: str, lowered: dict[str, dict[str, str]]
 ) -> None:
-    for document in _documents(lowered[case], "inferenceservice.yaml"):
+    for document in _documents(lowered[case], "inferenceservice.yaml", "InferenceService"):
         typed = validate_inferenceservice(document)
         assert typed.model_dump(mode="json", exclude_unset=True) == document
 
@@ -173,7 +184,7 @@ def test_compose_files_round_trip_through_the_typed_model(
 def test_typed_models_reject_unknown_fields_and_unpinned_images(
     lowered: dict[str, dict[str, str]],
 ) -> None:
-    service = _documents(lowered["support_assistant"], "inferenceservice.yaml")[0]
+    service = _isvc(lowered["support_assistant"])
     service["spec"]["predictor"]["model"]["storageURI"] = "s3://typo"
     with pytest.raises(ValidationError):
         validate_inferenceservice(service)
@@ -196,8 +207,7 @@ def test_unpinned_image_options_are_rejected(images: dict[str, str]) -> None:
 
 
 def _args(files: dict[str, str]) -> list[str]:
-    service = _documents(files, "inferenceservice.yaml")[0]
-    return list(service["spec"]["predictor"]["model"]["args"])
+    return list(_isvc(files)["spec"]["predictor"]["model"]["args"])
 
 
 def test_dynamic_adapters_get_vllm_lora_options(lowered: dict[str, dict[str, str]]) -> None:
@@ -214,16 +224,14 @@ def test_dynamic_adapters_get_vllm_lora_options(lowered: dict[str, dict[str, str
 
 def test_solver_replicas_fix_the_kserve_replica_count(lowered: dict[str, dict[str, str]]) -> None:
     _, knobs, _ = _compile(CASES["support_assistant"])
-    predictor = _documents(lowered["support_assistant"], "inferenceservice.yaml")[0]["spec"][
-        "predictor"
-    ]
+    predictor = _isvc(lowered["support_assistant"])["spec"]["predictor"]
     chosen = knobs["support_assistant.kserve.replicas"]
     assert predictor["minReplicas"] == predictor["maxReplicas"] == chosen
     assert "scaleMetric" not in predictor
 
 
 def test_merged_adapters_emit_no_lora_options(lowered: dict[str, dict[str, str]]) -> None:
-    deployment = _documents(lowered["adapter_merge"], "kubernetes.yaml")[0]
+    deployment = _one(lowered["adapter_merge"], "kubernetes.yaml", "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert not [a for a in args if "lora" in a]
     assert "--model=/mnt/models/run/merges/support_merged/model" in args
@@ -239,19 +247,18 @@ def test_merged_kserve_serves_the_merged_weights_without_lora(tmp_path: Path) ->
         (tmp_path / name).write_text((CASES["adapter_merge"].parent / name).read_text())
     spec, knobs = _spec_from(text, tmp_path)
     files = lower_deployment(spec, spec.deployments[0], knobs)
-    model = _documents(files, "inferenceservice.yaml")[0]["spec"]["predictor"]["model"]
-    assert model["storageUri"] == "pvc://fmc-build/run/merges/support_merged/model"
+    model = _isvc(files)["spec"]["predictor"]["model"]
+    assert model["storageUri"] == "pvc://support-merged-build/run/merges/support_merged/model"
     assert not [a for a in model["args"] if "lora" in a or a.startswith("--model_id")]
 
 
 def test_hpa_only_for_replica_ranges(lowered: dict[str, dict[str, str]]) -> None:
     fixed = [d["kind"] for d in _documents(lowered["adapter_merge"], "kubernetes.yaml")]
-    assert fixed == ["Deployment", "Service"]  # the solver fixed `auto in 1..2`
-    ranged = _documents(lowered["multi_target"], "drafter/kubernetes.yaml")
-    hpa = ranged[-1]
-    assert hpa["kind"] == "HorizontalPodAutoscaler"
+    assert fixed == ["PersistentVolumeClaim", "Deployment", "Service"]  # solver fixed 1..2
+    ranged = lowered["multi_target"]
+    hpa = _one(ranged, "drafter/kubernetes.yaml", "HorizontalPodAutoscaler")
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
-    assert ranged[0]["spec"]["replicas"] == 2
+    assert _one(ranged, "drafter/kubernetes.yaml", "Deployment")["spec"]["replicas"] == 2
 
 
 def test_gpu_compose_reserves_gpus_and_runs_vllm(lowered: dict[str, dict[str, str]]) -> None:
@@ -266,7 +273,7 @@ def test_gpu_compose_reserves_gpus_and_runs_vllm(lowered: dict[str, dict[str, st
 def test_cpu_targets_run_fmc_serve_with_its_config(lowered: dict[str, dict[str, str]]) -> None:
     files = lowered["multi_target"]
     assert "deploy/router/server.json" in files
-    container = _documents(files, "router/kubernetes.yaml")[0]["spec"]["template"]["spec"][
+    container = _one(files, "router/kubernetes.yaml", "Deployment")["spec"]["template"]["spec"][
         "containers"
     ][0]
     assert container["command"][:4] == [
@@ -295,9 +302,7 @@ def test_memory_request_is_the_verifier_estimate(lowered: dict[str, dict[str, st
     _, _, constraints = _compile(CASES["support_assistant"])
     estimate = serving_memory(constraints, "support_assistant")
     assert estimate is not None
-    model = _documents(lowered["support_assistant"], "inferenceservice.yaml")[0]["spec"][
-        "predictor"
-    ]["model"]
+    model = _isvc(lowered["support_assistant"])["spec"]["predictor"]["model"]
     assert model["resources"]["requests"]["memory"] == f"{-(-int(estimate) // 2**20)}Mi"
 
 
@@ -320,11 +325,13 @@ model m {{
   task    generate
   adapter {adapter}
   {extra}
+  grant deploy to "team:ml"
 }}
 
 deploy m {{
   adapters dynamic
   kserve {{ hardware = a10g, {target} }}
+  grant query to "service:app"
 }}
 """
 
@@ -400,3 +407,61 @@ def test_lowering_imports_no_heavy_packages() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+SMALL_CPU_SPEC = """
+import std.models.tiny_causal_lm
+
+hardware small_cpu {
+  kind      cpu
+  cores     1
+  memory    256MiB
+  bandwidth 10GB/s
+  peak_fp32 100GFLOPS
+  cost      0.01USD/h
+}
+
+model m {
+  base    tiny_causal_lm
+  task    generate
+  adapter lora(rank = 4, targets = [q_proj, v_proj])
+  grant deploy to "team:ml"
+}
+
+deploy m {
+  kubernetes { hardware = small_cpu, replicas = 1 }
+  grant query to "service:app"
+}
+"""
+
+
+def test_a_server_larger_than_its_hardware_is_an_error(tmp_path: Path) -> None:
+    spec, knobs = _spec_from(SMALL_CPU_SPEC, tmp_path)
+    with pytest.raises(StageError) as caught:
+        lower_deployment(spec, spec.deployments[0], knobs)
+    (diagnostic,) = caught.value.diagnostics
+    assert diagnostic.code == "FM1038"
+    assert "`fmc serve` process 418 MiB) but `small_cpu` has 256 MiB" in diagnostic.message
+    lines = SMALL_CPU_SPEC.split("\n")
+    target_line = 1 + next(i for i, line in enumerate(lines) if "kubernetes {" in line)
+    assert diagnostic.primary_span is not None and diagnostic.primary_span.line == target_line
+
+
+def test_the_claim_is_sized_for_what_the_server_reads(lowered: dict[str, dict[str, str]]) -> None:
+    """Merged Qwen2.5-1.5B weights (1_543_714_304 params x 2 bytes = 2.88 GiB) + 0.25 GiB
+    of tokenizer and configs → 4Gi; one mounted by several pods is ReadWriteMany."""
+    claim = _one(lowered["adapter_merge"], "kubernetes.yaml", "PersistentVolumeClaim")
+    assert claim["spec"]["resources"]["requests"]["storage"] == "4Gi"
+    router = lowered["multi_target"]
+    shared = [_one(router, f"router/{name}", "PersistentVolumeClaim")
+              for name in ("kubernetes.yaml", "inferenceservice.yaml")]  # fmt: skip
+    assert shared[0] == shared[1]  # one claim, the same in both files
+    assert shared[0]["spec"]["accessModes"] == ["ReadWriteMany"]  # up to 3 + 3 pods
+
+
+def test_a_storage_uri_elsewhere_emits_no_claim_for_kserve() -> None:
+    spec, knobs, _ = _compile(CASES["support_assistant"])
+    options = ManifestOptions(storage_uri="s3://models/support")
+    files = lower_deployment(spec, spec.deployments[0], knobs, options=options)
+    assert [d["kind"] for d in _documents(files, "inferenceservice.yaml")] == ["InferenceService"]
+    assert _isvc(files)["spec"]["predictor"]["model"]["storageUri"] == "s3://models/support"

@@ -1,6 +1,13 @@
-"""From a built and run spec to the `fmc serve` configuration: the build's `server.json`
-(written by `fmc build` from the `deploy` block and the solver's knobs) joined with what the
-run produced (the trained adapters, the base weights the training job resolved)."""
+"""From a build folder to the `fmc serve` configuration, two ways:
+
+- `serve_config` (`fmc serve FILE`): the build's `server.json` (written by `fmc build` from
+  the `deploy` block and the solver's knobs) joined with what the run produced on this
+  machine (the trained adapters, the base weights the training job resolved).
+- `serve_config_file` (`fmc serve --config DIR/deploy/<name>/server.json`, what the emitted
+  containers run): the file alone, every path in it relative to the build folder, so a build
+  folder mounted anywhere serves without the spec. `local(...)` base weights are read from
+  `DIR/weights/<base>` (the spec's folder is not in the build folder; copy it there).
+"""
 
 from __future__ import annotations
 
@@ -26,21 +33,73 @@ def serve_config(build_dir: Path, deploy: str, host: str | None = None,
     from fmlang.backends.train.loader import weights_folder
 
     document = _server_json(build_dir, deploy)
-    if document.get("task") not in ("generate", "classify"):
-        raise StageError(error("FM1050", f"`fmc serve` serves generate and classify models, "
-                               f"not `{document.get('task')}`"))  # fmt: skip
+    _check_task(document)
     job = TrainJob.read(_job_path(build_dir, document))
     config = from_build(document, build_dir)
-    missing = [name for name, path in config.adapters.items()
-               if not (Path(path) / "adapter_config.json").exists()]  # fmt: skip
-    if missing:
-        raise StageError(_not_run(deploy, f"no trained adapter for {', '.join(missing)}"))
+    _check_adapters(config, deploy)
+    update: dict[str, Any] = {}
+    if document.get("base", {}).get("weights", {}).get("kind") != "build":  # not merged weights
+        update["base_model"] = weights_folder(job)
+    return _listening(config.model_copy(update=update), host, port)
+
+
+def serve_config_file(path: Path, host: str | None = None, port: int | None = None) -> Any:
+    """The `ServeConfig` of `fmc serve --config PATH`: a build's server.json served from its
+    build folder alone (or a plain `ServeConfig` file), with what it names checked to be
+    there. Raises `StageError` (FM1001, FM1002, FM1006, FM1050, FM0710)."""
+    from fmlang.backends.serve.config import load_config
+
+    config = load_config(path)
+    document = json.loads(path.read_text(encoding="utf-8"))  # load_config read it already
+    if isinstance(document, dict) and "schema_version" in document:
+        _check_task(document)
+        _check_adapters(config, str(document.get("deploy")))
+        _check_base(config, document)
+    return _listening(config, host, port)
+
+
+def _listening(config: Any, host: str | None, port: int | None) -> Any:
     update: dict[str, Any] = {"host": host or config.host}
     if port is not None:
         update["port"] = port
-    if document.get("base", {}).get("weights", {}).get("kind") != "build":  # not merged weights
-        update["base_model"] = weights_folder(job)
     return config.model_copy(update=update)
+
+
+def _check_task(document: dict[str, Any]) -> None:
+    if document.get("task") not in ("generate", "classify"):
+        raise StageError(error("FM1050", f"`fmc serve` serves generate and classify models, "
+                               f"not `{document.get('task')}`"))  # fmt: skip
+
+
+def _check_adapters(config: Any, deploy: str) -> None:
+    missing = [name for name, path in config.adapters.items()
+               if not (Path(path) / "adapter_config.json").exists()]  # fmt: skip
+    if missing:
+        folders = [config.adapters[name] for name in missing]
+        raise StageError(_not_run(deploy, f"no trained adapter for {', '.join(missing)}",
+                                  notes=tuple(f"looked in {f}" for f in folders)))  # fmt: skip
+
+
+def _check_base(config: Any, document: dict[str, Any]) -> None:
+    """A base model folder from the build folder (merged or `local` weights) is there."""
+    weights = document.get("base", {}).get("weights", {})
+    folder = Path(config.base_model)
+    if weights.get("kind") not in ("build", "local") or (folder / "config.json").is_file():
+        return
+    if weights.get("kind") == "build":
+        why = f"the merged weights are not in the build folder ({folder})"
+        raise StageError(_not_run(str(document.get("deploy")), why))
+    name = document.get("base", {}).get("name")
+    raise StageError(
+        error(
+            "FM1006",
+            f"cannot load the base model `{name}`: its `local(...)` weights are not in the "
+            f"build folder (no config.json in {folder})",
+            help=f"copy the model folder that the spec's `weights local(...)` names to "
+            f"DIR/{weights.get('location')} in the build folder: a server started from "
+            "server.json sees only the build folder",
+        )
+    )
 
 
 def _server_json(build_dir: Path, deploy: str) -> dict[str, Any]:
@@ -73,9 +132,10 @@ def _job_path(build_dir: Path, document: dict[str, Any]) -> Path:
     raise StageError(_not_run(model, f"`{model}` has not been trained in `{build_dir}`"))
 
 
-def _not_run(name: str, why: str) -> Any:
+def _not_run(name: str, why: str, notes: tuple[str, ...] = ()) -> Any:
     return error(
         "FM0710",
         f"nothing to serve for `{name}`: {why}",
         help="run the spec first: `fmc run FILE` trains (and merges) what the deployment serves",
+        notes=notes,
     )

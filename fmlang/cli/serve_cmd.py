@@ -1,32 +1,56 @@
-"""`fmc serve`. Heavy imports (torch, the server) happen inside."""
+"""`fmc serve`: a spec's deployment (`fmc serve FILE`, built and run here), or a build's
+`server.json` alone (`fmc serve --config DIR/deploy/<name>/server.json`, what the emitted
+containers run against the mounted build folder). Heavy imports (torch, the server) happen
+inside."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from fmlang.cli.run_cmd import render_stage_error
 
+if TYPE_CHECKING:
+    from fmlang.errors import StageError
+
 
 @click.command()
-@click.argument("file", type=click.Path())
+@click.argument("file", type=click.Path(), required=False)
+@click.option("--config", "config_path", type=click.Path(), default=None,
+              help="serve a build's deploy/<name>/server.json without the spec")  # fmt: skip
 @click.option("-o", "--out", "out_dir", type=click.Path(), default=None,
               help="build folder (default: .fm-build/<spec name>)")  # fmt: skip
 @click.option("--deploy", "deploy", default=None, help="which deployment (default: the only one)")
 @click.option("--host", default=None, help="address to listen on (default: the spec's)")
 @click.option("--port", type=int, default=None, help="port (default: the spec's)")
-def serve(file: str, out_dir: str | None, deploy: str | None, host: str | None,
-          port: int | None) -> None:  # fmt: skip
-    """Serve FILE's deployed model and its adapters over HTTP (OpenAI-style API)."""
+def serve(file: str | None, config_path: str | None, out_dir: str | None, deploy: str | None,
+          host: str | None, port: int | None) -> None:  # fmt: skip
+    """Serve FILE's deployed model and its adapters over HTTP (OpenAI-style API), or the
+    build folder's server.json given with --config."""
+    if (file is None) == (config_path is None):
+        raise click.UsageError("give a spec FILE or --config PATH, not both or neither")
+    if config_path is not None:
+        if out_dir is not None or deploy is not None:
+            raise click.UsageError("--out and --deploy choose a spec's deployment; --config "
+                                   "names the deployment's server.json itself")  # fmt: skip
+        _serve_config(Path(config_path), host, port)
+    else:
+        assert file is not None
+        _serve_spec(Path(file), out_dir, deploy, host, port)
+
+
+def _serve_spec(spec_path: Path, out_dir: str | None, deploy: str | None, host: str | None,
+                port: int | None) -> None:  # fmt: skip
+    """Check and build the spec, then serve its deployment from the build folder."""
     from fmlang.api import build as build_artifacts
     from fmlang.api import check_paths
     from fmlang.backends.serve_config import serve_config, served_deployments
     from fmlang.cli.main import report
     from fmlang.errors import StageError
 
-    spec_path = Path(file)
     result = check_paths([spec_path], verify=True)
     if not result.ok:
         sys.exit(report(result, "rich"))
@@ -41,3 +65,31 @@ def serve(file: str, out_dir: str | None, deploy: str | None, host: str | None,
         run_server(config)
     except StageError as exc:
         sys.exit(render_stage_error(result, exc, "rich"))
+
+
+def _serve_config(path: Path, host: str | None, port: int | None) -> None:
+    """Serve a build's server.json (or a ServeConfig file) with no spec at hand."""
+    from fmlang.backends.serve_config import serve_config_file
+    from fmlang.errors import StageError
+
+    try:
+        config = serve_config_file(path, host, port)
+        from fmlang.backends.serve.server import run as run_server
+
+        run_server(config)
+    except StageError as exc:
+        sys.exit(_report(exc))
+
+
+def _report(exc: StageError) -> int:
+    """The diagnostics as `error[FMxxxx]: …` lines with their notes and help on stderr (no
+    spec, so no excerpts); exit 2 when each is an I/O problem, else 1."""
+    from fmlang.cli.main import EXIT_INPUT, EXIT_USAGE
+    from fmlang.diagnostics import render
+    from fmlang.diagnostics.codes import is_io
+
+    for diagnostic in exc.diagnostics:
+        lines = [render.short(diagnostic), *(f"  = note: {n}" for n in diagnostic.notes)]
+        lines += [f"  = help: {diagnostic.help}"] if diagnostic.help else []
+        click.echo("\n".join(lines), err=True)
+    return EXIT_USAGE if all(is_io(d.code) for d in exc.diagnostics) else EXIT_INPUT

