@@ -18,7 +18,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from fmlang.api import check_text, compile_spec
+from fmlang.api import check_paths, check_text, compile_spec
+from fmlang.diagnostics import Severity
 from fmlang.errors import StageError
 from fmlang.ir.base import Knob
 from fmlang.ir.nodes import Spec
@@ -435,16 +436,34 @@ deploy m {
 """
 
 
-def test_a_server_larger_than_its_hardware_is_an_error(tmp_path: Path) -> None:
-    spec, knobs = _spec_from(SMALL_CPU_SPEC, tmp_path)
-    with pytest.raises(StageError) as caught:
-        lower_deployment(spec, spec.deployments[0], knobs)
-    (diagnostic,) = caught.value.diagnostics
-    assert diagnostic.code == "FM1038"
-    assert "`fmc serve` process 418 MiB) but `small_cpu` has 256 MiB" in diagnostic.message
+def test_a_server_larger_than_its_hardware_is_refused_by_check(tmp_path: Path) -> None:
+    """On a CPU profile the host holds the `fmc serve` process too: the verifier counts it,
+    so `fmc check` refuses what the container could not hold (and the build's own FM1038
+    never sees it)."""
+    path = tmp_path / "x.fm"
+    path.write_text(SMALL_CPU_SPEC, encoding="utf-8")
+    result = check_paths([path], verify=True)
+    (diagnostic,) = [d for d in result.diagnostics if d.severity == Severity.ERROR]
+    assert diagnostic.code == "FM0601" and "256.0 MiB" not in diagnostic.message
+    assert "small_cpu" in diagnostic.message
     lines = SMALL_CPU_SPEC.split("\n")
     target_line = 1 + next(i for i, line in enumerate(lines) if "kubernetes {" in line)
-    assert diagnostic.primary_span is not None and diagnostic.primary_span.line == target_line
+    assert target_line in {label.span.line for label in diagnostic.labels}
+
+
+def test_the_container_is_sized_from_the_model_not_twice_the_process(tmp_path: Path) -> None:
+    roomy = SMALL_CPU_SPEC.replace("memory    256MiB", "memory    1GiB")
+    path = tmp_path / "x.fm"
+    path.write_text(roomy + "\nconstraints m {\n  memory <= 1GiB on small_cpu\n}\n")
+    spec, knobs, constraints = _compile(path)
+    (row,) = [r for r in constraints if r["kind"] == "memory"]
+    assert row["process_bytes"] == 418 * 2**20 and row["estimate"] > row["process_bytes"]
+    files = lower_deployments(spec, knobs, constraints)
+    container = _one(files, "kubernetes.yaml", "Deployment")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    request = int(container["resources"]["requests"]["memory"].removesuffix("Mi"))
+    assert 418 < request < 2 * 418
 
 
 def test_the_claim_is_sized_for_what_the_server_reads(lowered: dict[str, dict[str, str]]) -> None:

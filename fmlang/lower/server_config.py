@@ -252,13 +252,15 @@ def resolve_served(
 
 
 def serving_memory(constraints: Sequence[Mapping[str, Any]], target: str) -> float | None:
-    """The verifier's serving-memory estimate in bytes for `target`, from verify.json's
-    constraint rows (`VerifyReport.constraints`); None when no memory constraint gave one."""
+    """The verifier's serving-memory estimate of the model in bytes for `target`, from
+    verify.json's constraint rows (`VerifyReport.constraints`); None when no memory
+    constraint gave one. A row on a CPU profile also counts the server process
+    (`process_bytes`), which is taken out: the container adds its own baseline."""
     for row in constraints:
         if row.get("target") == target and row.get("kind") == "memory":
             estimate = row.get("estimate")
             if isinstance(estimate, int | float) and row.get("unit") == "bytes":
-                return float(estimate)
+                return float(estimate) - float(row.get("process_bytes") or 0.0)
     return None
 
 

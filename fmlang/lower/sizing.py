@@ -26,16 +26,10 @@ from fmlang.diagnostics import Span
 from fmlang.errors import StageError
 from fmlang.ir.nodes import Hardware
 from fmlang.lower.server_config import ServedModel, fail
+from fmlang.verify import costmodel as cm
 
-# Resident memory of the `fmc serve` process with a model of negligible size: 418 MiB.
-# Measured on this repository's CI machine (2 cores, 23.5 GiB; Python 3.11, torch 2.13.0+cpu,
-# transformers 5.25, fastapi 0.165, uvicorn 0.55): `fmc serve --config` on the build folder
-# of the stdlib `tiny_causal_lm` (0.8 MiB of weights, one rank-4 LoRA adapter), /ready, then
-# 20 completions of 16 tokens; /proc/<pid>/status read afterwards: VmRSS 417.6-417.7 MiB and
-# VmHWM (peak) the same, over 3 runs and with OMP_NUM_THREADS 1, 2, 8, 16 and 32 (idle after
-# loading: 408.6 MiB). It is the interpreter, torch, transformers, peft and the HTTP stack.
-# tests/test_deploy_start.py starts the emitted command and checks its RSS against the limit.
-SERVE_BASELINE_BYTES = 418 * 2**20
+# The server process's own resident memory, measured: see the cost model's constant.
+SERVE_BASELINE_BYTES = cm.SERVE_PROCESS_BYTES
 # Limit = request x 1.25: the request is what the server needs; the extra quarter (a stated
 # margin, not a measurement) absorbs allocator fragmentation, request bodies and library
 # versions other than the measured ones before the kernel kills the pod.

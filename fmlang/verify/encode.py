@@ -14,7 +14,7 @@ from fmlang.verify.resources import (
     assert_bound,
     cost_term,
     latency_term,
-    memory_term,
+    memory_on,
     served,
     throughput_term,
 )
@@ -59,8 +59,10 @@ def _encode_resource(
     key = f"{s.name}:{c.kind}:{c.metric}:{c.on_hardware}:{c.span.line if c.span else 0}"
     shown = c.bound.text if c.bound else ""
     if c.kind == "memory":
-        estimate = memory_term(problem, s)
+        estimate = memory_on(problem, s, hw)
         text = f"`{s.name}` must fit in {shown}" + (f" on {hw.name}" if hw else "")
+        if hw is not None and hw.kind == "cpu":
+            text += " with the `fmc serve` process"
     elif c.kind == "latency" and hw is not None:
         estimate = latency_term(problem, s, hw)
         text = f"`{s.name}` must answer within {shown} ({c.metric}) on {hw.name}"
@@ -90,7 +92,7 @@ def _capacity(problem: Problem, spans: SpanIndex, spec: Spec, s: Served) -> None
         span = spans.setting("deploy", s.name, f"{target.kind}.hardware")
         problem.track(
             f"{s.name}:capacity:{target.kind}",
-            memory_term(problem, s).term <= real(capacity),
+            memory_on(problem, s, hw).term <= real(capacity),
             span,
             f"a `{s.name}` replica must fit in {hw.name}'s {capacity / cm.GIB:.1f} GiB"
             + (f" per device (tensor parallel {s.tp})" if s.tp > 1 else ""),

@@ -108,6 +108,9 @@ def _row(
     if value is None:
         return {**row, "verdict": "infeasible"}
     slack = abs(bound - value) / abs(bound) if bound else 0.0
+    process = problem.estimates.get(f"{c.target}.memory.process")
+    if c.kind == "memory" and process is not None and estimate_key != f"{c.target}.memory":
+        row["process_bytes"] = solution.values.get(process.key)  # counted in the estimate
     return {
         **row,
         "verdict": "ok",

@@ -166,6 +166,18 @@ def memory_term(problem: Problem, s: Served) -> Estimate:
     return problem.combine(f"{s.name}.memory", [w, a, r], "bytes")
 
 
+def memory_on(problem: Problem, s: Served, hw: Hardware | None) -> Estimate:
+    """What a replica holds on `hw`: on a CPU profile the host's memory also holds the
+    `fmc serve` process itself (`cm.SERVE_PROCESS_BYTES`, measured); a GPU's memory holds
+    only the model's tensors."""
+    model = memory_term(problem, s)
+    if hw is None or hw.kind != "cpu":
+        return model
+    process = problem.estimate(f"{s.name}.memory.process", [], lambda: cm.SERVE_PROCESS_BYTES,
+                               "bytes")  # fmt: skip
+    return problem.combine(f"{s.name}.memory@{hw.name}", [model.term, process.term], "bytes")
+
+
 def latency_term(problem: Problem, s: Served, hw: Hardware) -> Estimate:
     def seconds(quant: str, batch: int, seq: int) -> float:
         return cm.request_seconds(s.arch, hw, str(quant), int(batch), int(seq), s.tp)
