@@ -1,5 +1,5 @@
 """Training executor units: the job's JSON round-trip, metrics on hand-made predictions,
-complete checkpoints, and the refusals (offline hub, DP-SGD, bad labels and columns)."""
+complete checkpoints, and the refusals (offline hub, DP-SGD settings, bad labels and columns)."""
 
 from __future__ import annotations
 
@@ -105,16 +105,18 @@ def test_only_marked_checkpoints_are_resumed(tmp_path: Path) -> None:
     assert checkpoints.last_complete(tmp_path / "none") is None
 
 
-def test_dp_is_refused_rather_than_ignored(tmp_path: Path) -> None:
+def test_dp_with_settings_it_cannot_honour_is_refused_before_any_work(tmp_path: Path) -> None:
     pytest.importorskip("peft")
+    from fmlang.backends.train.job import MemorySettings
     from fmlang.backends.train.trainer import train
 
     dp_span = SourceSpan(file="spam.fm", line=70, column=5, end_line=70, end_column=30)
     with pytest.raises(StageError) as caught:
-        train(job(tmp_path, dp=DPSettings(epsilon=8.0), spans={"train.dp": dp_span}))
+        train(job(tmp_path, dp=DPSettings(epsilon=8.0), spans={"train.dp": dp_span},
+                  memory=MemorySettings(checkpointing="full")))  # fmt: skip
     (diagnostic,) = caught.value.diagnostics
     assert diagnostic.code == "FM0828" and diagnostic.primary_span == dp_span.to_span()
-    assert "epsilon = 8.0" in diagnostic.message and diagnostic.help
+    assert "`checkpointing = full`" in diagnostic.message and diagnostic.help
     assert not (tmp_path / "out").exists()
 
 

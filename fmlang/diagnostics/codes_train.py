@@ -120,11 +120,14 @@ TRAIN_CODES.update(
             "note quotes peft's reason; fix the `adapter` settings.",
         ),
         "FM0828": Code(
-            "differentially private training is not available",
-            "The model asks for DP-SGD (a `dp { epsilon = ... }` block), which needs "
-            "per-sample gradient clipping, calibrated noise and a privacy accountant. This "
-            "executor has none, and it never trains without the privacy it was asked for. "
-            "Remove the `dp` block, or train the model with a DP-SGD library outside fmc.",
+            "differentially private training is not available with these settings",
+            "The model trains with DP-SGD (a `dp { ... }` block), and another setting would "
+            "break its guarantee or its per-sample gradients: several processes, `packing` "
+            "(one row would hold several examples), `chunked_loss`, activation "
+            "`checkpointing`, `optimizer_in_backward`, `precision = fp16`, `compile`, or a "
+            "trainable layer opacus cannot compute per-sample gradients for. fmc never "
+            "trains without the privacy it was asked for: change the setting the message "
+            "names.",
         ),
         "FM0829": Code(
             "no trained model to evaluate",
@@ -149,8 +152,9 @@ TRAIN_CODES.update(
             "training setting needs a package that is not installed",
             "An 8-bit optimizer (`adamw_8bit`, `paged_adamw_8bit`) and `quantize int8`, "
             "`nf4` or `fp4` need bitsandbytes; `attention = flash` needs flash-attn; GPTQ "
-            "and AWQ checkpoints need their kernels. The run stops before any work. Install "
-            "the package the message names, or change the setting.",
+            "and AWQ checkpoints need their kernels; DP-SGD (`dp { ... }`) needs opacus. The "
+            "run stops before any work. Install the package the message names, or change "
+            "the setting.",
         ),
         "FM0833": Code(
             "training setting needs a CUDA device",
@@ -182,6 +186,15 @@ TRAIN_CODES.update(
             "for the gradient all-reduce of several processes, or for fp16 loss scaling to "
             "unscale; and fp16 trainable weights (`master_weights = none` with `precision = "
             "fp16`) cannot be unscaled either. Change one of the settings the message names.",
+        ),
+        "FM0837": Code(
+            "privacy budget cannot be met",
+            "DP-SGD calibrates its noise so that the planned steps spend at most the model's "
+            "`epsilon` (at `delta`, by opacus' RDP accountant). It cannot when the `dp` block "
+            "has no `epsilon`, when `delta` is not below 1/rows of the training data (then "
+            "publishing a row at random would already meet it), or when no noise keeps "
+            "that many steps within epsilon. Add or raise `epsilon`, lower `delta`, or "
+            "train fewer steps on larger batches.",
         ),
     }
 )

@@ -1,11 +1,10 @@
-"""Attach the job's PEFT adapter to the base model, and refuse what cannot be honoured.
+"""Attach the job's PEFT adapter to the base model, and refuse one peft cannot build.
 
 The adapter config is the dict content of a PEFT `adapter_config.json`. It is built with
 `peft.get_peft_config`, switched to training mode, and given the task type the model
 needs (`SEQ_CLS` trains and saves the classifier head with the adapter; `CAUSAL_LM`).
 Trainable adapter weights are fp32 (peft's upcast) unless `master_weights = none` keeps them
-in the base's dtype. DP-SGD is refused outright: training without the promised privacy would
-be worse than not training.
+in the base's dtype.
 """
 
 from __future__ import annotations
@@ -17,25 +16,6 @@ from fmlang.diagnostics import error
 from fmlang.errors import StageError
 
 _TASK_TYPES = {"classify": "SEQ_CLS", "generate": "CAUSAL_LM"}
-
-
-def refuse_dp(job: TrainJob) -> None:
-    """DP-SGD needs per-sample clipping, calibrated noise and a privacy accountant (opacus);
-    this executor has none of them, so a job that asks for DP is refused."""
-    if job.dp is None:
-        return
-    raise StageError(
-        error(
-            "FM0828",
-            f"`{job.model}` asks for differentially private training "
-            f"(epsilon = {job.dp.epsilon}), which this executor cannot provide",
-            job.span("train.dp", "train"),
-            "DP-SGD is requested here",
-            help="remove the `dp { ... }` block to train without a privacy guarantee, or train "
-            "this model with a DP-SGD library (opacus) outside fmc",
-            notes=("fmc never trains without the privacy it was asked for",),
-        )
-    )
 
 
 def peft_config(job: TrainJob) -> Any:

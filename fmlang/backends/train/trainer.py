@@ -1,24 +1,31 @@
-"""`train(job)`: a seeded, resumable transformers `Trainer` run with a PEFT adapter.
+"""`train(job)`: a seeded, resumable transformers `Trainer` run with a PEFT adapter (a job
+with `dp { … }` trains in the DP-SGD loop of `dp.py` instead, with the same outputs).
 
 The run is reproducible for a seed (`set_seed` before the model and adapter are built,
 `data_seed` for the sampler). Checkpoints go to `<output>/checkpoints/` every `save_steps`;
 a rerun after a kill resumes from the last complete one (see `checkpoints`). The final
 adapter (with the classifier head) is saved into `<output>/adapter/` (a fully fine-tuned
 model into `<output>/model/`), and `<output>/train_result.json` records the run.
+
+SIGINT or SIGTERM under `stopping.requests()` stops at the end of the current optimizer
+step: that step's checkpoint is saved (and marked complete) and `stopping.Interrupted` is
+raised instead of saving the final adapter; a rerun resumes from that checkpoint.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from fmlang.atomic import json_text, write_text_atomic
-from fmlang.backends.train import checkpoints, knobs
-from fmlang.backends.train.adapter import attach_adapter, refuse_dp
+from fmlang.backends import stopping
+from fmlang.backends.train import checkpoints, knobs, privacy
+from fmlang.backends.train.adapter import attach_adapter
 from fmlang.backends.train.data import (
     Collator,
     Examples,
@@ -62,6 +69,7 @@ class TrainResult:
     world_size: int
     output: str
     memory: dict[str, Any] | None = None
+    dp: dict[str, Any] | None = None  # DP-SGD: the mechanism and the epsilon spent
 
     def to_json(self) -> str:
         return json_text(asdict(self))
@@ -122,7 +130,8 @@ def _trainer_class(task: str, memory: MemorySettings | None = None) -> Any:
 
 
 def _callbacks(job: TrainJob, keep: int | None) -> list[Any]:
-    """Marks each checkpoint complete once every process has saved it, then rotates."""
+    """Marks each checkpoint complete once every process has saved it, then rotates; and
+    stops after the current step when a stop is requested."""
     from transformers import TrainerCallback
 
     folder = job.output / "checkpoints"
@@ -137,7 +146,39 @@ def _callbacks(job: TrainJob, keep: int | None) -> list[Any]:
                     checkpoints.rotate(folder, keep)
             _barrier()
 
-    return [CompleteCheckpoints()]
+    return [CompleteCheckpoints(), stop_callback()]
+
+
+def _signal_everywhere(asked: signal.Signals | None) -> signal.Signals | None:
+    """The signal any process was asked to stop by (one all-reduce of its number under
+    several processes), so that every process stops after the same step."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return asked
+    number = torch.tensor(
+        [int(asked or 0)], device="cuda" if dist.get_backend() == "nccl" else "cpu"
+    )
+    dist.all_reduce(number, op=dist.ReduceOp.MAX)
+    return signal.Signals(int(number.item())) if int(number.item()) else None
+
+
+def stop_callback() -> Any:
+    """A TrainerCallback: once a stop is requested, save this step's checkpoint and end
+    training; `.stopped_by` then holds the signal that asked for it."""
+    from transformers import TrainerCallback
+
+    class StopOnSignal(TrainerCallback):
+        stopped_by: signal.Signals | None = None
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            self.stopped_by = _signal_everywhere(stopping.requested())
+            if self.stopped_by is not None:
+                control.should_save = True
+                control.should_training_stop = True
+
+    return StopOnSignal()
 
 
 def _barrier() -> None:
@@ -177,21 +218,31 @@ def _require_rows(job: TrainJob, rows: Examples, why: str) -> None:
     )
 
 
-def _resume_point(job: TrainJob) -> Path | None:
+def resume_point(job: TrainJob) -> Path | None:
+    """The last complete checkpoint, once the incomplete ones are removed."""
     folder = job.output / "checkpoints"
     if _is_main_process():
         checkpoints.remove_incomplete(folder)
     return checkpoints.last_complete(folder)
 
 
-def _build(
-    job: TrainJob, progress: bool, extra: tuple[Any, ...], probe: MemoryProbe
-) -> tuple[Any, Examples]:
-    """Refuse what cannot run here, then the tokenizer, rows, model, adapter and Trainer."""
+@dataclass(frozen=True)
+class Prepared:
+    """What both training loops start from: the arguments, tokenizer, rows and the model
+    with its adapter, built after `set_seed`."""
+
+    args: Any
+    tokenizer: Any
+    rows: Examples
+    model: Any
+
+
+def prepare(job: TrainJob, progress: bool) -> Prepared:
+    """Refuse what cannot run here, then the tokenizer, rows, model and adapter."""
     from transformers import set_seed
 
-    refuse_dp(job)
     knobs.refuse_unsupported(job)
+    privacy.refuse_unsupported(job)
     check_base_quantization(job)
     args = training_arguments(job, progress)
     set_seed(args.seed)
@@ -200,30 +251,44 @@ def _build(
     model = knobs.prepare_loaded(job, load_model(job))
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    model = attach_adapter(job, model)
+    return Prepared(args, tokenizer, rows, attach_adapter(job, model))
+
+
+def _build(
+    job: TrainJob, progress: bool, extra: tuple[Any, ...], probe: MemoryProbe
+) -> tuple[Any, Examples]:
+    """The prepared run as a Trainer with the executor's callbacks."""
+    parts = prepare(job, progress)
     keep = job.training_args.get("save_total_limit")
     selective = [knobs.selective_callback()] if job.memory.checkpointing == "selective" else []
     trainer = _trainer_class(job.task, job.memory)(
-        model=model,
-        args=args,
-        train_dataset=rows,
-        data_collator=Collator(tokenizer.pad_token_id),
-        processing_class=tokenizer,
+        model=parts.model,
+        args=parts.args,
+        train_dataset=parts.rows,
+        data_collator=Collator(parts.tokenizer.pad_token_id),
+        processing_class=parts.tokenizer,
         callbacks=[*_callbacks(job, keep), *selective, memory_callback(probe), *extra],
     )
-    return trainer, rows
+    return trainer, parts.rows
 
 
 def train(job: TrainJob, progress: bool = True, callbacks: tuple[Any, ...] = ()) -> TrainResult:
     """Train `job` to completion (resuming from its last complete checkpoint), save the final
     adapter and `train_result.json` (with the measured memory peak); `callbacks` are extra
-    `TrainerCallback`s."""
+    `TrainerCallback`s (the DP-SGD loop takes none). A requested stop raises
+    `stopping.Interrupted` once the current step's checkpoint is saved."""
     probe = MemoryProbe()  # before the model loads: the baseline
+    if job.dp is not None:
+        from fmlang.backends.train.dp import train_private
+
+        return train_private(job, progress, probe)
     trainer, rows = _build(job, progress, callbacks, probe)
-    resume = _resume_point(job)
+    resume = resume_point(job)
+    stopping.check("before training started")
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.perf_counter() - started
+    _raise_if_stopped(trainer)
     resumed = int(resume.name.split("-")[1]) if resume else 0
     result = _result(job, trainer, rows, resumed, wall, probe.measured())
     if trainer.is_world_process_zero():
@@ -231,6 +296,17 @@ def train(job: TrainJob, progress: bool = True, callbacks: tuple[Any, ...] = ())
         write_text_atomic(job.output / "train_result.json", result.to_json())
     _barrier()
     return result
+
+
+def _raise_if_stopped(trainer: Any) -> None:
+    """Training that ended before its last step because a stop was requested (every process
+    stopped after the same step, once its checkpoint was saved): raise `Interrupted`."""
+    state = trainer.state
+    stop = next(c for c in trainer.callback_handler.callbacks if hasattr(c, "stopped_by"))
+    if state.global_step < state.max_steps and stop.stopped_by is not None:
+        raise stopping.Interrupted(
+            stop.stopped_by, f"after step {state.global_step}; checkpoint saved"
+        )
 
 
 def _result(
@@ -264,14 +340,18 @@ def final_folder(job: TrainJob) -> Path:
 
 
 def _save_final(job: TrainJob, trainer: Any) -> None:
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    save_final(job, model, trainer.processing_class)
+
+
+def save_final(job: TrainJob, model: Any, tokenizer: Any) -> None:
     """Save into a temporary folder, then swap it in: a reader never sees half an adapter."""
     target = final_folder(job)
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    model = trainer.accelerator.unwrap_model(trainer.model)
     model.save_pretrained(staging)
     if job.adapter_config is None:
-        trainer.processing_class.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
     old = target.with_name(f".{target.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():

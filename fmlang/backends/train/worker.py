@@ -3,7 +3,9 @@
 It also runs under `torchrun --nproc-per-node N -m fmlang.backends.train.worker --job …`:
 the Trainer reads torchrun's environment and trains with DDP (gloo on CPU, NCCL on GPUs).
 A failure the user can fix prints its diagnostics (one `file:line:col: error[FMxxxx]: …`
-line each, plus the help) and exits 1, or 2 when every one is an I/O problem.
+line each, plus the help) and exits 1, or 2 when every one is an I/O problem. SIGINT or
+SIGTERM stops training after the current step with a checkpoint (`stopping`): the worker
+says so and exits with 128 + the signal's number; rerunning it resumes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from fmlang.backends import stopping
 from fmlang.backends.train.job import TrainJob
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
@@ -55,9 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from fmlang.backends.train.trainer import train
 
-        result = train(read_job(options.job), progress=not options.no_progress)
+        with stopping.requests():
+            result = train(read_job(options.job), progress=not options.no_progress)
     except StageError as exc:
         return _report(exc)
+    except stopping.Interrupted as exc:
+        print(f"{exc}; rerun the same command to resume", file=sys.stderr)
+        return exc.exit_code
     if os.environ.get("RANK", "0") == "0":
         print(f"trained {result.model}: {result.steps} steps, final loss {result.final_loss}")
     return 0
