@@ -91,6 +91,12 @@ def test_support_assistant_trains_with_dp_within_its_budget(
         for path in (build / "run/models").glob("*/metrics.json")
     )
     assert spent_on_tickets <= 8.0
+    assert metrics["privacy"]["dataset"] == "tickets"
+    assert metrics["privacy"]["epsilon_spent"] == dp["epsilon_spent"]
+    report = json.loads((build / "run/report.json").read_text())
+    assert report["privacy"] == {
+        "tickets": {"epsilon_spent": dp["epsilon_spent"], "models": ["support_assistant"]}
+    }
     assert (build / "run/models/support_assistant/adapter/adapter_model.safetensors").is_file()
 
 

@@ -59,6 +59,8 @@ def _spans(model: Model) -> dict[str, Any]:
     spans = {"model": model.span}
     if model.training is not None:
         spans["train"] = model.training.span
+        if model.training.dp is not None:
+            spans["train.dp"] = model.training.dp.span
     if model.adapter is not None:
         spans["adapter"] = model.adapter.span
     return {k: v for k, v in spans.items() if v is not None}
@@ -104,6 +106,8 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
     adapter = ctx.build_dir / paths["adapter"]
     name_base(adapter, job)
     metrics: dict[str, Any] = {"train": json.loads(result.to_json()), "eval": {}}
+    if result.dp is not None:
+        metrics["privacy"] = privacy_spent(ctx, model, result.dp)
     for split in job.eval_data:
         metrics["eval"][split] = evaluate(job, adapter, split)
         ctx.log(f"  {split}: {_headline(metrics['eval'][split])}")
@@ -155,6 +159,33 @@ def _discard_other_jobs_checkpoints(path: Path, job: Any) -> None:
     previous = path.read_text(encoding="utf-8") if path.exists() else None
     if previous is not None and previous != job.to_json():
         shutil.rmtree(job.output / "checkpoints", ignore_errors=True)
+
+
+def privacy_spent(ctx: RunContext, model: Model, dp: dict[str, Any]) -> dict[str, Any]:
+    """What DP-SGD spent, on which dataset; logged, and a warning when the budget stopped
+    training before its planned steps."""
+    from fmlang.diagnostics import warning
+    from fmlang.verify.policy import training_dataset
+
+    dataset = training_dataset(ctx.spec, model)
+    keys = ("epsilon_spent", "epsilon", "delta", "noise_multiplier", "sample_rate", "steps",
+            "planned_steps", "stopped_at_budget", "accountant")  # fmt: skip
+    spent = {"dataset": dataset.name if dataset else None, **{k: dp.get(k) for k in keys}}
+    ctx.log(f"  privacy: epsilon {dp['epsilon_spent']:.4g} of {dp['epsilon']:.4g} spent on "
+            f"`{spent['dataset']}` (delta {dp['delta']:.2g}, {dp['steps']} steps)")  # fmt: skip
+    if dp.get("stopped_at_budget"):
+        dp_span = model.training.dp.span if model.training and model.training.dp else None
+        ctx.diagnostics.append(
+            warning(
+                "FM0838",
+                f"`{model.name}` stopped after {dp['steps']} of {dp['planned_steps']} steps: "
+                "another step would spend more than its privacy budget",
+                dp_span.to_span() if dp_span else None,
+                f"epsilon {dp['epsilon']:.4g}",
+                help="raise `epsilon`, or train fewer steps on larger batches",
+            )
+        )
+    return spent
 
 
 def apply_gates(ctx: RunContext, target: str, metrics: dict[str, Any]) -> None:

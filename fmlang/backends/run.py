@@ -44,12 +44,25 @@ class RunReport:
                 | _predicted_and_measured(o.summary)
                 for o in self.outcomes
             ],
+            "privacy": self.privacy(),
         }
+
+    def privacy(self) -> dict[str, dict[str, Any]]:
+        """Epsilon spent per dataset, summed over the models trained on it with DP-SGD
+        (basic composition: the bound the verifier's `dp_epsilon` check uses)."""
+        spent: dict[str, dict[str, Any]] = {}
+        for outcome in self.outcomes:
+            privacy = outcome.summary.get("privacy") if isinstance(outcome.summary, dict) else None
+            if isinstance(privacy, dict) and privacy.get("dataset"):
+                entry = spent.setdefault(privacy["dataset"], {"epsilon_spent": 0.0, "models": []})
+                entry["epsilon_spent"] += float(privacy["epsilon_spent"])
+                entry["models"].append(outcome.stage.split(":", 1)[1])
+        return spent
 
 
 def _predicted_and_measured(summary: dict[str, Any]) -> dict[str, Any]:
     """For model stages: the cost model's estimates beside what the run measured."""
-    keys = ("predicted", "memory", "latency", "gates")
+    keys = ("predicted", "memory", "latency", "gates", "privacy")
     return {k: summary[k] for k in keys if isinstance(summary, dict) and k in summary}
 
 

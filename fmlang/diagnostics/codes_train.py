@@ -196,6 +196,13 @@ TRAIN_CODES.update(
             "that many steps within epsilon. Add or raise `epsilon`, lower `delta`, or "
             "train fewer steps on larger batches.",
         ),
+        "FM0838": Code(
+            "training stopped at its privacy budget",
+            "DP-SGD stops before any step that would spend more than the model's `epsilon`, "
+            "so the model trained fewer steps than planned: the run carries on with it, "
+            "and its quality gates say whether that was enough. Raise `epsilon`, or train "
+            "fewer steps on larger batches so that the budget covers them.",
+        ),
     }
 )
 
