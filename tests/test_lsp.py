@@ -49,7 +49,7 @@ model spam_filter {
 }
 
 constraints spam_filter {
-  memory <= 512MiB on cpu_2core
+  memory <= 1GiB on cpu_2core
   accuracy >= 0.9 on comments.test
 }
 """
@@ -255,8 +255,8 @@ async def test_hover_resolves_stdlib_facts(client: LanguageClient, tmp_path: Pat
     assert "**rank**: whole number from 1 to 1024, or `auto`" in text
     assert "rank r of the update matrices" in text
 
-    text = await hover_text(client, uri, where(SPEC, "512MiB"))
-    assert "536,870,912 B (bytes)" in text
+    text = await hover_text(client, uri, where(SPEC, "1GiB"))
+    assert "1,073,741,824 B (bytes)" in text
 
     text = await hover_text(client, uri, where(SPEC, "CONTENT ~"))
     assert "CONTENT: text" in text and "**column of dataset**: `comments`" in text
@@ -272,7 +272,7 @@ async def test_hover_on_a_constraint_shows_kind_bound_and_estimate(
     while "estimate **" not in text and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.1)  # the verifier's estimate arrives after the checker's result
         text = await hover_text(client, uri, position)
-    assert "**memory** constraint on `spam_filter`: memory <= `512MiB`" in text
+    assert "**memory** constraint on `spam_filter`: memory <= `1GiB`" in text
     assert "estimate **" in text and "(ok" in text
 
 

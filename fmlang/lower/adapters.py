@@ -210,7 +210,7 @@ def _prompt_fields(
     if adapter.init:  # initialise the soft prompt from the embeddings of this text
         fields["prompt_tuning_init"] = "TEXT"
         fields["prompt_tuning_init_text"] = adapter.init
-        fields["tokenizer_name_or_path"] = base.weights.location if base.weights else None
+        fields["tokenizer_name_or_path"] = base.weights.loadable if base.weights else None
     return fields
 
 

@@ -26,6 +26,10 @@ def peft_config(job: TrainJob) -> Any:
     settings = dict(job.adapter_config)
     settings.setdefault("task_type", _TASK_TYPES[job.task])
     settings["inference_mode"] = False
+    if settings.get("tokenizer_name_or_path"):  # the build names the base; load it from here
+        from fmlang.backends.train.loader import weights_folder
+
+        settings["tokenizer_name_or_path"] = weights_folder(job)
     try:
         return get_peft_config(settings)
     except (TypeError, ValueError, KeyError) as exc:
