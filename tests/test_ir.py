@@ -348,8 +348,8 @@ def test_deployment_targets(spec: ir.Spec) -> None:
 
 
 MERGE = """
-model a { base bm; task classify(spam); adapter lora(rank = 8, targets = [query, value]) }
-model b { base bm; task classify(spam); adapter lora(rank = 8, targets = [query, value]) }
+model a { base bm; task embed; adapter lora(rank = 8, targets = [query, value]) }
+model b { base bm; task embed; adapter lora(rank = 8, targets = [query, value]) }
 merge both {
   models [a, b]
   method ties(density = 0.5)

@@ -225,7 +225,7 @@ def test_defaults_and_precision_from_the_base_dtype(tmp_path: Path) -> None:
     assert args["save_strategy"] == "epoch" and "max_steps" not in args
     assert args["use_cpu"] is True  # trained where its constraint runs: cpu_2core
     assert args["per_device_train_batch_size"] == knobs["cls.train.batch"]
-    assert plan.max_seq == 64, "the smaller of max_seq 64 and seq_len 256"
+    assert plan.max_seq == 256, "rows are `seq_len` long; serving's max_seq 64 does not cut them"
     assert plan.task == "classify" and plan.columns["target"] == "label"
     construct(args, tmp_path)
 

@@ -1,10 +1,11 @@
 """The negative corpus: every file in tests/negative/ is a spec with known mistakes.
 
 Each expected diagnostic is an inline comment on the line where its primary span starts:
-`# expect: FM0301` (several codes comma-separated). A subfolder is one case whose entry file
-is `main.fm` or starts with a `# entry` line; files under `shared/` are imported helpers.
-The diagnostics of every user file a case loads are compared, as a multiset of
-(file, line, code), with the expectations written in those files.
+`# expect: FM0301` for an error, `# warn: FM0371` for a warning (several codes
+comma-separated). A subfolder is one case whose entry file is `main.fm` or starts with a
+`# entry` line; files under `shared/` are imported helpers. The errors and the warnings of
+every user file a case loads are compared, each as a multiset of (file, line, code), with
+the expectations written in those files.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from fmlang.diagnostics.codes import CODES
 
 NEGATIVE = Path(__file__).parent / "negative"
 EXPECT = re.compile(r"#\s*expect:\s*(FM\d{4}(?:\s*,\s*FM\d{4})*)")
+WARN = re.compile(r"#\s*warn:\s*(FM\d{4}(?:\s*,\s*FM\d{4})*)")
 HELPERS = {"shared"}
 
 
@@ -44,10 +46,10 @@ def corpus() -> list[Path]:
     return cases
 
 
-def expected_in(path: Path) -> Counter[tuple[str, int, str]]:
+def expected_in(path: Path, pattern: re.Pattern[str] = EXPECT) -> Counter[tuple[str, int, str]]:
     found: Counter[tuple[str, int, str]] = Counter()
     for number, line in enumerate(_text(path).splitlines(), start=1):
-        match = EXPECT.search(line)
+        match = pattern.search(line)
         if match:
             for code in match.group(1).split(","):
                 found[(path.name, number, code.strip())] += 1
@@ -58,10 +60,12 @@ def _user_paths(result: CheckResult) -> list[Path]:
     return [Path(f.path).resolve() for f in result.program.user_files()]
 
 
-def _reported(result: CheckResult) -> Counter[tuple[str, int, str]]:
+def _reported(
+    result: CheckResult, severity: Severity = Severity.ERROR
+) -> Counter[tuple[str, int, str]]:
     found: Counter[tuple[str, int, str]] = Counter()
     for d in result.diagnostics:
-        if d.severity is Severity.ERROR and d.primary_span is not None:
+        if d.severity is severity and d.primary_span is not None:
             found[(Path(d.primary_span.file).name, d.primary_span.line, d.code)] += 1
     return found
 
@@ -73,15 +77,20 @@ CASES = corpus()
 def test_expected_diagnostics(path: Path) -> None:
     result = check_paths([path])
     expected: Counter[tuple[str, int, str]] = Counter()
+    warned: Counter[tuple[str, int, str]] = Counter()
     for user_path in {path.resolve(), *_user_paths(result)}:
         expected += expected_in(user_path)
-    assert expected, f"{path.name} declares no `# expect:` comment"
-    assert _reported(result) == expected, "\n".join(
+        warned += expected_in(user_path, WARN)
+    assert expected or warned, f"{path.name} declares no `# expect:` or `# warn:` comment"
+    shown = "\n".join(
         f"{d.primary_span.file if d.primary_span else '?'}:"
-        f"{d.primary_span.line if d.primary_span else '?'}: {d.code} {d.message}"
+        f"{d.primary_span.line if d.primary_span else '?'}: {d.severity.value} {d.code} "
+        f"{d.message}"
         for d in result.diagnostics
     )
-    assert not result.ok
+    assert _reported(result) == expected, shown
+    assert _reported(result, Severity.WARNING) == warned, shown
+    assert result.ok == (not expected)
 
 
 @pytest.mark.parametrize("path", CASES, ids=[str(p.relative_to(NEGATIVE)) for p in CASES])
@@ -106,5 +115,7 @@ def test_helpers_are_valid() -> None:
 def test_every_expectation_belongs_to_a_case() -> None:
     """An `# expect:` in a file no case loads would silently never be checked."""
     loaded = {p for case in CASES for p in (case.resolve(), *_user_paths(check_paths([case])))}
-    expecting = {p.resolve() for p in NEGATIVE.rglob("*.fm") if expected_in(p)}
+    expecting = {
+        p.resolve() for p in NEGATIVE.rglob("*.fm") if expected_in(p) or expected_in(p, WARN)
+    }
     assert expecting <= loaded, sorted(str(p) for p in expecting - loaded)

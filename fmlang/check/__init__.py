@@ -14,13 +14,17 @@ from fmlang.check.constraints import check_constraints
 from fmlang.check.datasets import check_datasets
 from fmlang.check.declarations import check_unique_names
 from fmlang.check.deploy import check_deployments
+from fmlang.check.effects import check_effects
+from fmlang.check.empty import check_empty
 from fmlang.check.labels import check_labels
 from fmlang.check.loader import Loader
-from fmlang.check.models import check_merges, check_models
+from fmlang.check.merges import check_merges
+from fmlang.check.models import check_models
 from fmlang.check.nesting import check_nesting
 from fmlang.check.program import Program
 from fmlang.check.resources import check_resources
 from fmlang.check.settings import check_body
+from fmlang.check.training import check_training
 from fmlang.syntax.parser import too_deep
 
 Pass = Callable[[Program], None]
@@ -52,6 +56,9 @@ PASSES: tuple[Pass, ...] = (
     check_merges,
     check_constraints,
     check_deployments,
+    check_training,
+    check_empty,
+    check_effects,
 )
 
 

@@ -1,4 +1,4 @@
-"""Models and merges: base, task, adapter, training, evaluation."""
+"""Models: base, task, adapter, training, evaluation."""
 
 from __future__ import annotations
 
@@ -17,12 +17,6 @@ def check_models(program: Program) -> None:
     for source, symbol in program.declarations("model"):
         assert isinstance(symbol.node, ast.Block)
         _check_model(Ctx(program, source), symbol.node)
-
-
-def check_merges(program: Program) -> None:
-    for source, symbol in program.declarations("merge"):
-        assert isinstance(symbol.node, ast.Block)
-        _check_merge(Ctx(program, source), symbol.node)
 
 
 def _check_model(ctx: Ctx, model: ast.Block) -> None:
@@ -136,40 +130,3 @@ def _dataset_behind(ctx: Ctx, data: ast.Expr) -> ast.Dataset | None:
     if symbol is not None and isinstance(symbol.node, ast.Dataset):
         return symbol.node
     return None
-
-
-def _check_merge(ctx: Ctx, merge: ast.Block) -> None:
-    name = merge.name.name
-    check_body(ctx, merge.body, s.MERGE, f"merge `{name}`")
-    models = setting_value(merge.body, "models")
-    count = len(models.items) if isinstance(models, ast.ListExpr) else None
-    if models is None:
-        ctx.error(
-            "FM0340",
-            f"merge `{name}` names no models",
-            merge.name.span,
-            "nothing to merge",
-            "add `models [model_a, model_b]`",
-        )
-    elif count is not None and count < 2:
-        ctx.error("FM0340", "a merge combines at least two models", models.span, "too few")
-    if setting(merge.body, "method") is None:
-        ctx.error(
-            "FM0340",
-            f"merge `{name}` has no `method`",
-            merge.name.span,
-            "no method",
-            "add `method linear` (or ties, dare_ties, dare_linear, svd, cat, ...)",
-        )
-    weights = setting_value(merge.body, "weights")
-    if isinstance(weights, ast.ListExpr) and count is not None and len(weights.items) != count:
-        ctx.error(
-            "FM0341",
-            f"{len(weights.items)} weights for {count} models",
-            weights.span,
-            "one weight per model",
-            "give exactly one weight for each model, in order",
-        )
-    for stmt in merge.body:
-        if isinstance(stmt, ast.Grant):
-            check_grant(ctx, stmt)

@@ -1,5 +1,6 @@
 """Facts the cost model needs and knob combinations that cannot run, refused before any
-verdict: a hardware profile without memory, bandwidth or peak compute (FM0335); a length
+verdict: a hardware profile without memory, bandwidth or peak compute (FM0335); a base
+model without the architecture facts every estimate starts from (FM0339); a length
 beyond the base model's (FM0333); full fine-tuning of a quantized base (FM0334); a packed or
 chunked loss on a task that has no token loss (FM0336)."""
 
@@ -13,12 +14,17 @@ from fmlang.syntax import ast
 
 REQUIRED_FACTS = ("memory", "bandwidth")
 PEAKS = ("peak_fp32", "peak_bf16")
+# What `costmodel.Arch.of` would otherwise guess (0 parameters, one layer, hidden 768, ...).
+ARCHITECTURE_FACTS = ("kind", "params", "layers", "hidden", "heads", "vocab")
 
 
 def check_resources(program: Program) -> None:
     for source, symbol in program.declarations("hardware"):
         assert isinstance(symbol.node, ast.Block)
         _check_profile(Ctx(program, source), symbol.node)
+    for source, symbol in program.declarations("base_model"):
+        assert isinstance(symbol.node, ast.Block)
+        _check_architecture(Ctx(program, source), symbol.node)
     for source, symbol in program.declarations("model"):
         assert isinstance(symbol.node, ast.Block)
         ctx = Ctx(program, source)
@@ -40,6 +46,20 @@ def _check_profile(ctx: Ctx, node: ast.Block) -> None:
             "incomplete profile",
             "add them from the device's datasheet (memory as the device reports it, e.g. "
             "`memory 81559MiB`, `bandwidth 3.35TB/s`, `peak_bf16 989TFLOPS`)",
+        )
+
+
+def _check_architecture(ctx: Ctx, node: ast.Block) -> None:
+    """A base model's architecture is stated, never guessed."""
+    missing = [k for k in ARCHITECTURE_FACTS if setting(node.body, k) is None]
+    if missing:
+        ctx.error(
+            "FM0339",
+            f"base model `{node.name.name}` has no {', '.join(f'`{k}`' for k in missing)}",
+            node.name.span,
+            "incomplete architecture",
+            "copy them from the model's config.json (`num_hidden_layers` is `layers`, "
+            "`hidden_size` `hidden`, `num_attention_heads` `heads`, `vocab_size` `vocab`)",
         )
 
 

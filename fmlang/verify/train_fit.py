@@ -33,6 +33,9 @@ CHOICE_KNOBS: dict[str, tuple[str, ...]] = {
     "offload": s.OFFLOAD,
 }
 
+DEFAULT_TRAIN_SEQ = 512  # the training length when neither `seq_len` nor `max_seq` says
+MAX_SEQ_BUDGET = 4096  # the longest length a bare `seq_len = auto` offers
+
 # What a change costs the user, for ordering the advice (lower first): free changes that
 # keep the maths the same, then state compression, then recomputation, then smaller
 # micro-batches, then sharding over more devices, then host offload, then quantization.
@@ -100,7 +103,7 @@ def encode_training(problem: Problem, spans: SpanIndex, spec: Spec, model: Model
 
     def setup_of(*values: int | str) -> TrainSetup:
         named = dict(zip((c.name.rsplit(".", 1)[1] for c in choices), values, strict=True))
-        return _with_choices(fixed, named, serving_cap(model))
+        return _with_choices(fixed, named)
 
     def peak(*values: int | str) -> float:
         return breakdown(arch, setup_of(*values)).peak
@@ -199,7 +202,7 @@ def training_memory_at(
     for knob in ("rank", "quantize"):
         if f"{model.name}.{knob}" in knobs:
             chosen[knob] = knobs[f"{model.name}.{knob}"]
-    setup = _with_choices(_fixed_setup(spec, model, base, hw), chosen, serving_cap(model))
+    setup = _with_choices(_fixed_setup(spec, model, base, hw), chosen)
     return setup, breakdown(cm.Arch.of(base), setup), hw
 
 
@@ -209,7 +212,12 @@ def _domains(model: Model, arch: cm.Arch) -> dict[str, tuple[tuple[int | str, ..
     assert training is not None
     out = {
         "batch": domain(training.batch, 8, 1, 256),
-        "seq_len": domain(training.seq_len, min(arch.max_seq, 512), 64, min(arch.max_seq, 4096)),
+        "seq_len": domain(
+            training.seq_len,
+            default_seq_len(model, arch.max_seq),
+            64,
+            min(arch.max_seq, MAX_SEQ_BUDGET),
+        ),
     }
     for knob, order in CHOICE_KNOBS.items():
         out[knob] = _ordered(getattr(training, knob), order)
@@ -297,9 +305,10 @@ def _int(knob: Any, default: int) -> int:
     return int(fixed) if isinstance(fixed, int | float) else default
 
 
-def _with_choices(fixed: TrainSetup, named: dict[str, int | str], cap: int | None) -> TrainSetup:
-    """The fixed setup with the chosen knob values; training rows are cut at the model's
-    serving `max_seq` when it is written (the executor trains at the smaller of the two)."""
+def _with_choices(fixed: TrainSetup, named: dict[str, int | str]) -> TrainSetup:
+    """The fixed setup with the chosen knob values. Rows are `seq_len` tokens long: the
+    executor truncates (and packs) training and evaluation rows at `seq_len`, whatever the
+    serving `max_seq` (which only sets the default, `default_seq_len`)."""
     fields = {"batch": "batch", "seq_len": "seq", "rank": "rank", "quantize": "quantize"}
     fields.update({k: k for k in CHOICE_KNOBS})
     updates: dict[str, Any] = {}
@@ -307,13 +316,19 @@ def _with_choices(fixed: TrainSetup, named: dict[str, int | str], cap: int | Non
         target = fields.get(key)
         if target is not None:
             updates[target] = int(value) if target in ("batch", "seq", "rank") else str(value)
-    if cap is not None and "seq" in updates:
-        updates["seq"] = min(updates["seq"], cap)
     return replace(fixed, **updates)
 
 
+def default_seq_len(model: Model, base_max_seq: int) -> int:
+    """The training length when `seq_len` is not written: DEFAULT_TRAIN_SEQ, or the model's
+    written `max_seq` when that is shorter (it says how long the inputs are), never beyond
+    the base model's own `max_seq`. The lowering trains at exactly this length."""
+    cap = serving_cap(model)
+    return min(base_max_seq, DEFAULT_TRAIN_SEQ, cap if cap is not None else DEFAULT_TRAIN_SEQ)
+
+
 def serving_cap(model: Model) -> int | None:
-    """The model's written, fixed serving length (`max_seq 128`), which caps training rows."""
+    """The model's written, fixed serving length (`max_seq 128`), when there is one."""
     knob = model.max_seq
     if knob is None or knob.auto or not isinstance(knob.fixed, int | float):
         return None

@@ -1,0 +1,84 @@
+"""What a training job cannot run without, refused before the build instead of at run time:
+
+- a `train` block without `data` (FM0337): the build has no job to write (FM0805);
+- a `dp` block without `epsilon` (FM0338): the run refuses (FM0837), and the verifier would
+  already count the model as private;
+- the columns the task reads (FM0372, a warning: specs that are only verified, never run,
+  may leave them out): a classifier (and an embedding model, which the executor trains the
+  same way) reads `input`, and `target` unless it trains on a labels block; a generative
+  model reads `prompt` and `completion`.
+"""
+
+from __future__ import annotations
+
+from fmlang.check.context import Ctx, dotted
+from fmlang.check.program import Program
+from fmlang.check.settings import setting, setting_value
+from fmlang.syntax import ast
+
+
+def check_training(program: Program) -> None:
+    for source, symbol in program.declarations("model"):
+        assert isinstance(symbol.node, ast.Block)
+        train = setting(symbol.node.body, "train")
+        if isinstance(train, ast.BlockSetting):
+            _check_train(Ctx(program, source), symbol.node, train)
+
+
+def task_of(model: ast.Block) -> str | None:
+    """The head of the model's `task` (`classify`, `generate`, `embed`), if written."""
+    task = setting_value(model.body, "task")
+    head = task.func if isinstance(task, ast.Call) else task
+    return head.id if isinstance(head, ast.Name) else None
+
+
+def trains_on_labels(ctx: Ctx, train: ast.BlockSetting) -> bool:
+    """Whether `data` names a labels block (the model trains on its label model's output)."""
+    data = setting_value(train.body, "data")
+    parts = dotted(data) if data is not None else None
+    symbol = ctx.lookup(parts[0].name) if parts else None
+    return symbol is not None and symbol.kind == "labels"
+
+
+def needed_columns(ctx: Ctx, model: ast.Block, train: ast.BlockSetting) -> tuple[str, ...]:
+    """The train settings naming the columns the executor reads for the model's task."""
+    task = task_of(model)
+    if task == "generate":
+        return ("prompt", "completion")
+    if task is None:
+        return ()
+    return ("input",) if trains_on_labels(ctx, train) else ("input", "target")
+
+
+def _check_train(ctx: Ctx, model: ast.Block, train: ast.BlockSetting) -> None:
+    name = model.name.name
+    dp = setting(train.body, "dp")
+    if isinstance(dp, ast.BlockSetting) and setting(dp.body, "epsilon") is None:
+        ctx.error(
+            "FM0338",
+            f"`dp` in model `{name}` has no `epsilon`",
+            dp.key.span,
+            "DP-SGD without a privacy budget",
+            "add `epsilon = 8` (the budget the noise is calibrated to), or remove the block",
+        )
+    if setting(train.body, "data") is None:
+        ctx.error(
+            "FM0337",
+            f"model `{name}` has a `train` block but no training `data`",
+            train.key.span,
+            "trains on nothing",
+            "add `data = dataset.split` (or a labels block) and the columns its task reads, "
+            "or remove the train block",
+        )
+        return
+    missing = [key for key in needed_columns(ctx, model, train) if setting(train.body, key) is None]
+    if missing:
+        names = " and ".join(f"`{key}`" for key in missing)
+        ctx.warn(
+            "FM0372",
+            f"training `{name}` ({task_of(model)}) reads {names}, which the train block "
+            "does not name: `fmc run` cannot train it",
+            train.key.span,
+            "the columns to train on",
+            "add " + ", ".join(f"`{key} = COLUMN`" for key in missing) + " to the train block",
+        )
