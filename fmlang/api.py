@@ -143,8 +143,8 @@ def build(result: CheckResult, out_dir: Path, only_if_stale: bool = False) -> li
 
     The lock file is written last and records a sha256 of every artifact, so a build cut
     short is stale. With `only_if_stale` (what `fmc run` does), a folder whose lock matches
-    the spec, its inputs and this fmc, and whose artifacts all exist, is left as it is: the
-    build folder is what runs, hand edits included."""
+    the spec, its inputs and what this fmc would write, and whose artifacts all exist, is left
+    as it is: the build folder is what runs, hand edits included."""
     from fmlang.lower.artifacts import lower_artifacts
 
     spec = compile_spec(result)
@@ -156,6 +156,10 @@ def build(result: CheckResult, out_dir: Path, only_if_stale: bool = False) -> li
     knobs = dict(result.report.knobs) if result.report is not None else {}
     constraints = result.report.constraints if result.report is not None else []
     files.update(lower_artifacts(spec, knobs, constraints))
+    # What runs (verify.json is a report, and names files as fmc was invoked).
+    lock["artifacts"] = {
+        k: _digest(v.encode("utf-8")) for k, v in sorted(files.items()) if k != "verify.json"
+    }
     if only_if_stale and _current(lock_path, lock, out_dir):
         return []
     written = []
@@ -164,23 +168,21 @@ def build(result: CheckResult, out_dir: Path, only_if_stale: bool = False) -> li
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, text)
         written.append(path)
-    # What runs (verify.json is a report, and names files as fmc was invoked).
-    lock["artifacts"] = {
-        k: _digest(v.encode("utf-8")) for k, v in sorted(files.items()) if k != "verify.json"
-    }
     write_json_atomic(lock_path, lock)
     return [lock_path, *written]
 
 
 def _current(lock_path: Path, lock: dict[str, Any], out_dir: Path) -> bool:
+    """The folder was built from these inputs by an fmc that lowers them the same way (the
+    lock's artifact digests equal what would be written now), and every artifact is there.
+    An artifact edited since is still current: the lock records what fmc wrote."""
     try:
         previous = json.loads(lock_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    artifacts = previous.pop("artifacts", None)
-    if previous != json.loads(json_text(lock)) or not isinstance(artifacts, dict):
+    if previous != json.loads(json_text(lock)):
         return False
-    return all((out_dir / relative).is_file() for relative in artifacts)
+    return all((out_dir / relative).is_file() for relative in lock["artifacts"])
 
 
 def edited_artifacts(out_dir: Path) -> list[str]:

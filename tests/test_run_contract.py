@@ -170,3 +170,39 @@ def test_the_data_stage_runs_the_build_folders_sql(tmp_path: Path) -> None:
     sql.write_text(sql.read_text().replace('(length("body") < 3)', '(length("body") < 5)'))
     run_spec(spec, build, until="data")  # not stale: the edited SQL is what runs
     assert [r["body"] for r in rows(build / "run/data/d/all.parquet")] == ["abcdef"]
+
+
+EMBED = """\
+import std.models.minilm_l6
+
+dataset notes {
+  source jsonl("notes.jsonl")
+  schema { body: text }
+  grant read, train to "team:ml"
+}
+
+model scorer {
+  base minilm_l6
+  task embed
+  train {
+    data  = notes
+    input = body
+  }
+}
+"""
+
+
+def test_a_job_on_a_whole_dataset_reads_its_rows_and_missing_columns_are_refused(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "notes.jsonl").write_text(
+        "".join(json.dumps({"body": f"note {i}"}) + "\n" for i in range(8))
+    )
+    spec = tmp_path / "s.fm"
+    spec.write_text(EMBED)
+    build = tmp_path / "build"
+    code, output = fmc_run(spec, build, "--format", "short")
+    job = json.loads((build / "train/scorer/job.json").read_text())
+    assert job["train_data"] == "run/data/notes/all.parquet"
+    assert (build / job["train_data"]).is_file()
+    assert code == 1 and "FM0372" in output and "FM0901" not in output, output

@@ -86,6 +86,7 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
 
     stage = f"train:{model.name}"
     job = build_job(ctx, model)
+    _require_columns(job)
     upstream = _upstream_keys(ctx, model)
     key = stage_key("train", _portable(ctx, job), upstream)
     paths = model_paths(model.name)
@@ -120,6 +121,31 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
     write_json_atomic(ctx.build_dir / paths["metrics"], metrics)
     ctx.cache.record(stage, key, list(paths.values()))
     return Outcome(stage, False, tuple(paths.values()), metrics)
+
+
+def _require_columns(job: Any) -> None:
+    """The columns the task reads, before anything runs (`fmc check` warns, FM0372)."""
+    from fmlang.diagnostics import error
+
+    cols = job.columns
+    if job.task == "generate":
+        missing = [
+            n for n, v in (("prompt", cols.prompt), ("completion", cols.completion)) if not v
+        ]
+    else:
+        missing = [n for n, v in (("input", cols.input), ("target", cols.label)) if not v]
+    if missing:
+        raise StageError(
+            error(
+                "FM0372",
+                f"`{job.model}` cannot train: its train block names no "
+                + " and no ".join(f"`{n}`" for n in missing)
+                + " column",
+                job.span("train"),
+                "the columns to train on",
+                help="add " + ", ".join(f"`{n} = COLUMN`" for n in missing) + " to the train block",
+            )
+        )
 
 
 def name_base(adapter: Path, job: Any) -> None:

@@ -54,6 +54,7 @@ from fmlang.diagnostics import error
 from fmlang.errors import StageError
 from fmlang.ir.nodes import DataRef, Hardware, Model, PretrainedModel, Spec, Training
 from fmlang.lower.adapters import KnobValues, base_of, int_knob, task_type_of
+from fmlang.lower.labels import split_path
 from fmlang.lower.training_memory import memory_arguments, memory_settings
 from fmlang.verify.train_fit import (
     DEFAULT_TRAIN_SEQ,
@@ -248,12 +249,9 @@ def warmup_ratio(model: Model, training: Training) -> float:
 
 def data_source(data: DataRef) -> dict[str, str | None]:
     """What to read, and where `fmc run` puts it (relative to the build folder)."""
-    if data.labels is not None:
-        path = f"run/labels/{data.labels}.parquet"
-    elif data.split is not None:
-        path = f"run/data/{data.dataset}/{data.split}.parquet"
-    else:
-        path = f"run/data/{data.dataset}"
+    path = (
+        f"run/labels/{data.labels}.parquet" if data.labels else split_path(data.dataset, data.split)
+    )
     return {"dataset": data.dataset, "split": data.split, "labels": data.labels, "path": path}
 
 
