@@ -3,6 +3,10 @@
 - a `train` block without `data` (FM0337): the build has no job to write (FM0805);
 - a `dp` block without `epsilon` (FM0338): the run refuses (FM0837), and the verifier would
   already count the model as private;
+- settings DP-SGD cannot honour beside a `dp` block (FM0828, the code `fmc run` would refuse
+  with): `packing`, `chunked_loss`, activation `checkpointing`, `optimizer_in_backward`,
+  `precision = fp16`, `compile`, and several devices (left `auto`, the verifier only offers
+  `checkpointing = off`);
 - the columns the task reads (FM0372, a warning: specs that are only verified, never run,
   may leave them out): a classifier (and an embedding model, which the executor trains the
   same way) reads `input`, and `target` unless it trains on a labels block; a generative
@@ -61,6 +65,8 @@ def _check_train(ctx: Ctx, model: ast.Block, train: ast.BlockSetting) -> None:
             "DP-SGD without a privacy budget",
             "add `epsilon = 8` (the budget the noise is calibrated to), or remove the block",
         )
+    if isinstance(dp, ast.BlockSetting):
+        _check_private(ctx, name, train)
     if setting(train.body, "data") is None:
         ctx.error(
             "FM0337",
@@ -82,3 +88,51 @@ def _check_train(ctx: Ctx, model: ast.Block, train: ast.BlockSetting) -> None:
             "the columns to train on",
             "add " + ", ".join(f"`{key} = COLUMN`" for key in missing) + " to the train block",
         )
+
+
+# (setting, a written value DP-SGD cannot train with, why, the fix)
+DP_CONFLICTS: tuple[tuple[str, object, str, str], ...] = (
+    ("packing", True, "a packed row mixes several examples", "remove `packing = true`"),
+    ("chunked_loss", True, "the chunked loss has no per-example gradient",
+     "remove `chunked_loss = true`"),
+    ("checkpointing", "selective", "recomputed activations have no per-example gradient hooks",
+     "set `checkpointing = off`"),
+    ("checkpointing", "full", "recomputed activations have no per-example gradient hooks",
+     "set `checkpointing = off`"),
+    ("checkpointing", "offload", "recomputed activations have no per-example gradient hooks",
+     "set `checkpointing = off`"),
+    ("optimizer_in_backward", True, "each step must see every clipped, noised gradient",
+     "remove `optimizer_in_backward = true`"),
+    ("precision", "fp16", "fp16 loss scaling breaks the clipping bound",
+     "use `precision = bf16` or `fp32`"),
+    ("compile", True, "opacus' hooks do not survive compilation", "remove `compile = true`"),
+)  # fmt: skip
+
+
+def _literal(value: object) -> object:
+    if isinstance(value, ast.Bool):
+        return value.value
+    if isinstance(value, ast.Name):
+        return value.id
+    if isinstance(value, ast.Number):
+        return value.value
+    return None
+
+
+def _check_private(ctx: Ctx, name: str, train: ast.BlockSetting) -> None:
+    """What `fmc run` would refuse a DP-SGD job for (FM0828), refused here instead."""
+    for key, bad, why, fix in DP_CONFLICTS:
+        found = setting(train.body, key)
+        if isinstance(found, ast.Setting) and _literal(found.value) == bad:
+            ctx.error("FM0828", f"DP-SGD cannot train `{name}` with `{key} = {_show(bad)}`: {why}",
+                      found.span, "conflicts with the `dp` block", fix)  # fmt: skip
+    devices = setting(train.body, "devices")
+    count = _literal(devices.value) if isinstance(devices, ast.Setting) else None
+    if isinstance(count, float) and count > 1 and devices is not None:
+        message = f"DP-SGD cannot train `{name}` on {int(count)} devices: one process only"
+        ctx.error("FM0828", message, devices.span, "conflicts with the `dp` block",
+                  "train on one device (`devices = 1`)")  # fmt: skip
+
+
+def _show(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -221,6 +221,8 @@ def _domains(model: Model, arch: cm.Arch) -> dict[str, tuple[tuple[int | str, ..
     }
     for knob, order in CHOICE_KNOBS.items():
         out[knob] = _ordered(getattr(training, knob), order)
+    if training.dp is not None and "off" in out["checkpointing"][0]:
+        out["checkpointing"] = (("off",), out["checkpointing"][1])  # DP-SGD needs every hook
     return out
 
 
