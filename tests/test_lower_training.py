@@ -85,6 +85,15 @@ model big {
     warmup = 0.1, weight_decay = 0.01, optimizer = OPTIMIZER, precision = bf16, seed = 5,
     checkpoint_every = 100, hardware = node4, devices = DEVICES, sharding = auto,
     checkpointing = auto,
+  }
+}
+
+model private {
+  base    tiny_causal_lm
+  task    generate
+  adapter lora(rank = 4, targets = [q_proj, v_proj])
+  train {
+    data = docs.train, prompt = q, completion = a, batch = 2,
     dp { epsilon = 4, delta = 1e-6, max_grad_norm = 0.5 }
   }
 }
@@ -196,7 +205,9 @@ def test_every_train_setting_is_mapped(tmp_path: Path) -> None:
     built = construct(args, tmp_path)
     assert built.max_steps == 500 and built.save_steps == 100 and built.bf16
     assert built.get_warmup_steps(500) == 50, "a float below 1 is a ratio of the total steps"
-    assert plan.dp == {"epsilon": 4.0, "delta": 1e-6, "max_grad_norm": 0.5}
+    assert plan.dp is None  # DP-SGD trains on one process: `private` carries the dp block
+    private = lower_training(spec, model(spec, "private"), knobs)
+    assert private.dp == {"epsilon": 4.0, "delta": 1e-6, "max_grad_norm": 0.5}
     assert plan.columns == {"input": None, "target": None, "prompt": "q", "completion": "a"}
     assert plan.data == {
         "dataset": "docs", "split": "train", "labels": None, "path": "run/data/docs/train.parquet"
