@@ -37,6 +37,7 @@ from transformers.utils import logging as hf_logging
 from fmlang.backends.serve.config import ServeConfig
 from fmlang.backends.serve.fixtures import build_random_adapters, build_tiny_causal_lm
 
+JSON = {"content-type": "application/json"}  # malformed bodies still say they are JSON
 SERVER = (
     "import sys; from pathlib import Path; from fmlang.backends.serve.config import load_config; "
     "from fmlang.backends.serve.server import run; import torch; "
@@ -102,7 +103,7 @@ def plan(rng: random.Random, requests: int, bodies: int, bad_share: float) -> li
 
 async def send(client: httpx.AsyncClient, body: Any, stream: bool) -> tuple[int, str]:
     if isinstance(body, bytes):
-        response = await client.post("/v1/completions", content=body)
+        response = await client.post("/v1/completions", content=body, headers=JSON)
     else:
         path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
         response = await client.post(path, json={**body, "stream": stream})

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from fmlang import __version__
 from fmlang.atomic import json_text, write_json_atomic, write_text_atomic
 from fmlang.check import Program, load, load_text, run_passes
+from fmlang.check.datasets import check_source_confinement
 from fmlang.diagnostics import Diagnostic, Severity
-from fmlang.files import file_sha256, source_files, source_pattern
+from fmlang.files import DataRoots, file_sha256, source_files, source_pattern
 
 if TYPE_CHECKING:
     from fmlang.ir.nodes import Spec
@@ -45,17 +47,37 @@ def _order(d: Diagnostic) -> tuple[str, int, int]:
     return (span.file, span.line, span.column) if span else ("", 0, 0)
 
 
-def check_paths(paths: list[Path], verify: bool = False) -> CheckResult:
-    result = CheckResult(run_passes(load(paths)))
+def check_paths(
+    paths: list[Path], verify: bool = False, allowed_data: Sequence[str | Path] = ()
+) -> CheckResult:
+    """Check the spec files; every source must read inside the folder of one of `paths`
+    (the project), a folder in `allowed_data` (`--allow-data`) or in FMC_DATA_DIRS."""
+    program = run_passes(load(paths))
+    # realpath, not resolve(): a symlink loop is the loader's FM0001, not a crash here
+    roots = DataRoots.of([Path(os.path.realpath(p)).parent for p in paths], allowed_data)
+    check_source_confinement(program, roots)
+    result = CheckResult(program)
     if verify:
         verify_result(result)
     return result
 
 
 def check_text(
-    text: str, file: str = "<input>", base: Path | None = None, verify: bool = False
+    text: str,
+    file: str = "<input>",
+    base: Path | None = None,
+    verify: bool = False,
+    allowed_data: Sequence[str | Path] | None = None,
 ) -> CheckResult:
-    result = CheckResult(run_passes(load_text(text, file, base or Path.cwd())))
+    """Check a document held in memory, its imports resolved under `base`. Sources are
+    confined to `base` (and `allowed_data`, FMC_DATA_DIRS) only when `allowed_data` is
+    given: the editor checks on every keystroke and does not walk the data folders."""
+    folder = base or Path.cwd()
+    program = run_passes(load_text(text, file, folder))
+    if allowed_data is not None:
+        roots = DataRoots.of([folder], allowed_data)
+        check_source_confinement(program, roots, {file: folder.resolve()})
+    result = CheckResult(program)
     if verify:
         verify_result(result)
     return result

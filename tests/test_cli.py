@@ -292,7 +292,7 @@ def test_internal_error_exits_101_without_a_traceback(
     import fmlang.api
     from fmlang.cli import main as cli_main
 
-    def explode(paths: list[Path], verify: bool = False) -> None:
+    def explode(paths: list[Path], verify: bool = False, **options: object) -> None:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(fmlang.api, "check_paths", explode)

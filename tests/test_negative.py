@@ -73,6 +73,13 @@ def _reported(
 CASES = corpus()
 
 
+@pytest.fixture(autouse=True)
+def _shared_data_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A case in a subfolder imports `../shared/…`, whose datasets read under shared/:
+    outside the case's project folder, so allowed as `--allow-data` would."""
+    monkeypatch.setenv("FMC_DATA_DIRS", str(NEGATIVE / "shared"))
+
+
 @pytest.mark.parametrize("path", CASES, ids=[str(p.relative_to(NEGATIVE)) for p in CASES])
 def test_expected_diagnostics(path: Path) -> None:
     result = check_paths([path])

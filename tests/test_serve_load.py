@@ -20,6 +20,7 @@ from fmlang.backends.serve.config import ServeConfig  # noqa: E402
 from fmlang.backends.serve.fixtures import build_random_adapters, build_tiny_causal_lm  # noqa: E402
 from fmlang.backends.serve.server import serve_in_background  # noqa: E402
 
+JSON = {"content-type": "application/json"}  # malformed bodies still say they are JSON
 REQUESTS = 300
 CLIENTS = 24
 MODELS = ["base", "a0", "a1", "a2", "a3"]
@@ -65,7 +66,7 @@ EXPECTED_STATUS = {"malformed": 400, "unknown": 404, "too_long": 400, "missing":
 
 async def _one(client: httpx.AsyncClient, kind: str, body: Any, valid: list[Any]) -> Any:
     if kind == "malformed":
-        response = await client.post("/v1/completions", content=body)
+        response = await client.post("/v1/completions", content=body, headers=JSON)
     elif kind in ("valid", "stream"):
         payload = {**valid[body], "stream": kind == "stream"}
         response = await client.post("/v1/completions", json=payload)

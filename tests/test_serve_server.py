@@ -50,7 +50,7 @@ async def serving(config: ServeConfig, *, load: bool = True) -> AsyncIterator[Cl
     """A client of the app, with the app's lifespan (engine start and stop) around it."""
     app = create_app(config, build_engine(config) if load else None)
     transport = httpx.ASGITransport(app=app)
-    client = httpx.AsyncClient(transport=transport, base_url="http://test")
+    client = httpx.AsyncClient(transport=transport, base_url="http://localhost")
     async with app.router.lifespan_context(app), client:
         yield client
 
@@ -134,7 +134,7 @@ def test_chat_with_and_without_a_template(tiny: tuple[Path, dict[str, Path]]) ->
         transport = httpx.ASGITransport(app=app)
         async with (
             app.router.lifespan_context(app),
-            Client(transport=transport, base_url="http://t") as client,
+            Client(transport=transport, base_url="http://localhost") as client,
         ):
             plain = (await client.post("/v1/chat/completions", json=body)).json()
             stream = await client.post("/v1/chat/completions", json={**body, "stream": True})

@@ -1,21 +1,37 @@
 """The content-hash cache of `fmc run`: a stage whose inputs hash the same as last time, and
-whose outputs are all still there, is skipped.
+whose outputs are still the bytes it wrote, is skipped.
 
 A stage's key is the sha256 of everything that determines its outputs (its lowered SQL or
 settings, the content of its input files, the keys of the stages it reads from, fmc's
 version), so a change anywhere upstream changes the key of exactly the stages downstream.
+
+Beside the key, the cache records the sha256 of every file the stage wrote (a folder
+output stands for every file under it). Before a stage is skipped its outputs are hashed
+again: a file that was changed, truncated, removed or added since (a bit flip, a full
+disk, a hand edit) makes the stage run again, and the run says which file it was. An
+entry without digests (written by an older fmc) is not trusted either.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fmlang import __version__
 from fmlang.atomic import write_text_atomic
+from fmlang.diagnostics import error
+from fmlang.errors import StageError
+from fmlang.files import file_sha256
+
+# What a full disk, a quota or a folder that cannot be written looks like to a writer.
+_CANNOT_WRITE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EIO}
 
 
 def stage_key(*parts: object) -> str:
@@ -24,37 +40,133 @@ def stage_key(*parts: object) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def output_files(root: Path, outputs: Iterable[str]) -> list[str]:
+    """Every file among `outputs` (paths relative to `root`; a folder stands for the files
+    under it, at any depth), as sorted POSIX paths relative to `root`."""
+    files: set[str] = set()
+    for output in outputs:
+        path = root / output
+        if path.is_dir():
+            files.update(p.relative_to(root).as_posix() for p in path.rglob("*") if p.is_file())
+        elif path.is_file():
+            files.add(Path(output).as_posix())
+    return sorted(files)
+
+
+def digests(root: Path, outputs: Iterable[str]) -> dict[str, str]:
+    """The sha256 of every file among `outputs`, by path relative to `root`."""
+    return {name: file_sha256(root / name) for name in output_files(root, outputs)}
+
+
+def first_difference(root: Path, outputs: Iterable[str], recorded: dict[str, str]) -> str | None:
+    """How the files among `outputs` differ from the `recorded` digests, naming the first
+    file that does (missing, changed or added); None when every byte is as recorded."""
+    present = output_files(root, outputs)
+    for name in sorted(recorded):
+        path = root / name
+        if not path.is_file():
+            return f"`{name}` is missing"
+        if file_sha256(path) != recorded[name]:
+            return f"`{name}` changed since it was written (its sha256 differs)"
+    added = sorted(set(present) - set(recorded))
+    return f"`{added[0]}` is not among the files written" if added else None
+
+
+@contextmanager
+def writing(what: str) -> Iterator[None]:
+    """A full disk (or a quota, or a folder that cannot be written) while `what` writes its
+    outputs: FM0722 naming the file, not an internal error. What it left half-written is
+    never used: a stage is recorded only after all its outputs are, a checkpoint is resumed
+    only once marked complete, and both are verified against their digests first."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _CANNOT_WRITE:
+            raise
+        where = f" `{exc.filename}`" if exc.filename else ""
+        raise StageError(
+            error(
+                "FM0722",
+                f"{what} cannot write{where}: {exc.strerror or exc}",
+                help="free disk space (or fix the folder's permissions) and run the same "
+                "command again: it resumes where it stopped, and nothing left half-written "
+                "is used",
+            )
+        ) from exc
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 @dataclass
 class StageCache:
-    """`run/cache.json`: stage name → {key, outputs (relative to the build folder)}."""
+    """`run/cache.json`: stage name → {key, outputs (relative to the build folder), digests
+    (output file → sha256)}. `log` receives a line for each stage whose outputs changed."""
 
     build_dir: Path
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    log: Callable[[str], None] = _to_stderr
 
     @property
     def path(self) -> Path:
         return self.build_dir / "run" / "cache.json"
 
     @classmethod
-    def load(cls, build_dir: Path) -> StageCache:
-        cache = cls(build_dir)
+    def load(cls, build_dir: Path, log: Callable[[str], None] = _to_stderr) -> StageCache:
+        """The recorded cache; an unreadable file (or entry) counts as nothing recorded."""
+        cache = cls(build_dir, log=log)
         try:
-            cache.entries = json.loads(cache.path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            cache.entries = {}
+            document = json.loads(cache.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return cache
+        except (OSError, ValueError) as exc:
+            log(f"note: `run/cache.json` cannot be read ({exc}); every stage runs again")
+            return cache
+        if isinstance(document, dict):
+            cache.entries = {k: v for k, v in document.items() if _well_formed(v)}
         return cache
 
     def fresh(self, stage: str, key: str) -> bool:
+        """Whether `stage` ran with this key and its outputs are still what it wrote."""
         entry = self.entries.get(stage)
         if not entry or entry.get("key") != key:
             return False
-        return all((self.build_dir / out).exists() for out in entry.get("outputs", []))
+        outputs, recorded = entry["outputs"], entry.get("digests")
+        missing = [out for out in outputs if not (self.build_dir / out).exists()]
+        if missing:
+            why: str | None = f"`{missing[0]}` is missing"
+        elif recorded is None:
+            why = "no digests of its outputs were recorded (by an older fmc)"
+        else:
+            why = first_difference(self.build_dir, outputs, recorded)
+        if why is not None:
+            self.log(f"note: `{stage}` runs again: {why}")
+        return why is None
 
     def key_of(self, stage: str) -> str | None:
         entry = self.entries.get(stage)
         return str(entry["key"]) if entry else None
 
     def record(self, stage: str, key: str, outputs: list[str]) -> None:
-        self.entries[stage] = {"key": key, "outputs": sorted(outputs)}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.path, json.dumps(self.entries, indent=2, sort_keys=True) + "\n")
+        """Record the stage's key and the digests of its outputs as they are now."""
+        self.entries[stage] = {
+            "key": key,
+            "outputs": sorted(outputs),
+            "digests": digests(self.build_dir, outputs),
+        }
+        with writing(f"`{stage}`"):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(self.entries, indent=2, sort_keys=True) + "\n"
+            write_text_atomic(self.path, text)
+
+
+def _well_formed(entry: Any) -> bool:
+    """An entry as `record` writes it: a string key and a list of output paths."""
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("key"), str)
+        and isinstance(entry.get("outputs"), list)
+        and all(isinstance(out, str) for out in entry["outputs"])
+        and isinstance(entry.get("digests", {}), dict)
+    )

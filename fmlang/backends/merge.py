@@ -327,6 +327,9 @@ def _save_atomic(peft_model: Any, adapter: str, out_dir: Path) -> None:
     try:
         peft_model.save_pretrained(str(staging), selected_adapters=[adapter])
         saved = staging if adapter == "default" else staging / adapter
+        from fmlang.backends.train.trainer import stable_adapter_config
+
+        stable_adapter_config(saved, peft_model)  # set-valued fields in one order, any hash seed
         if out_dir.exists():
             shutil.rmtree(out_dir)
         saved.rename(out_dir)

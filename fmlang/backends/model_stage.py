@@ -14,7 +14,7 @@ from typing import Any
 
 from fmlang.atomic import write_json_atomic
 from fmlang.backends.artifacts import read_json
-from fmlang.backends.cache import stage_key
+from fmlang.backends.cache import stage_key, writing
 from fmlang.backends.data.stages import Outcome, RunContext
 from fmlang.backends.gates import check_gates
 from fmlang.errors import StageError
@@ -118,8 +118,9 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
     log_memory(ctx, metrics)
     metrics["registry"] = _register(ctx, model, adapter, key, upstream, metrics)
     apply_gates(ctx, model.name, metrics)  # adds metrics["gates"]
-    write_json_atomic(ctx.build_dir / paths["metrics"], metrics)
-    ctx.cache.record(stage, key, list(paths.values()))
+    with writing(f"`{stage}`"):
+        write_json_atomic(ctx.build_dir / paths["metrics"], metrics)
+    ctx.cache.record(stage, key, list(paths.values()))  # with the outputs' digests
     return Outcome(stage, False, tuple(paths.values()), metrics)
 
 
@@ -156,7 +157,8 @@ def name_base(adapter: Path, job: Any) -> None:
         return
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = job.adapter_config.get("base_model_name_or_path")
-    write_json_atomic(config_path, config)
+    with writing(f"training `{job.model}`"):
+        write_json_atomic(config_path, config)
 
 
 def _portable(ctx: RunContext, job: Any) -> Any:
@@ -182,8 +184,13 @@ def _discard_other_jobs_checkpoints(path: Path, job: Any) -> None:
     settings (another batch size, other data) are removed before training starts."""
     import shutil
 
-    previous = path.read_text(encoding="utf-8") if path.exists() else None
-    if previous is not None and previous != job.to_json():
+    try:
+        previous: bytes | None = path.read_bytes()
+    except FileNotFoundError:
+        previous = None
+    except OSError:
+        previous = b""  # unreadable: not known to be the same job
+    if previous is not None and previous != job.to_json().encode("utf-8"):
         shutil.rmtree(job.output / "checkpoints", ignore_errors=True)
 
 

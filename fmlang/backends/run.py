@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from fmlang.backends import stopping
-from fmlang.backends.cache import StageCache
-from fmlang.backends.data.access import Access, audit_log_path
+from fmlang.backends.cache import StageCache, writing
+from fmlang.backends.data.access import Access
+from fmlang.backends.data.identity import Principal
 from fmlang.backends.data.stages import Outcome, RunContext, data_stage
 from fmlang.ir.nodes import Spec
 from fmlang.verify.access import AccessModel
@@ -26,10 +27,11 @@ class RunOptions:
     build_dir: Path
     entry: Path  # the entry spec file
     until: str = "labels"
-    principal: str | None = None
+    principal: Principal | str | None = None  # a bare name is asserted
     force: bool = False
     log: Callable[[str], None] = print
     progress: Any = None
+    allowed_data: tuple[Path, ...] = ()  # `--allow-data`: folders outside the project
 
 
 @dataclass
@@ -67,9 +69,9 @@ def _predicted_and_measured(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def context(spec: Spec, options: RunOptions, spec_text: str) -> RunContext:
-    access = Access(
+    access = Access.open(
         options.principal,
-        audit_log_path(options.build_dir),
+        options.build_dir,
         hashlib.sha256(spec_text.encode("utf-8")).hexdigest(),
         AccessModel(spec),
     )
@@ -78,10 +80,11 @@ def context(spec: Spec, options: RunOptions, spec_text: str) -> RunContext:
         entry_dir=options.entry.resolve().parent,
         build_dir=options.build_dir.resolve(),
         access=access,
-        cache=StageCache.load(options.build_dir.resolve()),
+        cache=StageCache.load(options.build_dir.resolve(), log=options.log),
         force=options.force,
         log=options.log,
         progress=options.progress,
+        allowed_data=options.allowed_data,
     )
 
 
@@ -119,6 +122,7 @@ def run(
 
 def _logged(ctx: RunContext, stage: str, fn: Callable[[], Outcome]) -> Outcome:
     ctx.log(f"[bold]{stage}[/]")
-    outcome = fn()
+    with writing(f"stage `{stage}`"):  # a full disk is FM0722, never an internal error
+        outcome = fn()
     ctx.log("  [dim]unchanged: cached[/]" if outcome.skipped else "  [green]done[/]")
     return outcome

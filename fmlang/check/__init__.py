@@ -28,6 +28,8 @@ from fmlang.check.training import check_training
 from fmlang.syntax.parser import too_deep
 
 Pass = Callable[[Program], None]
+# not text (FM0002), too large (FM0003), not a spec (FM0004), past the import budget (FM0208)
+STOPPING = ("FM0002", "FM0003", "FM0004", "FM0208")
 
 
 def check_stdlib_blocks(program: Program) -> None:
@@ -78,8 +80,9 @@ def load_text(text: str, file: str, base: Path) -> Program:
 
 def run_passes(program: Program) -> Program:
     # A root that cannot be read (FM0001) leaves nothing behind to cascade from, so the
-    # other roots are still checked; a file that is not text stops the passes.
-    if any(d.code in ("FM0002", "FM0003") for d in program.sink.items):
+    # other roots are still checked; a file that is not a text spec, or is too large, stops
+    # the passes.
+    if any(d.code in STOPPING for d in program.sink.items):
         return program
     if not check_nesting(program):
         return program

@@ -1,13 +1,17 @@
-"""Datasets: source, schema, cleaning rules, splits and grants."""
+"""Datasets: source, schema, cleaning rules, splits and grants; sources confined to the
+project."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from fmlang.check import schema as s
 from fmlang.check.context import Ctx
 from fmlang.check.expressions import BOOL, COLUMN_TYPE, ExprChecker
 from fmlang.check.program import Program
 from fmlang.check.settings import check_body, setting
-from fmlang.diagnostics import Label, error
+from fmlang.diagnostics import Diagnostic, Label, Span, error
+from fmlang.files import DATA_DIRS_ENV, DataRoots, Escape, read_pattern, source_escapes
 from fmlang.suggest import did_you_mean
 from fmlang.syntax import ast
 
@@ -259,3 +263,71 @@ def check_grant(ctx: Ctx, grant: ast.Grant) -> None:
                 did_you_mean(permission.name, s.PERMISSIONS)
                 or f"permissions: {', '.join(s.PERMISSIONS)}",
             )
+
+
+def check_source_confinement(program: Program, roots: DataRoots,
+                             folders: dict[str, Path] | None = None) -> None:  # fmt: skip
+    """Refuse every source that reads outside `roots` (`..`, an absolute path or a symlink
+    out of the project). Not one of `PASSES`: the roots come from the command line and the
+    environment, never from the spec. `folders` names the folder of a file whose key is
+    not its path (a document checked from text)."""
+    for source, symbol in program.declarations("dataset"):
+        assert isinstance(symbol.node, ast.Dataset)
+        ctx = Ctx(program, source)
+        read = _source_read(ctx, symbol.node)
+        if read is None:
+            continue
+        pattern, span = read
+        spec_dir = (folders or {}).get(source.path) or Path(source.path).resolve().parent
+        escapes = source_escapes(pattern, spec_dir, roots)
+        if escapes:
+            ctx.report(outside_project(symbol.node.name.name, pattern, escapes, roots, span))
+
+
+def _source_read(ctx: Ctx, dataset: ast.Dataset) -> tuple[str, Span] | None:
+    """The glob the dataset's source reads (`let` constants followed) and the span of its
+    path; None when the source is missing or malformed (reported elsewhere)."""
+    found = setting(dataset.body, "source")
+    call = found.value if isinstance(found, ast.Setting) else None
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)):
+        return None
+    positional = [a.value for a in call.args if a.name is None]
+    named = {a.name.name: a.value for a in call.args if a.name is not None}
+    path = _literal(ctx, positional[0]) if positional else None
+    if path is None:
+        return None
+    pattern = _literal(ctx, named["pattern"]) if "pattern" in named else None
+    return read_pattern(call.func.id, path.value, pattern.value if pattern else None), path.span
+
+
+def _literal(ctx: Ctx, expr: ast.Expr, depth: int = 0) -> ast.String | None:
+    """The string `expr` is, directly or through `let` constants."""
+    if isinstance(expr, ast.String):
+        return expr
+    symbol = ctx.lookup(expr.id) if isinstance(expr, ast.Name) and depth < 16 else None
+    if symbol is not None and isinstance(symbol.node, ast.Let):
+        found = _literal(ctx, symbol.node.value, depth + 1)
+        return ast.String(found.value, expr.span) if found else None
+    return None
+
+
+def outside_project(dataset: str, pattern: str, escapes: list[Escape], roots: DataRoots,
+                    span: Span | None, code: str = "FM0319") -> Diagnostic:  # fmt: skip
+    """At the source's path (FM0319 from `fmc check`, FM0730 from the data stage): where
+    the source leads, and the two fixes."""
+    first = escapes[0]
+    how = "through a symlink" if first.through_symlink else "outside the project"
+    more = f" (and {len(escapes) - 1} more)" if len(escapes) > 1 else ""
+    folder = first.target if first.target.is_dir() else first.target.parent
+    return error(
+        code,
+        f"dataset `{dataset}` reads `{pattern}`, which leads {how} to `{first.target}`{more}",
+        span,
+        "outside the folders sources may read",
+        help="move the data into the project folder, or allow its folder outside the spec: "
+        f"`--allow-data {folder}` or {DATA_DIRS_ENV}={folder}",
+        notes=(
+            *(f"`{e.path}` is `{e.target}`" for e in escapes[:4]),
+            f"sources may read {roots.describe()}",
+        ),
+    )

@@ -1,4 +1,17 @@
-"""Read, decode and parse every file a spec reaches through its imports."""
+"""Read, decode and parse every file a spec reaches through its imports.
+
+What fmc reads and quotes, so that a hostile spec cannot make it hang or print other files:
+- `import "…"` names a `.fm` file (after symlinks are followed); any other path is refused
+  unread (FM0207).
+- Every file is read through `reading.read_spec`: regular files only, at most 16 MiB each
+  (FM0001, FM0003); all the files one check reads together are at most MAX_PROGRAM_FILES
+  files and MAX_PROGRAM_BYTES bytes (FM0208).
+- A file's text is quoted in diagnostics only when it is UTF-8 text without NUL bytes
+  (FM0002) and, for a file given on the command line that is not named `*.fm`, only when
+  its first token begins a declaration (FM0004 otherwise: `fmc check /etc/passwd` names the
+  file but shows none of it). A file refused this way is not added to `Program.files`, the
+  only place the renderer takes source lines from.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +19,18 @@ import os
 from pathlib import Path
 
 from fmlang.check.program import Program, SourceFile, Symbol, own_symbols
+from fmlang.check.reading import read_spec
 from fmlang.diagnostics import Diagnostic, Label, Severity, Span, error
 from fmlang.paths import stdlib_dir
 from fmlang.suggest import closest, did_you_mean
 from fmlang.syntax import ast
 from fmlang.syntax.parser import MAX_SOURCE_BYTES, parse
+from fmlang.syntax.untrusted import starts_like_spec
 
 STD_PREFIX = "std"
+SPEC_SUFFIX = ".fm"
+MAX_PROGRAM_FILES = 1000
+MAX_PROGRAM_BYTES = 64 * 1024 * 1024
 
 
 def display_path(path: Path) -> str:
@@ -32,54 +50,9 @@ def resolved(path: Path) -> Path:
 
 
 def read_source(path: Path, shown: str) -> tuple[str | None, Diagnostic | None]:
-    """The file's text, or the I/O (FM0001) or encoding (FM0002) problem."""
-    start = Span(shown, 1, 1, 1, 1)
-    try:
-        if path.is_dir():
-            return None, error(
-                "FM0001",
-                f"`{shown}` is a directory, not a .fm file",
-                None,
-                help="pass the spec file itself, for example `spec.fm`",
-            )
-        size = path.stat().st_size
-        if size > MAX_SOURCE_BYTES:
-            return None, error(
-                "FM0003",
-                f"`{shown}` is too large to be a spec ({size:,} bytes)",
-                start,
-                help='split it into files joined with `import "file.fm"`',
-            )
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None, error(
-            "FM0001",
-            f"cannot read `{shown}`: no such file",
-            None,
-            help="check the path; specs usually end in `.fm`",
-        )
-    except OSError as exc:
-        return None, error("FM0001", f"cannot read `{shown}`: {exc.strerror or exc}", None)
-    if b"\x00" in data:
-        return None, error(
-            "FM0002",
-            f"`{shown}` is a binary file, not a .fm spec",
-            start,
-            help="pass a UTF-8 text file",
-        )
-    try:
-        return data.decode("utf-8-sig"), None
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        bad = Span(shown, line, column, line, column + 1, exc.start, exc.start + 1)
-        return None, error(
-            "FM0002",
-            f"`{shown}` is not valid UTF-8 (byte {exc.start})",
-            bad,
-            "invalid byte",
-            help="save the file as UTF-8",
-        )
+    """One file's text, or the problem that stops it being read (`fmc fmt` reads this way)."""
+    read = read_spec(path, shown)
+    return read.text, read.problem
 
 
 class Loader:
@@ -88,11 +61,16 @@ class Loader:
     def __init__(self, program: Program) -> None:
         self.program = program
         self.stack: list[str] = []
+        self.files_read = 0
+        self.bytes_read = 0
+        self.over_budget = False  # reported once; nothing more is read after it
 
     def load_root(self, path: Path) -> None:
         self._load(resolved(path), display_path(path), stdlib=False, importer=None)
 
     def load_text(self, text: str, shown: str, base: Path) -> None:
+        self.files_read += 1
+        self.bytes_read += len(text.encode("utf-8", errors="replace"))
         self._parse_and_import(text, shown, base, stdlib=False)
 
     def _load(self, path: Path, shown: str, stdlib: bool, importer: Label | None) -> str | None:
@@ -102,21 +80,54 @@ class Loader:
             return None
         if key in self.program.files:
             return key
-        text, problem = read_source(path, shown)
-        if problem is not None:
-            if importer is not None and problem.code == "FM0001":
-                problem = error(
-                    "FM0202",
-                    f"imported file `{shown}` cannot be read",
-                    importer.span,
-                    "imported here",
-                    help="check the path, relative to this file",
-                )
-            self.program.sink.add(problem)
+        text = self._read(path, shown, importer)
+        if text is None:
             return None
-        assert text is not None
+        if importer is None and path.suffix != SPEC_SUFFIX and not starts_like_spec(text):
+            self.program.sink.add(_not_a_spec(shown))
+            return None
         self._parse_and_import(text, key, path.parent, stdlib)
         return key
+
+    def _read(self, path: Path, shown: str, importer: Label | None) -> str | None:
+        """The file's text within the program's budget; reports why there is none."""
+        if self.over_budget:
+            return None
+        if self.files_read >= MAX_PROGRAM_FILES:
+            self._budget_spent(f"more than {MAX_PROGRAM_FILES:,} files", importer)
+            return None
+        limit = min(MAX_SOURCE_BYTES, MAX_PROGRAM_BYTES - self.bytes_read)
+        read = read_spec(path, shown, limit)
+        self.files_read += 1
+        self.bytes_read += read.size
+        if read.text is None and read.problem is None:
+            self._budget_spent(f"more than {MAX_PROGRAM_BYTES // 2**20} MiB", importer)
+            return None
+        problem = read.problem
+        if problem is not None and importer is not None and problem.code == "FM0001":
+            problem = error(
+                "FM0202",
+                f"imported file `{shown}` cannot be read: {read.reason}",
+                importer.span,
+                "imported here",
+                help="check the path, relative to this file",
+            )
+        if problem is not None:
+            self.program.sink.add(problem)
+        return read.text
+
+    def _budget_spent(self, what: str, importer: Label | None) -> None:
+        self.over_budget = True
+        self.program.sink.add(
+            error(
+                "FM0208",
+                f"the spec and the files it imports add up to {what}",
+                importer.span if importer else None,
+                "this import is past the limit",
+                help="a spec is checked with everything it imports; check the parts separately "
+                "or import less",
+            )
+        )
 
     def _parse_and_import(self, text: str, key: str, base: Path, stdlib: bool) -> None:
         result = parse(text, key)
@@ -154,6 +165,9 @@ class Loader:
 
     def _import_file(self, item: ast.ImportFile, base: Path) -> dict[str, Symbol]:
         target = resolved(base / item.path)
+        if target.suffix != SPEC_SUFFIX:
+            self.program.sink.add(_not_a_spec_import(item, display_path(target)))
+            return {}
         key = self._load(target, display_path(target), False, Label(item.span, "", True))
         if key is None:
             return {}
@@ -233,3 +247,24 @@ class Loader:
                 )
             )
         return out
+
+
+def _not_a_spec(shown: str) -> Diagnostic:
+    return error(
+        "FM0004",
+        f"`{shown}` is not a .fm spec: it does not start with a declaration",
+        Span(shown, 1, 1, 1, 1),
+        "not a spec (its text is not shown)",
+        help="pass a spec: a file that starts with `import`, `dataset`, `labels`, `model`, "
+        "`merge`, `constraints`, `deploy`, `base_model`, `hardware` or `let`",
+    )
+
+
+def _not_a_spec_import(item: ast.ImportFile, shown: str) -> Diagnostic:
+    return error(
+        "FM0207",
+        f"cannot import `{shown}`: only `.fm` specs are imported",
+        item.span,
+        "not a .fm file (it is not read)",
+        help='name a spec file ending in `.fm`, e.g. `import "shared.fm"`',
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fmlang.check.context import Ctx
 from fmlang.check.models import base_block
-from fmlang.check.program import Program
+from fmlang.check.program import Program, Symbol
 from fmlang.check.settings import setting, setting_value
 from fmlang.syntax import ast
 
@@ -31,6 +31,11 @@ def check_resources(program: Program) -> None:
         _check_lengths(ctx, symbol.node)
         _check_quantized_full(ctx, symbol.node)
         _check_token_loss(ctx, symbol.node)
+    for source in program.user_files():
+        ctx = Ctx(program, source)
+        for item in source.module.items:
+            if isinstance(item, ast.Block) and item.kind == "deploy":
+                _check_served_length(ctx, item)
 
 
 def _check_profile(ctx: Ctx, node: ast.Block) -> None:
@@ -76,14 +81,40 @@ def _number(value: ast.Expr | None) -> float | None:
 
 
 def _check_lengths(ctx: Ctx, model: ast.Block) -> None:
-    base = base_block(ctx, model)
-    limit = _number(setting_value(base.body, "max_seq")) if base is not None else None
-    if base is None or limit is None:
-        return
     train = setting(model.body, "train")
     candidates = [("max_seq", setting(model.body, "max_seq"))]
     if isinstance(train, ast.BlockSetting):
         candidates.append(("seq_len", setting(train.body, "seq_len")))
+    _check_within_base(ctx, model, candidates)
+
+
+def _check_served_length(ctx: Ctx, deploy: ast.Block) -> None:
+    """A deployment's `max_seq` is bounded by the base model of what it serves (a merge's
+    models share one base: FM0342). Each name resolves in the file that writes it."""
+    symbol = ctx.lookup(deploy.name.name)
+    if symbol is not None and symbol.kind == "merge" and isinstance(symbol.node, ast.Block):
+        models = setting_value(symbol.node.body, "models")
+        first = models.items[0] if isinstance(models, ast.ListExpr) and models.items else None
+        home = _home(ctx, symbol)
+        symbol = home.lookup(first.id) if isinstance(first, ast.Name) else None
+    if symbol is not None and symbol.kind == "model" and isinstance(symbol.node, ast.Block):
+        found = setting(deploy.body, "max_seq")
+        _check_within_base(_home(ctx, symbol), symbol.node, [("max_seq", found)])
+
+
+def _home(ctx: Ctx, symbol: Symbol) -> Ctx:
+    """A context for the file that declares `symbol`."""
+    return Ctx(ctx.program, ctx.program.files[symbol.file])
+
+
+def _check_within_base(
+    ctx: Ctx, model: ast.Block, candidates: list[tuple[str, ast.Setting | ast.BlockSetting | None]]
+) -> None:
+    """FM0333: a length written beyond the positions of the model's base."""
+    base = base_block(ctx, model)
+    limit = _number(setting_value(base.body, "max_seq")) if base is not None else None
+    if base is None or limit is None:
+        return
     for key, found in candidates:
         value = found.value if isinstance(found, ast.Setting) else None
         length = _number(value)

@@ -1,108 +1,65 @@
 """What every block accepts: setting names, value kinds, units and docs.
 
 This table is the single source of truth for the settings checker, the IR
-builder, hover and completion. Adding a setting is adding a row.
+builder, hover and completion. Adding a setting is adding a row. The value kinds are in
+`kinds.py`; every number's range, and why, in `limits.py`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from fmlang.check.kinds import (
+    Between,
+    Block,
+    Call,
+    Column,
+    DataRef,
+    Flag,
+    Int,
+    Kind,
+    Names,
+    OneOf,
+    Qty,
+    Real,
+    Reals,
+    Ref,
+    Text,
+)
+from fmlang.check.limits import (
+    RANK_MAX,
+    accumulation,
+    batch,
+    devices,
+    epochs,
+    epsilon,
+    fraction,
+    learning_rate,
+    port,
+    positive,
+    rank,
+    seed,
+    size,
+    steps,
+    tokens,
+)
 
-
-@dataclass(frozen=True)
-class Kind:
-    """A value kind. `auto` says whether the solver may choose it."""
-
-    doc: str = ""
-    auto: bool = False
-
-
-@dataclass(frozen=True)
-class Int(Kind):
-    min: int | None = None
-    max: int | None = None
-
-
-@dataclass(frozen=True)
-class Real(Kind):
-    min: float | None = None
-    max: float | None = None
-
-
-@dataclass(frozen=True)
-class Qty(Kind):
-    dimension: str = "bytes"
-
-
-@dataclass(frozen=True)
-class Text(Kind):
-    pass
-
-
-@dataclass(frozen=True)
-class Flag(Kind):
-    pass
-
-
-@dataclass(frozen=True)
-class OneOf(Kind):
-    values: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Names(Kind):
-    """A list of bare names: module names, metric names, column names."""
-
-    values: tuple[str, ...] = ()  # empty: any name
-
-
-@dataclass(frozen=True)
-class Reals(Kind):
-    pass
-
-
-@dataclass(frozen=True)
-class Ref(Kind):
-    """A reference to a declaration: `base_model`, `hardware`, `labels`, `model`, ..."""
-
-    target: tuple[str, ...] = ()
-    many: bool = False
-
-
-@dataclass(frozen=True)
-class DataRef(Kind):
-    """`dataset` or `dataset.split` (or `labels`, whose output is a labelled dataset)."""
-
-    many: bool = False
-    labels_ok: bool = True
-
-
-@dataclass(frozen=True)
-class Column(Kind):
-    """A column of the dataset in scope."""
-
-    many: bool = False
-
-
-@dataclass(frozen=True)
-class Between(Kind):
-    """An integer or an inclusive range `1..4` (or auto)."""
-
-    min: int = 0
-
-
-@dataclass(frozen=True)
-class Call(Kind):
-    """`head(args)` or a bare `head`; each head names its keyword arguments."""
-
-    heads: dict[str, dict[str, Kind]] = field(default_factory=dict)
-    positional: dict[str, tuple[Kind, ...]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Block(Kind):
-    settings: dict[str, Kind] = field(default_factory=dict)
-
+# The kinds are part of this module's interface: callers write `s.Int`, `s.Block`.
+__all__ = [
+    "Between",
+    "Block",
+    "Call",
+    "Column",
+    "DataRef",
+    "Flag",
+    "Int",
+    "Kind",
+    "Names",
+    "OneOf",
+    "Qty",
+    "Real",
+    "Reals",
+    "Ref",
+    "Text",
+]
 
 OPTIMIZERS = ("adamw", "adamw_fused", "adamw_8bit", "paged_adamw_8bit", "sgd", "adafactor")
 CHECKPOINTING = ("off", "selective", "full", "offload")  # preference order: least recompute
@@ -113,12 +70,16 @@ QUANTIZATIONS = ("none", "int8", "nf4", "fp4", "gptq", "awq")
 # ---- adapters -----------------------------------------------------------------
 
 _LORA = {
-    "rank": Int("rank r of the update matrices", auto=True, min=1, max=1024),
-    "alpha": Real("scaling numerator: the update is scaled by alpha / rank", auto=True, min=0),
-    "dropout": Real("dropout on the adapter input", min=0, max=1),
+    "rank": rank("rank r of the update matrices", auto=True),
+    "alpha": Real("scaling numerator: the update is scaled by alpha / rank", auto=True, min=0,
+                  open_min=True, limit=16 * RANK_MAX,
+                  why="alpha 0 switches the adapter off; at most 16 x the largest rank"),
+    "dropout": fraction("dropout on the adapter input", open_max=True,
+                        why="a dropout of 1 zeroes every adapter input, so nothing trains"),
     "targets": Names("module names the adapter wraps (checked against the base model)"),
     "bias": OneOf("which biases train", values=("none", "all", "lora_only")),
-}
+}  # fmt: skip
+_VIRTUAL_WHY = "prefix and prompt tuning use tens to hundreds of virtual tokens"
 ADAPTERS: dict[str, dict[str, Kind]] = {
     "lora": _LORA,
     "dora": _LORA,
@@ -126,22 +87,29 @@ ADAPTERS: dict[str, dict[str, Kind]] = {
         "targets": Names("module names to rescale"),
         "feedforward": Names("which of the targets are feed-forward modules"),
     },
-    "prefix": {"virtual_tokens": Int("prefix length in tokens", auto=True, min=1)},
+    "prefix": {"virtual_tokens": Int("prefix length in tokens", auto=True, min=1, limit=4096,
+                                     why=_VIRTUAL_WHY)},
     "prompt": {
-        "virtual_tokens": Int("soft prompt length in tokens", auto=True, min=1),
+        "virtual_tokens": Int("soft prompt length in tokens", auto=True, min=1, limit=4096,
+                              why=_VIRTUAL_WHY),
         "init": Text("text the soft prompt is initialised from"),
     },
     "full": {},
-}
+}  # fmt: skip
 
+_DENSITY = fraction(
+    "fraction of each task vector kept",
+    open_min=True,
+    why="a density of 0 keeps nothing, and DARE rescales what it keeps by 1 / density",
+)
 MERGE_METHODS: dict[str, dict[str, Kind]] = {
     "linear": {},
     "task_arithmetic": {},
-    "ties": {"density": Real("fraction of each task vector kept", min=0, max=1)},
-    "dare_ties": {"density": Real("fraction of each task vector kept", min=0, max=1)},
-    "dare_linear": {"density": Real("fraction of each task vector kept", min=0, max=1)},
-    "magnitude_prune": {"density": Real("fraction of each task vector kept", min=0, max=1)},
-    "svd": {"rank": Int("rank of the merged adapter", min=1)},
+    "ties": {"density": _DENSITY},
+    "dare_ties": {"density": _DENSITY},
+    "dare_linear": {"density": _DENSITY},
+    "magnitude_prune": {"density": _DENSITY},
+    "svd": {"rank": rank("rank of the merged adapter")},
     "cat": {},
 }
 # Methods whose merged adapter keeps the parents' common rank, so every parent needs one rank
@@ -154,23 +122,23 @@ SAME_RANK_METHODS = ("linear", "task_arithmetic", "ties", "dare_ties", "dare_lin
 BASE_MODEL: dict[str, Kind] = {
     "family": Text("architecture family as transformers names it (`bert`, `llama`, ...)"),
     "kind": OneOf("encoder or decoder", values=("encoder", "decoder", "encoder_decoder")),
-    "params": Int("parameter count", min=1),
-    "layers": Int("transformer layers", min=1),
-    "hidden": Int("hidden size", min=1),
-    "heads": Int("attention heads", min=1),
-    "kv_heads": Int("key/value heads (grouped-query attention)", min=1),
-    "head_dim": Int("per-head size when it is not hidden / heads", min=1),
+    "params": size("parameter count", most=10**13),
+    "layers": size("transformer layers"),
+    "hidden": size("hidden size"),
+    "heads": size("attention heads"),
+    "kv_heads": size("key/value heads (grouped-query attention)"),
+    "head_dim": size("per-head size when it is not hidden / heads"),
     "tie_embeddings": Flag("whether the output head shares the input embedding matrix"),
-    "intermediate": Int("feed-forward inner size", min=1),
-    "vocab": Int("vocabulary size", min=1),
-    "max_seq": Int("longest sequence in tokens", min=1),
+    "intermediate": size("feed-forward inner size"),
+    "vocab": size("vocabulary size"),
+    "max_seq": tokens("longest sequence in tokens"),
     "dtype": OneOf("dtype the weights ship in", values=("fp32", "bf16", "fp16")),
     "mlp": OneOf(
         "feed-forward shape: `gated` (SwiGLU/GeGLU: gate, up, down) or `plain` (up, down)",
         values=("gated", "plain"),
     ),
-    "experts": Int("mixture of experts: experts per MoE layer (all stored)", min=1),
-    "experts_per_token": Int("mixture of experts: experts each token is routed to", min=1),
+    "experts": size("mixture of experts: experts per MoE layer (all stored)"),
+    "experts_per_token": size("mixture of experts: experts each token is routed to"),
     "license": Text("SPDX id or the license's own name"),
     "license_allows": Names("uses the license permits", values=("research", "commercial")),
     "modules": Names("names of the modules adapters may target"),
@@ -187,18 +155,22 @@ BASE_MODEL: dict[str, Kind] = {
 
 HARDWARE: dict[str, Kind] = {
     "kind": OneOf("device class", values=("cpu", "gpu")),
-    "devices": Int("accelerators per node", min=1),
-    "cores": Int("CPU cores", min=1),
-    "memory": Qty("memory per device", dimension="bytes"),
-    "bandwidth": Qty("memory bandwidth per device", dimension="bandwidth"),
-    "peak_fp32": Qty("dense fp32 peak", dimension="compute"),
-    "peak_bf16": Qty("dense bf16/fp16 peak", dimension="compute"),
-    "peak_int8": Qty("dense int8 peak", dimension="compute"),
+    "devices": devices(
+        "accelerators per node",
+        64,
+        "no machine holds more than 64 accelerators: describe one machine",
+    ),
+    "cores": devices("CPU cores", 65_536, "no machine has more than 65,536 cores"),
+    "memory": positive("memory per device", "bytes"),
+    "bandwidth": positive("memory bandwidth per device", "bandwidth"),
+    "peak_fp32": positive("dense fp32 peak", "compute"),
+    "peak_bf16": positive("dense bf16/fp16 peak", "compute"),
+    "peak_int8": positive("dense int8 peak", "compute"),
     "cost": Qty("price per device-hour", dimension="money_rate"),
     "host_memory": Qty("host RAM per node (CPU offload, loading)", dimension="bytes"),
-    "link_bandwidth": Qty(
+    "link_bandwidth": positive(
         "device-to-device bandwidth per device (NVLink/Infinity Fabric), for tensor parallel",
-        dimension="bandwidth",
+        "bandwidth",
     ),
 }
 
@@ -208,14 +180,20 @@ TRAIN: dict[str, Kind] = {
     "target": Column("gold column (when not trained on `labels`)"),
     "prompt": Column("prompt column for generative training"),
     "completion": Column("completion column for generative training"),
-    "epochs": Real("passes over the data", min=0),
-    "max_steps": Int("stop after this many optimizer steps", min=1),
-    "lr": Real("peak learning rate", min=0),
-    "batch": Int("per-device batch size", auto=True, min=1),
-    "grad_accum": Int("gradient accumulation steps", min=1),
-    "seq_len": Int("training sequence length in tokens", auto=True, min=1),
-    "warmup": Real("fraction of steps spent warming up", min=0, max=1),
-    "weight_decay": Real("AdamW weight decay", min=0),
+    "epochs": epochs("passes over the data"),
+    "max_steps": steps("stop after this many optimizer steps"),
+    "lr": learning_rate("peak learning rate"),
+    "batch": batch("per-device batch size", auto=True),
+    "grad_accum": accumulation("gradient accumulation steps"),
+    "seq_len": tokens("training sequence length in tokens", auto=True),
+    "warmup": fraction(
+        "fraction of steps spent warming up",
+        open_max=True,
+        why="a warmup of 1 (100%) or more never reaches `lr`: use a fraction such as 0.05",
+    ),
+    "weight_decay": fraction(
+        "AdamW weight decay", why="AdamW shrinks every weight by lr x weight_decay each step"
+    ),
     "optimizer": OneOf("optimizer", auto=True, values=OPTIMIZERS),
     "optimizer_in_backward": Flag(
         "step each parameter as soon as its gradient is ready (only one gradient is alive)"
@@ -255,16 +233,29 @@ TRAIN: dict[str, Kind] = {
         values=OFFLOAD,
     ),
     "compile": Flag("torch.compile the model (recorded; the memory budget does not count on it)"),
-    "seed": Int("random seed", min=0),
-    "checkpoint_every": Int("steps between checkpoints", min=1),
+    "seed": seed("random seed"),
+    "checkpoint_every": steps("steps between checkpoints"),
     "hardware": Ref("where training runs", target=("hardware",)),
-    "devices": Int("devices to train on", min=1),
+    "devices": devices(
+        "devices to train on", 65_536, "no training job spans more than 65,536 devices"
+    ),
     "dp": Block(
         "differentially private training (DP-SGD)",
         settings={
-            "epsilon": Real("privacy budget spent by this model", min=0),
-            "delta": Real("failure probability", min=0, max=1),
-            "max_grad_norm": Real("per-sample clipping norm", min=0),
+            "epsilon": epsilon("privacy budget spent by this model"),
+            "delta": fraction(
+                "failure probability",
+                open_min=True,
+                open_max=True,
+                why="opacus needs a delta above 0 and below 1",
+            ),
+            "max_grad_norm": Real(
+                "per-sample clipping norm",
+                min=0,
+                open_min=True,
+                max=10_000,
+                why="a clipping norm is positive and finite",
+            ),
         },
     ),
 }
@@ -276,8 +267,8 @@ EVAL: dict[str, Kind] = {
         values=("accuracy", "precision", "recall", "f1", "macro_f1", "perplexity", "latency"),
     ),
     "by": Column("protected column for per-group metrics", many=True),
-    "batch": Int("evaluation batch size (default: the training batch)", min=1),
-    "new_tokens": Int("tokens generated per example when evaluation generates", min=1),
+    "batch": batch("evaluation batch size (default: the training batch)"),
+    "new_tokens": tokens("tokens generated per example when evaluation generates"),
 }
 
 MODEL: dict[str, Kind] = {
@@ -294,7 +285,7 @@ MODEL: dict[str, Kind] = {
         values=QUANTIZATIONS,
     ),
     "double_quant": Flag("quantize the 4-bit quantization constants too (QLoRA)"),
-    "max_seq": Int("longest input in tokens at serving time", auto=True, min=1),
+    "max_seq": tokens("longest input in tokens at serving time", auto=True),
     "train": Block("training settings", settings=TRAIN),
     "eval": Block("evaluation settings", settings=EVAL),
 }
@@ -302,36 +293,57 @@ MODEL: dict[str, Kind] = {
 MERGE: dict[str, Kind] = {
     "models": Ref("models whose adapters are merged", target=("model",), many=True),
     "method": Call("merge method", heads=MERGE_METHODS),
-    "weights": Reals("one weight per model"),
+    "weights": Reals(
+        "one weight per model",
+        min=-100,
+        max=100,
+        why="merge weights lie between -100 and 100 (around 1 in practice)",
+    ),
     "eval": Block("evaluation settings", settings=EVAL),
 }
 
 _TARGET_COMMON: dict[str, Kind] = {
-    "replicas": Between("replica count or range for autoscaling", auto=True, min=1),
+    "replicas": Between(
+        "replica count or range for autoscaling",
+        auto=True,
+        min=1,
+        limit=1000,
+        why="the solver tries every count in a replica range: split a service this large",
+    ),
     "hardware": Ref("device each replica runs on", target=("hardware",)),
     "namespace": Text("Kubernetes namespace"),
 }
 DEPLOY: dict[str, Kind] = {
     "adapters": OneOf("load adapters on demand or merge them in", values=("dynamic", "merged")),
-    "max_adapters": Int("adapters resident in device memory", auto=True, min=1),
-    "batch": Int("serving batch size", auto=True, min=1),
-    "max_seq": Int("longest request in tokens", auto=True, min=1),
-    "tensor_parallel": Int("devices each replica's weights are split over", min=1),
+    "max_adapters": Int(
+        "adapters resident in device memory",
+        auto=True,
+        min=1,
+        limit=4096,
+        why="at most 4,096 adapters resident at once",
+    ),
+    "batch": batch("serving batch size", auto=True),
+    "max_seq": tokens("longest request in tokens", auto=True),
+    "tensor_parallel": devices(
+        "devices each replica's weights are split over",
+        1024,
+        "no replica splits its weights over more than 1,024 devices",
+    ),
     "visibility": OneOf("who can reach the endpoint", values=("internal", "public")),
     "local": Block(
         "a local HTTP server (`fmc serve`)",
-        settings={"host": Text("bind address"), "port": Int("TCP port", min=1, max=65535)},
+        settings={"host": Text("bind address"), "port": port("TCP port")},
     ),
     "kserve": Block(
         "a KServe InferenceService",
         settings={
             **_TARGET_COMMON,
             "runtime": OneOf("serving runtime", values=("vllm", "huggingface")),
-            "max_lora_rank": Int("largest adapter rank the runtime accepts", min=1),
+            "max_lora_rank": rank("largest adapter rank the runtime accepts"),
         },
     ),
     "kubernetes": Block("a Deployment, Service and HPA", settings=dict(_TARGET_COMMON)),
-    "compose": Block("a compose file for one host", settings={"port": Int(min=1, max=65535)}),
+    "compose": Block("a compose file for one host", settings={"port": port()}),
 }
 
 DATASET: dict[str, Kind] = {
@@ -351,7 +363,9 @@ DATASET: dict[str, Kind] = {
         },
     ),
     "description": Text("what the data is"),
-    "epsilon_budget": Real("total DP epsilon all models trained on this data may spend", min=0),
+    "epsilon_budget": epsilon(
+        "total DP epsilon all models trained on this data may spend", open_min=False
+    ),
 }
 
 LABELS: dict[str, Kind] = {
@@ -361,9 +375,9 @@ LABELS: dict[str, Kind] = {
         heads={
             "majority": {"tie": OneOf(values=("abstain", "random", "first"))},
             "label_model": {
-                "epochs": Int(min=1),
-                "lr": Real(min=0),
-                "seed": Int(min=0),
+                "epochs": epochs(whole=True),
+                "lr": learning_rate(),
+                "seed": seed(),
                 "prior": OneOf(values=("uniform", "estimated")),
             },
         },

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 from fmlang.check import schema as s
 from fmlang.check.context import Ctx, describe, dotted
+from fmlang.check.limits import range_text
 from fmlang.check.units import DIMENSION_NAMES, UNIT_DIMENSION, normalise
 from fmlang.diagnostics import Label, error
+from fmlang.diagnostics.render import clip
 from fmlang.suggest import did_you_mean
 from fmlang.syntax import ast
 
@@ -152,19 +155,42 @@ def _number(value: ast.Expr) -> float | None:
     return None
 
 
-def _bounds(
-    ctx: Ctx, value: ast.Expr, key: str, number: float, lo: float | None, hi: float | None
-) -> None:
-    if (lo is not None and number < lo) or (hi is not None and number > hi):
-        rng = f"{lo if lo is not None else '-∞'} to {hi if hi is not None else '∞'}"
-        ctx.error(
-            "FM0304", f"`{key}` = {number:g} is out of range ({rng})", value.span, "out of range"
-        )
+Bounded = s.Int | s.Real | s.Between | s.Reals
+
+
+def _bounds(ctx: Ctx, value: ast.Expr, key: str, number: float, kind: Bounded) -> None:
+    """Whether `number` lies in the kind's range (FM0304, with the reason for the range)."""
+    if not math.isfinite(number):
+        ctx.error("FM0304", f"`{key}` = {_written(value)} is not a finite number", value.span,
+                  "overflows", kind.why or "write a number a float can hold")  # fmt: skip
+        return
+    lo, hi = kind.min, kind.highest
+    open_lo = getattr(kind, "open_min", False)
+    open_hi = getattr(kind, "open_max", False) and getattr(kind, "limit", None) is None
+    below = lo is not None and (number <= lo if open_lo else number < lo)
+    above = hi is not None and (number >= hi if open_hi else number > hi)
+    if below or above:
+        rng = range_text(lo, hi, open_lo, open_hi)
+        fix = kind.why or f"use a value {rng.removeprefix('it must be ')}"
+        message = f"`{key}` = {_written(value)} is out of range: {rng}"
+        ctx.error("FM0304", message, value.span, "out of range", fix)
+
+
+def _written(value: ast.Expr) -> str:
+    """The number as the spec wrote it (`1e999`, not `inf`)."""
+    if isinstance(value, ast.Number | ast.Quantity):
+        return clip(value.text, 40)
+    if isinstance(value, ast.Unary) and isinstance(value.operand, ast.Number):
+        return "-" + clip(value.operand.text, 40)
+    return "the value"
 
 
 def _int(ctx: Ctx, kind: s.Kind, value: ast.Expr, key: str, _: ColumnCheck | None) -> None:
     assert isinstance(kind, s.Int | s.Between)
     number = _number(value)
+    if number is not None and not math.isfinite(number):
+        _bounds(ctx, value, key, number, kind)
+        return
     if (
         number is None
         or not float(number).is_integer()
@@ -172,8 +198,7 @@ def _int(ctx: Ctx, kind: s.Kind, value: ast.Expr, key: str, _: ColumnCheck | Non
     ):
         _mismatch(ctx, value, key, "a whole number")
         return
-    hi = kind.max if isinstance(kind, s.Int) else None
-    _bounds(ctx, value, key, number, kind.min, hi)
+    _bounds(ctx, value, key, number, kind)
 
 
 def _real(ctx: Ctx, kind: s.Kind, value: ast.Expr, key: str, _: ColumnCheck | None) -> None:
@@ -185,12 +210,22 @@ def _real(ctx: Ctx, kind: s.Kind, value: ast.Expr, key: str, _: ColumnCheck | No
     if number is None:
         _mismatch(ctx, value, key, "a number")
         return
-    _bounds(ctx, value, key, number, kind.min, kind.max)
+    _bounds(ctx, value, key, number, kind)
 
 
 def _qty(ctx: Ctx, kind: s.Kind, value: ast.Expr, key: str, _: ColumnCheck | None) -> None:
     assert isinstance(kind, s.Qty)
-    check_quantity(ctx, value, kind.dimension, f"`{key}`")
+    if not check_quantity(ctx, value, kind.dimension, f"`{key}`"):
+        return
+    if not isinstance(value, ast.Quantity):
+        return  # a plain fraction, which `check_quantity` bounded
+    if not math.isfinite(value.value):
+        ctx.error("FM0304", f"`{key}` = {_written(value)} is not a finite quantity",
+                  value.span, "overflows", "write a number a float can hold")  # fmt: skip
+    elif kind.positive and value.value <= 0:
+        ctx.error("FM0304", f"`{key}` = {_written(value)} is out of range: it must be above 0",
+                  value.span, "out of range", "the cost model divides by it: give the "
+                  "device's real figure")  # fmt: skip
 
 
 def check_quantity(ctx: Ctx, value: ast.Expr, dimension: str, what: str) -> bool:
@@ -282,9 +317,13 @@ def _reals(ctx: Ctx, kind: s.Kind, value: ast.Expr, key: str, _: ColumnCheck | N
     if not isinstance(value, ast.ListExpr):
         _mismatch(ctx, value, key, "a list of numbers `[0.5, 0.5]`")
         return
+    assert isinstance(kind, s.Reals)
     for item in value.items:
-        if _number(item) is None:
+        number = _number(item)
+        if number is None:
             _mismatch(ctx, item, key, "a number")
+        else:
+            _bounds(ctx, item, key, number, kind)
 
 
 def _ref(ctx: Ctx, kind: s.Kind, value: ast.Expr, key: str, _: ColumnCheck | None) -> None:

@@ -17,6 +17,14 @@ FORMATS = click.Choice(["rich", "short", "json"])
 
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"]}
+ALLOW_DATA = click.option(
+    "--allow-data",
+    "allowed_data",
+    multiple=True,
+    type=click.Path(),
+    metavar="DIR",
+    help="a folder outside the project that sources may read (repeatable; also $FMC_DATA_DIRS)",
+)
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -80,13 +88,15 @@ def report(result: CheckResult, fmt: str, quiet_ok: bool = False) -> int:
     show_default=True,
     help="prove or refute the constraints with Z3 once the spec checks clean",
 )
-def check(files: tuple[str, ...], fmt: str, verify: bool) -> None:
+@ALLOW_DATA
+def check(files: tuple[str, ...], fmt: str, verify: bool, allowed_data: tuple[str, ...]) -> None:
     """Parse and check FILES, then verify their constraints with Z3; report every problem."""
     from pathlib import Path
 
     from fmlang.api import check_paths
 
-    sys.exit(report(check_paths([Path(f) for f in files], verify=verify), fmt))
+    paths = [Path(f) for f in files]
+    sys.exit(report(check_paths(paths, verify=verify, allowed_data=allowed_data), fmt))
 
 
 @cli.command()
@@ -100,7 +110,8 @@ def check(files: tuple[str, ...], fmt: str, verify: bool) -> None:
     help="build folder (default: .fm-build/<spec name>)",
 )
 @click.option("--format", "fmt", type=FORMATS, default="rich", show_default=True)
-def build(file: str, out_dir: str | None, fmt: str) -> None:
+@ALLOW_DATA
+def build(file: str, out_dir: str | None, fmt: str, allowed_data: tuple[str, ...]) -> None:
     """Check FILE and write its artifacts (fm.lock.json, …) into the build folder."""
     from pathlib import Path
 
@@ -108,7 +119,7 @@ def build(file: str, out_dir: str | None, fmt: str) -> None:
     from fmlang.api import check_paths
 
     spec = Path(file)
-    result = check_paths([spec], verify=True)
+    result = check_paths([spec], verify=True, allowed_data=allowed_data)
     code = report(result, fmt, quiet_ok=True)
     if code != EXIT_OK:
         sys.exit(code)
@@ -139,14 +150,15 @@ def build(file: str, out_dir: str | None, fmt: str) -> None:
     show_default=True,
     help="a table on the terminal, or JSON on stdout",
 )
-def plan(file: str, fmt: str) -> None:
+@ALLOW_DATA
+def plan(file: str, fmt: str, allowed_data: tuple[str, ...]) -> None:
     """Show what FILE would run: stages, chosen knobs, estimates, binding constraints."""
     from pathlib import Path
 
     from fmlang.api import check_paths
     from fmlang.cli.plan import print_plan
 
-    result = check_paths([Path(file)], verify=True)
+    result = check_paths([Path(file)], verify=True, allowed_data=allowed_data)
     code = report(result, "short" if fmt == "json" else "rich", quiet_ok=True)
     if result.report is not None:
         print_plan(result.report, fmt)

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from fmlang.errors import StageError
 
 UNTIL = ("data", "labels", "train", "merge")
+PRIVATE_FOLDERS = ("run", "registry")  # what the stages derive from the data
 
 
 def render_stage_error(result: CheckResult, exc: StageError, fmt: str) -> int:
@@ -32,7 +33,14 @@ def render_stage_error(result: CheckResult, exc: StageError, fmt: str) -> int:
 @click.option("-o", "--out", "out_dir", type=click.Path(), default=None,
               help="build folder (default: .fm-build/<spec name>)")  # fmt: skip
 @click.option("--as", "principal", default=None, metavar="PRINCIPAL",
-              help="who runs this, checked against grants (default: $FMC_PRINCIPAL)")  # fmt: skip
+              help="who runs this, checked against grants (default: $FMC_PRINCIPAL); `os` "
+              "for your OS account, verified as user:LOGIN")  # fmt: skip
+@click.option("--require-verified", is_flag=True,
+              help="refuse a principal that is only asserted (also "
+              "$FMC_REQUIRE_VERIFIED_PRINCIPAL=1): --as os or $FMC_PRINCIPAL_TOKEN")  # fmt: skip
+@click.option("--allow-data", "allowed_data", multiple=True, type=click.Path(), metavar="DIR",
+              help="a folder outside the project that sources may read (repeatable; also "
+              "$FMC_DATA_DIRS)")  # fmt: skip
 @click.option(
     "--force",
     is_flag=True,
@@ -42,20 +50,22 @@ def render_stage_error(result: CheckResult, exc: StageError, fmt: str) -> int:
     "--wait", is_flag=True, help="wait for another run of the same build folder instead of refusing"
 )
 @click.option("--format", "fmt", type=click.Choice(["rich", "short", "json"]), default="rich")
-def run(file: str, until: str, out_dir: str | None, principal: str | None, force: bool,
-        wait: bool, fmt: str) -> None:  # fmt: skip
+def run(file: str, until: str, out_dir: str | None, principal: str | None,
+        require_verified: bool, allowed_data: tuple[str, ...], force: bool, wait: bool,
+        fmt: str) -> None:  # fmt: skip
     """Run FILE's stages (data, labels, …) into the build folder, skipping unchanged ones.
 
     The build folder is what runs: it is rebuilt first only when stale (the spec, its data or
     fmc changed). One run per build folder at a time. SIGINT or SIGTERM stops at the next
     safe point (between stages, or after a training step with a checkpoint); run the same
-    command again to resume."""
+    command again to resume. What the stages write (run/, registry/, the audit log) is
+    readable by its owner alone."""
     from rich.console import Console
 
     from fmlang.api import check_paths, compile_spec
-    from fmlang.atomic import write_json_atomic
+    from fmlang.atomic import make_private, private_files, write_json_atomic
     from fmlang.backends import stopping
-    from fmlang.backends.data.access import current_principal
+    from fmlang.backends.data.identity import establish
     from fmlang.backends.run import RunOptions
     from fmlang.backends.run import run as run_stages
     from fmlang.backends.run_lock import exclusive
@@ -63,13 +73,14 @@ def run(file: str, until: str, out_dir: str | None, principal: str | None, force
     from fmlang.errors import StageError
 
     spec_path = Path(file)
-    result = check_paths([spec_path], verify=True)
+    result = check_paths([spec_path], verify=True, allowed_data=allowed_data)
     if not result.ok:  # otherwise everything is reported once, at the end
         sys.exit(report(result, fmt, quiet_ok=True))
     target = Path(out_dir) if out_dir else Path(".fm-build") / spec_path.stem
     console = Console(stderr=True, highlight=False, quiet=fmt == "json")
-    options = RunOptions(target, spec_path, until, current_principal(principal), force,
-                         lambda line: console.print(line))  # fmt: skip
+    options = RunOptions(target, spec_path, until, establish(principal, require_verified),
+                         force, lambda line: console.print(line),
+                         allowed_data=tuple(Path(d) for d in allowed_data))  # fmt: skip
     text = "".join(s.text for s in result.program.files.values())
     from rich.progress import Progress
 
@@ -78,8 +89,14 @@ def run(file: str, until: str, out_dir: str | None, principal: str | None, force
     try:
         with exclusive(target, wait), stopping.requests():
             _build_if_stale(result, target, options.log)
+            for folder in PRIVATE_FOLDERS:  # made by an earlier fmc; new ones are 0700
+                make_private(target / folder)
             # Libraries print progress to stdout; stdout is for --format json only.
-            with Progress(console=console, transient=True) as progress, redirect_stdout(sys.stderr):
+            with (
+                Progress(console=console, transient=True) as progress,
+                redirect_stdout(sys.stderr),
+                private_files(),
+            ):
                 options.progress = progress
                 knobs = dict(result.report.knobs) if result.report else {}
                 outcome, ctx = run_stages(compile_spec(result), options, text, knobs)

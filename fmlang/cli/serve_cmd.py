@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -26,8 +26,11 @@ if TYPE_CHECKING:
 @click.option("--deploy", "deploy", default=None, help="which deployment (default: the only one)")
 @click.option("--host", default=None, help="address to listen on (default: the spec's)")
 @click.option("--port", type=int, default=None, help="port (default: the spec's)")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="a Host header name to answer to besides localhost and the bound address "
+              "(a reverse proxy's); repeatable")  # fmt: skip
 def serve(file: str | None, config_path: str | None, out_dir: str | None, deploy: str | None,
-          host: str | None, port: int | None) -> None:  # fmt: skip
+          host: str | None, port: int | None, allow_hosts: tuple[str, ...]) -> None:  # fmt: skip
     """Serve FILE's deployed model and its adapters over HTTP (OpenAI-style API), or the
     build folder's server.json given with --config."""
     if (file is None) == (config_path is None):
@@ -36,14 +39,14 @@ def serve(file: str | None, config_path: str | None, out_dir: str | None, deploy
         if out_dir is not None or deploy is not None:
             raise click.UsageError("--out and --deploy choose a spec's deployment; --config "
                                    "names the deployment's server.json itself")  # fmt: skip
-        _serve_config(Path(config_path), host, port)
+        _serve_config(Path(config_path), host, port, allow_hosts)
     else:
         assert file is not None
-        _serve_spec(Path(file), out_dir, deploy, host, port)
+        _serve_spec(Path(file), out_dir, deploy, host, port, allow_hosts)
 
 
 def _serve_spec(spec_path: Path, out_dir: str | None, deploy: str | None, host: str | None,
-                port: int | None) -> None:  # fmt: skip
+                port: int | None, allow_hosts: tuple[str, ...]) -> None:  # fmt: skip
     """Check and build the spec, then serve its deployment from the build folder."""
     from fmlang.api import build as build_artifacts
     from fmlang.api import check_paths
@@ -62,12 +65,13 @@ def _serve_spec(spec_path: Path, out_dir: str | None, deploy: str | None, host: 
         config = serve_config(target.resolve(), chosen, host, port)
         from fmlang.backends.serve.server import run as run_server
 
-        run_server(config)
+        run_server(_allowing(config, allow_hosts))
     except StageError as exc:
         sys.exit(render_stage_error(result, exc, "rich"))
 
 
-def _serve_config(path: Path, host: str | None, port: int | None) -> None:
+def _serve_config(path: Path, host: str | None, port: int | None,
+                  allow_hosts: tuple[str, ...]) -> None:  # fmt: skip
     """Serve a build's server.json (or a ServeConfig file) with no spec at hand."""
     from fmlang.backends.serve_config import serve_config_file
     from fmlang.errors import StageError
@@ -76,9 +80,16 @@ def _serve_config(path: Path, host: str | None, port: int | None) -> None:
         config = serve_config_file(path, host, port)
         from fmlang.backends.serve.server import run as run_server
 
-        run_server(config)
+        run_server(_allowing(config, allow_hosts))
     except StageError as exc:
         sys.exit(_report(exc))
+
+
+def _allowing(config: Any, allow_hosts: tuple[str, ...]) -> Any:
+    """The serve configuration with `--allow-host` names added to its allowed_hosts."""
+    if not allow_hosts:
+        return config
+    return config.model_copy(update={"allowed_hosts": (*config.allowed_hosts, *allow_hosts)})
 
 
 def _report(exc: StageError) -> int:

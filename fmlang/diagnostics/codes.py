@@ -13,8 +13,8 @@ __all__ = ["CODES", "Code", "is_io"]
 CODES: dict[str, Code] = {
     "FM0001": Code(
         "cannot read a file",
-        "The file does not exist, is a directory, or cannot be "
-        "read. Pass the path of a `.fm` file.",
+        "The file does not exist, is a directory, a named pipe or a device (fmc reads "
+        "regular files only), or cannot be read. Pass the path of a `.fm` file.",
         io=True,
     ),
     "FM0002": Code(
@@ -26,6 +26,13 @@ CODES: dict[str, Code] = {
         "file too large",
         "A single spec may be at most 16 MiB. Split large specs "
         'into files joined with `import "file.fm"`.',
+    ),
+    "FM0004": Code(
+        "not a spec file",
+        "A file given to fmc that is not named `*.fm` and whose first token does not begin a "
+        "declaration (`import`, `dataset`, `model`, …) is not a spec. fmc names the file "
+        "but shows none of its text, so a diagnostic never prints another kind of file. "
+        "Pass the spec itself.",
     ),
     "FM0101": Code(
         "unexpected token",
@@ -65,6 +72,13 @@ CODES: dict[str, Code] = {
         "A keyword appears where a name is expected. Pick "
         "another name, e.g. add a trailing underscore.",
     ),
+    "FM0108": Code(
+        "bidirectional control character",
+        "The text holds an invisible Unicode direction control (U+202A-U+202E, "
+        "U+2066-U+2069). Inside a string or a comment it makes editors and code review show "
+        'a line in another order than fmc reads it ("Trojan Source"). Delete it; '
+        "right-to-left text displays correctly without it.",
+    ),
     "FM0201": Code(
         "unknown module",
         "`import std.X` names a standard-library module that does "
@@ -97,6 +111,17 @@ CODES: dict[str, Code] = {
         "entries, or nothing), so there is nothing to check, verify or build. Add a dataset, "
         "labels, model, merge, constraints or deploy block, or delete the file. (A file "
         'of `import "other.fm"` lines is fine: it builds those files together.)',
+    ),
+    "FM0207": Code(
+        "import of a file that is not a spec",
+        '`import "…"` names a file that does not end in `.fm` (after symlinks are followed). '
+        "fmc imports specs only and does not read the file. Rename the spec to `*.fm`, or "
+        "remove the import.",
+    ),
+    "FM0208": Code(
+        "too many or too large imports",
+        "A spec and everything it imports are read together, at most 1,000 files and 64 MiB "
+        "in all (each file at most 16 MiB). Check the parts separately, or import less.",
     ),
     "FM0301": Code(
         "unknown setting",
@@ -169,6 +194,15 @@ CODES: dict[str, Code] = {
         "`schema { name: type @tags }` block.",
     ),
     "FM0318": Code("unknown permission", "Grants give read, label, train, deploy or query."),
+    "FM0319": Code(
+        "data source outside the project",
+        "A dataset's source reads outside the project folder (the folder of the spec given "
+        "to fmc): an absolute path, a `..`, or a symlink that leads elsewhere (symlinks and "
+        "`..` are resolved, for the folder the path starts from and for every file it "
+        "matches). Move the data into the project folder, or allow its folder where the spec "
+        "cannot: `fmc check/build/plan/run --allow-data DIR` (repeatable) or FMC_DATA_DIRS "
+        "(folders separated by the OS path separator).",
+    ),
     "FM0320": Code(
         "bad classes",
         "A labels block declares at least two distinct classes: `classes [ham, spam]`.",
@@ -215,8 +249,9 @@ CODES: dict[str, Code] = {
     ),
     "FM0333": Code(
         "length beyond the base model",
-        "A model's `max_seq` and its training `seq_len` are at most the base model's "
-        "`max_seq`: positions past it were never trained (or do not exist).",
+        "A model's `max_seq`, its training `seq_len` and the `max_seq` of a deployment "
+        "serving it are at most the base model's `max_seq`: positions past it were never "
+        "trained (or do not exist).",
     ),
     "FM0334": Code(
         "full fine-tuning of a quantized base",

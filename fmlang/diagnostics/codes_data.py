@@ -46,8 +46,8 @@ DATA_CODES: dict[str, Code] = {
     ),
     "FM0708": Code(
         "cannot read the audit log",
-        "The audit log does not exist or cannot be read. It is `audit.log` in the build "
-        "folder unless FMC_AUDIT_LOG names another file.",
+        "The audit log does not exist or cannot be read. `fmc audit verify` checks "
+        "`audit.log` in the build folder, or the copy FMC_AUDIT_LOG names when it is set.",
         io=True,
     ),
     "FM0709": Code(
@@ -125,6 +125,46 @@ DATA_CODES: dict[str, Code] = {
         "same stage outputs, checkpoints and cache. Wait for it, or pass `--wait` to queue "
         "behind it. The lock dies with its process, so a killed run never leaves it held.",
         io=True,
+    ),
+    "FM0722": Code(
+        "cannot write a run's output",
+        "A stage could not write one of its outputs, a training checkpoint or the stage "
+        "cache: the disk is full, a quota is reached, or the folder is read-only. Nothing "
+        "half-written is used later: a stage counts as done only once every output is "
+        "recorded with its sha256, and a checkpoint only once its marker is. Free space (or "
+        "fix the permissions) and run the same command again; it resumes where it stopped.",
+        io=True,
+    ),
+    "FM0730": Code(
+        "data source outside the project at run time",
+        "Just before reading, the data stage found that the dataset's source leads outside "
+        "the project folder (the entry spec's folder) and the folders allowed with "
+        "`--allow-data` or FMC_DATA_DIRS: a path, a `..`, or a symlink, resolved now. "
+        "`fmc check` refuses the same source as FM0319; this one means the files changed "
+        "since (a file or folder replaced by a symlink). The denial is in the audit log. Move "
+        "the data into the project folder, or allow its folder on the command line.",
+    ),
+    "FM0731": Code(
+        "principal cannot be verified",
+        "FMC_PRINCIPAL_TOKEN is not a token signed with the key in FMC_PRINCIPAL_KEY_FILE, "
+        "has expired, or names another principal than `--as`; or `--as os` runs under a uid "
+        "with no login name. Every stage is denied, and each denial is in the audit log. Get "
+        "a fresh token from its issuer, or run as your OS account (`--as os`).",
+    ),
+    "FM0732": Code(
+        "principal key missing or unusable",
+        "A token was given but its key cannot be used: FMC_PRINCIPAL_KEY_FILE is unset, the "
+        "file cannot be read, holds fewer than 16 bytes, or is open to other users (anyone "
+        "who can read the key can issue tokens for anyone). Point FMC_PRINCIPAL_KEY_FILE at "
+        "the issuer's key and `chmod 600` it.",
+        io=True,
+    ),
+    "FM0733": Code(
+        "unverified principal refused",
+        "Verified principals are required (FMC_REQUIRE_VERIFIED_PRINCIPAL=1 or `fmc run "
+        "--require-verified`), and the principal is only asserted with `--as NAME` or "
+        "FMC_PRINCIPAL. Run as your OS account (`--as os`, granted in the spec as "
+        "`user:LOGIN`) or with a signed token in FMC_PRINCIPAL_TOKEN.",
     ),
     "FM0750": Code(
         "labeling function never fires",

@@ -1,8 +1,15 @@
-"""Render diagnostics: rich caret excerpts, `file:line:col:` short lines, JSON."""
+"""Render diagnostics: rich caret excerpts, `file:line:col:` short lines, JSON.
+
+Source lines are quoted only from `sources`: a file the loader did not accept as a spec (not
+text, or not a spec at all) is not in it, and its diagnostics name the file and position but
+show none of its text. Bidirectional controls (U+202A-U+202E, U+2066-U+2069) are written out as
+`<U+202E>`, so a quoted line cannot reorder the terminal it is printed on.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -13,10 +20,20 @@ if TYPE_CHECKING:
 
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow", Severity.NOTE: "bold cyan"}
 MAX_SHOWN = 160  # longer source lines and messages are cut around what they point at
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+BIDI_PATTERN = re.compile("[" + "".join(sorted(BIDI_CONTROLS)) + "]")
+
+
+def visible(text: str) -> str:
+    """`text` with every bidirectional control written out as `<U+202E>`."""
+    if not any(c in text for c in BIDI_CONTROLS):
+        return text
+    return BIDI_PATTERN.sub(lambda m: f"<U+{ord(m.group()):04X}>", text)
 
 
 def clip(text: str, limit: int = 2 * MAX_SHOWN) -> str:
     """A message that quotes a huge token stays readable: its middle is left out."""
+    text = visible(text)
     if len(text) <= limit:
         return text
     return text[: limit // 2] + " … " + text[-limit // 4 :]
@@ -45,7 +62,9 @@ def excerpt_lines(diagnostic: Diagnostic, sources: Mapping[str, str]) -> list[tu
     for file, labels in by_file.items():
         first = min(labels, key=lambda lb: (not lb.primary, lb.span.line))
         out.append((f"{' ' * gutter}--> {file}:{first.span.line}:{first.span.column}", "blue"))
-        lines = sources.get(file, "").splitlines()
+        if file not in sources:
+            continue  # not a spec fmc accepted: its text is never quoted
+        lines = sources[file].splitlines()
         out.append((f"{' ' * gutter} |", "blue"))
         for line_no in sorted({lb.span.line for lb in labels}):
             on_line = sorted(
@@ -53,14 +72,14 @@ def excerpt_lines(diagnostic: Diagnostic, sources: Mapping[str, str]) -> list[tu
             )
             full = lines[line_no - 1] if 0 < line_no <= len(lines) else ""
             text, shift = _window(full, on_line[0].span.column)
-            out.append((f"{line_no:>{gutter}} | {text.expandtabs(4)}", ""))
+            out.append((f"{line_no:>{gutter}} | {visible(text).expandtabs(4)}", ""))
             for label in on_line:
                 out.append(_caret_line(label, text, gutter, shift))
         out.append((f"{' ' * gutter} |", "blue"))
     for note in diagnostic.notes:
-        out.append((f"{' ' * gutter} = note: {note}", ""))
+        out.append((f"{' ' * gutter} = note: {visible(note)}", ""))
     if diagnostic.help:
-        out.append((f"{' ' * gutter} = help: {diagnostic.help}", "green"))
+        out.append((f"{' ' * gutter} = help: {visible(diagnostic.help)}", "green"))
     return out
 
 
@@ -76,15 +95,17 @@ def _window(text: str, column: int) -> tuple[str, int]:
 
 def _caret_line(label: Label, text: str, gutter: int, shift: int = 0) -> tuple[str, str]:
     start = min(max(label.span.column - 1 - shift, 0), len(text))
-    prefix = text[:start].expandtabs(4)
+    prefix = visible(text[:start]).expandtabs(4)
     if label.span.end_line == label.span.line:
         width = max(label.span.end_column - label.span.column, 1)
     else:
         width = max(len(text) - start, 1)
     width = min(width, max(len(text) - start, 1))
+    width = max(len(visible(text[start : start + width])), 1)  # as many as the line shows
     mark = ("^" if label.primary else "-") * width
     style = "bold red" if label.primary else "bold blue"
-    return (f"{' ' * gutter} | {' ' * len(prefix)}{mark} {label.text}".rstrip(), style)
+    shown = visible(label.text)
+    return (f"{' ' * gutter} | {' ' * len(prefix)}{mark} {shown}".rstrip(), style)
 
 
 def render_rich(

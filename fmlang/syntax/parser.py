@@ -14,6 +14,7 @@ from fmlang.diagnostics import Diagnostic, Span, error
 from fmlang.paths import grammar_file
 from fmlang.syntax import ast
 from fmlang.syntax.errors import syntax_diagnostic
+from fmlang.syntax.untrusted import bidi_diagnostics
 
 MAX_SOURCE_BYTES = 16 * 1024 * 1024
 
@@ -51,10 +52,12 @@ REPARSER: ContextVar[Reparser | None] = ContextVar("fmlang_reparser", default=No
 
 
 def parse(text: str, file: str = "<input>") -> ParseResult:
+    """The module and its syntax errors, with every bidirectional control in the text
+    reported (FM0108), whether the parse reused earlier work or not."""
     reparser = REPARSER.get()
-    if reparser is not None:
-        return reparser.parse(text, file)
-    return parse_whole(text, file)
+    result = reparser.parse(text, file) if reparser is not None else parse_whole(text, file)
+    hidden = bidi_diagnostics(text, file)
+    return ParseResult(result.module, result.diagnostics + hidden) if hidden else result
 
 
 def parse_whole(text: str, file: str = "<input>") -> ParseResult:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -102,31 +103,61 @@ def _int_array(values: list[int]) -> Any:
 
 def _python_votes(ctx: RunContext, labels: Labels, lf: LabelingFunction,
                   rows: list[dict[str, Any]]) -> list[int]:  # fmt: skip
-    fn = _import(ctx, labels, lf)
-    votes: list[int] = []
-    for row in rows:
-        try:
-            value = fn(row)
-        except Exception as exc:  # a user's function: report, never crash
-            raise StageError(_lf_error(lf, f"raised {type(exc).__name__}: {exc}")) from exc
-        if value is None:
-            votes.append(ABSTAIN)
-        elif value in labels.classes:
-            votes.append(labels.classes.index(value))
-        else:
-            raise StageError(_lf_error(lf, f"returned {value!r}, not a class or None"))
-    return votes
+    with spec_folder_on_path(str(ctx.spec_dir(labels.file))):
+        fn = _import(lf)
+        return [_vote(labels, lf, _call(lf, fn, row)) for row in rows]
 
 
-def _import(ctx: RunContext, labels: Labels, lf: LabelingFunction) -> Callable[[Any], Any]:
+def _vote(labels: Labels, lf: LabelingFunction, value: Any) -> int:
+    if value is None:
+        return ABSTAIN
+    if value in labels.classes:
+        return labels.classes.index(value)
+    raise StageError(_lf_error(lf, f"returned {value!r}, not a class or None"))
+
+
+def _call(lf: LabelingFunction, fn: Callable[[Any], Any], row: dict[str, Any]) -> Any:
+    """The user's function on one row. Whatever it raises, `SystemExit` included, becomes
+    FM0706 (never a crash, never a silent exit); only Ctrl-C goes through."""
+    try:
+        return fn(row)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # a user's function: report, never crash
+        raise StageError(_lf_error(lf, _failure(exc))) from exc
+
+
+def _failure(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):  # its code may be the row itself: never shown
+        status = f" with status {exc.code}" if isinstance(exc.code, int) else ""
+        return f"called `sys.exit`{status} instead of returning a class or None"
+    return f"raised {type(exc).__name__}: {exc}"
+
+
+@contextmanager
+def spec_folder_on_path(folder: str) -> Iterator[None]:
+    """The spec's folder first on `sys.path` while its functions are imported and called;
+    afterwards `sys.path` is as it was (whatever the functions did to it)."""
+    saved = list(sys.path)
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
+
+
+def _import(lf: LabelingFunction) -> Callable[[Any], Any]:
     module_name, _, attr = (lf.python or "").partition(":")
-    folder = str(ctx.spec_dir(labels.file))
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
     try:
         fn = getattr(importlib.import_module(module_name), attr or "label")
     except (ImportError, AttributeError) as exc:
         raise StageError(_lf_error(lf, f"cannot be imported: {exc}")) from exc
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # the module's own code ran and failed
+        raise StageError(
+            _lf_error(lf, f"failed while its module was imported: {_failure(exc)}")
+        ) from exc
     if not callable(fn):
         raise StageError(_lf_error(lf, f"`{lf.python}` is not a function"))
     return fn  # type: ignore[no-any-return]

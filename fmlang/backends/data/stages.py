@@ -23,9 +23,10 @@ from fmlang.backends.artifacts import mismatch, read_text
 from fmlang.backends.cache import StageCache, stage_key
 from fmlang.backends.data.access import Access
 from fmlang.backends.data.engine import StepResult, connect, run_pipeline
+from fmlang.check.datasets import outside_project
 from fmlang.diagnostics import Diagnostic, error
 from fmlang.errors import StageError
-from fmlang.files import file_sha256, source_files
+from fmlang.files import DataRoots, file_sha256, read_pattern, source_escapes, source_files
 from fmlang.ir.nodes import Dataset, Spec
 from fmlang.lower.labels import split_path
 from fmlang.lower.pipeline import Pipeline, lower_dataset
@@ -44,6 +45,7 @@ class RunContext:
     log: Callable[[Any], None] = print  # text with rich markup, or a rich renderable
     diagnostics: list[Diagnostic] = field(default_factory=list)  # warnings, gate misses
     progress: Any = None  # a rich Progress shown while stages run, or None
+    allowed_data: tuple[Path, ...] = ()  # `--allow-data`: folders outside the project
 
     def bar(self, title: str, total: int) -> Callable[[], None]:
         """Start a progress bar of `total` steps; the returned function advances it."""
@@ -69,6 +71,7 @@ def data_stage(ctx: RunContext, dataset: Dataset) -> Outcome:
     pipeline, script = built_pipeline(ctx, dataset)
     files = source_files(dataset, ctx.spec_dir(dataset.file))
     names = [os.path.relpath(f, ctx.entry_dir) for f in files]
+    _require_confined(ctx, stage, dataset, names)  # before a byte is read, hashes included
     key = stage_key(
         "data", script, [(n, file_sha256(f)) for n, f in zip(names, files, strict=True)]
     )
@@ -99,6 +102,23 @@ def data_stage(ctx: RunContext, dataset: Dataset) -> Outcome:
     write_json_atomic(ctx.build_dir / folder / "report.json", report)
     ctx.cache.record(stage, key, outputs)
     return Outcome(stage, False, tuple(outputs), report)
+
+
+def _require_confined(ctx: RunContext, stage: str, dataset: Dataset, names: list[str]) -> None:
+    """Refuse (FM0730, logged) a source that reads outside the project and the allowed
+    folders, symlinks resolved now: `fmc check` refused it too, unless the files changed
+    since (a file replaced by a symlink)."""
+    source = dataset.source
+    if source is None:
+        return
+    options = {o.name: str(o.value) for o in source.options}
+    pattern = read_pattern(source.kind, source.path, options.get("pattern"))
+    roots = DataRoots.of([ctx.entry_dir], ctx.allowed_data)
+    escapes = source_escapes(pattern, ctx.spec_dir(dataset.file), roots)
+    if escapes:
+        span = source.span.to_span() if source.span else None
+        problem = outside_project(dataset.name, pattern, escapes, roots, span, "FM0730")
+        ctx.access.refuse(stage, names, problem)
 
 
 _STEP = re.compile(r"^-- step \d+: .*$", re.MULTILINE)

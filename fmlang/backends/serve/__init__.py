@@ -2,6 +2,8 @@
 
 `config` (ServeConfig), `adapters` (reading peft adapter folders), `lora` (the batched
 multi-LoRA layers), `cache` (device ← host ← disk adapter cache), `engine` (continuous
-batching), `server` (the OpenAI-style FastAPI app). Import the submodules directly: this
-package imports nothing heavy on its own.
+batching) and `tickets` (its requests and events), `server` (the OpenAI-style FastAPI app)
+with `protocol` (the bounded wire format), `prompts` (limits and tokenizing), `guards`
+(Host, content type, body), `connections` (bounded uvicorn connections) and `openapi`.
+Import the submodules directly: this package imports nothing heavy on its own.
 """

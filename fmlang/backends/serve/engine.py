@@ -2,7 +2,12 @@
 (iteration-level, Orca-style) batching. Each iteration decodes one token for every running
 sequence in one forward pass (rows may use different adapters), then admits waiting
 requests into the free rows with their own prefill. Classification batches rows across
-adapters the same way. Results go to each request's sink, called on the engine thread."""
+adapters the same way. Results go to each request's sink, called on the engine thread.
+
+A request's own work (its generator, its sampling, its text, its adapter's loading, even
+its prefill) fails that request alone; only a failed shared decode step fails the batch.
+Every device slot a request pins is released on every path: `Ticket.pinned` records the
+pin, so releasing twice is impossible and a failure anywhere can release everything."""
 
 from __future__ import annotations
 
@@ -18,67 +23,23 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fmlang.backends.serve.batch import RunningBatch, left_pad, merge, select
 from fmlang.backends.serve.cache import AdapterCache, NoFreeSlot
-from fmlang.backends.serve.sampling import Sampling, generator_for, next_tokens
+from fmlang.backends.serve.sampling import Sampling, generator_for, next_token
+from fmlang.backends.serve.tickets import (
+    Classified,
+    Event,
+    Failed,
+    Finished,
+    QueueFull,
+    Sink,
+    Ticket,
+    Token,
+    emit,
+)
 from fmlang.errors import StageError
 
 MAX_SKIPS = 32  # iterations a request may be passed over before admission waits for it
 
-
-@dataclass(frozen=True)
-class Token:
-    token_id: int
-    text: str  # the new text this token completes ("" when not streaming)
-
-
-@dataclass(frozen=True)
-class Finished:
-    reason: str  # "stop" (end-of-sequence token) or "length" (max_new_tokens)
-    text: str
-    token_ids: tuple[int, ...]
-    prompt_tokens: int
-    tail: str  # text a streaming client has not received yet
-    first_token_s: float  # seconds from submission to the first generated token
-
-
-@dataclass(frozen=True)
-class Classified:
-    probabilities: tuple[tuple[float, ...], ...]  # one row per input
-
-
-@dataclass(frozen=True)
-class Failed:
-    message: str
-
-
-Event = Token | Finished | Classified | Failed
-Sink = Callable[[Event], None]
-
-
-class QueueFull(RuntimeError):
-    """The waiting queue is at its bound; retry after `retry_after` seconds."""
-
-    def __init__(self, size: int, retry_after: float) -> None:
-        super().__init__(f"the request queue is full ({size} waiting)")
-        self.retry_after = retry_after
-
-
-@dataclass(eq=False)
-class Ticket:
-    """One submitted request. `cancel()` drops it wherever it is."""
-
-    adapter: str | None
-    sink: Sink
-    prompt_ids: tuple[int, ...] = ()
-    texts: tuple[str, ...] = ()
-    sampling: Sampling = field(default_factory=lambda: Sampling(max_new_tokens=16))
-    stream: bool = False
-    number: int = 0
-    skips: int = 0  # times the scheduler passed it over for want of an adapter slot
-    submitted: float = field(default_factory=time.perf_counter)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-    def cancel(self) -> None:
-        self.cancelled.set()
+__all__ = ["Classified", "Engine", "Event", "Failed", "Finished", "QueueFull", "Ticket", "Token"]
 
 
 @dataclass(eq=False)
@@ -116,11 +77,16 @@ class Engine:
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = _pad_id(tokenizer, self.eos_ids)
         self.max_positions = int(getattr(model.config, "max_position_embeddings", 1 << 30))
+        self.vocab_size = _vocab_size(model, tokenizer)
         self.tokens_generated = 0
         self._waiting: deque[Ticket] = deque()
         self._running: list[_Sequence] = []
+        self._admitted: list[tuple[Ticket, int]] = []  # pinned this iteration, not yet running
         self._batch: RunningBatch | None = None
         self._cond = threading.Condition()
+        # The fast tokenizer's settings (truncation, padding) are shared mutable state: the
+        # server's tokenizing thread and this engine's classification take turns.
+        self.tokenizer_lock = threading.Lock()
         self._numbers = itertools.count()
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="fmc-serve-engine", daemon=True)
@@ -138,7 +104,14 @@ class Engine:
         if self._thread.is_alive():
             self._thread.join()
         for ticket in self._drain():
-            _emit(ticket, Failed("the server is shutting down"))
+            emit(ticket, Failed("the server is shutting down"))
+            self._unpin(ticket)
+
+    def encode(self, text: str, *, special: bool = True) -> list[int]:
+        """Token ids of `text` (any thread; the server calls it off its event loop)."""
+        with self.tokenizer_lock:
+            ids = self.tokenizer(text, add_special_tokens=special)["input_ids"]
+        return [int(i) for i in ids]
 
     def queue_depth(self) -> int:
         return len(self._waiting)
@@ -195,45 +168,65 @@ class Engine:
                     return
             try:
                 self._iterate()
-            except Exception as exc:  # a bug, not a request's fault: fail the batch, go on
-                self._fail([s.ticket for s in self._running], exc)
-                for sequence in self._running:
-                    self.cache.release(sequence.ticket.adapter)
-                self._running, self._batch = [], None
+            except Exception as exc:  # a bug, not a request's fault: fail what is in flight
+                self._abandon(exc)
 
     def _iterate(self) -> None:
-        admitted = self._admit(self.max_batch - len(self._running))
+        self._admit(self.max_batch - len(self._running))
         with torch.inference_mode():
             if self.task == "classify":
-                self._classify(admitted)
+                self._classify(self._admitted)
             else:
-                self._generate_step(admitted)
+                self._generate_step(self._admitted)
+        self._admitted = []
 
-    def _admit(self, capacity: int) -> list[tuple[Ticket, int]]:
-        """Waiting tickets, oldest first, for up to `capacity` rows, each with a device slot.
-        A ticket whose adapter finds no free slot is skipped (it goes back, in order) so
-        others can run; once the oldest has been skipped MAX_SKIPS times, nothing passes it
-        and the slots drain until it fits."""
-        admitted: list[tuple[Ticket, int]] = []
+    def _abandon(self, exc: Exception) -> None:
+        """Fail every request admitted or running, release their slots, drop the batch."""
+        tickets = [ticket for ticket, _ in self._admitted] + [s.ticket for s in self._running]
+        self._fail(tickets, exc)
+        for ticket in tickets:
+            self._unpin(ticket)
+        self._admitted, self._running, self._batch = [], [], None
+
+    def _unpin(self, ticket: Ticket) -> None:
+        """Release the ticket's adapter slot if it holds one (at most once)."""
+        if ticket.pinned:
+            ticket.pinned = False
+            self.cache.release(ticket.adapter)
+
+    def _drop(self, ticket: Ticket, exc: Exception) -> None:
+        """This request fails alone and gives back its slot."""
+        self._fail([ticket], exc)
+        self._unpin(ticket)
+
+    def _admit(self, capacity: int) -> None:
+        """Waiting tickets, oldest first, for up to `capacity` rows, each pinning a device
+        slot, into `_admitted`. A ticket whose adapter finds no free slot is skipped (it
+        goes back, in order) so others can run; once the oldest has been skipped MAX_SKIPS
+        times, nothing passes it and the slots drain until it fits. A ticket whose adapter
+        cannot be loaded fails alone."""
         skipped: list[Ticket] = []
         rows = 0
         while rows < capacity:
-            ticket = self._next_waiting(capacity - rows, bool(admitted))
+            ticket = self._next_waiting(capacity - rows, bool(self._admitted))
             if ticket is None:
                 break
             try:
-                admitted.append((ticket, self.cache.acquire(ticket.adapter)))
-                rows += max(1, len(ticket.texts))
+                slot = self.cache.acquire(ticket.adapter)
             except NoFreeSlot:
                 ticket.skips += 1
                 skipped.append(ticket)
                 if skipped[0].skips > MAX_SKIPS:
                     break
-            except StageError as exc:
-                _emit(ticket, Failed(str(exc)))
+                continue
+            except Exception as exc:
+                self._fail([ticket], exc)
+                continue
+            ticket.pinned = True
+            self._admitted.append((ticket, slot))
+            rows += max(1, len(ticket.texts))
         with self._cond:
             self._waiting.extendleft(reversed(skipped))
-        return admitted
 
     def _next_waiting(self, room: int, any_taken: bool) -> Ticket | None:
         """The oldest live waiting ticket if its rows fit in `room`."""
@@ -253,16 +246,17 @@ class Engine:
     def _classify(self, admitted: list[tuple[Ticket, int]]) -> None:
         if not admitted:
             return
-        texts = [text for ticket, _ in admitted for text in ticket.texts]
-        slots = [slot for ticket, slot in admitted for _ in ticket.texts]
         try:
-            encoded = self.tokenizer(
-                texts,
-                padding=True,
-                truncation=True,
-                max_length=self.max_input_tokens,
-                return_tensors="pt",
-            ).to(self.device)
+            texts = [text for ticket, _ in admitted for text in ticket.texts]
+            slots = [slot for ticket, slot in admitted for _ in ticket.texts]
+            with self.tokenizer_lock:
+                encoded = self.tokenizer(
+                    texts,
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_input_tokens,
+                    return_tensors="pt",
+                ).to(self.device)
             with self.cache.bank.rows(slots, self.device):
                 logits = self.model(**encoded).logits
             probabilities = torch.softmax(logits.float(), dim=-1).cpu().tolist()
@@ -275,41 +269,55 @@ class Engine:
             for ticket, _ in admitted:
                 rows = probabilities[start : start + len(ticket.texts)]
                 start += len(ticket.texts)
-                _emit(ticket, Classified(tuple(tuple(row) for row in rows)))
+                emit(ticket, Classified(tuple(tuple(row) for row in rows)))
         finally:
             for ticket, _ in admitted:
-                self.cache.release(ticket.adapter)
+                self._unpin(ticket)
 
     def _fail(self, tickets: list[Ticket], exc: Exception) -> None:
+        message = str(exc) if isinstance(exc, StageError) else f"{type(exc).__name__}: {exc}"
         for ticket in tickets:
-            _emit(ticket, Failed(f"{type(exc).__name__}: {exc}"))
+            emit(ticket, Failed(message))
 
     # ---- generation ---------------------------------------------------------------------
 
     def _generate_step(self, admitted: list[tuple[Ticket, int]]) -> None:
         if self._running:
             self._guarded(self._running, self._decode)
-        fresh = [
-            _Sequence(ticket, slot, generator_for(ticket.sampling, self.seed + ticket.number))
-            for ticket, slot in admitted
-        ]
-        if fresh and not self._guarded(fresh, self._prefill):
-            for sequence in fresh:
-                self.cache.release(sequence.ticket.adapter)
+        fresh = []
+        for ticket, slot in admitted:
+            try:
+                generator = generator_for(ticket.sampling, self.seed + ticket.number)
+            except Exception as exc:  # e.g. a seed torch cannot take: this request only
+                self._drop(ticket, exc)
+                continue
+            fresh.append(_Sequence(ticket, slot, generator))
+        if fresh:
+            self._start(fresh)
         self._retire()
 
-    def _guarded(self, sequences: list[_Sequence], step: Callable[[list[_Sequence]], None]) -> bool:
-        """Run a forward step; if it fails, those sequences fail (and leave the batch)."""
+    def _start(self, fresh: list[_Sequence]) -> None:
+        """Prefill new rows together; if that fails, each alone, so a request whose prefill
+        fails fails by itself (and releases its slot) while the others start."""
+        try:
+            self._prefill(fresh)
+        except Exception as exc:
+            if len(fresh) == 1:
+                self._drop(fresh[0].ticket, exc)
+                return
+            for sequence in fresh:
+                self._start([sequence])
+
+    def _guarded(self, sequences: list[_Sequence], step: Callable[[list[_Sequence]], None]) -> None:
+        """Run the shared decode step; if it fails, every running sequence fails (and
+        leaves the batch at `_retire`, releasing its slot)."""
         try:
             step(sequences)
         except Exception as exc:
             self._fail([s.ticket for s in sequences], exc)
             for sequence in sequences:
                 sequence.finish = "error"
-            if sequences is self._running:
-                self._batch = None
-            return False
-        return True
+            self._batch = None
 
     def _forward(
         self,
@@ -343,29 +351,40 @@ class Engine:
         self._take(sequences, logits)
 
     def _prefill(self, sequences: list[_Sequence]) -> None:
+        """Forward the prompts and join the batch; nothing is sent to a client before the
+        rows have joined, so a failed prefill can be retried row by row."""
         prompts = [list(s.ticket.prompt_ids) for s in sequences]
         ids, mask, positions = left_pad(prompts, self.pad_id, self.device)
         logits, cache = self._forward(sequences, ids, mask, positions, None)
         lengths = torch.tensor([len(p) for p in prompts], device=self.device)
         fresh = RunningBatch(cache, mask, lengths)  # type: ignore[arg-type]
-        self._take(sequences, logits)
         self._batch = merge(self._batch, fresh)
         self._running.extend(sequences)
+        self._take(sequences, logits)
 
     def _take(self, sequences: list[_Sequence], logits: torch.Tensor) -> None:
-        samplings = [s.ticket.sampling for s in sequences]
-        tokens = next_tokens(logits, samplings, [s.generator for s in sequences])
-        self.tokens_generated += len(tokens)
+        """Each row's next token; a row whose sampling or text fails fails alone."""
+        greedy: list[int] = logits.argmax(-1).tolist()
         now = time.perf_counter()
-        for sequence, token in zip(sequences, tokens, strict=True):
-            sequence.first_token = sequence.first_token or now
-            sequence.generated.append(token)
-            if token in self.eos_ids:
-                sequence.finish = "stop"
-            elif len(sequence.generated) >= sequence.ticket.sampling.max_new_tokens:
-                sequence.finish = "length"
-            if sequence.ticket.stream and sequence.finish != "stop":
-                self._stream(sequence, token)
+        for row, sequence in enumerate(sequences):
+            try:
+                sampling = sequence.ticket.sampling
+                token = next_token(logits[row], greedy[row], sampling, sequence.generator)
+                self._advance(sequence, token, now)
+            except Exception as exc:
+                sequence.finish = "error"
+                self._fail([sequence.ticket], exc)
+
+    def _advance(self, sequence: _Sequence, token: int, now: float) -> None:
+        self.tokens_generated += 1
+        sequence.first_token = sequence.first_token or now
+        sequence.generated.append(token)
+        if token in self.eos_ids:
+            sequence.finish = "stop"
+        elif len(sequence.generated) >= sequence.ticket.sampling.max_new_tokens:
+            sequence.finish = "length"
+        if sequence.ticket.stream and sequence.finish != "stop":
+            self._stream(sequence, token)
 
     def _output_ids(self, sequence: _Sequence) -> list[int]:
         ids = sequence.generated
@@ -380,7 +399,7 @@ class Engine:
         delta = ""
         if not text.endswith("\ufffd") and text.startswith(sequence.emitted):
             delta, sequence.emitted = text[len(sequence.emitted) :], text
-        _emit(sequence.ticket, Token(token, delta))
+        emit(sequence.ticket, Token(token, delta))
 
     def _retire(self) -> None:
         """Finished, failed and cancelled sequences leave the batch and free their slots."""
@@ -390,8 +409,11 @@ class Engine:
                 keep.append(row)
                 continue
             if sequence.finish in ("stop", "length") and not sequence.ticket.cancelled.is_set():
-                self._finish(sequence)
-            self.cache.release(sequence.ticket.adapter)
+                try:
+                    self._finish(sequence)
+                except Exception as exc:  # its text cannot be decoded: this request only
+                    self._fail([sequence.ticket], exc)
+            self._unpin(sequence.ticket)
         if len(keep) != len(self._running):
             if self._batch is not None:
                 self._batch = select(self._batch, keep)
@@ -407,15 +429,7 @@ class Engine:
         assert sequence.finish is not None
         first = sequence.first_token - ticket.submitted
         finished = Finished(sequence.finish, text, tuple(ids), len(ticket.prompt_ids), tail, first)
-        _emit(ticket, finished)
-
-
-def _emit(ticket: Ticket, event: Event) -> None:
-    """Deliver an event; a sink that fails (its client is gone) never stops the engine."""
-    try:
-        ticket.sink(event)
-    except Exception:  # the request is abandoned; the others go on
-        ticket.cancel()
+        emit(ticket, finished)
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
@@ -429,6 +443,13 @@ def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> froz
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
     return frozenset(int(i) for i in ids)
+
+
+def _vocab_size(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
+    """Token ids both the tokenizer and the model's embedding table know."""
+    embeddings = model.get_input_embeddings()
+    rows = getattr(embeddings, "num_embeddings", None)
+    return min(len(tokenizer), int(rows)) if isinstance(rows, int) else len(tokenizer)
 
 
 def _pad_id(tokenizer: PreTrainedTokenizerBase, eos_ids: frozenset[int]) -> int:

@@ -35,18 +35,16 @@ def sample_row(logits: torch.Tensor, sampling: Sampling, generator: torch.Genera
     if sampling.top_p < 1.0:
         ordered, order = probs.sort(descending=True)
         before = ordered.cumsum(-1) - ordered  # mass of the tokens ranked above each one
-        ordered = torch.where(before < sampling.top_p, ordered, torch.zeros_like(ordered))
+        keep = before < sampling.top_p
+        keep[0] = True  # the nucleus always holds the top token, however small top_p is
+        ordered = torch.where(keep, ordered, torch.zeros_like(ordered))
         choice = torch.multinomial(ordered / ordered.sum(), 1, generator=generator)
         return int(order[choice])
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
-def next_tokens(
-    logits: torch.Tensor, samplings: list[Sampling], generators: list[torch.Generator | None]
-) -> list[int]:
-    """The next token of each row of `logits` ([rows, vocab])."""
-    chosen: list[int] = logits.argmax(-1).tolist()
-    for row, (sampling, generator) in enumerate(zip(samplings, generators, strict=True)):
-        if generator is not None:
-            chosen[row] = sample_row(logits[row], sampling, generator)
-    return chosen
+def next_token(
+    logits: torch.Tensor, greedy: int, sampling: Sampling, generator: torch.Generator | None
+) -> int:
+    """The next token of one row: `greedy` (the row's argmax) without a generator."""
+    return greedy if generator is None else sample_row(logits, sampling, generator)

@@ -1,7 +1,9 @@
 """The HTTP server: OpenAI-style completions and chat completions (optionally streamed as
 server-sent events), classification, model listing, health, readiness and Prometheus
 metrics. Every failure is a JSON error for that request only; the server never dies
-from a request. Torch work stays on the engine thread, off the event loop."""
+from a request. Torch work stays on the engine thread and tokenizing on a worker thread,
+both off the event loop; a prompt too long in bytes is refused before it is tokenized.
+Connections, headers and bodies are bounded (`connections`, `guards`)."""
 
 from __future__ import annotations
 
@@ -19,9 +21,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
 
+from fmlang.backends.serve import prompts
 from fmlang.backends.serve import protocol as wire
 from fmlang.backends.serve.config import ServeConfig
+from fmlang.backends.serve.connections import uvicorn_options
 from fmlang.backends.serve.engine import (
     Classified,
     Engine,
@@ -32,13 +37,12 @@ from fmlang.backends.serve.engine import (
     Ticket,
     Token,
 )
+from fmlang.backends.serve.guards import HostGuard, allowed_hosts, read_body, require_json
 from fmlang.backends.serve.metrics import ServeMetrics
+from fmlang.backends.serve.openapi import describe_bodies
 from fmlang.backends.serve.protocol import ApiError
 from fmlang.backends.serve.runtime import build_engine
-from fmlang.backends.serve.sampling import Sampling
 from fmlang.errors import StageError
-
-MAX_CLASSIFY_INPUTS = 256  # per request; split into batches of max_batch rows
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -89,18 +93,10 @@ def _load_in_background(state: _State) -> threading.Thread:
     return thread
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it exceeds `limit` bytes (before parsing)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"the request body exceeds {limit} bytes", code="body_too_large")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, f"the request body exceeds {limit} bytes", code="body_too_large")
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def _body(state: _State, request: Request, kind: type[wire.Body]) -> wire.Body:
+    """The request's JSON body as `kind`: declared JSON, bounded in size and time."""
+    require_json(request)
+    return wire.parse(kind, await read_body(request, state.config))
 
 
 def _guard(state: _State, name: str, handler: Handler) -> Handler:
@@ -111,10 +107,10 @@ def _guard(state: _State, name: str, handler: Handler) -> Handler:
         try:
             response = await handler(request)
         except ApiError as exc:
-            response = JSONResponse(exc.body(), exc.status, headers=exc.headers)
+            response = exc.response()
         except Exception as exc:  # one request's failure, never the server's
-            body = ApiError(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
-            response = JSONResponse(body.body(), 500)
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            response = ApiError(500, message, "server_error").response()
         if not isinstance(response, StreamingResponse):
             state.metrics.record(name, response.status_code, time.perf_counter() - start)
         return response
@@ -171,68 +167,12 @@ def _submit(state: _State, model: str, start: Callable[[Callable[[Event], None]]
     return _Job(ticket, events, time.monotonic() + state.config.request_timeout_s, model)
 
 
-def _sampling(state: _State, body: wire._Sampled, limit: int | None, prompt_len: int) -> Sampling:
-    config, engine = state.config, state.ready_engine()
-    if prompt_len == 0:
-        raise ApiError(400, "the prompt is empty", param="prompt")
-    if prompt_len > config.max_input_tokens:
-        raise ApiError(
-            400,
-            f"the prompt has {prompt_len} tokens; the limit is {config.max_input_tokens}",
-            code="context_length_exceeded",
-            param="prompt",
-        )
-    wanted = limit or config.max_new_tokens
-    if wanted > config.max_new_tokens_limit:
-        raise ApiError(
-            400,
-            f"max_tokens is {wanted}; the limit is {config.max_new_tokens_limit}",
-            param="max_tokens",
-        )
-    if prompt_len + wanted > engine.max_positions:
-        raise ApiError(
-            400,
-            f"prompt ({prompt_len}) plus max_tokens ({wanted}) exceeds the model's "
-            f"{engine.max_positions} positions",
-            code="context_length_exceeded",
-            param="max_tokens",
-        )
-    return Sampling(wanted, body.temperature, body.top_p, body.seed)
-
-
-def _encode(engine: Engine, text: str, *, special: bool = True) -> list[int]:
-    ids = engine.tokenizer(text, add_special_tokens=special)["input_ids"]
-    return [int(i) for i in ids]
-
-
-def _completion_ids(engine: Engine, body: wire.CompletionRequest) -> list[int]:
-    if isinstance(body.prompt, str):
-        return _encode(engine, body.prompt)
-    vocab = len(engine.tokenizer)
-    if any(not 0 <= token < vocab for token in body.prompt):
-        raise ApiError(400, f"prompt token ids must lie in [0, {vocab})", param="prompt")
-    return list(body.prompt)
-
-
-def _chat_ids(engine: Engine, body: wire.ChatRequest) -> list[int]:
-    tokenizer = engine.tokenizer
-    if not getattr(tokenizer, "chat_template", None):
-        return _encode(engine, wire.render_chat(body.messages))
-    messages = [message.model_dump() for message in body.messages]
-    try:
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    except Exception as exc:  # the template rejects these messages
-        message = f"the chat template rejects the messages: {exc}"
-        raise ApiError(400, message, param="messages") from exc
-    return _encode(engine, str(text), special=False)
-
-
 def _start_generation(
     state: _State, body: wire._Sampled, ids: list[int], limit: int | None
 ) -> _Job:
     engine = state.ready_engine()
     adapter = state.adapter(body.model)
-    sampling = _sampling(state, body, limit, len(ids))
+    sampling = prompts.sampling(state.config, engine, body, limit, len(ids))
 
     def start(sink: Callable[[Event], None]) -> Ticket:
         return engine.submit_generate(adapter, ids, sampling, sink, stream=body.stream)
@@ -270,6 +210,10 @@ def _stream(
         except ApiError as exc:
             status = exc.status
             yield wire.sse(exc.body())
+        except Exception as exc:  # the stream ends with an error event, never mid-chunk
+            status = 500
+            message = f"internal error: {type(exc).__name__}: {exc}"
+            yield wire.sse(ApiError(500, message, "server_error").body())
         finally:
             job.ticket.cancel()  # a no-op once finished; frees the row if the client left
             state.metrics.record(name, status, time.perf_counter() - job.started)
@@ -279,11 +223,14 @@ def _stream(
 
 
 async def _completions(state: _State, request: Request) -> Response:
-    body = wire.parse(
-        wire.CompletionRequest, await _read_body(request, state.config.max_body_bytes)
+    body = await _body(state, request, wire.CompletionRequest)
+    _generating(state, body.model)
+    job = _start_generation(
+        state,
+        body,
+        await prompts.completion_ids(state.config, state.ready_engine(), body),
+        body.max_tokens,
     )
-    engine = _generating(state)
-    job = _start_generation(state, body, _completion_ids(engine, body), body.max_tokens)
     ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
 
@@ -307,10 +254,12 @@ async def _completions(state: _State, request: Request) -> Response:
 
 
 async def _chat(state: _State, request: Request) -> Response:
-    body = wire.parse(wire.ChatRequest, await _read_body(request, state.config.max_body_bytes))
-    engine = _generating(state)
+    body = await _body(state, request, wire.ChatRequest)
+    _generating(state, body.model)
     limit = body.max_completion_tokens or body.max_tokens
-    job = _start_generation(state, body, _chat_ids(engine, body), limit)
+    job = _start_generation(
+        state, body, await prompts.chat_ids(state.config, state.ready_engine(), body), limit
+    )
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:
 
@@ -337,31 +286,24 @@ async def _chat(state: _State, request: Request) -> Response:
     )
 
 
-def _generating(state: _State) -> Engine:
+def _generating(state: _State, model: str) -> Engine:
+    """The engine, or 503 while loading, 400 on a classify server, 404 for an unknown
+    model: all before any tokenizing."""
     engine = state.ready_engine()
     if state.config.task != "generate":
         raise ApiError(400, "this server classifies; use POST /v1/classify", code="wrong_task")
+    state.adapter(model)
     return engine
 
 
 async def _classify(state: _State, request: Request) -> Response:
     config = state.config
-    body = wire.parse(wire.ClassifyRequest, await _read_body(request, config.max_body_bytes))
+    body = await _body(state, request, wire.ClassifyRequest)
     engine = state.ready_engine()
     if config.task != "classify":
         raise ApiError(400, "this server generates; use POST /v1/completions", code="wrong_task")
     adapter = state.adapter(body.model)
-    texts = [body.input] if isinstance(body.input, str) else body.input
-    if not 1 <= len(texts) <= MAX_CLASSIFY_INPUTS:
-        raise ApiError(400, f"give 1 to {MAX_CLASSIFY_INPUTS} inputs", param="input")
-    for index, text in enumerate(texts):
-        if len(_encode(engine, text)) > config.max_input_tokens:
-            raise ApiError(
-                400,
-                f"input {index} has more than {config.max_input_tokens} tokens (the limit)",
-                code="context_length_exceeded",
-                param="input",
-            )
+    texts = await prompts.classify_texts(config, engine, body)
     # More inputs than one forward pass holds go as several batches, in order.
     step = config.max_batch
     chunks = [texts[i : i + step] for i in range(0, len(texts), step)]
@@ -408,17 +350,33 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
 
     app = FastAPI(title="fmc serve", lifespan=lifespan)
     app.state.serve = state
-    routes: dict[str, Callable[[_State, Request], Awaitable[Response]]] = {
-        "/v1/completions": _completions,
-        "/v1/chat/completions": _chat,
-        "/v1/classify": _classify,
-    }
-    for path, handler in routes.items():
+    for path, (handler, _) in _ROUTES.items():
         name = path.rsplit("/", 1)[-1]
         bound = _guard(state, name, _bind(state, handler))
-        app.add_api_route(path, bound, methods=["POST"], include_in_schema=False)
+        app.add_api_route(path, bound, methods=["POST"])
+    describe_bodies(app, {path: body for path, (_, body) in _ROUTES.items()})
     _add_info_routes(app, state)
+    app.add_exception_handler(HTTPException, _http_error)
+    if (hosts := allowed_hosts(config)) is not None:
+        app.add_middleware(HostGuard, allowed=hosts)
     return app
+
+
+_ROUTES: dict[str, tuple[Callable[[_State, Request], Awaitable[Response]], type[Any]]] = {
+    "/v1/completions": (_completions, wire.CompletionRequest),
+    "/v1/chat/completions": (_chat, wire.ChatRequest),
+    "/v1/classify": (_classify, wire.ClassifyRequest),
+}
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (unknown path, wrong method) in OpenAI's error shape."""
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    error = ApiError(exc.status_code, str(exc.detail), code="not_found", headers=headers)
+    if exc.status_code == 405:
+        error.code = "method_not_allowed"
+    return error.response()
 
 
 def _bind(state: _State, handler: Callable[[_State, Request], Awaitable[Response]]) -> Handler:
@@ -461,7 +419,9 @@ def run(config: ServeConfig) -> None:
     import uvicorn
 
     engine = build_engine(config)
-    uvicorn.run(create_app(config, engine), host=config.host, port=config.port, log_level="info")
+    app = create_app(config, engine)
+    options = uvicorn_options(config)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="info", **options)
 
 
 @dataclass
@@ -488,7 +448,8 @@ def serve_in_background(config: ServeConfig, engine: Engine | None = None) -> Ba
     sock.bind((config.host, 0))
     port = sock.getsockname()[1]
     app = create_app(config, engine)
-    settings = uvicorn.Config(app, log_level="warning", access_log=False, backlog=2048)
+    options = uvicorn_options(config)
+    settings = uvicorn.Config(app, log_level="warning", access_log=False, backlog=2048, **options)
     server = uvicorn.Server(settings)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

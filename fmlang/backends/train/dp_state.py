@@ -4,8 +4,8 @@ A checkpoint `checkpoints/checkpoint-<step>/` of the DP loop holds the trainable
 (`trainable.safetensors`), the optimizer's and the learning-rate schedule's state, the
 random states (torch's global one, which adapter dropout draws from, and the Poisson
 sampler's and the noise's generators), and `dp_state.json`: the step, the loss curve so
-far and the privacy accountant's history. It is marked complete (`checkpoints.MARKER`) last,
-like the Trainer's.
+far and the privacy accountant's history. It is marked complete (`checkpoints.MARKER`, with
+the sha256 of each of these files) last, like the Trainer's, and resumed only if it verifies.
 
 The sampler and the noise draw from a secret seed, not from the spec's `seed`: DP-SGD's
 guarantee holds against someone who knows everything but the noise and which rows each
@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,10 +35,15 @@ WEIGHTS_FILE = "trainable.safetensors"
 
 def noise_seed(folder: Path) -> int:
     """The run's secret seed: read from `folder/dp_noise_seed`, else drawn and written
-    there (mode 0600, atomically)."""
+    there (mode 0600, atomically). A damaged file is replaced by a new draw: a resumed run
+    restores its generators from the checkpoint, so only a run starting afresh reads it."""
     path = folder / SEED_FILE
-    if path.is_file():
+    try:
         return int(path.read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError):
+        print(f"note: `{path}` is damaged; drawing a new noise seed", file=sys.stderr)
     seed = secrets.randbits(63)
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{SEED_FILE}.", dir=folder)  # created 0600

@@ -3,9 +3,11 @@ with `dp { … }` trains in the DP-SGD loop of `dp.py` instead, with the same ou
 
 The run is reproducible for a seed (`set_seed` before the model and adapter are built,
 `data_seed` for the sampler). Checkpoints go to `<output>/checkpoints/` every `save_steps`;
-a rerun after a kill resumes from the last complete one (see `checkpoints`). The final
-adapter (with the classifier head) is saved into `<output>/adapter/` (a fully fine-tuned
-model into `<output>/model/`), and `<output>/train_result.json` records the run.
+a rerun after a kill resumes from the newest one that is complete and verifies against its
+digests (see `checkpoints`), and a rerun of a run whose last step was checkpointed takes no
+step more. The final adapter (with the classifier head) is saved into `<output>/adapter/`
+(a fully fine-tuned model into `<output>/model/`), with the same bytes whatever the
+process's PYTHONHASHSEED, and `<output>/train_result.json` records the run.
 
 SIGINT or SIGTERM under `stopping.requests()` stops at the end of the current optimizer
 step: that step's checkpoint is saved (and marked complete) and `stopping.Interrupted` is
@@ -14,9 +16,11 @@ raised instead of saving the final adapter; a rerun resumes from that checkpoint
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +28,7 @@ from typing import Any
 
 from fmlang.atomic import json_text, write_text_atomic
 from fmlang.backends import stopping
+from fmlang.backends.cache import writing
 from fmlang.backends.train import checkpoints, knobs, privacy
 from fmlang.backends.train.adapter import attach_adapter
 from fmlang.backends.train.data import (
@@ -219,11 +224,38 @@ def _require_rows(job: TrainJob, rows: Examples, why: str) -> None:
 
 
 def resume_point(job: TrainJob) -> Path | None:
-    """The last complete checkpoint, once the incomplete ones are removed."""
+    """The newest checkpoint whose files are all as they were saved. The main process
+    removes the incomplete and damaged ones first, saying which and why (stderr); then
+    every process reads the same answer."""
     folder = job.output / "checkpoints"
     if _is_main_process():
-        checkpoints.remove_incomplete(folder)
+        resume, discarded = checkpoints.resumable(folder)
+        for line in discarded:
+            print(f"note: {line}", file=sys.stderr, flush=True)
+        if discarded:
+            fallback = f"resuming from `{resume.name}`" if resume else "training from the start"
+            print(f"note: {fallback}", file=sys.stderr, flush=True)
+    _barrier()
     return checkpoints.last_complete(folder)
+
+
+def _finished(checkpoint: Path, args: Any) -> bool:
+    """Whether the Trainer's checkpoint was saved after the run's last step: resuming from
+    it would train past the end (the Trainer steps once before it checks)."""
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+        step, planned = int(state["global_step"]), int(state["max_steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return 0 < planned <= step and (args.max_steps <= 0 or args.max_steps <= step)
+
+
+def _restore_finished(trainer: Any, checkpoint: Path) -> None:
+    """The finished run's weights and state from its last checkpoint, without a step."""
+    from transformers import TrainerState
+
+    trainer._load_from_checkpoint(str(checkpoint))
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
 
 
 @dataclass(frozen=True)
@@ -273,7 +305,7 @@ def _build(
 
 
 def train(job: TrainJob, progress: bool = True, callbacks: tuple[Any, ...] = ()) -> TrainResult:
-    """Train `job` to completion (resuming from its last complete checkpoint), save the final
+    """Train `job` to completion (resuming from its newest verified checkpoint), save the final
     adapter and `train_result.json` (with the measured memory peak); `callbacks` are extra
     `TrainerCallback`s (the DP-SGD loop takes none). A requested stop raises
     `stopping.Interrupted` once the current step's checkpoint is saved."""
@@ -281,19 +313,25 @@ def train(job: TrainJob, progress: bool = True, callbacks: tuple[Any, ...] = ())
     if job.dp is not None:
         from fmlang.backends.train.dp import train_private
 
-        return train_private(job, progress, probe)
+        with writing(f"training `{job.model}`"):
+            return train_private(job, progress, probe)
     trainer, rows = _build(job, progress, callbacks, probe)
     resume = resume_point(job)
     stopping.check("before training started")
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    with writing(f"training `{job.model}`"):
+        if resume is not None and _finished(resume, trainer.args):
+            _restore_finished(trainer, resume)  # a rerun after the last step: no step more
+        else:
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     wall = time.perf_counter() - started
     _raise_if_stopped(trainer)
     resumed = int(resume.name.split("-")[1]) if resume else 0
     result = _result(job, trainer, rows, resumed, wall, probe.measured())
     if trainer.is_world_process_zero():
-        _save_final(job, trainer)
-        write_text_atomic(job.output / "train_result.json", result.to_json())
+        with writing(f"training `{job.model}`"):
+            _save_final(job, trainer)
+            write_text_atomic(job.output / "train_result.json", result.to_json())
     _barrier()
     return result
 
@@ -350,6 +388,7 @@ def save_final(job: TrainJob, model: Any, tokenizer: Any) -> None:
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
+    stable_adapter_config(staging, model)
     if job.adapter_config is None:
         tokenizer.save_pretrained(staging)
     old = target.with_name(f".{target.name}.old")
@@ -358,3 +397,19 @@ def save_final(job: TrainJob, model: Any, tokenizer: Any) -> None:
         target.rename(old)
     staging.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def stable_adapter_config(folder: Path, model: Any) -> None:
+    """peft writes the settings it holds as sets (`target_modules`, …) in set order, which
+    changes with PYTHONHASHSEED, so identical weights would save as different bytes (and
+    register under different hashes): sort them, in fmc's one JSON form."""
+    path = folder / "adapter_config.json"
+    configs = getattr(model, "peft_config", None)
+    if not path.is_file() or not isinstance(configs, dict) or not configs:
+        return
+    as_sets = {k for c in configs.values() for k, v in vars(c).items() if isinstance(v, set)}
+    document = json.loads(path.read_text(encoding="utf-8"))
+    for key in as_sets & set(document):
+        if isinstance(document[key], list) and all(isinstance(v, str) for v in document[key]):
+            document[key] = sorted(document[key])
+    write_text_atomic(path, json_text(document))
