@@ -142,7 +142,7 @@ def interrupted_after(proj: Project, step: int) -> None:
     it: later checkpoints, the final adapter, the metrics and the train stage's cache entry
     not yet written."""
     folder = proj.build / CHECKPOINTS
-    for path in folder.iterdir():
+    for path in folder.glob("checkpoint-*"):
         if int(path.name.split("-")[1]) > step:
             shutil.rmtree(path)
     shutil.rmtree(proj.build / ADAPTER)
@@ -199,7 +199,7 @@ def assert_as_uninterrupted(proj: Project, resumed_from: int | None = None) -> N
     assert trained["steps"] == 4
     if resumed_from is not None:
         assert trained["resumed_from_step"] == resumed_from
-    steps = sorted(p.name for p in (proj.build / CHECKPOINTS).iterdir())
+    steps = sorted(p.name for p in (proj.build / CHECKPOINTS).glob("checkpoint-*"))
     assert steps == ["checkpoint-2", "checkpoint-4"]
     metrics = json.loads((proj.build / MODEL / "metrics.json").read_text())
     expected = json.loads((proj.pristine / MODEL / "metrics.json").read_text())

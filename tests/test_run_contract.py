@@ -206,3 +206,24 @@ def test_a_job_on_a_whole_dataset_reads_its_rows_and_missing_columns_are_refused
     assert job["train_data"] == "run/data/notes/all.parquet"
     assert (build / job["train_data"]).is_file()
     assert code == 1 and "FM0372" in output and "FM0901" not in output, output
+
+
+def test_new_data_trains_from_scratch_not_from_the_old_checkpoints(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """The job file names the data by path, so it is byte-identical when the data changes:
+    checkpoints are kept only under the same stage key (data included)."""
+    spec = project(tmp_path, tiny_model, "100000")
+    build = tmp_path / "build"
+    assert fmc_run(spec, build)[0] == 0
+    assert (build / "run/models/helper/checkpoints/checkpoint-4").is_dir()
+    rows = [{"id": f"new-{i}", "question": f"where is my order {i}?",
+             "answer": "track it under orders, then shipments.", "product": "web"}
+            for i in range(40)]  # fmt: skip
+    with (tmp_path / "tickets.jsonl").open("a") as handle:
+        handle.write("".join(json.dumps(r) + "\n" for r in rows))
+    code, output = fmc_run(spec, build)
+    assert code == 0, output
+    result = train_result(build)
+    assert result["resumed_from_step"] == 0 and result["steps"] == 4
+    assert result["train_rows"] > 40

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fmlang.atomic import write_json_atomic
+from fmlang.atomic import write_json_atomic, write_text_atomic
 from fmlang.backends.artifacts import read_json
 from fmlang.backends.cache import stage_key, writing
 from fmlang.backends.data.stages import Outcome, RunContext
@@ -96,11 +96,11 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
         log_memory(ctx, cached)
         apply_gates(ctx, model.name, cached)
         return Outcome(stage, True, tuple(paths.values()), cached)
-    _discard_other_jobs_checkpoints(ctx.build_dir / paths["job"], job)
     if ctx.force:  # --force means from scratch, not "resume the last checkpoint"
         import shutil
 
         shutil.rmtree(job.output / "checkpoints", ignore_errors=True)
+    _discard_stale_checkpoints(job, key)
     job.write(ctx.build_dir / paths["job"])
     result = train(job, progress=ctx.progress is not None)
     ctx.log(f"  trained {result.steps} steps in {result.wall_s:.0f} s (loss {result.final_loss})")
@@ -179,19 +179,25 @@ def _relative(path: str, root: Path) -> str:
     return Path(os.path.relpath(path, root)).as_posix()
 
 
-def _discard_other_jobs_checkpoints(path: Path, job: Any) -> None:
-    """Resuming is only sound for the same job: checkpoints left by a job with other
-    settings (another batch size, other data) are removed before training starts."""
+JOB_KEY_FILE = "job.key"
+
+
+def _discard_stale_checkpoints(job: Any, key: str) -> None:
+    """Resuming is only sound for the same job on the same inputs: checkpoints left under
+    another cache key (other settings, other data, another base) are removed before training
+    starts, and the key they are resumed under is recorded beside them. The key holds no
+    absolute path, so a moved build folder keeps its checkpoints."""
     import shutil
 
+    folder = job.output / "checkpoints"
     try:
-        previous: bytes | None = path.read_bytes()
-    except FileNotFoundError:
-        previous = None
-    except OSError:
-        previous = b""  # unreadable: not known to be the same job
-    if previous is not None and previous != job.to_json().encode("utf-8"):
-        shutil.rmtree(job.output / "checkpoints", ignore_errors=True)
+        previous: str | None = (folder / JOB_KEY_FILE).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        previous = None  # unknown: not known to be the same job
+    if previous != key:
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / JOB_KEY_FILE, key + "\n")
 
 
 def privacy_spent(ctx: RunContext, model: Model, dp: dict[str, Any]) -> dict[str, Any]:
