@@ -245,7 +245,10 @@ def test_full_queue_and_timeout(tiny: tuple[Path, dict[str, Path]]) -> None:
                 *[client.post("/v1/completions", json=body) for _ in range(12)]
             )
         statuses = sorted(a.status_code for a in answers)
-        assert set(statuses) == {200, 429} and statuses.count(200) >= 2
+        # Twelve at once against one running row and one queued: some are answered and the
+        # rest refused. How many are answered depends on whether the first is admitted to
+        # the batch before the others reach the queue (prompts are tokenized on a thread).
+        assert set(statuses) == {200, 429} and 1 <= statuses.count(200) < 12
         full = next(a for a in answers if a.status_code == 429)
         assert full.headers["retry-after"] == "1"
         assert _error(full, 429)["type"] == "rate_limit_exceeded"
