@@ -50,7 +50,7 @@ labels spam_{i} on comments_{i}.train {{
   lf link:      CONTENT ~ /https?:\\/\\/\\S+/ -> spam
   lf short:     words(CONTENT) < 5 and not (CONTENT ~ /http/) -> ham
   lf song:      lower(CONTENT) contains "song" -> ham
-  model label_model(epochs = 500, seed = 1)
+  model label_model(epochs = 500)
 }}
 
 model spam_filter_{i} {{
@@ -120,6 +120,10 @@ def main() -> None:
         spec.write_text(generate(args.lines), encoding="utf-8")
         n_lines = spec.read_text().count("\n")
         n_models = spec.read_text().count("\nmodel ")
+        for i in range(n_models):  # `fmc check` looks at each source's header
+            data = Path(tmp) / "data" / f"comments_{i}"
+            data.mkdir(parents=True)
+            (data / "part.csv").write_text("COMMENT_ID,AUTHOR,CONTENT,CLASS\n1,a,hello,0\n")
         median_seconds([*fmc, "check", "--no-verify", str(spec)], 1)  # warm the grammar cache
         bare = median_seconds([python, "-c", "pass"], args.runs)
         helptime = median_seconds([*fmc, "--help"], args.runs)

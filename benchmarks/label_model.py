@@ -9,9 +9,12 @@ is only ever scored.
 
 Scoring on test (250 rows, 18 where every LF abstains):
 
-- `tie=random`: ties and all-abstain rows get a seeded random class among the tied ones;
-  the figure is the mean over SEEDS seeds (Snorkel: numpy's global seed, which its
-  `predict(tie_break_policy="random")` draws from; ours: `LabelModel.seed`).
+- `tie=random`: ties and all-abstain rows get a class among the tied ones. Ours and
+  majority vote draw it with a seed, and the figure is the mean over SEEDS seeds. Snorkel's
+  `predict(tie_break_policy="random")` is not random: it picks
+  `tied[sha1(str(row_index)) % len(tied)]` (`probs_to_preds` in snorkel/utils/core.py), a
+  deterministic per-row hash that no seed changes, so its figure is one value (a "mean
+  over seeds" of it would be that value repeated); `true-random` is the seeded one.
 - `tie=abstain`: ties and all-abstain rows are -1 and counted as WRONG; coverage is the
   share of rows that got a class.
 - macro F1 over the two classes, with abstentions counted as misses of the gold class.
@@ -82,7 +85,7 @@ def ours_predict(model: LabelModel) -> Predict:
 
 def snorkel_predict(model: Any) -> Predict:
     def predict(L: np.ndarray, tie: str, seed: int) -> np.ndarray:
-        np.random.seed(seed)
+        del seed  # Snorkel's `random` ties are a hash of the row index (module docstring)
         return np.asarray(model.predict(L, tie_break_policy=tie))
 
     return predict
@@ -198,8 +201,9 @@ def print_table(result: dict[str, Any]) -> None:
         f"({result['test_all_abstain_rows']} with no vote); fit on train weak labels only"
     )
     print(
-        "tie=random: ties and no-vote rows get a random tied class (mean of "
-        f"{result['seeds']} seeds); tie=abstain: they get -1, counted wrong"
+        "tie=random: ties and no-vote rows get a random tied class (ours and majority: mean "
+        f"of {result['seeds']} seeds; Snorkel: its per-row hash, one value); "
+        "tie=abstain: they get -1, counted wrong"
     )
     header = (
         f"{'model':38} {'acc rnd':>8} {'F1 rnd':>7} {'acc abst':>9} {'F1 abst':>8} "

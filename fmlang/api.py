@@ -48,14 +48,21 @@ def _order(d: Diagnostic) -> tuple[str, int, int]:
 
 
 def check_paths(
-    paths: list[Path], verify: bool = False, allowed_data: Sequence[str | Path] = ()
+    paths: list[Path],
+    verify: bool = False,
+    allowed_data: Sequence[str | Path] = (),
+    data: bool = False,
 ) -> CheckResult:
     """Check the spec files; every source must read inside the folder of one of `paths`
-    (the project), a folder in `allowed_data` (`--allow-data`) or in FMC_DATA_DIRS."""
+    (the project), a folder in `allowed_data` (`--allow-data`) or in FMC_DATA_DIRS. With
+    `data` (`fmc check`, `fmc run`), each confined source must also match files whose
+    headers and metadata hold the schema's columns (FM0388-FM0390), once the spec itself
+    checks clean (a schema with errors is not compared with data)."""
     program = run_passes(load(paths))
     # realpath, not resolve(): a symlink loop is the loader's FM0001, not a crash here
     roots = DataRoots.of([Path(os.path.realpath(p)).parent for p in paths], allowed_data)
-    check_source_confinement(program, roots)
+    clean = not any(d.severity is Severity.ERROR for d in program.sink.items)
+    check_source_confinement(program, roots, look_at_data=data and clean)
     result = CheckResult(program)
     if verify:
         verify_result(result)

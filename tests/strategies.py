@@ -275,6 +275,9 @@ def _field(draw: st.DrawFn, o: _Options) -> str:
     text += "".join(f" @{tag}" for tag in draw(st.lists(identifiers, max_size=2)))
     if draw(st.booleans()):
         text += " = " + draw(expressions(8, **_flags(o)))
+    if draw(st.integers(0, 3)) == 0:  # column options: `{ on_cast_error = null, … }`
+        options = draw(st.lists(_setting(o, 0), min_size=0, max_size=2))
+        text += " { " + ", ".join(options) + " }"
     return text
 
 

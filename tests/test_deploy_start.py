@@ -6,9 +6,11 @@ build folder moved away from the spec, as a mounted volume would be. For the com
 the Kubernetes Deployment and the KServe InferenceService, the container's command line is
 read from the emitted YAML, the container's mount path is mapped to that build folder
 (through the compose bind mount, the Deployment's claim, KServe's model mount for
-`STORAGE_URI`), and exactly that command starts, with `.venv/bin/fmc` in place of the image's
-`fmc` and a free loopback port: it must answer its readiness probe and a completion, with
-its peak resident memory below the limit the manifest sets. The Kubernetes objects are
+`STORAGE_URI`), its API key file (the compose secret, the Kubernetes Secret volume) and its
+audit log volume to folders here, and exactly that command starts, with `.venv/bin/fmc` in
+place of the image's `fmc` and a free loopback port: it must answer its readiness probe and
+a completion with the granted principal's key (and refuse one without), with its peak
+resident memory below the limit the manifest sets. The Kubernetes objects are
 validated with kubernetes-validate, the InferenceService with the kserve SDK's models.
 """
 
@@ -45,6 +47,7 @@ FMC = Path(sys.executable).parent / "fmc"
 K8S_VERSION = kubernetes_validate.utils.latest_version()
 KSERVE_MODEL_MOUNT = "/mnt/models"  # where KServe mounts a container's STORAGE_URI
 DEPLOY = "helper"
+APP_KEY = "fmc-test-key-for-service-app-0123"  # the API key of `service:app`, granted query
 SPEC = """\
 import std.models.tiny_causal_lm
 import std.hardware.cpu_2core
@@ -109,6 +112,19 @@ def mounted(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
     return volume
 
 
+@pytest.fixture(scope="module")
+def secrets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What the operator provides: the API key file, as the Secret and the compose secret
+    hold it (a folder per mount, each with the file under the name the manifest uses)."""
+    root = tmp_path_factory.mktemp("secrets")
+    for folder, name in (("secret-volume", "keys"), ("run-secrets", "helper-api-keys")):
+        (root / folder).mkdir()
+        key_file = root / folder / name
+        key_file.write_text(f"service:app {APP_KEY}\n", encoding="utf-8")
+        key_file.chmod(0o600)
+    return root
+
+
 def _documents(volume: Path, name: str) -> list[dict[str, Any]]:
     text = (volume / "deploy" / DEPLOY / name).read_text(encoding="utf-8")
     return [d for d in yaml.safe_load_all(text) if d is not None]
@@ -143,13 +159,19 @@ def _mebibytes(quantity: str) -> float:
     return float(quantity.removesuffix("i").removesuffix("M"))
 
 
-def _compose(volume: Path) -> Container:
+def _compose(volume: Path, secrets: Path, audit: Path) -> Container:
     (document,) = _documents(volume, "compose.yaml")
     (service,) = document["services"].values()
     mounts = {}
     for spec in service["volumes"]:
         source, target, *_ = spec.split(":")
-        mounts[target] = (volume / "deploy" / DEPLOY / source).resolve()  # relative to the file
+        if source in document.get("volumes", {}):  # a named volume: the audit log's
+            mounts[target] = audit
+        else:  # a bind mount, relative to the file
+            mounts[target] = (volume / "deploy" / DEPLOY / source).resolve()
+    assert service["secrets"] == ["helper-api-keys"]
+    assert document["secrets"]["helper-api-keys"]["file"].startswith("${FMC_API_KEYS_FILE:?")
+    mounts["/run/secrets"] = secrets / "run-secrets"  # where compose mounts secrets
     memory = service["deploy"]["resources"]
     check = re.search(r"http://127\.0\.0\.1:(\d+)(/\w+)", service["healthcheck"]["test"][-1])
     assert check is not None, service["healthcheck"]
@@ -170,7 +192,16 @@ def _from_container(container: dict[str, Any], mounts: dict[str, Path]) -> Conta
     )  # fmt: skip
 
 
-def _kubernetes(volume: Path) -> Container:
+def _pod_volume(source: dict[str, Any], secrets: Path, audit: Path) -> Path:
+    """A pod's API key Secret or audit emptyDir, as a folder here."""
+    if "secret" in source:
+        assert source["secret"]["secretName"] == "helper-api-keys", source
+        return secrets / "secret-volume"
+    assert "emptyDir" in source, source
+    return audit
+
+
+def _kubernetes(volume: Path, secrets: Path, audit: Path) -> Container:
     documents = _documents(volume, "kubernetes.yaml")
     (deployment,) = _kind(documents, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
@@ -179,21 +210,29 @@ def _kubernetes(volume: Path) -> Container:
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {}
     for mount in container["volumeMounts"]:
-        claim = volumes[mount["name"]]["persistentVolumeClaim"]["claimName"]
+        source = volumes[mount["name"]]
+        if "persistentVolumeClaim" not in source:
+            mounts[mount["mountPath"]] = _pod_volume(source, secrets, audit)
+            continue
+        claim = source["persistentVolumeClaim"]["claimName"]
         assert claim in claims, f"the pod mounts claim `{claim}`, which the file does not create"
         mounts[mount["mountPath"]] = volume  # the claim holds the build folder
     return _from_container(container, mounts)
 
 
-def _kserve(volume: Path) -> Container:
+def _kserve(volume: Path, secrets: Path, audit: Path) -> Container:
     documents = _documents(volume, "inferenceservice.yaml")
     (service,) = _kind(documents, "InferenceService")
-    (container,) = service["spec"]["predictor"]["containers"]
+    predictor = service["spec"]["predictor"]
+    (container,) = predictor["containers"]
     env = {e["name"]: e["value"] for e in container["env"]}
     claims = {c["metadata"]["name"] for c in _kind(documents, "PersistentVolumeClaim")}
     claim = env["STORAGE_URI"].removeprefix("pvc://")
     assert claim in claims, f"STORAGE_URI names claim `{claim}`, which the file does not create"
-    return _from_container(container, {KSERVE_MODEL_MOUNT: volume})
+    volumes = {v["name"]: v for v in predictor["volumes"]}
+    mounts = {m["mountPath"]: _pod_volume(volumes[m["name"]], secrets, audit)
+              for m in container["volumeMounts"]}  # fmt: skip
+    return _from_container(container, {KSERVE_MODEL_MOUNT: volume, **mounts})
 
 
 MANIFESTS = {"compose": _compose, "kubernetes": _kubernetes, "kserve": _kserve}
@@ -234,9 +273,11 @@ class Started:
 
 
 @pytest.fixture
-def started(request: pytest.FixtureRequest, mounted: Path, tmp_path: Path) -> Iterator[Started]:
+def started(request: pytest.FixtureRequest, mounted: Path, secrets: Path,
+            tmp_path: Path) -> Iterator[Started]:  # fmt: skip
     """A manifest's command, started here; stopped after the test."""
-    container = MANIFESTS[request.param](mounted)
+    audit = tmp_path / "audit"
+    container = MANIFESTS[request.param](mounted, secrets, audit)
     assert container.probe_port == container.port, "the probe asks another port"
     port = _free_port()
     log = tmp_path / "server.log"
@@ -268,8 +309,11 @@ def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
 def test_the_emitted_command_serves_within_its_memory_limit(started: Started) -> None:
     _wait_ready(started.process, started.url + started.container.probe, started.log)
     body = {"model": DEPLOY, "prompt": "how do I reset", "max_tokens": 8, "temperature": 0}
+    refused = httpx.post(f"{started.url}/v1/completions", json=body, timeout=60)
+    assert refused.status_code == 401, refused.text
+    key = {"Authorization": f"Bearer {APP_KEY}"}
     for _ in range(5):
-        answer = httpx.post(f"{started.url}/v1/completions", json=body, timeout=60)
+        answer = httpx.post(f"{started.url}/v1/completions", json=body, headers=key, timeout=60)
         assert answer.status_code == 200, answer.text
     assert answer.json()["model"] == DEPLOY
     peak, limit = _peak_rss(started.process.pid), started.container.memory_limit
@@ -308,7 +352,7 @@ def test_memory_is_the_model_footprint_plus_the_measured_baseline(
     assert served.memory_bytes is not None
     needed = served.memory_bytes + SERVE_BASELINE_BYTES
     for read in MANIFESTS.values():
-        container = read(mounted)
+        container = read(mounted, tmp_path, tmp_path)
         assert container.memory_request == math.ceil(needed / 2**20)
         assert container.memory_limit == math.ceil(needed * MEMORY_LIMIT_HEADROOM / 2**20)
 
@@ -407,3 +451,20 @@ def test_a_spec_and_a_config_together_are_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["serve", "x.fm", "--config", "server.json"])
     assert result.exit_code == 2 and "not both" in result.output
     assert CliRunner().invoke(cli, ["serve"]).exit_code == 2
+
+
+def test_the_spec_and_the_config_alone_enforce_the_same_grants(mounted: Path) -> None:
+    """`fmc serve FILE` and `fmc serve --config` build their gate from the same fields: the
+    principals the access model grants `query`, the visibility, the build's audit log."""
+    from fmlang.api import check_text, compile_spec
+    from fmlang.backends.serve_config import serve_config, serve_config_file
+    from fmlang.verify.access import AccessModel
+
+    from_spec = serve_config(mounted, DEPLOY)
+    alone = serve_config_file(mounted / "deploy" / DEPLOY / "server.json")
+    fields = ("deploy", "query_principals", "visibility", "audit_log")
+    assert [getattr(from_spec, f) for f in fields] == [getattr(alone, f) for f in fields]
+    result = check_text(SPEC, file="helper.fm", base=mounted, verify=False)
+    granted = AccessModel(compile_spec(result)).allowed(f"query:{DEPLOY}")
+    assert alone.query_principals == tuple(sorted(granted)) == ("service:app",)
+    assert alone.audit_log == str(mounted / "audit.log")

@@ -79,7 +79,7 @@ labels spam on comments.train {
   lf check_out: CONTENT ~ /check (it )?out/i -> spam
   lf subscribe: lower(CONTENT) contains "subscribe" -> spam
   lf short:     words(CONTENT) < 5 and length(CONTENT) <= 40 -> ham
-  model label_model(epochs = 500, seed = 1)
+  model label_model(epochs = 500, tie = random, seed = 1)
 }
 """
 
@@ -237,7 +237,11 @@ def test_labeling_functions_are_typed_expressions(spec: ir.Spec) -> None:
     assert x.columns_used(short.expr) == ("CONTENT",)
     assert labels.model == ir.LabelModelSpec(
         kind="label_model",
-        options=(ir.Option(name="epochs", value=500), ir.Option(name="seed", value=1)),
+        options=(
+            ir.Option(name="epochs", value=500),
+            ir.Option(name="tie", value="random"),
+            ir.Option(name="seed", value=1),
+        ),
     )
 
 
@@ -261,7 +265,7 @@ def test_let_constants_and_stdlib_helpers_are_inlined() -> None:
 
 def test_python_labeling_function_and_default_label_model() -> None:
     spec = build(
-        DATA.replace("model label_model(epochs = 500, seed = 1)", "").replace(
+        DATA.replace("model label_model(epochs = 500, tie = random, seed = 1)", "").replace(
             "lf check_out: CONTENT ~ /check (it )?out/i -> spam",
             'lf custom: python("my_lfs:is_spam") -> spam',
         ),

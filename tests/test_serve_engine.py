@@ -310,9 +310,12 @@ def test_config_and_model_errors(tiny: tuple[Path, dict[str, Path]], tmp_path: P
     with pytest.raises(StageError) as raised:
         build_engine(ServeConfig(base_model=str(tmp_path / "no-model")))
     assert raised.value.diagnostics[0].code == "FM1006"
-    # A checkpoint without a classification head gets one sized to the classes ...
+    # A checkpoint without a classification head gets one sized to the classes, at random:
+    # with no adapter carrying the trained head, nothing can classify ...
     three = ServeConfig(base_model=str(base), task="classify", classes=("a", "b", "c"))
-    assert build_engine(three) is not None
+    with pytest.raises(StageError) as raised:
+        build_engine(three)
+    assert raised.value.diagnostics[0].code == "FM1061"
     # ... and one with a trained head keeps it: 2 outputs cannot serve 3 classes.
     from transformers import AutoModelForSequenceClassification
 

@@ -119,7 +119,8 @@ def test_load(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert health == 200 and len(answers) == len(work)  # nothing lost, still alive
-    assert all(status == 200 for status, _ in references)
+    failed = [(status, text[:200]) for status, text in references if status != 200]
+    assert not failed, failed
     for (kind, body), (status, text) in zip(work, answers, strict=True):
         if kind in ("valid", "stream"):
             assert (status, text) == references[body], (kind, valid[body])
@@ -129,3 +130,60 @@ def test_load(tmp_path: Path) -> None:
     line = f'fmc_requests_total{{endpoint="completions",status="200"}} {float(served)}'
     assert line in metrics
     assert 'fmc_adapter_cache_evictions_total{tier="device"}' in metrics
+
+
+# ---- the benchmark's side-by-side comparison, on a small trace ------------------------
+
+
+def _benchmark() -> Any:
+    """benchmarks/serve_load.py as a module (benchmarks/ is not a package)."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_load.py"
+    spec = importlib.util.spec_from_file_location("serve_load_benchmark", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_http_answers_equal_the_engines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """One trace (completions and chats, streamed or not, adapters, some bad requests for
+    HTTP only) through the engine alone and through the real server: every HTTP answer is
+    the engine's answer for the same request, nothing is lost, bad ones get their 4xx."""
+    import os
+
+    bench = _benchmark()
+    base = build_tiny_causal_lm(tmp_path / "base", seed=21)
+    adapters = build_random_adapters(base, tmp_path / "adapters", [4, 8, 2], seed=22)
+    config = ServeConfig(
+        base_model=str(base),
+        adapters={name: str(path) for name, path in adapters.items()},
+        max_batch=8,
+        max_queue=64,
+        max_input_tokens=256,
+        max_new_tokens_limit=32,
+        max_new_tokens=16,
+        cache={"device_slots": 2, "host_slots": 2},  # fewer slots than adapters
+    )
+    rng = random.Random(23)
+    bodies = bench.distinct_bodies(["base", *adapters], rng, 12)
+    work = bench.plan(rng, 80, len(bodies), 0.1)
+    assert any(item.bad for item in work) and any(item.stream for item in work)
+    answers, seconds, _ = bench.engine_alone(config, bodies, work, 6)
+    assert seconds > 0 and all(status == 200 for status, _ in answers)
+    server = serve_in_background(config)
+    try:
+        outcome = asyncio.run(bench.drive(server.url, bodies, work, 6, os.getpid()))
+    finally:
+        server.stop()
+    assert bench.report(outcome, work, answers, seconds, 1.0)
+    printed = capsys.readouterr().out
+    assert "lost 0 (transport errors 0), wrong 0" in printed
+    assert "HTTP / engine:" in printed and "server RSS:" in printed
+    # The comparison can fail: an answer that differs from the engine's is counted.
+    first = next(i for i, item in enumerate(work) if item.bad is None)
+    answers[sum(1 for item in work[:first] if item.bad is None)] = (200, "something else")
+    assert not bench.report(outcome, work, answers, seconds, 1.0)

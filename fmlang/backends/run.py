@@ -32,6 +32,7 @@ class RunOptions:
     log: Callable[[str], None] = print
     progress: Any = None
     allowed_data: tuple[Path, ...] = ()  # `--allow-data`: folders outside the project
+    engine: str = "duckdb"  # `--engine`: where the data and labels stages run
 
 
 @dataclass
@@ -85,6 +86,7 @@ def context(spec: Spec, options: RunOptions, spec_text: str) -> RunContext:
         log=options.log,
         progress=options.progress,
         allowed_data=options.allowed_data,
+        engine=options.engine,
     )
 
 
@@ -92,6 +94,7 @@ def run(
     spec: Spec, options: RunOptions, spec_text: str, knobs: dict[str, int | str] | None = None
 ) -> tuple[RunReport, RunContext]:
     """Run every stage up to and including `options.until`."""
+    from fmlang.backends.data.label_apply import applied_stage, applied_stage_name
     from fmlang.backends.data.labeling import labels_stage
 
     ctx = context(spec, options, spec_text)
@@ -103,6 +106,8 @@ def run(
                    for d in spec.datasets if d.source is not None]  # fmt: skip
     if "labels" in wanted:
         stages += [(f"labels:{lb.name}", partial(labels_stage, ctx, lb)) for lb in spec.labels]
+        stages += [(applied_stage_name(lb, ref), partial(applied_stage, ctx, lb, ref))
+                   for lb in spec.labels for ref in lb.apply_to]  # fmt: skip
     if "train" in wanted:
         from fmlang.backends.model_stage import train_stage
 

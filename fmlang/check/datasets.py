@@ -10,6 +10,8 @@ from fmlang.check.context import Ctx
 from fmlang.check.expressions import BOOL, COLUMN_TYPE, ExprChecker
 from fmlang.check.program import Program
 from fmlang.check.settings import check_body, setting
+from fmlang.check.sources import check_source_files
+from fmlang.check.split_files import check_file_split, check_split_files, is_file_split
 from fmlang.diagnostics import Diagnostic, Label, Span, error
 from fmlang.files import DATA_DIRS_ENV, DataRoots, Escape, read_pattern, source_escapes
 from fmlang.suggest import did_you_mean
@@ -69,8 +71,11 @@ def _check_dataset(ctx: Ctx, dataset: ast.Dataset) -> None:
         )
     for extra in schemas[1:]:
         ctx.error("FM0305", "a dataset has one `schema` block", extra.span, "second schema")
+    source = setting(dataset.body, "source")
+    call = source.value if isinstance(source, ast.Setting) else None
+    kind = call.func.id if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) else None
     for schema in schemas:
-        _check_schema(ctx, schema)
+        _check_schema(ctx, schema, kind)
     columns = columns_of(dataset)
     live = dict(columns)
     for stmt in dataset.body:
@@ -83,7 +88,7 @@ def _check_dataset(ctx: Ctx, dataset: ast.Dataset) -> None:
             check_grant(ctx, stmt)
 
 
-def _check_schema(ctx: Ctx, schema: ast.Schema) -> None:
+def _check_schema(ctx: Ctx, schema: ast.Schema, source_kind: str | None = None) -> None:
     seen: dict[str, ast.Ident] = {}
     for field in schema.fields:
         name = field.name
@@ -99,6 +104,7 @@ def _check_schema(ctx: Ctx, schema: ast.Schema) -> None:
             )
         seen[name.name] = name
         _check_type(ctx, field)
+        _check_options(ctx, field, source_kind)
         for tag in field.tags:
             if tag.name not in s.COLUMN_TAGS:
                 ctx.error(
@@ -147,6 +153,46 @@ def _check_type(ctx: Ctx, field: ast.Field) -> None:
             "unexpected classes",
             "only `label[…]` and `category[…]` list values",
         )
+
+
+def _check_options(ctx: Ctx, field: ast.Field, source_kind: str | None) -> None:
+    """`name: type { on_cast_error = …, from = "a.b" }`: options of a stored column."""
+    if not field.options:
+        return
+    name = field.name.name
+    check_body(ctx, field.options, s.COLUMN, f"column `{name}`")
+    for option in field.options:
+        key = option.key.name
+        if key not in s.COLUMN:
+            continue
+        if field.default is not None:
+            ctx.error(
+                "FM0387",
+                f"`{key}` applies to a column read from the source, and `{name}` is computed",
+                option.key.span,
+                "not read from the source",
+                f"remove `{key}`, or the `= …` that computes the column",
+            )
+        elif key == "from" and isinstance(option, ast.Setting):
+            path = option.value.value if isinstance(option.value, ast.String) else None
+            if source_kind not in (None, "json", "jsonl"):
+                ctx.error(
+                    "FM0387",
+                    f"`from` reads a field of a JSON record, and this source is `{source_kind}`",
+                    option.key.span,
+                    "not a JSON source",
+                    "remove `from`, or read the data with `json(…)` or `jsonl(…)`",
+                )
+            elif path is not None and not all(
+                part.isidentifier() or part.isdigit() for part in path.split(".")
+            ):
+                ctx.error(
+                    "FM0387",
+                    f"`{path}` is not a dotted field path",
+                    option.value.span,
+                    "not a path",
+                    'write the field names joined by dots, e.g. `from = "data.text"`',
+                )
 
 
 def _check_derived(ctx: Ctx, field: ast.Field, columns: dict[str, str]) -> None:
@@ -213,6 +259,9 @@ def _check_rule(ctx: Ctx, rule: ast.CleanRule, live: dict[str, str]) -> None:
 
 
 def _check_split(ctx: Ctx, split: ast.Split, columns: dict[str, str]) -> None:
+    if is_file_split(split):
+        check_file_split(ctx, split)
+        return
     seen: set[str] = set()
     total = 0.0
     for part in split.parts:
@@ -222,6 +271,7 @@ def _check_split(ctx: Ctx, split: ast.Split, columns: dict[str, str]) -> None:
             )
         seen.add(part.name.name)
         share = part.share
+        assert not isinstance(share, ast.String), "a split by files is checked above"
         if isinstance(share, ast.Quantity) and share.unit != "%":
             ctx.error(
                 "FM0303",
@@ -266,11 +316,13 @@ def check_grant(ctx: Ctx, grant: ast.Grant) -> None:
 
 
 def check_source_confinement(program: Program, roots: DataRoots,
-                             folders: dict[str, Path] | None = None) -> None:  # fmt: skip
+                             folders: dict[str, Path] | None = None,
+                             look_at_data: bool = False) -> None:  # fmt: skip
     """Refuse every source that reads outside `roots` (`..`, an absolute path or a symlink
     out of the project). Not one of `PASSES`: the roots come from the command line and the
     environment, never from the spec. `folders` names the folder of a file whose key is
-    not its path (a document checked from text)."""
+    not its path (a document checked from text). `look_at_data`: a confined source must
+    also match files with the schema's columns (`sources.py`)."""
     for source, symbol in program.declarations("dataset"):
         assert isinstance(symbol.node, ast.Dataset)
         ctx = Ctx(program, source)
@@ -282,6 +334,10 @@ def check_source_confinement(program: Program, roots: DataRoots,
         escapes = source_escapes(pattern, spec_dir, roots)
         if escapes:
             ctx.report(outside_project(symbol.node.name.name, pattern, escapes, roots, span))
+        elif look_at_data:  # confined: its files may be looked at (headers, metadata)
+            kind, options = _source_options(ctx, symbol.node)
+            check_source_files(ctx, symbol.node, kind, pattern, options, span, spec_dir)
+            check_split_files(ctx, symbol.node, pattern, spec_dir)
 
 
 def _source_read(ctx: Ctx, dataset: ast.Dataset) -> tuple[str, Span] | None:
@@ -298,6 +354,24 @@ def _source_read(ctx: Ctx, dataset: ast.Dataset) -> tuple[str, Span] | None:
         return None
     pattern = _literal(ctx, named["pattern"]) if "pattern" in named else None
     return read_pattern(call.func.id, path.value, pattern.value if pattern else None), path.span
+
+
+def _source_options(ctx: Ctx, dataset: ast.Dataset) -> tuple[str, dict[str, str]]:
+    """The source's kind and its literal named options as text (`header` → "true")."""
+    found = setting(dataset.body, "source")
+    call = found.value if isinstance(found, ast.Setting) else None
+    assert isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+    options: dict[str, str] = {}
+    for arg in call.args:
+        if arg.name is None:
+            continue
+        if isinstance(arg.value, ast.Bool):
+            options[arg.name.name] = str(arg.value.value).lower()
+        else:
+            text = _literal(ctx, arg.value)
+            if text is not None:
+                options[arg.name.name] = text.value
+    return call.func.id, options
 
 
 def _literal(ctx: Ctx, expr: ast.Expr, depth: int = 0) -> ast.String | None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 from fmlang.check.context import Ctx, describe
+from fmlang.diagnostics import Span
+from fmlang.regex import RegexError, parse, re2_problem
 from fmlang.suggest import did_you_mean
 from fmlang.syntax import ast
 
@@ -32,10 +33,12 @@ FUNCTIONS: dict[str, tuple[tuple[str, ...], str, str]] = {
     "hash": ((ANY,), NUMBER, "a stable 64-bit hash, for splits"),
 }
 TEXTUAL = {TEXT, CATEGORY, DATE}
-_RE2_UNSUPPORTED = re.compile(r"\(\?[=!<]|\\[1-9]")
 
 
-def check_regex(ctx: Ctx, node: ast.Regex) -> None:
+def check_regex(ctx: Ctx, node: ast.Regex) -> int | None:
+    """Check the pattern against the one dialect (RE2, docs/reference.md): fmc's reading of
+    it (`fmlang.regex`), then RE2's own parser when `google-re2` is installed. The shortest
+    match it allows, or None when it is refused."""
     bad_flags = set(node.flags) - set("imsx")
     if bad_flags:
         ctx.error(
@@ -46,24 +49,38 @@ def check_regex(ctx: Ctx, node: ast.Regex) -> None:
             "regex flags are i (ignore case), m, s and x",
         )
     try:
-        re.compile(node.pattern)
-    except re.error as exc:
+        parsed = parse(node.pattern)
+    except RegexError as exc:
         ctx.error(
-            "FM0323",
-            f"invalid regex: {exc.msg}",
-            node.span,
-            "does not compile",
-            "check brackets and escapes; a `/` inside the regex is written `\\/`",
+            "FM0385",
+            f"regex is not RE2 syntax: {exc.message}",
+            _within(node, exc.start, exc.end),
+            "here",
+            exc.hint,
         )
-        return
-    if _RE2_UNSUPPORTED.search(node.pattern):
+        return None
+    problem = re2_problem(node.pattern)
+    if problem is not None:
         ctx.error(
-            "FM0323",
-            "lookarounds and backreferences are not supported",
+            "FM0385",
+            f"RE2 refuses the regex: {problem}",
             node.span,
-            "unsupported by the SQL engine (RE2 syntax)",
-            "rewrite without `(?=`, `(?!`, `(?<` or `\\1`, or use a Python LF",
+            "not RE2 syntax",
+            "check brackets, escapes and repetition counts (at most 1000); a `/` inside the "
+            "regex is written `\\/`",
         )
+        return None
+    return parsed.shortest
+
+
+def _within(node: ast.Regex, start: int, end: int) -> Span:
+    """The span of `pattern[start:end]` inside the regex token (one line: `/` + pattern)."""
+    span = node.span
+    if span.line != span.end_line or span.start == span.end:
+        return span
+    end = min(end, len(node.pattern))
+    return Span(span.file, span.line, span.column + 1 + start, span.line,
+                span.column + 1 + end, span.start + 1 + start, span.start + 1 + end)  # fmt: skip
 
 
 class ExprChecker:
@@ -238,7 +255,32 @@ class ExprChecker:
             return result
         for index, (arg, param) in enumerate(zip(expr.args, params, strict=True)):
             self.expect(arg.value, param, f"argument {index + 1} of `{name}`")
+        if name == "count":
+            self._count_pattern(expr.args[1].value)
         return result
+
+    def _count_pattern(self, pattern: ast.Expr) -> None:
+        """`count` counts matches; where a match may be empty the engines count positions
+        differently (bytes in DuckDB, UTF-16 units in Spark), so such patterns are refused."""
+        if isinstance(pattern, ast.Name):
+            symbol = self.ctx.lookup(pattern.id)
+            if symbol is not None and isinstance(symbol.node, ast.Let):
+                pattern = symbol.node.value
+        if not isinstance(pattern, ast.Regex):
+            return
+        try:
+            shortest = parse(pattern.pattern).shortest
+        except RegexError:
+            return  # reported where the regex itself is checked
+        if shortest == 0:
+            self.ctx.error(
+                "FM0386",
+                "`count` needs a regex that cannot match the empty string",
+                pattern.span,
+                "can match nothing",
+                "make every match take a character: `a+` rather than `a*`, no pattern made "
+                "only of anchors or `\\b`",
+            )
 
     def _attribute(self, expr: ast.Attribute) -> str:
         self.ctx.error(

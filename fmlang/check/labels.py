@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from fmlang.check import schema as s
 from fmlang.check.context import Ctx
 from fmlang.check.datasets import check_grant, live_columns, split_names
 from fmlang.check.expressions import BOOL, ExprChecker
+from fmlang.check.labels_apply import check_apply_to
 from fmlang.check.program import Program
 from fmlang.check.settings import check_body, setting_value
 from fmlang.diagnostics import Label, error
@@ -31,7 +33,8 @@ def check_labels(program: Program) -> None:
 
 
 def _check_labels(ctx: Ctx, labels: ast.Labels) -> None:
-    check_body(ctx, labels.body, s.LABELS, f"labels `{labels.name.name}`")
+    body = _label_model_knobs(ctx, labels.body)
+    check_body(ctx, body, s.LABELS, f"labels `{labels.name.name}`")
     columns = _source_columns(ctx, labels)
     classes = classes_of(labels)
     _check_classes(ctx, labels, classes)
@@ -61,6 +64,56 @@ def _check_labels(ctx: Ctx, labels: ast.Labels) -> None:
     for stmt in labels.body:
         if isinstance(stmt, ast.Grant):
             check_grant(ctx, stmt)
+    check_apply_to(ctx, labels, columns)
+
+
+def _label_model_knobs(ctx: Ctx, body: tuple[ast.LabelsStmt, ...]) -> tuple[ast.LabelsStmt, ...]:
+    """FM0380 for `label_model` settings that would do nothing: `lr` (EM has no learning
+    rate; taken out of the body so it is not reported again as unknown) and `seed` without
+    `tie = random` (the fit draws no random numbers)."""
+    out: list[ast.LabelsStmt] = []
+    for stmt in body:
+        call = stmt.value if isinstance(stmt, ast.Setting) and stmt.key.name == "model" else None
+        if not (
+            isinstance(stmt, ast.Setting)
+            and isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Name)
+            and call.func.id == "label_model"
+        ):
+            out.append(stmt)
+            continue
+        kept = []
+        for arg in call.args:
+            if arg.name is not None and arg.name.name == "lr":
+                ctx.error(
+                    "FM0380",
+                    "the label model has no learning rate: it is fitted by EM",
+                    arg.name.span,
+                    "`lr` would be ignored",
+                    "remove `lr`; `epochs`, `tolerance` and `smoothing` control the fit",
+                )
+            else:
+                kept.append(arg)
+        _seed_without_random_ties(ctx, kept)
+        out.append(replace(stmt, value=replace(call, args=tuple(kept))))
+    return tuple(out)
+
+
+def _seed_without_random_ties(ctx: Ctx, args: list[ast.Argument]) -> None:
+    named = {arg.name.name: arg for arg in args if arg.name is not None}
+    seed, tie = named.get("seed"), named.get("tie")
+    if seed is None or seed.name is None:
+        return
+    if tie is not None and isinstance(tie.value, ast.Name) and tie.value.id == "random":
+        return
+    ctx.error(
+        "FM0380",
+        "`seed` does nothing here: the label model's fit draws no random numbers, and "
+        "`seed` only settles ties under `tie = random`",
+        seed.name.span,
+        "`seed` would be ignored",
+        "remove `seed`, or add `tie = random` to break exact ties at random",
+    )
 
 
 def _source_columns(ctx: Ctx, labels: ast.Labels) -> dict[str, str] | None:

@@ -182,6 +182,9 @@ TRAIN: dict[str, Kind] = {
     "completion": Column("completion column for generative training"),
     "epochs": epochs("passes over the data"),
     "max_steps": steps("stop after this many optimizer steps"),
+    "min_steps": steps(
+        "the fewest optimizer steps a solver-chosen `batch = auto` must leave (default 200)"
+    ),
     "lr": learning_rate("peak learning rate"),
     "batch": batch("per-device batch size", auto=True),
     "grad_accum": accumulation("gradient accumulation steps"),
@@ -352,7 +355,13 @@ DATASET: dict[str, Kind] = {
         heads={
             "csv": {"header": Flag(), "delimiter": Text()},
             "jsonl": {"records": Text("dotted path to the record inside each line")},
-            "json": {"records": Text("dotted path to the records inside the file")},
+            "json": {
+                "records": Text("dotted path to the records inside the file"),
+                "keyed": Text(
+                    "each file is one object keyed by record id (WRENCH): the column that "
+                    "receives each key"
+                ),
+            },
             "parquet": {},
             "files": {"pattern": Text("glob of files inside the folder")},
             "hf_disk": {"split": Text("split of the saved DatasetDict")},
@@ -370,15 +379,46 @@ DATASET: dict[str, Kind] = {
 
 LABELS: dict[str, Kind] = {
     "classes": Names("the label classes, in index order"),
+    "apply_to": DataRef(
+        "more splits or datasets the functions and the fitted label model label (not refitted)",
+        many=True,
+        labels_ok=False,
+    ),
     "model": Call(
         "how votes are combined",
         heads={
             "majority": {"tie": OneOf(values=("abstain", "random", "first"))},
             "label_model": {
-                "epochs": epochs(whole=True),
-                "lr": learning_rate(),
-                "seed": seed(),
-                "prior": OneOf(values=("uniform", "estimated")),
+                "epochs": epochs("the most EM iterations (it stops once converged)", whole=True),
+                "tolerance": Real(
+                    "EM has converged once no row's class probability moves by more than this",
+                    min=0,
+                    open_min=True,
+                    max=0.1,
+                    why="a tolerance of 0 never converges, and above 0.1 stops before the "
+                    "fit settles: typical values lie between 1e-6 and 1e-3",
+                ),
+                "smoothing": Real(
+                    "pseudo-count added to every (LF, class, vote) count",
+                    min=0,
+                    open_min=True,
+                    max=1000,
+                    why="a smoothing of 0 lets a vote never seen under a class rule that "
+                    "class out, and above 1,000 the pseudo-counts drown the votes",
+                ),
+                "prior": OneOf(
+                    "class prior: re-estimated by EM (`estimated`) or 1/k (`uniform`)",
+                    values=("uniform", "estimated"),
+                ),
+                "better_than_chance": Flag(
+                    "every LF's vote is at least as likely under its class as under any "
+                    "other (default true)"
+                ),
+                "tie": OneOf(
+                    "what an exact tie between classes on a row with votes becomes",
+                    values=("abstain", "random", "prior"),
+                ),
+                "seed": seed("settles `tie = random` picks"),
             },
         },
     ),
@@ -405,3 +445,16 @@ PII_KINDS = ("pii", "email", "phone", "url", "ip", "card")
 NORMALIZATIONS = ("lower", "trim", "collapse_whitespace", "nfkc", "strip_html", "strip_accents")
 PERMISSIONS = ("read", "label", "train", "deploy", "query")
 DERIVED_COLUMNS = ("source_file", "row_number")
+CAST_ERRORS = ("fail", "null", "drop")
+# `name: type { option = value }`: how one stored column is read.
+COLUMN: dict[str, Kind] = {
+    "on_cast_error": OneOf(
+        "a value that does not convert to the column's type (or is not one of a label's "
+        "classes): `fail` the run (the default), become `null`, or `drop` its row",
+        values=CAST_ERRORS,
+    ),
+    "from": Text(
+        "dotted path of the field inside each JSON record (`data.text`); default: the "
+        "column's own name"
+    ),
+}

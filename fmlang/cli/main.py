@@ -96,7 +96,8 @@ def check(files: tuple[str, ...], fmt: str, verify: bool, allowed_data: tuple[st
     from fmlang.api import check_paths
 
     paths = [Path(f) for f in files]
-    sys.exit(report(check_paths(paths, verify=verify, allowed_data=allowed_data), fmt))
+    result = check_paths(paths, verify=verify, allowed_data=allowed_data, data=True)
+    sys.exit(report(result, fmt))
 
 
 @cli.command()
@@ -224,6 +225,8 @@ def explain(code: str) -> None:
 
 def _register_stage_commands() -> None:
     from fmlang.cli.audit_cmd import audit
+    from fmlang.cli.data_cmd import data
+    from fmlang.cli.label_cmd import label
     from fmlang.cli.registry import diff_command, log_command
     from fmlang.cli.run_cmd import run
     from fmlang.cli.serve_cmd import serve
@@ -231,6 +234,8 @@ def _register_stage_commands() -> None:
     cli.add_command(run)
     cli.add_command(serve)
     cli.add_command(audit)
+    cli.add_command(label)
+    cli.add_command(data)
     cli.add_command(log_command)
     cli.add_command(diff_command)
 

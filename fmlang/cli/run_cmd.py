@@ -41,6 +41,9 @@ def render_stage_error(result: CheckResult, exc: StageError, fmt: str) -> int:
 @click.option("--allow-data", "allowed_data", multiple=True, type=click.Path(), metavar="DIR",
               help="a folder outside the project that sources may read (repeatable; also "
               "$FMC_DATA_DIRS)")  # fmt: skip
+@click.option("--engine", type=click.Choice(["duckdb", "spark"]), default="duckdb",
+              show_default=True, help="where the data and labels stages run: embedded DuckDB, "
+              "or a local Spark session (pip install 'fmlang[spark]'; Java 17+)")  # fmt: skip
 @click.option(
     "--force",
     is_flag=True,
@@ -51,8 +54,8 @@ def render_stage_error(result: CheckResult, exc: StageError, fmt: str) -> int:
 )
 @click.option("--format", "fmt", type=click.Choice(["rich", "short", "json"]), default="rich")
 def run(file: str, until: str, out_dir: str | None, principal: str | None,
-        require_verified: bool, allowed_data: tuple[str, ...], force: bool, wait: bool,
-        fmt: str) -> None:  # fmt: skip
+        require_verified: bool, allowed_data: tuple[str, ...], engine: str, force: bool,
+        wait: bool, fmt: str) -> None:  # fmt: skip
     """Run FILE's stages (data, labels, …) into the build folder, skipping unchanged ones.
 
     The build folder is what runs: it is rebuilt first only when stale (the spec, its data or
@@ -73,14 +76,15 @@ def run(file: str, until: str, out_dir: str | None, principal: str | None,
     from fmlang.errors import StageError
 
     spec_path = Path(file)
-    result = check_paths([spec_path], verify=True, allowed_data=allowed_data)
+    result = check_paths([spec_path], verify=True, allowed_data=allowed_data, data=True)
     if not result.ok:  # otherwise everything is reported once, at the end
         sys.exit(report(result, fmt, quiet_ok=True))
     target = Path(out_dir) if out_dir else Path(".fm-build") / spec_path.stem
     console = Console(stderr=True, highlight=False, quiet=fmt == "json")
     options = RunOptions(target, spec_path, until, establish(principal, require_verified),
                          force, lambda line: console.print(line),
-                         allowed_data=tuple(Path(d) for d in allowed_data))  # fmt: skip
+                         allowed_data=tuple(Path(d) for d in allowed_data),
+                         engine=engine)  # fmt: skip
     text = "".join(s.text for s in result.program.files.values())
     from rich.progress import Progress
 

@@ -6,6 +6,7 @@ inside."""
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,24 +30,55 @@ if TYPE_CHECKING:
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
               help="a Host header name to answer to besides localhost and the bound address "
               "(a reverse proxy's); repeatable")  # fmt: skip
+@click.option("--api-keys", "api_keys", type=click.Path(dir_okay=False), default=None,
+              help="file of `PRINCIPAL KEY` or `PRINCIPAL sha256:HEX` lines (default: "
+              "$FMC_API_KEYS_FILE; FMC_API_KEY_<NAME> variables add keys)")  # fmt: skip
+@click.option("--no-auth", is_flag=True, default=False,
+              help="serve without API keys or audit entries: loopback addresses only")  # fmt: skip
+@click.option("--audit-log", "audit_log", type=click.Path(dir_okay=False), default=None,
+              help="the audit log of access decisions (default: the build folder's "
+              "audit.log; $FMC_AUDIT_LOG gets a copy)")  # fmt: skip
 def serve(file: str | None, config_path: str | None, out_dir: str | None, deploy: str | None,
-          host: str | None, port: int | None, allow_hosts: tuple[str, ...]) -> None:  # fmt: skip
+          host: str | None, port: int | None, allow_hosts: tuple[str, ...],
+          api_keys: str | None, no_auth: bool, audit_log: str | None) -> None:  # fmt: skip
     """Serve FILE's deployed model and its adapters over HTTP (OpenAI-style API), or the
-    build folder's server.json given with --config."""
+    build folder's server.json given with --config. Requests need an API key of a
+    principal the deployment grants `query` (`Authorization: Bearer KEY`)."""
     if (file is None) == (config_path is None):
         raise click.UsageError("give a spec FILE or --config PATH, not both or neither")
+    access = _Access(
+        Path(api_keys) if api_keys else None, no_auth, Path(audit_log) if audit_log else None
+    )
     if config_path is not None:
         if out_dir is not None or deploy is not None:
             raise click.UsageError("--out and --deploy choose a spec's deployment; --config "
                                    "names the deployment's server.json itself")  # fmt: skip
-        _serve_config(Path(config_path), host, port, allow_hosts)
+        _serve_config(Path(config_path), host, port, allow_hosts, access)
     else:
         assert file is not None
-        _serve_spec(Path(file), out_dir, deploy, host, port, allow_hosts)
+        _serve_spec(Path(file), out_dir, deploy, host, port, allow_hosts, access)
+
+
+@dataclass(frozen=True)
+class _Access:
+    """--api-keys, --no-auth, --audit-log."""
+
+    api_keys: Path | None
+    no_auth: bool
+    audit_log: Path | None
+
+    def gate(self, config: Any) -> Any:
+        """The checks before the model loads (exposure.py): the address the deployment's
+        visibility allows, then keys and the audit log; the gate to serve behind."""
+        from fmlang.backends.serve.exposure import check_address, prepare_gate
+
+        check_address(config.host, config.visibility)
+        return prepare_gate(config, self.api_keys, no_auth=self.no_auth, audit_log=self.audit_log)
 
 
 def _serve_spec(spec_path: Path, out_dir: str | None, deploy: str | None, host: str | None,
-                port: int | None, allow_hosts: tuple[str, ...]) -> None:  # fmt: skip
+                port: int | None, allow_hosts: tuple[str, ...],
+                access: _Access) -> None:  # fmt: skip
     """Check and build the spec, then serve its deployment from the build folder."""
     from fmlang.api import build as build_artifacts
     from fmlang.api import check_paths
@@ -62,25 +94,27 @@ def _serve_spec(spec_path: Path, out_dir: str | None, deploy: str | None, host: 
         build_artifacts(result, target)
         names = served_deployments(target)
         chosen = deploy or (names[0] if len(names) == 1 else "")
-        config = serve_config(target.resolve(), chosen, host, port)
+        config = _allowing(serve_config(target.resolve(), chosen, host, port), allow_hosts)
+        gate = access.gate(config)
         from fmlang.backends.serve.server import run as run_server
 
-        run_server(_allowing(config, allow_hosts))
+        run_server(config, gate)
     except StageError as exc:
         sys.exit(render_stage_error(result, exc, "rich"))
 
 
 def _serve_config(path: Path, host: str | None, port: int | None,
-                  allow_hosts: tuple[str, ...]) -> None:  # fmt: skip
+                  allow_hosts: tuple[str, ...], access: _Access) -> None:  # fmt: skip
     """Serve a build's server.json (or a ServeConfig file) with no spec at hand."""
     from fmlang.backends.serve_config import serve_config_file
     from fmlang.errors import StageError
 
     try:
-        config = serve_config_file(path, host, port)
+        config = _allowing(serve_config_file(path, host, port), allow_hosts)
+        gate = access.gate(config)
         from fmlang.backends.serve.server import run as run_server
 
-        run_server(_allowing(config, allow_hosts))
+        run_server(config, gate)
     except StageError as exc:
         sys.exit(_report(exc))
 

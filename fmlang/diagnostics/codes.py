@@ -220,10 +220,10 @@ CODES: dict[str, Code] = {
         "non-condition. Use length(col) or words(col) to measure text.",
     ),
     "FM0323": Code(
-        "bad regex",
-        "The regex does not compile, uses an unknown flag (flags: "
-        "i, m, s, x), or uses lookarounds/backreferences, which the SQL engine's RE2 "
-        "syntax cannot run.",
+        "bad regex flag",
+        "A regex literal ends with a flag fmc does not know. The flags are i (ignore case), "
+        "m (multi-line `^` and `$`), s (`.` matches a newline) and x (spaces and `#` "
+        "comments ignored).",
     ),
     "FM0324": Code(
         "unknown function",
@@ -380,6 +380,89 @@ CODES: dict[str, Code] = {
         "A warning, since a spec that is only verified may leave them out, but `fmc run` "
         "cannot train without them: name each in the `train` block.",
     ),
+    "FM0380": Code(
+        "label-model setting that does nothing",
+        "The label model is fitted by expectation-maximisation, which has no learning rate, "
+        "so `lr` would be accepted and ignored; and its fit draws no random numbers, so "
+        "`seed` only settles ties under `tie = random`. Remove the setting (or add `tie = "
+        "random` for `seed`); the fit is controlled by `epochs` (most iterations), "
+        "`tolerance`, `smoothing`, `prior` and `better_than_chance`.",
+    ),
+    "FM0385": Code(
+        "regex outside the RE2 dialect",
+        "Spec regexes are RE2 syntax with RE2's meaning on every engine (docs/reference.md, "
+        "Regular expressions). This pattern is not: Python- or PCRE-only syntax such as "
+        "lookarounds `(?=…)`, backreferences `\\1` and `(?P=x)`, atomic groups `(?>…)`, "
+        "possessive `a*+` or `\\Z` (RE2 writes `\\z`), an unbalanced group or class, a "
+        "repetition count over 1000, or what fmc leaves out (`\\C`, `\\B`, the `U` "
+        "flag). The message gives RE2's reason and the span the offending part; rewrite it, "
+        "or move the logic into a Python labeling function.",
+    ),
+    "FM0386": Code(
+        "`count` with a regex that can match the empty string",
+        "`count(text, /re/)` counts matches; a pattern that can match the empty string "
+        "(`a*`, `\\b`, `^`) also matches between characters, and engines count those "
+        "positions differently (DuckDB by bytes, Spark by UTF-16 units). Make every match "
+        "take at least one character (`a+` instead of `a*`).",
+    ),
+    "FM0387": Code(
+        "column option that does not apply",
+        "A column's `{ … }` options describe how a stored column is read: `on_cast_error` "
+        "(fail, null or drop) and `from` (the dotted path of a JSON field). They do not apply "
+        "to a computed column (`name: type = expression`), `from` only applies to `json` and "
+        "`jsonl` sources, and its value is field names joined by dots (`data.text`). Remove "
+        "the option, or change the column or the source.",
+    ),
+    "FM0388": Code(
+        "data source matches no files",
+        "`fmc check` found no file for the dataset's source: the path or glob (relative to "
+        "the folder of the spec that declares the dataset) matches nothing, or for "
+        "`hf_disk` no folder. Check the path and the glob, or put the data there. If files "
+        "vanish between `fmc check` and `fmc run`, the run reports FM0701.",
+    ),
+    "FM0389": Code(
+        "schema column not in the source files",
+        "A column the schema reads from the source (not computed with `=`) is not in the "
+        "first matching file: not in a CSV's header, not a field of the first JSON record "
+        "(at its `from` path), not a Parquet column. Only headers and metadata are read. "
+        "Rename the column to the one the data has (the message suggests one), give its "
+        'field path with `{ from = "a.b" }`, or fix the data.',
+    ),
+    "FM0390": Code(
+        "schema type does not match the source",
+        "The first matching file holds values of another kind for this column than its "
+        "schema type can read: numbers for a `date`, dates for an `int`, nested records or "
+        "lists for a number (from JSON records or Parquet metadata; text is cast at run "
+        "time, where FM0740 counts what does not convert). Declare the type the data has, "
+        'or read a field inside a nested record with `{ from = "a.b" }`.',
+    ),
+    "FM0396": Code(
+        "labels applied to their own data or twice",
+        "`apply_to` lists the split the labels block is fitted on (its labelled rows are "
+        "the block's own output already), or lists one split twice. List only other splits "
+        "or datasets, each once.",
+    ),
+    "FM0397": Code(
+        "applied labels read a column the data lacks",
+        "A dataset in `apply_to` has no column a labeling function reads, or has it with "
+        "another type, so the functions cannot run on it. Give the dataset that column with "
+        "the same type (a derived column `name: type = expression` works), or remove the "
+        "dataset from `apply_to`.",
+    ),
+    "FM0398": Code(
+        "split file pattern matches no source file",
+        'A split that follows files (`train "train.json"`) names a file-name pattern that '
+        "none of the files the dataset's source reads matches, so the split would be empty. "
+        "Fix the name (patterns match file names, `*` and `?` as wildcards), or widen the "
+        "source's path so that it reads the file.",
+    ),
+    "FM0399": Code(
+        "malformed split by files",
+        "A split block gives every split a share (`train 80%`) or every split its source "
+        'files (`train "train.json"`), not a mix; a split by files takes no `by` (each '
+        "row's file decides its split), and its patterns are file names without folders. "
+        "Rewrite the block in one of the two forms.",
+    ),
     "FM0401": Code(
         "unknown name",
         "A reference names nothing declared in this file or "
@@ -399,6 +482,12 @@ CODES: dict[str, Code] = {
     "FM0404": Code("unknown split", "`dataset.split` names a split the dataset does not declare."),
     "FM0405": Code(
         "unknown class", "A labeling function votes for a class not listed in `classes`."
+    ),
+    "FM0406": Code(
+        "source file in no split",
+        "The dataset's splits follow its source files, and no split's pattern matches this "
+        "file, so its rows are in the dataset's `all` output but in no split. Add the file "
+        "to a split, or narrow the source's path so that it does not read the file.",
     ),
     "FM0601": Code(
         "resource constraints cannot be met",
@@ -476,6 +565,22 @@ CODES: dict[str, Code] = {
         "without `grant query` answers no one. A stage needs one principal who holds every "
         "grant along its path (see the reference's Grants section). Add the grant the "
         "message names, for the principal who runs the stage.",
+    ),
+    "FM0612": Code(
+        "deployed classifier without its trained head",
+        "The deployment serves a `classify` model that trains without a PEFT adapter. The "
+        "server loads the base checkpoint plus the model's adapter, so the fine-tuned weights "
+        "never reach it, and a checkpoint without a classification head (an encoder such as "
+        "MiniLM) would answer from a randomly initialised one. Give the model a LoRA adapter "
+        "(`adapter lora(...)`): peft saves the trained head with it (`modules_to_save`).",
+    ),
+    "FM0614": Code(
+        "internal endpoint on a public address",
+        "A deployment is `visibility internal` (the default: reachable from loopback and "
+        "private networks only), but a target listens on a public address literal, which "
+        "`fmc serve` would refuse to bind (FM1074). Listen on a loopback or private address, "
+        "or declare `visibility public`, which serves anyone who can reach the address and "
+        "holds the API key of a principal granted `query`.",
     ),
     "FM0901": Code(
         "internal compiler error",

@@ -166,6 +166,17 @@ DATA_CODES: dict[str, Code] = {
         "FMC_PRINCIPAL. Run as your OS account (`--as os`, granted in the spec as "
         "`user:LOGIN`) or with a signed token in FMC_PRINCIPAL_TOKEN.",
     ),
+    "FM0740": Code(
+        "values did not convert to the schema",
+        "A stored value that is present (not empty) did not convert to its column's type, "
+        "or a label column's value is none of its classes (names in any case, or 0-based "
+        "indices), so it would have become NULL silently: often a wrong type in the schema "
+        "(`priority: date` on integers) or a class missing from `label[…]`. The message "
+        "counts them per column with up to three examples. Fix the type or the classes, or "
+        "say what such values do with `{ on_cast_error = null }` (keep the row, NULL the "
+        "value) or `{ on_cast_error = drop }` (drop the row); the rule report counts them "
+        "either way (`cast_nulls` in report.json).",
+    ),
     "FM0750": Code(
         "labeling function never fires",
         "The labeling function voted on none of the rows it was applied to, so it adds "
@@ -183,5 +194,81 @@ DATA_CODES: dict[str, Code] = {
         "Where the other labeling functions agree on a class, this one votes differently on "
         "most rows. Without gold labels this is the best sign of an inverted or broken "
         "function; check its target class, or add a gold column to measure its accuracy.",
+    ),
+    "FM0760": Code(
+        "label model worse than majority vote",
+        "Against the dataset's @gold labels, on the rows the label model labels, majority vote "
+        "(ties broken by a fair coin) is right on more of them than the label model, by more "
+        "than chance allows (two standard errors of the paired difference), or, without "
+        "gold, the label model's labels contradict "
+        "majority vote on most rows where it has a strict winner. The labels are not "
+        "written: the labeling functions break the model's assumptions (duplicated or "
+        "correlated functions, functions worse than chance). Check the analysis table, fix "
+        "or remove the flagged functions, or use `model majority`.",
+    ),
+    "FM0761": Code(
+        "label model did not converge",
+        "EM stopped at `epochs` iterations while some row's class probability still moved "
+        "by more than `tolerance` between iterations; the labels are written but may change "
+        "with more iterations. Raise `epochs` (or loosen `tolerance`) in `model "
+        "label_model(...)`.",
+    ),
+    "FM0762": Code(
+        "label model class prior collapsed",
+        "EM's estimate of the class mix all but dropped a class that majority vote gives a "
+        "share of the rows, the sign of a fit that explains the votes with one class. The "
+        "model was refitted with majority vote's class mix as a fixed prior; check the "
+        "labeling functions of that class, or set `prior = uniform`.",
+    ),
+    "FM0765": Code(
+        "Spark engine not installed",
+        "`fmc run --engine spark` needs pyspark (4.1 or later), which is not installed in "
+        "fmc's environment. Install it with `pip install 'fmlang[spark]'`, or run on the "
+        "default engine (`--engine duckdb`).",
+        io=True,
+    ),
+    "FM0766": Code(
+        "Spark cannot start",
+        "The local Spark session did not start: Java (17 or later) is missing (set JAVA_HOME "
+        "or put `java` on PATH), or the JVM failed; Spark's own log (run/spark.log in the "
+        "build folder) says why.",
+        io=True,
+    ),
+    "FM0767": Code(
+        "Spark step failed",
+        "Spark rejected or failed a step of the data pipeline or the label-matrix query, "
+        "usually a type that does not fit the data. The generated Spark SQL is in the build "
+        "folder (data/<dataset>.spark.sql, labels/<labels>.spark.sql) and Spark's log in "
+        "run/spark.log.",
+    ),
+    "FM0770": Code(
+        "no gold labels to learn from",
+        "`fmc label suggest` learns labeling functions from rows with a gold label, and the "
+        "labels block's dataset has no `label[…]` column tagged `@gold`. Tag the column that "
+        "holds the known labels `@gold`, and label a few dozen rows of the data the block "
+        "labels.",
+        io=True,
+    ),
+    "FM0771": Code(
+        "too few gold-labelled rows",
+        "`fmc label suggest` needs a sample of at least 4 gold-labelled rows, half to choose "
+        "functions on and half to confirm them; the data has fewer, or `--sample` asks for "
+        "fewer. Label more rows (50 is a good start), or raise `--sample`.",
+        io=True,
+    ),
+    "FM0772": Code(
+        "no rule removed this row",
+        "`fmc data review --keep ID` names a row that no cleaning rule of the dataset removed "
+        "(or an id the dataset does not have), so there is no rule to make an exception on. "
+        "Pass an id from the rows `fmc data review` lists as removed.",
+        io=True,
+    ),
+    "FM0773": Code(
+        "a dedupe removal cannot be kept",
+        "`fmc data review --keep ID` names a row a `dedupe` rule removed; a dedupe rule has no "
+        "per-row exceptions (the row kept in its place would change). Deduplicate on more "
+        "columns, raise the rule's `near` threshold above the pair's similarity, or remove "
+        "the rule.",
+        io=True,
     ),
 }

@@ -119,4 +119,94 @@ SERVE_CODES: dict[str, Code] = {
         "deployment that has one with --deploy.",
         io=True,
     ),
+    # FM1060 on: what the OpenAI-style API serves (fmlang/backends/serve/).
+    "FM1060": Code(
+        "adapter lacks the trained classification head",
+        "The base checkpoint has no classification head, so the server gives it a randomly "
+        "initialised one; only an adapter that carries its trained head (peft "
+        "`modules_to_save`, which `task_type` SEQ_CLS saves) can classify. This adapter does "
+        "not carry the named module, so its answers would come from random weights. Retrain "
+        "it with the classification task (fmc does for `task classify`), or remove it from "
+        "the deployment.",
+    ),
+    "FM1061": Code(
+        "nothing can classify",
+        "The deployment classifies, but its base checkpoint has no trained classification "
+        "head and no adapter carries one, so every answer would come from random weights. "
+        "Serve adapters trained for the classes (their `modules_to_save` hold the head), or "
+        "a base checkpoint that has a trained head (an `...ForSequenceClassification`).",
+    ),
+    # FM1070 to FM1079: who may query a served endpoint (fmlang/backends/serve/auth.py).
+    "FM1070": Code(
+        "no API keys for an endpoint that grants query",
+        "The deployment grants `query` to principals, so every request must carry an API key "
+        "(`Authorization: Bearer KEY`) that maps to one of them, but the server was started "
+        "without any keys. Give a key file with --api-keys FILE (or FMC_API_KEYS_FILE), or "
+        "FMC_API_KEY_<NAME> variables; each entry is `PRINCIPAL KEY` or `PRINCIPAL "
+        "sha256:HEX`. To try the server without keys on this machine only, start it with "
+        "--no-auth on a loopback address.",
+        io=True,
+    ),
+    "FM1071": Code(
+        "cannot read the API key file",
+        "The file --api-keys or FMC_API_KEYS_FILE names does not exist or cannot be read. "
+        "Point it at the key file (one `PRINCIPAL KEY` per line).",
+        io=True,
+    ),
+    "FM1072": Code(
+        "invalid API key entry",
+        "An API key entry is not `PRINCIPAL KEY` or `PRINCIPAL sha256:HEX` (64 hex digits), a "
+        "plaintext key is shorter than 16 characters, two entries hold the same key, or a "
+        "file holding plaintext keys can be read by other users. Fix the entry the message "
+        "names; store keys as sha256 digests, or `chmod 600` the file.",
+    ),
+    "FM1073": Code(
+        "--no-auth on an address others can reach",
+        "--no-auth serves without checking API keys, so it is allowed only on a loopback "
+        "address (127.0.0.1, ::1, localhost), where only this machine can connect, and never "
+        "for a `visibility public` deployment. Bind loopback, or configure API keys instead.",
+        io=True,
+    ),
+    "FM1074": Code(
+        "internal endpoint bound to a public address",
+        "A deployment with `visibility internal` (the default) may be reached only from "
+        "loopback, private (RFC 1918, RFC 4193), link-local or shared (RFC 6598) networks, "
+        "such as a cluster's pod network. The server was asked to listen on a public "
+        "address, or on every interface of a machine that has one. Bind a private address "
+        "with --host, or declare `visibility public` in the deploy block.",
+        io=True,
+    ),
+    "FM1075": Code(
+        "nobody may query the endpoint",
+        "The serve configuration grants `query` to no principal, so every request would be "
+        'refused (access fails closed). Add `grant query to "PRINCIPAL"` to the deploy block '
+        "and rebuild, or list `query_principals` in a hand-written configuration.",
+    ),
+    "FM1076": Code(
+        "cannot write the serving audit log",
+        "Every access decision of `fmc serve` is appended to the audit log before the request "
+        "is answered, and the server does not start (or answers 503) when it cannot append. "
+        "The log is the build folder's audit.log, or the file --audit-log names (a writable "
+        "volume when the build folder is mounted read-only). Make it writable, or repair the "
+        "log (`fmc audit verify`).",
+        io=True,
+    ),
+    "FM1077": Code(
+        "request without an API key",
+        "A request to the endpoint carried no `Authorization: Bearer KEY` header (or one "
+        "that is not a bearer credential). It is answered 401 and recorded in the audit "
+        "log. Send the API key issued to a principal the deployment grants `query`.",
+    ),
+    "FM1078": Code(
+        "unknown API key",
+        "A request's bearer key matches no key the server was given. It is answered 401 "
+        "and recorded in the audit log (never the key itself). Use a key from the server's "
+        "key file.",
+    ),
+    "FM1079": Code(
+        "principal may not query the endpoint",
+        "The request's API key belongs to a principal the deployment does not grant "
+        "`query`. It is answered 403 and recorded in the audit log. Grant the principal "
+        "`query` in the deploy block and rebuild, or use a granted principal's key.",
+    ),
 }

@@ -209,7 +209,7 @@ class _Printer:
         return self._braced(schema, "schema", indent, fields)
 
     def _split(self, split: ast.Split, indent: str) -> list[str]:
-        parts = [f"{p.name.name} {p.share.text}" for p in split.parts]
+        parts = [f"{p.name.name} {format_expr(p.share)}" for p in split.parts]
         by = None if split.by is None else f"by {format_expr(split.by)}"
         if (parts or by) and not self._has_comments(split.span):
             inside = " ".join(x for x in (", ".join(parts), by) if x)
@@ -272,7 +272,16 @@ def _field(field: ast.Field, width: int) -> str:
     text += "".join(f" @{tag.name}" for tag in field.tags)
     if field.default is not None:
         text += f" = {format_expr(field.default)}"
+    if field.options:
+        text += " { " + ", ".join(_column_option(o) for o in field.options) + " }"
     return text
+
+
+def _column_option(option: ast.Setting | ast.BlockSetting) -> str:
+    if isinstance(option, ast.Setting):
+        return f"{option.key.name} = {format_expr(option.value)}"
+    inner = [o for o in option.body if isinstance(o, ast.Setting | ast.BlockSetting)]
+    return f"{option.key.name} {{ {', '.join(_column_option(o) for o in inner)} }}"
 
 
 def _clean_rule(rule: ast.CleanRule) -> str:

@@ -53,12 +53,15 @@ def _source(value: Any, span: ir.SourceSpan | None) -> ir.Source | None:
 
 def _column(field: ast.Field, scope: Scope) -> ir.Column:
     derived = None if field.default is None else build_expr(field.default, scope)
+    options = settings(field.options, s.COLUMN, scope)
     return ir.Column(
         name=field.name.name,
         type=field.type.name.name,
         classes=tuple(a.name for a in field.type.args),
         tags=tuple(t.name for t in field.tags),
         derived=derived,
+        on_cast_error=options.get("on_cast_error", "fail"),
+        path=options.get("from"),
         span=span_of(field),
     )
 
@@ -89,6 +92,10 @@ def _splits(node: ast.Dataset, scope: Scope) -> ir.SplitSpec | None:
         if isinstance(stmt, ast.Split):
             parts = tuple(
                 ir.SplitPart(name=p.name.name, fraction=fraction(p.share) or 0.0, span=span_of(p))
+                if not isinstance(p.share, ast.String)
+                else ir.SplitPart(
+                    name=p.name.name, fraction=0.0, files=p.share.value, span=span_of(p)
+                )
                 for p in stmt.parts
             )
             by = None if stmt.by is None else build_expr(stmt.by, scope)
@@ -118,6 +125,7 @@ def build_labels(node: ast.Labels, scope: Scope) -> ir.Labels:
         ),
         model=_label_model(model) if isinstance(model, CallValue) else ir.LabelModelSpec(
             kind="label_model"),
+        apply_to=values.get("apply_to", ()),
         grants=grants(node.body),
         span=span_of(node.name),
     )  # fmt: skip

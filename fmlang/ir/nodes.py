@@ -50,13 +50,17 @@ class Source(Node):
 
 class Column(Node):
     """`CLASS: label[ham, spam] @gold` → type `label`, classes (ham, spam), tags (gold,).
-    `derived` is the expression after `=`, evaluated per row (`= source_file`)."""
+    `derived` is the expression after `=`, evaluated per row (`= source_file`).
+    `on_cast_error`: what a stored value that does not convert (or is not a class) does;
+    `path`: the field's dotted path inside a JSON record (`{ from = "data.text" }`)."""
 
     name: str
     type: str
     classes: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     derived: Expr | None = None
+    on_cast_error: Literal["fail", "null", "drop"] = "fail"
+    path: str | None = None
 
 
 class Dedupe(Node):
@@ -100,8 +104,12 @@ CleanStep = Annotated[
 
 
 class SplitPart(Node):
+    """`train 80%`; or `train "train*.json"`: the rows read from the source files whose
+    name matches `files` (a glob; `fraction` is then 0)."""
+
     name: str
     fraction: float
+    files: str | None = None
 
 
 class SplitSpec(Node):
@@ -145,7 +153,8 @@ class LabelModelSpec(Node):
 
 class Labels(Node):
     """`labels name on dataset.split { ... }`. `model` defaults to `label_model` with no
-    options when the spec does not say."""
+    options when the spec does not say. `apply_to`: more splits or datasets that the same
+    functions and the label model fitted on `dataset.split` label, without refitting."""
 
     name: str
     file: str
@@ -154,6 +163,7 @@ class Labels(Node):
     classes: tuple[str, ...] = ()
     functions: tuple[LabelingFunction, ...] = ()
     model: LabelModelSpec = LabelModelSpec(kind="label_model")
+    apply_to: tuple[DataRef, ...] = ()
     grants: tuple[Grant, ...] = ()
 
 
@@ -265,6 +275,7 @@ class Training(Node):
     completion: str | None = None
     epochs: float | None = None
     max_steps: int | None = None
+    min_steps: int | None = None
     lr: float | None = None
     batch: Knob | None = None
     grad_accum: int | None = None

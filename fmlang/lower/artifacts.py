@@ -11,7 +11,7 @@ from typing import Any
 
 from fmlang.atomic import json_text
 from fmlang.ir.nodes import Spec
-from fmlang.lower.labels import lower_labels
+from fmlang.lower.labels import applied_query_file, lower_labels
 from fmlang.lower.pipeline import lower_dataset
 
 DIALECT_FILES = (("duckdb", "duckdb.sql"), ("spark", "spark.sql"))
@@ -27,6 +27,9 @@ def data_artifacts(spec: Spec) -> dict[str, str]:
     for labels in spec.labels:
         for dialect, suffix in DIALECT_FILES:
             files[f"labels/{labels.name}.{suffix}"] = lower_labels(labels, dialect).script()
+            for ref in labels.apply_to:
+                query = lower_labels(labels, dialect, on=ref)
+                files[applied_query_file(labels.name, ref, suffix)] = query.script()
     return files
 
 

@@ -32,6 +32,11 @@ VLLM_START_SECONDS = 120  # vLLM loads weights and captures CUDA graphs before /
 # load for longer; a startup probe allows SERVE_LOAD_SECONDS (a chosen bound) before the
 # liveness probe may restart the container.
 SERVE_START_SECONDS = 10
+# Where an `fmc serve` container finds its API key file (a Kubernetes Secret volume) and
+# writes its audit log (a writable volume: the build folder is mounted read-only).
+API_KEYS_MOUNT = "/etc/fmc/api-keys"
+API_KEYS_FILE = "keys"
+AUDIT_MOUNT = "/var/lib/fmc/audit"
 SERVE_LOAD_SECONDS = 600
 PROBE_PERIOD_SECONDS = 10
 
@@ -160,13 +165,40 @@ def config_path(served: ServedModel) -> str:
     return f"deploy/{served.deploy}/server.json"
 
 
-def serve_command(served: ServedModel, port: int) -> list[str]:
+def serve_command(served: ServedModel, port: int, api_keys: str) -> list[str]:
     """`fmc serve --config` on all interfaces inside a container: the build's server.json,
-    whose paths are relative to the build folder, mounted at MOUNT."""
+    whose paths are relative to the build folder, mounted at MOUNT (read-only); the API key
+    file at `api_keys` (a Kubernetes Secret volume, a compose secret: never inline); the
+    audit log on a writable volume at AUDIT_MOUNT."""
     return [
         "fmc", "serve", "--config", f"{MOUNT}/{config_path(served)}",
         "--host", "0.0.0.0", "--port", str(port),
+        "--api-keys", api_keys, "--audit-log", f"{AUDIT_MOUNT}/audit.log",
     ]  # fmt: skip
+
+
+def api_keys_secret(plan: Plan) -> str:
+    """The Secret (Kubernetes) or compose secret that holds the deployment's API key file:
+    created by its operator (`PRINCIPAL KEY` or `PRINCIPAL sha256:HEX` lines, under the
+    key API_KEYS_FILE), never by fmc."""
+    return f"{plan.name}-api-keys"
+
+
+def serve_mounts() -> list[dict[str, Any]]:
+    """An `fmc serve` container's own volumes: the API key Secret (read-only) and the
+    audit log's folder."""
+    return [
+        {"name": "api-keys", "mountPath": API_KEYS_MOUNT, "readOnly": True},
+        {"name": "audit", "mountPath": AUDIT_MOUNT},
+    ]
+
+
+def serve_volumes(plan: Plan) -> list[dict[str, Any]]:
+    """The volumes `serve_mounts` names: the Secret, readable by the owner and group only
+    (0440), and an emptyDir for the audit log (per pod: collect it, or mount a volume of
+    your own at AUDIT_MOUNT to keep it beyond the pod)."""
+    secret = {"secretName": api_keys_secret(plan), "defaultMode": 0o440}
+    return [{"name": "api-keys", "secret": secret}, {"name": "audit", "emptyDir": {}}]
 
 
 def _probe(path: str, port: int, delay: int, failures: int = 3) -> dict[str, Any]:
@@ -190,7 +222,9 @@ def container(plan: Plan) -> dict[str, Any]:
         body |= {"env": vllm_env(served)} if vllm_env(served) else {}
     else:
         port, ready, delay = DEFAULT_PORT, "/ready", SERVE_START_SECONDS
-        body = {"image": plan.options.serve_image, "command": serve_command(served, port)}
+        keys = f"{API_KEYS_MOUNT}/{API_KEYS_FILE}"
+        body = {"image": plan.options.serve_image, "command": serve_command(served, port, keys)}
+        body["volumeMounts"] = serve_mounts()
         loading = SERVE_LOAD_SECONDS // PROBE_PERIOD_SECONDS
         body["startupProbe"] = _probe("/health", port, delay, failures=loading)
     return {

@@ -81,6 +81,34 @@ class ContainerPort(_Strict):
     protocol: Literal["TCP", "UDP", "SCTP"] | None = None
 
 
+class VolumeMount(_Strict):
+    name: str
+    mountPath: str
+    readOnly: bool | None = None
+
+
+class SecretVolumeSource(_Strict):
+    secretName: str
+    defaultMode: int | None = Field(default=None, ge=0, le=0o777)
+
+
+class EmptyDirVolumeSource(_Strict):
+    medium: str | None = None
+
+
+class Volume(_Strict):
+    """`v1.Volume` with the sources fmc uses in a custom predictor: a Secret (the API key
+    file) and an emptyDir (the audit log)."""
+
+    name: str
+    secret: SecretVolumeSource | None = None
+    emptyDir: EmptyDirVolumeSource | None = None
+
+    def model_post_init(self, context: Any, /) -> None:
+        if (self.secret is None) == (self.emptyDir is None):
+            raise ValueError("a volume sets exactly one source")
+
+
 class Container(_Strict):
     """The `v1.Container` fields fmc writes into a custom predictor."""
 
@@ -94,6 +122,7 @@ class Container(_Strict):
     livenessProbe: Probe | None = None
     readinessProbe: Probe | None = None
     startupProbe: Probe | None = None
+    volumeMounts: list[VolumeMount] = []
 
 
 # ---- KServe v1beta1 ----------------------------------------------------------------
@@ -129,6 +158,7 @@ class PredictorSpec(_Strict):
     containerConcurrency: int | None = Field(default=None, ge=0)
     model: ModelSpec | None = None
     containers: list[Container] | None = None
+    volumes: list[Volume] = []
 
     def model_post_init(self, context: Any, /) -> None:
         if (self.model is None) == (self.containers is None):
@@ -203,11 +233,28 @@ class ComposeService(_Strict):
     deploy: ComposeDeploy | None = None
     restart: Literal["no", "always", "on-failure", "unless-stopped"]
     ipc: str | None = None
+    secrets: list[str] = []  # short syntax: mounted at /run/secrets/<name>
+
+
+class ComposeSecret(_Strict):
+    file: str  # a path on the host, or `${VAR:?message}` naming one
+
+
+class ComposeVolume(_Strict):
+    driver: str | None = None
 
 
 class ComposeFile(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     services: dict[str, ComposeService] = Field(min_length=1)
+    secrets: dict[str, ComposeSecret] = {}
+    volumes: dict[str, ComposeVolume] = {}
+
+    def model_post_init(self, context: Any, /) -> None:
+        for name, service in self.services.items():
+            missing = set(service.secrets) - set(self.secrets)
+            if missing:
+                raise ValueError(f"service `{name}` uses undeclared secrets {sorted(missing)}")
 
 
 def validate_compose(document: dict[str, Any]) -> ComposeFile:

@@ -60,6 +60,7 @@ from fmlang.lower.deploy_plan import (
     metadata,
     plan_target,
     resources,
+    serve_volumes,
 )
 from fmlang.lower.kserve import validate_compose, validate_inferenceservice
 from fmlang.lower.server_config import (
@@ -70,6 +71,7 @@ from fmlang.lower.server_config import (
     model_reference,
     replicas,
     resolve_served,
+    served_model_name,
     server_config,
     serving_memory,
     target_span,
@@ -107,7 +109,7 @@ def _kserve_model(plan: Plan) -> dict[str, Any]:
             target_span(target, served), "runtime without LoRA support",
             "use `runtime = vllm`, or serve the deployment with `adapters merged`",
         )  # fmt: skip
-    args = [f"--model_name={served.deploy}", f"--backend={backend}"]
+    args = [f"--model_name={served_model_name(served)}", f"--backend={backend}"]
     storage = plan.storage_uri
     if served.merged:  # the merged weights are the model KServe mounts at MOUNT
         storage = f"{plan.storage_uri}/{served.merged_path}"
@@ -138,6 +140,7 @@ def inference_service(plan: Plan) -> dict[str, Any]:
         serving = container(plan)
         serving |= {"name": "kserve-container", "env": [storage]}
         predictor["containers"] = [serving]
+        predictor["volumes"] = serve_volumes(plan)  # the API key Secret, the audit log
     return {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
@@ -158,6 +161,9 @@ def _pod(plan: Plan) -> dict[str, Any]:
     if plan.vllm:  # vLLM's workers share tensors through /dev/shm
         mounts.append({"name": "shm", "mountPath": "/dev/shm"})
         volumes.append({"name": "shm", "emptyDir": {"medium": "Memory"}})
+    else:  # fmc serve: the API key Secret and the audit log's volume
+        mounts += serving.pop("volumeMounts")
+        volumes += serve_volumes(plan)
     return {"containers": [{**serving, "volumeMounts": mounts}], "volumes": volumes}
 
 

@@ -39,6 +39,19 @@ _CASTS = {
 
 
 @dataclass(frozen=True)
+class CastCheck:
+    """A stored column whose cast (or label mapping) can turn a value into NULL: the typed
+    step keeps, in `flag`, the raw text of every value that did (NULL elsewhere), so the
+    executor counts them in the same table and applies `on_cast_error`."""
+
+    column: str
+    flag: str
+    on_error: str  # fail | null | drop
+    type: str
+    span: SourceSpan | None = None
+
+
+@dataclass(frozen=True)
 class Step:
     """One table of the pipeline. `sql` are the statements; the last one creates `table`."""
 
@@ -47,6 +60,7 @@ class Step:
     sql: tuple[str, ...]
     span: SourceSpan | None = None
     filters_rows: bool = False
+    casts: tuple[CastCheck, ...] = ()  # the typed step: values its casts turned into NULL
 
 
 @dataclass(frozen=True)
@@ -88,6 +102,7 @@ def lower_dataset(dataset: Dataset, dialect: str = "duckdb") -> Pipeline:
     builder = _Builder(dataset, d)
     builder.source()
     builder.typed()
+    builder.drop_cast_errors()
     for rule in dataset.cleaning:
         builder.rule(rule)
     if dataset.splits is not None:
@@ -140,12 +155,36 @@ class _Builder:
             self._add("source", title, _duckdb_read(src), src.span)
             return
         table = self._table("source")
+        if src.kind == "hf_disk":  # the executor registers the Arrow files as this view
+            self.steps.append(Step(table, title, (self._create(table, _SPARK_HF),), src.span))
+            return
         raw = self.d.quote(table + "_raw")
-        files = "SELECT *, input_file_name() AS filename"
+        # `fm_pos` orders rows within a file (monotonic in file order), for `fm_row`; the
+        # path is a plain one like DuckDB's `filename`, not a `file:` URI.
+        path = "regexp_replace(url_decode(replace(input_file_name(), '+', '%2B')), '^file:', '')"
+        position = "monotonically_increasing_id() AS fm_pos"
+        files = f"SELECT *, {path} AS filename, {position}"
         if src.kind == "files":
-            files = "SELECT input_file_name() AS fm_path, value AS fm_content, "
-            files += "input_file_name() AS filename"
-        using = _spark_read(src, {o.name: o.value for o in src.options})
+            files = f"SELECT {path} AS fm_path, value AS fm_content, {path} AS filename, "
+            files += position
+        options = {o.name: o.value for o in src.options}
+        if _keyed(src):  # one object keyed by id per file: read whole, exploded in order
+            files = f"SELECT fm_kv.key AS fm_key, fm_kv.value AS fm_record, {path} AS filename, "
+            files += f"{position} FROM {raw} LATERAL VIEW posexplode(from_json(value, "
+            files += "'map<string,string>')) fm_kv AS fm_pos_in_file, key, value"
+            using = _spark_read(src, options)
+            statements = (
+                f"CREATE OR REPLACE TEMPORARY VIEW {raw} {using}",
+                self._create(table, files),
+            )
+            self.steps.append(Step(table, title, statements, src.span))
+            return
+        records = options.get("records") if src.kind in ("json", "jsonl") else None
+        if records:
+            inner = ".".join(self.d.quote(p) for p in str(records).split("."))
+            select = f"inline({inner})" if src.kind == "json" else f"{inner}.*"
+            files = files.replace("SELECT *, ", f"SELECT {select}, ", 1)
+        using = _spark_read(src, options)
         statements = (
             f"CREATE OR REPLACE TEMPORARY VIEW {raw} {using}",
             self._create(table, f"{files} FROM {raw}"),
@@ -156,25 +195,73 @@ class _Builder:
         """Cast the stored columns (qualified by `src.`, so a cast never reads its own alias),
         then compute the derived ones from the typed values, in schema order."""
         d = self.d
-        row = "monotonically_increasing_id() + 1" if d.name == "spark" else "rowid + 1"
+        row = self._source_row()
         stem = self.c.regex_replace(d.quote("filename"), r"^.*[/\\]|\.[^./\\]*$", "")
         internal = f"{d.quote('fm_row')}, {d.quote('fm_source_file')}"
         inner = f"SELECT *, {row} AS {d.quote('fm_row')}, {stem} AS {d.quote('fm_source_file')}"
         inner += f" FROM {self._prev}"
         stored = [c for c in self.ds.columns if c.derived is None]
         casts = [f"{self._column(col)} AS {d.quote(col.name)}" for col in stored]
-        typed = f"SELECT {', '.join([*casts, internal])} FROM ({inner}) AS src"
+        checks = [self._cast_check(col) for col in stored if self._can_fail(col)]
+        flags = [
+            f"CASE WHEN {self._failed(col)} THEN CAST({self._raw(col)} AS {self._text}) END "
+            f"AS {d.quote(check.flag)}"
+            for col, check in zip([c for c in stored if self._can_fail(c)], checks, strict=True)
+        ]
+        typed = f"SELECT {', '.join([*casts, *flags, internal])} FROM ({inner}) AS src"
         outer = [
             f"{self.c.sql(col.derived)} AS {d.quote(col.name)}"
             if col.derived
             else d.quote(col.name)
             for col in self.ds.columns
         ]
-        select = f"SELECT {', '.join(outer)}, {d.quote('fm_row')} FROM ({typed}) AS typed"
-        self._add("typed", "cast to the schema", select, None)
+        kept = "".join(f", {d.quote(check.flag)}" for check in checks)
+        select = f"SELECT {', '.join(outer)}, {d.quote('fm_row')}{kept} FROM ({typed}) AS typed"
+        table = self._table("typed")
+        self.steps.append(
+            Step(table, "cast to the schema", (self._create(table, select),), None,
+                 casts=tuple(checks))
+        )  # fmt: skip
+
+    def drop_cast_errors(self) -> None:
+        """`on_cast_error = drop`: the rows whose value in such a column did not convert."""
+        dropped = [c for c in self.steps[-1].casts if c.on_error == "drop"]
+        if not dropped:
+            return
+        bad = " OR ".join(f"{self.d.quote(c.flag)} IS NOT NULL" for c in dropped)
+        select = f"SELECT {', '.join(self._cols())} FROM {self._prev} WHERE NOT ({bad})"
+        title = f"drop rows whose {', '.join(c.column for c in dropped)} did not convert"
+        self._add("cast_drop", title, select, dropped[0].span, filters=True)
+
+    def _can_fail(self, col: Column) -> bool:
+        return col.type == "label" or _CASTS.get(col.type, "VARCHAR") != "VARCHAR"
+
+    def _cast_check(self, col: Column) -> CastCheck:
+        return CastCheck(col.name, f"fm_bad_{col.name}", col.on_cast_error, col.type, col.span)
+
+    def _failed(self, col: Column) -> str:
+        """The cast (or label mapping) turned a present, non-blank value into NULL."""
+        raw = self._raw(col)
+        return (
+            f"{raw} IS NOT NULL AND trim(CAST({raw} AS {self._text})) <> '' "
+            f"AND ({self._column(col)}) IS NULL"
+        )
+
+    def _raw(self, col: Column) -> str:
+        """The stored value of `col` in the source step (`src`): its field, at its path. A
+        keyed JSON source has each record as JSON text (`fm_record`) and its key (`fm_key`)."""
+        path = col.path or self._raw_names.get(col.name, col.name)
+        keyed = _keyed(self.ds.source) if self.ds.source else None
+        if keyed is not None:
+            if col.name == keyed and col.path is None:
+                return "src." + self.d.quote("fm_key")
+            return self.d.json_field.format(
+                x="src." + self.d.quote("fm_record"), p=self.d.string("$." + path)
+            )
+        return "src." + ".".join(self.d.quote(part) for part in path.split("."))
 
     def _column(self, col: Column) -> str:
-        raw = "src." + self.d.quote(self._raw_names.get(col.name, col.name))
+        raw = self._raw(col)
         if col.type == "label":
             return self._label_cast(raw, col.classes)
         sql_type = _CASTS.get(col.type, "VARCHAR")
@@ -250,11 +337,10 @@ class _Builder:
     def _dedupe(self, rule: Dedupe) -> None:
         title = f"dedupe {', '.join(rule.columns)}" + (f" near {rule.near}" if rule.near else "")
         if rule.near is not None:
-            if self.d.name == "spark":
-                self.notes.append("near-duplicate removal is DuckDB-only here (use MinHashLSH)")
-                return
             table = self._table("near")
-            before = near_dedupe_sql(self.steps[-1].table, table, rule.columns, rule.near)
+            before = near_dedupe_sql(
+                self.steps[-1].table, table, rule.columns, rule.near, self.d.name
+            )
             keep = f"SELECT {', '.join(self._cols())} FROM {self._prev} WHERE fm_row NOT IN "
             keep += "(SELECT fm_row FROM fm_near_dupes)"
             self._add("near", title, keep, rule.span, filters=True, before=before)
@@ -265,7 +351,18 @@ class _Builder:
         select = f"SELECT {', '.join(self._cols())} FROM ({ranked}) AS ranked WHERE fm_rank = 1"
         self._add("dedupe", title, select, rule.span, filters=True)
 
+    def _source_row(self) -> str:
+        """`fm_row` over the source table: DuckDB's rowid (files in path order, rows in file
+        order); Spark numbers the rows in that order."""
+        if self.d.name == "spark":
+            order = f"{self.d.quote('filename')}, {self.d.quote('fm_pos')}"
+            return f"CAST(row_number() OVER (ORDER BY {order}) AS BIGINT)"
+        return "rowid + 1"
+
     def split(self, split: SplitSpec) -> None:
+        if any(part.files is not None for part in split.parts):
+            self._split_by_files(split)
+            return
         key = self.c.sql(split.by) if split.by is not None else None
         if key is None or (isinstance(split.by, Call) and split.by.func == "hash"):
             key = key or self.c.hash64(self.d.quote("fm_row"))
@@ -284,6 +381,34 @@ class _Builder:
         names = ", ".join(f"{p.name} {p.fraction:.0%}" for p in split.parts)
         self._add("split", f"split {names}", select, split.span)
 
+    def _split_by_files(self, split: SplitSpec) -> None:
+        """Each row's split is the first whose file-name glob matches the name of the file
+        the row was read from (NULL: in no split); the name comes from the source table,
+        joined on `fm_row`."""
+        d = self.d
+        name = self.c.regex_replace(d.quote("filename"), r"^.*[/\\]", "")
+        source = d.quote(self.steps[0].table)
+        files = f"SELECT {self._source_row()} AS fm_file_row, {name} AS fm_file FROM {source}"
+        whens = " ".join(
+            f"WHEN fm_files.fm_file LIKE {d.string(_like(p.files or ''))} ESCAPE '!' "
+            f"THEN {d.string(p.name)}"
+            for p in split.parts
+        )
+        columns = ", ".join(f"fm_rows.{c}" for c in self._cols())
+        select = (
+            f"SELECT {columns}, CASE {whens} END AS {d.quote('fm_split')} FROM {self._prev} "
+            f"AS fm_rows JOIN ({files}) AS fm_files ON fm_rows.{d.quote('fm_row')} = "
+            "fm_files.fm_file_row"
+        )
+        names = ", ".join(f'{p.name} "{p.files}"' for p in split.parts)
+        self._add("split", f"split by files: {names}", select, split.span)
+
+
+def _like(glob: str) -> str:
+    """A file-name glob (`*`, `?`) as a LIKE pattern with `!` as its escape character."""
+    escaped = glob.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+    return escaped.replace("*", "%").replace("?", "_")
+
 
 def _duckdb_read(src: Source) -> str:
     """DuckDB's table function for the source; Spark reads through `_spark_read`."""
@@ -295,6 +420,14 @@ def _duckdb_read(src: Source) -> str:
         if "delimiter" in opts:
             args += f", delim = {d.string(str(opts['delimiter']))}"
         return f"SELECT * FROM read_csv({path}, {args}, filename = true)"
+    if _keyed(src):
+        read = f"read_json_objects({path}, format = 'auto', filename = true, "
+        read += "maximum_object_size = 1073741824)"
+        return (
+            "SELECT fm_kv.key AS fm_key, fm_kv.value AS fm_record, fm_file.filename "
+            f"FROM {read} AS fm_file, json_each(fm_file.json) AS fm_kv "
+            "ORDER BY fm_file.filename, fm_kv.id"  # json_each's own order is not the file's
+        )
     if src.kind in ("jsonl", "json"):
         fmt = "newline_delimited" if src.kind == "jsonl" else "auto"
         read = f"read_json({path}, format = '{fmt}', filename = true)"
@@ -315,15 +448,30 @@ def _duckdb_read(src: Source) -> str:
     return 'SELECT * FROM "fm_hf_source"'
 
 
+_SPARK_HF = "SELECT *, monotonically_increasing_id() AS fm_pos FROM `fm_hf_source`"
+
+
+def _keyed(src: Source) -> str | None:
+    """`json(…, keyed = "id")`: each file is one object whose keys are record ids (WRENCH);
+    the name of the column that receives each key."""
+    if src.kind != "json":
+        return None
+    return next((str(o.value) for o in src.options if o.name == "keyed"), None)
+
+
 def _spark_read(src: Source, opts: Mapping[str, object]) -> str:
     """Spark reads through a data source view; the typed step adds `input_file_name()`."""
     fmt = {"jsonl": "json", "files": "text", "hf_disk": "arrow"}.get(src.kind, src.kind)
     options: dict[str, str] = {"path": src.path}
-    if src.kind == "csv":
+    if src.kind == "csv":  # RFC 4180 as DuckDB reads it: quotes doubled, newlines quoted
         options["header"] = str(opts.get("header", True)).lower()
+        options["multiLine"] = "true"
+        options["escape"] = '"'
         if "delimiter" in opts:
             options["sep"] = str(opts["delimiter"])
-    if src.kind == "json":
+    if src.kind == "json" and _keyed(src):
+        fmt, options["wholetext"] = "text", "true"
+    elif src.kind == "json":
         options["multiLine"] = "true"
     if src.kind == "files":
         options["path"] = src.path.rstrip("/") + "/" + str(opts.get("pattern", "*"))

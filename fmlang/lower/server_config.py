@@ -20,6 +20,12 @@ Paths, when the caller passes no `adapters` mapping (`default_adapters`):
   spec names (server.json never carries a path of the machine that built it).
 
 `adapters` left unspecified in the spec means `dynamic` (adapters loaded on demand).
+
+server.json also says who may query the endpoint (`query_principals`: the principals the
+access model admits to `query:<deploy>`, the same answer `fmc check` reports from) and its
+`visibility` (`internal` unless the spec says `public`), so that `fmc serve --config`
+enforces what the spec grants without the spec (fmlang/backends/serve/auth.py). API keys
+never appear in it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from fmlang.errors import StageError
 from fmlang.ir.base import Knob
 from fmlang.ir.nodes import Deployment, DeployTarget, Merge, Model, PretrainedModel, Spec
 from fmlang.verify import costmodel as cm
+from fmlang.verify.access import AccessModel
 from fmlang.verify.costmodel import GENERATED_TOKENS
 from fmlang.verify.resources import DEFAULT_SERVING_SEQ
 
@@ -73,6 +80,9 @@ class ServedModel:
     span: Span | None
     memory_bytes: float | None = None  # the cost model's footprint of one replica
     artifact_bytes: float | None = None  # what the server reads from the build folder
+    # Who may query it (the access model's `query:<deploy>`) and who can reach it.
+    query_principals: tuple[str, ...] = ()
+    visibility: str | None = None
 
     def with_memory(self, model: Model) -> ServedModel:
         """The same, with the cost model's serving footprint (the formula the verifier's
@@ -247,6 +257,8 @@ def resolve_served(
             knob_value(knobs, (f"{target}.max_adapters",), deployment.max_adapters, 1, span)
         ),
         span=span,
+        query_principals=tuple(sorted(AccessModel(spec).allowed(f"query:{deployment.name}"))),
+        visibility=deployment.visibility,
     )  # fmt: skip
     return served.with_memory(first)
 
@@ -320,6 +332,8 @@ def server_config(
         "max_input_tokens": max(1, max_input),
         "max_new_tokens": served.max_new_tokens,
         "max_queue": DEFAULT_MAX_QUEUE,
+        "query_principals": list(served.query_principals),
+        "visibility": served.visibility or "internal",
     }
 
 
@@ -425,10 +439,19 @@ def model_reference(served: ServedModel) -> tuple[str, str | None]:
     return weights.location, weights.revision
 
 
+def served_model_name(served: ServedModel) -> str:
+    """The `model` name that selects the base weights on vLLM. With adapters loaded on
+    demand it is the base model's name, as `fmc serve` names it (vLLM refuses to start when
+    an adapter, named after its model or merge, has the served model's name); otherwise
+    the deployment's."""
+    return served.base.name if served.adapters and not served.merged else served.deploy
+
+
 def vllm_container_args(served: ServedModel, target: DeployTarget, gpus: int) -> list[str]:
     """Arguments of the vllm-openai image (its entrypoint is vLLM's OpenAI server)."""
     model, revision = model_reference(served)
-    args = [f"--model={model}", f"--served-model-name={served.deploy}", f"--port={VLLM_PORT}"]
+    name = served_model_name(served)
+    args = [f"--model={model}", f"--served-model-name={name}", f"--port={VLLM_PORT}"]
     if revision:
         args.append(f"--revision={revision}")
     return args + engine_args(served, target, gpus)

@@ -1,9 +1,10 @@
 """Expressions of the spec language → SQL text, for DuckDB and Spark SQL.
 
 One small compiler (`SqlCompiler`) walks the typed IR expression tree; what differs between
-the engines (quoting, string escapes, regex and list functions) is a `Dialect` table. Both
-engines use RE2-compatible regexes (DuckDB uses RE2, Spark java.util.regex, which accepts the
-RE2 subset the checker allows), with the spec's flags written inline as `(?i)`.
+the engines (quoting, string escapes, regex and list functions) is a `Dialect` table. A spec's
+regexes are RE2 with RE2's meaning (`fmlang.regex`), the spec's flags written inline as
+`(?i)`: DuckDB runs them as they are; Spark runs java.util.regex, so its dialect rewrites
+every pattern into the Java pattern that matches the same strings (`to_java`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from fmlang.ir.expr import (
     RegexLit,
     UnaryOp,
 )
+from fmlang.regex import to_java
 
 HASH_BUCKETS = 10_000  # splits assign hash(key) % HASH_BUCKETS to parts by cumulative share
 
@@ -46,6 +48,8 @@ class Dialect:
     length: str
     words: str  # `{x}`: the number of whitespace-separated words
     hash64: str  # `{x}` cast to text → a non-negative 60-bit integer from its md5
+    pattern: Callable[[str], str] = str  # an RE2 pattern → the engine's equivalent
+    json_field: str = "json_extract_string({x}, {p})"  # `{p}`: a quoted JSONPath `$.a.b`
 
     def quote(self, name: str) -> str:
         q = self.quote_char
@@ -80,13 +84,15 @@ SPARK = Dialect(
     quote_char="`",
     backslash_escapes=True,
     regex_match="({x} RLIKE {p})",
-    regex_count="size(regexp_extract_all({x}, {p}, 0))",
+    regex_count="CAST(size(regexp_extract_all({x}, {p}, 0)) AS BIGINT)",  # BIGINT, as DuckDB
     regex_replace="regexp_replace({x}, {p}, {r})",
     starts_with="startswith({x}, {y})",
     ends_with="endswith({x}, {y})",
-    length="char_length({x})",
-    words="IF(trim({x}) = '', 0, size(split(trim({x}), '\\\\s+')))",
+    length="CAST(char_length({x}) AS BIGINT)",
+    words="fm_words({x})",  # the Arrow UDF DuckDB runs (backends/data/udfs.py), as a Spark one
     hash64="CAST(conv(substr(md5(CAST({x} AS STRING)), 1, 15), 16, 10) AS BIGINT)",
+    pattern=to_java,
+    json_field="get_json_object({x}, {p})",
 )
 
 DIALECTS = {"duckdb": DUCKDB, "spark": SPARK}
@@ -170,7 +176,7 @@ class SqlCompiler:
         if isinstance(expr, NameRef):
             return self.d.string(expr.name)  # a class name used as a value
         if isinstance(expr, RegexLit):
-            return self.d.string(regex_pattern(expr))
+            return self.d.string(self.d.pattern(regex_pattern(expr)))
         if isinstance(expr, ListLit):
             return "(" + ", ".join(self.sql(item) for item in expr.items) + ")"
         if isinstance(expr, Call):
@@ -187,11 +193,11 @@ class SqlCompiler:
 
     def regex_replace(self, x: str, pattern: str, replacement: str) -> str:
         return self.d.regex_replace.format(
-            x=x, p=self.d.string(pattern), r=self.d.string(replacement)
+            x=x, p=self.d.string(self.d.pattern(pattern)), r=self.d.string(replacement)
         )
 
     def regex_match(self, x: str, pattern: str) -> str:
-        return self.d.regex_match.format(x=x, p=self.d.string(pattern))
+        return self.d.regex_match.format(x=x, p=self.d.string(self.d.pattern(pattern)))
 
     def _literal(self, value: bool | int | float | str) -> str:
         if isinstance(value, bool):

@@ -224,6 +224,8 @@ class _Completer:
         columns = self.names.columns(self.cursor.item_name)
         if not nested:
             self.settings(s.DATASET, "dataset")
+        elif nested[0] == "schema" and len(nested) > 1:  # `name: type { option = … }`
+            self.settings(s.COLUMN, "column")
         elif nested[0] == "schema":
             self.schema_field(columns)
         elif nested[0] == "clean":

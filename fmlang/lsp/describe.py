@@ -52,7 +52,10 @@ def _type_text(f: ast.Field) -> str:
     args = f"[{', '.join(a.name for a in f.type.args)}]" if f.type.args else ""
     tags = "".join(f" @{t.name}" for t in f.tags)
     default = f" = {format_expr(f.default)}" if f.default is not None else ""
-    return f"{f.type.name.name}{args}{tags}{default}"
+    options = ", ".join(
+        f"{o.key.name} = {format_expr(o.value)}" for o in f.options if isinstance(o, ast.Setting)
+    )
+    return f"{f.type.name.name}{args}{tags}{default}" + (f" {{ {options} }}" if options else "")
 
 
 def doc_comment(program: Program, target: Target) -> str:
@@ -78,7 +81,8 @@ def _facts(target: Target) -> list[tuple[str, str]]:
     if isinstance(node, ast.Labels):
         return _labels_facts(node)
     if isinstance(node, ast.SplitPart):
-        return [("share", format_expr(node.share)), ("of dataset", f"`{target.owner}`")]
+        kind = "files" if isinstance(node.share, ast.String) else "share"
+        return [(kind, format_expr(node.share)), ("of dataset", f"`{target.owner}`")]
     if target.kind == "class":
         return [("class of labels", f"`{target.owner}`")]
     if target.kind == "column":

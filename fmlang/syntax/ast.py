@@ -202,6 +202,7 @@ class Field:
     tags: tuple[Ident, ...]
     default: Expr | None
     span: Span = _span()
+    options: tuple[Setting | BlockSetting, ...] = ()  # `{ on_cast_error = null }`
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,8 +258,10 @@ class Clean:
 
 @dataclass(frozen=True, slots=True)
 class SplitPart:
+    """`train 80%`, or `train "train.json"`: the rows of the source files the name matches."""
+
     name: Ident
-    share: Number | Quantity
+    share: Number | Quantity | String
     span: Span = _span()
 
 

@@ -266,8 +266,14 @@ class _ToAst(Transformer[Token, Any]):
 
     def field(self, meta: Any, children: list[Any]) -> ast.Field:
         name, type_ref, *rest = children
+        options = tuple(rest.pop()) if rest and isinstance(rest[-1], list) else ()
         default = rest.pop() if rest and not isinstance(rest[-1], ast.Ident) else None
-        return ast.Field(self._ident(name), type_ref, tuple(rest), default, self._span(meta))
+        return ast.Field(
+            self._ident(name), type_ref, tuple(rest), default, self._span(meta), options
+        )
+
+    def field_options(self, meta: Any, children: list[Any]) -> list[ast.Setting | ast.BlockSetting]:
+        return [c for c in children if isinstance(c, ast.Setting | ast.BlockSetting)]
 
     def type_ref(self, meta: Any, children: list[Any]) -> ast.TypeRef:
         args = children[1] if len(children) > 1 and children[1] is not None else ()
@@ -303,7 +309,10 @@ class _ToAst(Transformer[Token, Any]):
         return ast.Split(tuple(children), by.expr if by else None, self._span(meta))
 
     def split_part(self, meta: Any, children: list[Any]) -> ast.SplitPart:
-        return ast.SplitPart(self._ident(children[0]), children[1], self._span(meta))
+        share = children[1]
+        if isinstance(share, Token):  # `train "train.json"`: the split's source files
+            share = ast.String(_unquote(str(share)), _token_span(share, self.file))
+        return ast.SplitPart(self._ident(children[0]), share, self._span(meta))
 
     def split_by(self, meta: Any, children: list[Any]) -> _SplitBy:
         return _SplitBy(children[1])

@@ -11,6 +11,7 @@ from fmlang.check.program import Program
 from fmlang.ir.nodes import Spec
 from fmlang.verify.access import access_diagnostics
 from fmlang.verify.encode import encode
+from fmlang.verify.exposure import exposure_diagnostics
 from fmlang.verify.partition import partition
 from fmlang.verify.report import VerifyReport, build_report, merge_reports
 from fmlang.verify.solve import solve
@@ -25,6 +26,7 @@ def verify(spec: Spec, program: Program) -> VerifyReport:
         reports.append(build_report(part, problem, solve(problem)))
     report = merge_reports(spec, reports)
     denied = access_diagnostics(spec)  # fail closed: plain set algebra, no solver needed
+    denied += exposure_diagnostics(spec)  # an internal endpoint on a public address
     report.diagnostics.extend(denied)
     report.feasible = report.feasible and not denied
     return report

@@ -10,6 +10,7 @@ endpoint's `query`) must declare it: no grant means no access.
 |---|---|
 | `data:D` | `read` on D |
 | `labels:L` (on D) | `label` on D, `label` on L |
+| `labels:L@E.S` (L applied to E.S) | `labels:L`'s path, and `label` on E, `label` on L |
 | `train:M` (on D, maybe through L) | `train` on D, `train` on L, `train` on M |
 | deploying M (on D) | `deploy` on D, `deploy` on M (root: M itself when it has no data) |
 | `merge:G` | deploying each parent, `train` on G |
@@ -102,6 +103,11 @@ class AccessModel:
                 _step("labels", lb.name, lb.grants, "label", lb.span),
             )  # fmt: skip
             yield StagePath(f"labels:{lb.name}", "label", (labelled,), _span(lb.span))
+            for ref in lb.apply_to:  # the fitted functions, run on another split or dataset
+                target = _step("dataset", ref.dataset, self._dataset_grants(ref.dataset),
+                               "label", self._dataset_span(ref.dataset), True)  # fmt: skip
+                yield StagePath(f"labels:{lb.name}@{ref.dataset}.{ref.split or 'all'}", "label",
+                                (labelled, (target, labelled[1])), _span(lb.span))  # fmt: skip
         for m in spec.models:
             if m.training is not None:
                 yield StagePath(f"train:{m.name}", "train", (self._trains(m),), _span(m.span))

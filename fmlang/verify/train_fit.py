@@ -9,6 +9,7 @@ device's memory.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -19,6 +20,7 @@ from fmlang.ir.nodes import Hardware, Model, PretrainedModel, Spec, Training
 from fmlang.verify import costmodel as cm
 from fmlang.verify.knobs import Choice, domain
 from fmlang.verify.problem import Problem, real, tabulate
+from fmlang.verify.rows import spec_folder, training_rows
 from fmlang.verify.spans import SpanIndex
 from fmlang.verify.training import GIB, Breakdown, TrainSetup, breakdown
 from fmlang.verify.units import show
@@ -56,6 +58,8 @@ class TrainingMemory:
     choices: list[Choice]
     setup_of: Callable[..., TrainSetup]
     arch: cm.Arch
+    steps: Callable[[int], int] | None = None  # optimizer steps by batch, when rows are known
+    min_steps: int | None = None
 
     def at(self, knobs: dict[str, int | str]) -> Breakdown:
         values = [knobs.get(c.name, c.values[0]) for c in self.choices]
@@ -76,7 +80,13 @@ class TrainingMemory:
             "capacity": round(self.capacity),
             "fits": found.peak <= self.capacity,
             "host": {k: round(v) for k, v in found.host.items()},
+            **self._steps_json(setup.batch),
         }
+
+    def _steps_json(self, batch: int) -> dict[str, Any]:
+        if self.steps is None:
+            return {}
+        return {"optimizer_steps": self.steps(batch), "min_steps": self.min_steps}
 
 
 def training_hardware(spec: Spec, model: Model) -> Hardware | None:
@@ -127,7 +137,59 @@ def encode_training(problem: Problem, spans: SpanIndex, spec: Spec, model: Model
     _objectives(problem, choices)
     batch = choices[0]
     if batch.auto:
+        _batch_objective(problem, spans, spec, model, batch, fixed.devices)
+
+
+DEFAULT_MIN_STEPS = 200  # optimizer steps an `auto` batch must leave, unless `min_steps` says
+
+
+def _batch_objective(
+    problem: Problem, spans: SpanIndex, spec: Spec, model: Model, batch: Choice, devices: int
+) -> None:
+    """`batch = auto`: the largest batch that still leaves `min_steps` optimizer steps
+    (on the rows the training data is estimated to hold), else the one leaving the most.
+    Without an estimate (or with `max_steps`, which fixes the step count) the largest batch
+    that fits. Memory alone would pick a batch that leaves a few dozen steps on a small
+    dataset, and an untrained model."""
+    steps = _steps_per_batch(spans, spec, model, devices)
+    if steps is None:
         problem.objectives.append(("max", tabulate([batch], float)))
+        return
+    training = model.training
+    assert training is not None
+    floor = training.min_steps if training.min_steps is not None else DEFAULT_MIN_STEPS
+    top = float(max(int(v) for v in batch.values)) + 1.0
+
+    def preference(value: int | str) -> float:
+        size = int(value)
+        return top + size if steps(size) >= floor else -float(size)
+
+    problem.objectives.append(("max", tabulate([batch], preference)))
+    memory = problem.training.get(model.name)
+    if isinstance(memory, TrainingMemory):
+        memory.steps, memory.min_steps = steps, floor
+
+
+def _steps_per_batch(
+    spans: SpanIndex, spec: Spec, model: Model, devices: int
+) -> Callable[[int], int] | None:
+    """Optimizer steps of the whole run as a function of the per-device batch, or None."""
+    training = model.training
+    if training is None or training.data is None or training.max_steps is not None:
+        return None
+    declared = spans.decl("dataset", training.data.dataset)
+    folder = spec_folder(declared.file) if declared is not None else None
+    estimate = training_rows(spec, training.data, folder) if folder is not None else None
+    if estimate is None or estimate.rows <= 0:
+        return None
+    epochs = training.epochs if training.epochs is not None else 3.0  # the lowering's default
+    devices, accumulation = max(devices, 1), training.grad_accum or 1
+
+    def steps(size: int) -> int:
+        per_epoch = math.ceil(math.ceil(estimate.rows / (size * devices)) / accumulation)
+        return math.ceil(per_epoch * epochs)
+
+    return steps
 
 
 MAX_COMBINATIONS = 20_000  # about 20 s of tabulation; a handful of `auto` knobs stays far below

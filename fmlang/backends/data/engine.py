@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fmlang.backends.data import casts
 from fmlang.diagnostics import Diagnostic, error
 from fmlang.errors import StageError
 from fmlang.ir.nodes import Dataset
-from fmlang.lower.pipeline import Pipeline, Step
+from fmlang.lower.pipeline import CastCheck, Pipeline, Step
 from fmlang.suggest import did_you_mean
 
 if TYPE_CHECKING:
@@ -39,13 +41,7 @@ def _sql_string(text: str) -> str:
 
 
 def _register_udfs(con: duckdb.DuckDBPyConnection) -> None:
-    import pyarrow.compute as pc
-
-    def nfkc(values: Any) -> Any:  # DuckDB reads the hints at runtime: keep them plain
-        return pc.utf8_normalize(values, form="NFKC")
-
-    def words(values: Any) -> Any:
-        return pc.list_value_length(pc.utf8_split_whitespace(values))
+    from fmlang.backends.data.udfs import nfkc, words  # shared with Spark
 
     con.create_function("fm_nfkc", nfkc, ["VARCHAR"], "VARCHAR", type="arrow")  # type: ignore[call-overload]
     con.create_function("fm_words", words, ["VARCHAR"], "BIGINT", type="arrow")  # type: ignore[call-overload]
@@ -57,15 +53,19 @@ class StepResult:
     rows_in: int
     rows_out: int
     line: int | None
+    cast_nulls: dict[str, int] = field(default_factory=dict)  # column → values made NULL
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "rule": self.title,
             "line": self.line,
             "rows_in": self.rows_in,
             "rows_out": self.rows_out,
             "removed": self.rows_in - self.rows_out,
         }
+        if self.cast_nulls:
+            out["cast_nulls"] = dict(self.cast_nulls)
+        return out
 
 
 def run_pipeline(
@@ -79,14 +79,22 @@ def run_pipeline(
     rows = 0
     for index, step in enumerate(pipeline.steps):
         _execute(con, step, dataset, index, pipeline.steps[index - 1].table if index else None)
-        count = con.execute(f'SELECT count(*) FROM "{step.table}"').fetchone()
+        count = con.execute(casts.count_query(step)).fetchone()
         after = int(count[0]) if count else 0
-        result = StepResult(step.title, rows if index else after, after, _line(step))
+        nulls = casts.cast_nulls(step, count) if count and step.casts else {}
+        result = StepResult(step.title, rows if index else after, after, _line(step), nulls)
+        problem = casts.failure(dataset, step, nulls, partial(_examples, con, step))
+        if problem is not None:
+            raise StageError(problem)
         results.append(result)
         if on_step:
             on_step(result)
         rows = after
     return results
+
+
+def _examples(con: duckdb.DuckDBPyConnection, step: Step, check: CastCheck) -> list[str]:
+    return [str(row[0]) for row in con.execute(casts.examples_query(step, check)).fetchall()]
 
 
 def _line(step: Step) -> int | None:

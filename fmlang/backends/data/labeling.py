@@ -5,7 +5,12 @@ per labeling function (class index, -1 = abstain), `fm_probs` (the label model's
 probabilities, in the block's class order) and `fm_label` (the most probable class; null
 where every function abstained, so training can leave those rows out). Beside it:
 `<labels>.analysis.json` (coverage, overlaps, conflicts, empirical accuracy against the
-dataset's @gold column where there is one) and `<labels>.model.json` (fitted parameters).
+dataset's @gold column where there is one; `versus_majority`: the label model's coverage,
+convergence and accuracy next to majority vote's, see `labelmodel/review.py`, which fails the
+stage with FM0760 when it is worse beyond noise), `<labels>.model.json` (fitted
+parameters and how the fit ended) and `<labels>.report.png` / `.report.html` (the analysis
+as pictures, `label_report.py`). `apply_to` targets are stages of their own
+(`label_apply.py`), labelled by the model fitted here.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from fmlang.atomic import replacing, write_json_atomic
 from fmlang.backends.artifacts import read_text
 from fmlang.backends.cache import stage_key
 from fmlang.backends.data.engine import connect
+from fmlang.backends.data.label_report import report_paths, write_report
 from fmlang.backends.data.stages import Outcome, RunContext
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
@@ -38,6 +44,7 @@ def labels_paths(name: str) -> dict[str, str]:
         "rows": f"{base}.parquet",
         "analysis": f"{base}.analysis.json",
         "model": f"{base}.model.json",
+        **report_paths(f"{base}.analysis.json"),  # the PNG and HTML report (label_report.py)
     }
 
 
@@ -58,13 +65,22 @@ def labels_stage(ctx: RunContext, labels: Labels) -> Outcome:
         return Outcome(stage, True, tuple(paths.values()), {})
     table = _apply(ctx, labels, query)
     summary = _fit_and_write(ctx, labels, dataset, table, paths)
+    title = f"labels `{labels.name}`"
+    report = write_report(ctx.build_dir, paths["analysis"], paths["rows"], title)
+    ctx.log(f"  report: {ctx.build_dir / report['report']}")
     ctx.cache.record(stage, key, list(paths.values()))
     return Outcome(stage, False, tuple(paths.values()), summary)
 
 
 def built_query(ctx: RunContext, labels: Labels) -> LabelQuery:
-    """The label-matrix query the build folder holds (`labels/<labels>.duckdb.sql`), with the
-    spec's labeling functions (their order is the matrix's columns)."""
+    """The label-matrix query the build folder holds (`labels/<labels>.duckdb.sql`, or
+    `.spark.sql` for `--engine spark`), with the spec's labeling functions (their order is
+    the matrix's columns)."""
+    if ctx.engine == "spark":
+        from fmlang.backends.data.spark import built_label_sql
+
+        sql = built_label_sql(ctx.build_dir, labels.name, labels.span)
+        return replace(lower_labels(labels, "spark"), sql=sql)
     text = read_text(ctx.build_dir, f"labels/{labels.name}.duckdb.sql", labels.name, labels.span)
     return replace(lower_labels(labels), sql=text.strip().rstrip(";"))
 
@@ -82,11 +98,17 @@ def _missing_input(labels: Labels, source: Path) -> Any:
 
 def _apply(ctx: RunContext, labels: Labels, query: LabelQuery) -> Any:
     """The SQL pass, then the Python functions, as an Arrow table."""
-    con = connect(ctx.build_dir)
-    try:
-        table = con.sql(query.sql).to_arrow_table()
-    finally:
-        con.close()
+    if query.dialect == "spark":
+        from fmlang.backends.data.spark import label_table, spark_log, spark_session
+
+        spark = spark_session(spark_log(ctx.build_dir))
+        table = label_table(spark, ctx.build_dir, query.sql, labels.name, labels.span)
+    else:
+        con = connect(ctx.build_dir)
+        try:
+            table = con.sql(query.sql).to_arrow_table()
+        finally:
+            con.close()
     for lf in labels.functions:
         if lf.python:
             votes = _python_votes(ctx, labels, lf, table.to_pylist())
@@ -214,7 +236,7 @@ def fit(labels: Labels, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, Any
         tie = str(options.get("tie", "abstain"))
         return majority_proba(matrix, k), majority_vote(matrix, k, tie=tie), None  # type: ignore[arg-type]
     model = fit_label_model(matrix, k, **options)  # type: ignore[arg-type]
-    return model.predict_proba(matrix), model.predict(matrix, tie="abstain"), model
+    return model.predict_proba(matrix), model.label(matrix), model
 
 
 def _fit_and_write(ctx: RunContext, labels: Labels, dataset: Dataset, table: Any,
@@ -229,8 +251,9 @@ def _fit_and_write(ctx: RunContext, labels: Labels, dataset: Dataset, table: Any
     names = [labels.classes[i] if i != ABSTAIN else None for i in best]
     table = table.append_column("fm_probs", pa.array(probs.tolist(), pa.list_(pa.float64())))
     table = table.append_column("fm_label", pa.array(names, pa.string()))
-    _write_table(table, ctx.build_dir / paths["rows"])
     gold = gold_labels(table, dataset, labels.classes)
+    versus = _versus_majority(ctx, labels, matrix, best, gold, model)
+    _write_table(table, ctx.build_dir / paths["rows"])
     spans = {lf.name: lf.span.to_span() if lf.span else None for lf in labels.functions}
     weights = model.weights() if model is not None else None
     summary = lf_summary(matrix, [lf.name for lf in labels.functions], len(labels.classes),
@@ -239,11 +262,35 @@ def _fit_and_write(ctx: RunContext, labels: Labels, dataset: Dataset, table: Any
     ctx.log(summary.table())  # a rich Table: coverage, overlaps, conflicts, accuracy
     document: dict[str, Any] = {"labels": labels.name, "analysis": summary.to_json()}
     document["label_model"] = _accuracy(best, covered, gold)
+    if versus is not None:
+        document["versus_majority"] = versus
     write_json_atomic(ctx.build_dir / paths["analysis"], document)
     write_json_atomic(
         ctx.build_dir / paths["model"], model.to_json() if model else {"kind": "majority"}
     )
     return {"summary": summary, **document["label_model"]}
+
+
+def _versus_majority(ctx: RunContext, labels: Labels, matrix: np.ndarray, best: np.ndarray,
+                     gold: np.ndarray | None, model: Any) -> dict[str, Any] | None:  # fmt: skip
+    """The label model's coverage, convergence and accuracy next to majority vote's, logged
+    and returned for the analysis file; FM0760 (the stage fails) when it is worse beyond
+    noise. None for `model majority`."""
+    from fmlang.backends.labelmodel import review
+
+    if model is None:
+        return None
+    found = review.review(matrix, len(labels.classes), best, gold)
+    span = labels.model.span.to_span() if labels.model.span else None
+    span = span or (labels.span.to_span() if labels.span else None)
+    for line in review.fit_lines(model, found):
+        ctx.log(line)
+    ctx.diagnostics.extend(review.fit_warnings(model, span))
+    worse = review.worse_error(found, labels.name, span)
+    if worse is not None:
+        raise StageError(worse)
+    fit = model.to_json()["fit"]
+    return {**found.to_json(), "fit": fit}
 
 
 def _accuracy(best: np.ndarray, covered: np.ndarray, gold: np.ndarray | None) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 from fmlang.atomic import replacing, write_json_atomic
 from fmlang.backends.artifacts import mismatch, read_text
 from fmlang.backends.cache import StageCache, stage_key
+from fmlang.backends.data import casts
 from fmlang.backends.data.access import Access
 from fmlang.backends.data.engine import StepResult, connect, run_pipeline
 from fmlang.check.datasets import outside_project
@@ -46,6 +47,7 @@ class RunContext:
     diagnostics: list[Diagnostic] = field(default_factory=list)  # warnings, gate misses
     progress: Any = None  # a rich Progress shown while stages run, or None
     allowed_data: tuple[Path, ...] = ()  # `--allow-data`: folders outside the project
+    engine: str = "duckdb"  # `--engine`: duckdb, or spark (backends/data/spark.py)
 
     def bar(self, title: str, total: int) -> Callable[[], None]:
         """Start a progress bar of `total` steps; the returned function advances it."""
@@ -68,7 +70,12 @@ class Outcome:
 
 def data_stage(ctx: RunContext, dataset: Dataset) -> Outcome:
     stage = f"data:{dataset.name}"
-    pipeline, script = built_pipeline(ctx, dataset)
+    if ctx.engine == "spark":
+        from fmlang.backends.data.spark import built_spark_pipeline
+
+        pipeline, script = built_spark_pipeline(ctx.build_dir, dataset)
+    else:
+        pipeline, script = built_pipeline(ctx, dataset)
     files = source_files(dataset, ctx.spec_dir(dataset.file))
     names = [os.path.relpath(f, ctx.entry_dir) for f in files]
     _require_confined(ctx, stage, dataset, names)  # before a byte is read, hashes included
@@ -81,6 +88,19 @@ def data_stage(ctx: RunContext, dataset: Dataset) -> Outcome:
     ctx.access.require(stage, names)  # cached rows are the dataset's too
     if not ctx.force and ctx.cache.fresh(stage, key):
         return Outcome(stage, True, tuple(outputs), {})
+    if ctx.engine == "spark":
+        steps, counts = _run_spark(ctx, dataset, pipeline)
+    else:
+        steps, counts = _run_duckdb(ctx, dataset, pipeline)
+    report = _report(dataset, steps, counts, key)
+    write_json_atomic(ctx.build_dir / folder / "report.json", report)
+    ctx.cache.record(stage, key, outputs)
+    return Outcome(stage, False, tuple(outputs), report)
+
+
+def _run_duckdb(ctx: RunContext, dataset: Dataset,
+                pipeline: Pipeline) -> tuple[list[StepResult], dict[str | None, int]]:  # fmt: skip
+    stage = f"data:{dataset.name}"
     con = connect(ctx.spec_dir(dataset.file))
     try:
         if dataset.source is not None and dataset.source.kind == "hf_disk":
@@ -98,10 +118,23 @@ def data_stage(ctx: RunContext, dataset: Dataset) -> Outcome:
         }
     finally:
         con.close()
-    report = _report(dataset, steps, counts, key)
-    write_json_atomic(ctx.build_dir / folder / "report.json", report)
-    ctx.cache.record(stage, key, outputs)
-    return Outcome(stage, False, tuple(outputs), report)
+    return steps, counts
+
+
+def _run_spark(ctx: RunContext, dataset: Dataset,
+               pipeline: Pipeline) -> tuple[list[StepResult], dict[str | None, int]]:  # fmt: skip
+    from fmlang.backends.data.spark import run_data, spark_log, spark_session
+
+    advance = ctx.bar(f"data:{dataset.name}", len(pipeline.steps))
+
+    def on_step(result: StepResult) -> None:
+        ctx.log(_describe(result))
+        advance()
+
+    spark = spark_session(spark_log(ctx.build_dir))
+    targets = {s: ctx.build_dir / split_path(dataset.name, s) for s in (*pipeline.splits, None)}
+    return run_data(spark, ctx.spec_dir(dataset.file), ctx.build_dir, pipeline, dataset,
+                    on_step, targets)  # fmt: skip
 
 
 def _require_confined(ctx: RunContext, stage: str, dataset: Dataset, names: list[str]) -> None:
@@ -148,9 +181,12 @@ def built_pipeline(ctx: RunContext, dataset: Dataset) -> tuple[Pipeline, str]:
 
 
 def _describe(result: StepResult) -> str:
+    from rich.markup import escape  # a title quotes the spec: `json("[tv]*.json")`
+
     removed = result.rows_in - result.rows_out
     change = f" (-{removed:,})" if removed else ""
-    return f"  {result.title}: {result.rows_out:,} rows{change}"
+    nulls = casts.describe(result.cast_nulls)
+    return f"  {escape(result.title)}: {result.rows_out:,} rows{change}{escape(nulls)}"
 
 
 def _report(dataset: Dataset, steps: list[StepResult], counts: dict[str | None, int],
@@ -177,8 +213,13 @@ def _quoted(path: Path) -> str:
 
 
 def _register_hf(con: Any, folder: Path, dataset: Dataset) -> None:
+    """A dataset saved with `datasets.save_to_disk`, registered as `fm_hf_source`."""
+    con.register("fm_hf_source", hf_table(folder, dataset))
+
+
+def hf_table(folder: Path, dataset: Dataset) -> Any:
     """A dataset saved with `datasets.save_to_disk`: Arrow IPC stream files, in the split's
-    subfolder for a DatasetDict. Read with pyarrow; registered as `fm_hf_source`."""
+    subfolder for a DatasetDict, read with pyarrow, with their file names (`filename`)."""
     import pyarrow as pa
 
     source = dataset.source
@@ -202,5 +243,4 @@ def _register_hf(con: Any, folder: Path, dataset: Dataset) -> None:
     for file in files:
         part = pa.ipc.open_stream(pa.memory_map(str(file))).read_all()
         tables.append(part.append_column("filename", pa.array([file.name] * part.num_rows)))
-    table = pa.concat_tables(tables)
-    con.register("fm_hf_source", table)
+    return pa.concat_tables(tables)

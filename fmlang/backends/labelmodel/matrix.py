@@ -1,5 +1,5 @@
 """Label-matrix helpers shared by majority vote, the label model and the analysis:
-validation, one-hot vote encodings and turning class scores into decisions under a tie
+validation, vote counts and turning class scores into decisions under a tie
 policy."""
 
 from __future__ import annotations
@@ -45,14 +45,6 @@ def vote_counts(matrix: IntArray, k: int) -> FloatArray:
     for c in range(k):
         counts[:, c] = (matrix == c).sum(axis=1)
     return counts
-
-
-def one_hot(matrix: IntArray, k: int) -> FloatArray:
-    """(rows, LFs, k + 1): each cell's vote as a one-hot over the k classes then abstain."""
-    encoded = np.zeros((*matrix.shape, k + 1), dtype=np.float64)
-    index = np.where(matrix == ABSTAIN, k, matrix)
-    np.put_along_axis(encoded, index[..., None], 1.0, axis=2)
-    return encoded
 
 
 def tied_classes(scores: FloatArray) -> NDArray[np.bool_]:

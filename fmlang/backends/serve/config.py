@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fmlang.backends.data.access import audit_log_path
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
 from fmlang.files import package_model_folder
@@ -52,6 +53,19 @@ class ServeConfig(BaseModel):
     max_new_tokens: int = Field(default=64, ge=1, description="default when a request gives none")
     max_new_tokens_limit: int = Field(default=512, ge=1)
     max_input_tokens: int = Field(default=1024, ge=1)
+    max_context_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="prompt plus max_tokens of one sequence (default and ceiling: the "
+        "model's max_position_embeddings)",
+    )
+    max_choices: int = Field(
+        default=16, ge=1, le=128, description="sequences one request starts: prompts × n"
+    )
+    max_stop: int = Field(default=4, ge=0, le=16, description="stop strings per request")
+    max_top_logprobs: int = Field(
+        default=20, ge=0, le=20, description="alternatives per token in logprobs"
+    )
     max_input_bytes: int | None = Field(
         default=None,
         ge=1,
@@ -80,6 +94,21 @@ class ServeConfig(BaseModel):
     device: str = "cpu"
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     seed: int = 0
+    # Who may query (fmlang/backends/serve/auth.py): the principals the deployment grants
+    # `query` (the access model's answer for `query:<deploy>`), where the server may listen,
+    # and where each decision is appended. `fmc serve` refuses to start without API keys
+    # for these principals (or `--no-auth` on loopback).
+    deploy: str | None = Field(default=None, description="the deployment's name")
+    query_principals: tuple[str, ...] = Field(
+        default=(), description="principals the deployment grants `query`; none: nobody"
+    )
+    visibility: Literal["internal", "public"] = Field(
+        default="internal",
+        description="internal: listen on loopback or private addresses only",
+    )
+    audit_log: str | None = Field(
+        default=None, description="the audit log access decisions are appended to"
+    )
 
     @property
     def input_bytes_limit(self) -> int:
@@ -100,7 +129,10 @@ class ServeConfig(BaseModel):
         adapters = {name: str((base / path).resolve()) for name, path in self.adapters.items()}
         model = base / self.base_model
         base_model = str(model.resolve()) if model.exists() else self.base_model
-        return self.model_copy(update={"adapters": adapters, "base_model": base_model})
+        update: dict[str, Any] = {"adapters": adapters, "base_model": base_model}
+        if self.audit_log is not None:
+            update["audit_log"] = str((base / self.audit_log).resolve())
+        return self.model_copy(update=update)
 
 
 def _base_location(weights: dict[str, Any], build: Path) -> tuple[str, str | None]:
@@ -173,6 +205,10 @@ def from_build(data: dict[str, Any], build: Path) -> ServeConfig:
             "max_new_tokens_limit": max(new_tokens, 512),
             "max_input_tokens": data.get("max_input_tokens", 1024),
             "cache": {"device_slots": slots, "host_slots": max(4 * slots, 8)},
+            "deploy": data.get("deploy"),
+            "query_principals": tuple(data.get("query_principals", ())),
+            "visibility": data.get("visibility") or "internal",
+            "audit_log": str(audit_log_path(build)),
         }
     )
 

@@ -23,34 +23,61 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fmlang.backends.serve.batch import RunningBatch, left_pad, merge, select
 from fmlang.backends.serve.cache import AdapterCache, NoFreeSlot
-from fmlang.backends.serve.sampling import Sampling, generator_for, next_token
+from fmlang.backends.serve.lora import Row
+from fmlang.backends.serve.sampling import (
+    RowLogprobs,
+    Sampling,
+    adjusted,
+    generator_for,
+    logprobs,
+    next_token,
+)
 from fmlang.backends.serve.tickets import (
     Classified,
     Event,
     Failed,
     Finished,
+    Mixture,
     QueueFull,
     Sink,
     Ticket,
     Token,
+    TokenLogprob,
     emit,
 )
+from fmlang.backends.serve.tokens import TokenTexts
 from fmlang.errors import StageError
 
 MAX_SKIPS = 32  # iterations a request may be passed over before admission waits for it
+LOOKAHEAD = 4  # admission and prefetch look this many batches' worth into the queue
 
 __all__ = ["Classified", "Engine", "Event", "Failed", "Finished", "QueueFull", "Ticket", "Token"]
+
+
+@dataclass
+class SchedulerStats:
+    """What admission did: younger requests admitted past a waiting one (each time, for
+    each request passed over) and adapters drained (stopped taking new rows until a
+    waiting request got a slot; counted once per episode)."""
+
+    skips: int = 0
+    drains: int = 0
 
 
 @dataclass(eq=False)
 class _Sequence:
     ticket: Ticket
-    slot: int
+    slot: Row  # its adapters' (slot, weight) pairs; () for the base model
     generator: torch.Generator | None
     generated: list[int] = field(default_factory=list)
     emitted: str = ""
     finish: str | None = None
     first_token: float = 0.0
+    text: str = ""  # the output's text so far, when tracked (`_tracks`), cut at a stop string
+    stopped: bool = False  # a stop string ended it (`text` is the final text)
+    counts: torch.Tensor | None = None  # [vocab] times each token was generated (penalties)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    sent: int = 0  # logprobs already streamed
 
 
 class Engine:
@@ -68,8 +95,10 @@ class Engine:
         max_input_tokens: int = 1024,
         seed: int = 0,
         on_batch: Callable[[int], None] | None = None,
+        max_skips: int = MAX_SKIPS,
     ) -> None:
         self.model, self.tokenizer, self.cache = model, tokenizer, cache
+        self.max_skips = max_skips
         self.task, self.max_batch, self.max_queue = task, max_batch, max_queue
         self.max_input_tokens, self.seed = max_input_tokens, seed
         self.on_batch = on_batch
@@ -78,10 +107,16 @@ class Engine:
         self.pad_id = _pad_id(tokenizer, self.eos_ids)
         self.max_positions = int(getattr(model.config, "max_position_embeddings", 1 << 30))
         self.vocab_size = _vocab_size(model, tokenizer)
+        # classification heads the base checkpoint lacks (randomly initialised at load):
+        # rows of the bare base model would classify with them, so the server refuses those
+        self.untrained_heads: frozenset[str] = frozenset()
+        self.token_texts = TokenTexts(tokenizer)  # for log-probabilities (engine thread)
         self.tokens_generated = 0
         self._waiting: deque[Ticket] = deque()
         self._running: list[_Sequence] = []
-        self._admitted: list[tuple[Ticket, int]] = []  # pinned this iteration, not yet running
+        self._admitted: list[tuple[Ticket, Row]] = []  # pinned this iteration, not yet running
+        self.scheduler = SchedulerStats()
+        self._draining: set[str] = set()  # adapters admitting no new rows (engine thread)
         self._batch: RunningBatch | None = None
         self._cond = threading.Condition()
         # The fast tokenizer's settings (truncation, padding) are shared mutable state: the
@@ -121,7 +156,7 @@ class Engine:
 
     def submit_generate(
         self,
-        adapter: str | None,
+        adapter: str | Mixture | None,
         prompt_ids: Sequence[int],
         sampling: Sampling,
         sink: Sink,
@@ -131,8 +166,30 @@ class Engine:
         """Queue a generation; raises QueueFull when the queue is at its bound."""
         if not prompt_ids:
             raise ValueError("the prompt has no tokens")
+        if isinstance(adapter, Mixture):
+            self.check_mixture(adapter)
         ticket = Ticket(adapter, sink, tuple(prompt_ids), (), sampling, stream)
         return self._enqueue(ticket)
+
+    def check_mixture(self, mixture: Mixture) -> None:
+        """Raise ValueError unless the engine can run `mixture` (known LoRA adapters, no
+        replaced heads, no more adapters than device slots)."""
+        names = mixture.names
+        if not names or len(set(names)) != len(names):
+            raise ValueError("a mixture names one or more distinct adapters")
+        unknown = [name for name in names if name not in self.cache.specs]
+        if unknown:
+            raise ValueError(f"unknown adapter `{unknown[0]}` in the mixture")
+        if self.task != "generate":
+            raise ValueError("adapter mixtures are for generation only")
+        heads = [name for name in names if self.cache.specs[name].heads]
+        if heads:
+            raise ValueError(f"adapter `{heads[0]}` replaces whole layers and cannot be mixed")
+        if len(names) > self.cache.bank.slots:
+            raise ValueError(
+                f"a mixture of {len(names)} adapters needs more than the "
+                f"{self.cache.bank.slots} device slots"
+            )
 
     def submit_classify(self, adapter: str | None, texts: Sequence[str], sink: Sink) -> Ticket:
         """Queue a classification of `texts` (at most max_batch of them)."""
@@ -189,10 +246,10 @@ class Engine:
         self._admitted, self._running, self._batch = [], [], None
 
     def _unpin(self, ticket: Ticket) -> None:
-        """Release the ticket's adapter slot if it holds one (at most once)."""
+        """Release the ticket's adapter slots if it holds them (at most once)."""
         if ticket.pinned:
             ticket.pinned = False
-            self.cache.release(ticket.adapter)
+            self.cache.release_all(ticket.adapters)
 
     def _drop(self, ticket: Ticket, exc: Exception) -> None:
         """This request fails alone and gives back its slot."""
@@ -200,50 +257,92 @@ class Engine:
         self._unpin(ticket)
 
     def _admit(self, capacity: int) -> None:
-        """Waiting tickets, oldest first, for up to `capacity` rows, each pinning a device
-        slot, into `_admitted`. A ticket whose adapter finds no free slot is skipped (it
-        goes back, in order) so others can run; once the oldest has been skipped MAX_SKIPS
-        times, nothing passes it and the slots drain until it fits. A ticket whose adapter
-        cannot be loaded fails alone."""
-        skipped: list[Ticket] = []
-        rows = 0
-        while rows < capacity:
-            ticket = self._next_waiting(capacity - rows, bool(self._admitted))
-            if ticket is None:
+        """Waiting tickets, oldest first, for up to `capacity` rows, each pinning its
+        adapters' device slots, into `_admitted`; then stage the next ones' adapters.
+
+        A ticket whose adapters find no slot waits and younger tickets whose adapters are
+        resident go ahead (grouping rows by resident adapter). For the oldest such ticket
+        the scheduler drains slots: the resident adapters with the fewest running rows
+        (`_drain_for`) admit no new rows, so their slots free within one generation
+        instead of never. Fairness is bounded: once a waiting ticket has been passed over
+        `max_skips` times, nothing younger is admitted until it runs. A ticket whose
+        adapter cannot be loaded fails alone."""
+        with self._cond:
+            window = list(itertools.islice(self._waiting, LOOKAHEAD * self.max_batch))
+        wanted = [name for ticket in window for name in ticket.adapters]
+        gone: set[int] = set()  # positions in `window` admitted, failed or cancelled
+        draining: set[str] = set()
+        blocked = False
+        rows, youngest = 0, -1
+        for position, ticket in enumerate(window):
+            if ticket.cancelled.is_set():
+                gone.add(position)
+                continue
+            need = max(1, len(ticket.texts))
+            if rows >= capacity or (rows and need > capacity - rows):
                 break
+            if ticket.skips < self.max_skips and draining.intersection(ticket.adapters):
+                continue
             try:
-                slot = self.cache.acquire(ticket.adapter)
+                slots = self.cache.acquire_all(ticket.adapters, wanted[position:])
             except NoFreeSlot:
-                ticket.skips += 1
-                skipped.append(ticket)
-                if skipped[0].skips > MAX_SKIPS:
-                    break
+                if not blocked:
+                    blocked, draining = True, self._drain_for(ticket)
+                if ticket.skips >= self.max_skips:
+                    break  # the bound: it was passed over enough, nothing younger goes
                 continue
             except Exception as exc:
                 self._fail([ticket], exc)
+                gone.add(position)
                 continue
             ticket.pinned = True
-            self._admitted.append((ticket, slot))
-            rows += max(1, len(ticket.texts))
+            self._admitted.append((ticket, ticket.weights(slots)))
+            rows += need
+            gone.add(position)
+            youngest = position
+        for position in range(youngest):
+            if position not in gone:
+                window[position].skips += 1
+                self.scheduler.skips += 1
+        self.scheduler.drains += len(draining - self._draining)  # newly drained adapters
+        self._draining = draining
         with self._cond:
-            self._waiting.extendleft(reversed(skipped))
+            taken = {id(window[p]) for p in gone}
+            if taken:
+                self._waiting = deque(t for t in self._waiting if id(t) not in taken)
+        self._prefetch([t for p, t in enumerate(window) if p not in gone], wanted)
 
-    def _next_waiting(self, room: int, any_taken: bool) -> Ticket | None:
-        """The oldest live waiting ticket if its rows fit in `room`."""
-        with self._cond:
-            while self._waiting:
-                ticket = self._waiting[0]
-                if ticket.cancelled.is_set():
-                    self._waiting.popleft()
+    def _drain_for(self, ticket: Ticket) -> set[str]:
+        """The resident adapters to stop admitting rows for so that `ticket`'s adapters
+        get slots: those with the fewest pinned rows (they free soonest)."""
+        pins = self.cache.pins()
+        resident = self.cache.resident()["device"]
+        missing = [n for n in ticket.adapters if n not in resident]
+        free = self.cache.bank.slots - len(resident)
+        unpinned = sum(1 for n in resident if not pins.get(n) and n not in ticket.adapters)
+        short = len(missing) - free - unpinned
+        if short <= 0:
+            return set()
+        busy = [n for n in resident if pins.get(n) and n not in ticket.adapters]
+        return set(sorted(busy, key=lambda n: pins[n])[:short])
+
+    def _prefetch(self, waiting: list[Ticket], wanted: list[str]) -> None:
+        """Stage the adapters of the next waiting tickets (queue order, about one batch's
+        worth of slots) into free or unneeded slots before their turn."""
+        budget = self.cache.bank.slots
+        for ticket in waiting:
+            for name in ticket.adapters:
+                if budget <= 0:
+                    return
+                budget -= 1
+                try:
+                    self.cache.prefetch(name, wanted)
+                except Exception:  # its own admission reports it
                     continue
-                if any_taken and max(1, len(ticket.texts)) > room:
-                    return None
-                return self._waiting.popleft()
-        return None
 
     # ---- classification ---------------------------------------------------------------
 
-    def _classify(self, admitted: list[tuple[Ticket, int]]) -> None:
+    def _classify(self, admitted: list[tuple[Ticket, Row]]) -> None:
         if not admitted:
             return
         try:
@@ -281,7 +380,7 @@ class Engine:
 
     # ---- generation ---------------------------------------------------------------------
 
-    def _generate_step(self, admitted: list[tuple[Ticket, int]]) -> None:
+    def _generate_step(self, admitted: list[tuple[Ticket, Row]]) -> None:
         if self._running:
             self._guarded(self._running, self._decode)
         fresh = []
@@ -363,43 +462,107 @@ class Engine:
         self._take(sequences, logits)
 
     def _take(self, sequences: list[_Sequence], logits: torch.Tensor) -> None:
-        """Each row's next token; a row whose sampling or text fails fails alone."""
-        greedy: list[int] = logits.argmax(-1).tolist()
+        """Each row's next token (`sampling`: penalties and bias on the rows that ask, one
+        argmax for all, seeded draws row by row) and, for the rows that ask, its
+        log-probabilities; a row whose sampling or text fails fails alone."""
+        samplings = [s.ticket.sampling for s in sequences]
+        counts = [self._counts(s, logits) for s in sequences]
+        scores = adjusted(logits, samplings, counts)
+        greedy: list[int] = scores.argmax(-1).tolist()
         now = time.perf_counter()
+        tokens: list[int | None] = []
         for row, sequence in enumerate(sequences):
             try:
-                sampling = sequence.ticket.sampling
-                token = next_token(logits[row], greedy[row], sampling, sequence.generator)
-                self._advance(sequence, token, now)
+                tokens.append(
+                    next_token(scores[row], greedy[row], samplings[row], sequence.generator)
+                )
+            except Exception as exc:
+                tokens.append(None)
+                sequence.finish = "error"
+                self._fail([sequence.ticket], exc)
+        wanted = [None if t is None else p.logprobs for t, p in zip(tokens, samplings, strict=True)]
+        found = logprobs(logits, [t or 0 for t in tokens], wanted)
+        for sequence, token, row_logprobs in zip(sequences, tokens, found, strict=True):
+            if token is None:
+                continue
+            try:
+                self._advance(sequence, token, now, row_logprobs)
             except Exception as exc:
                 sequence.finish = "error"
                 self._fail([sequence.ticket], exc)
 
-    def _advance(self, sequence: _Sequence, token: int, now: float) -> None:
+    def _counts(self, sequence: _Sequence, logits: torch.Tensor) -> torch.Tensor | None:
+        """The sequence's generated-token counts, made on first use by a penalised row."""
+        sampling = sequence.ticket.sampling
+        if sequence.counts is None and (sampling.presence_penalty or sampling.frequency_penalty):
+            sequence.counts = logits.new_zeros(logits.shape[-1], dtype=torch.float32)
+        return sequence.counts
+
+    def _advance(
+        self, sequence: _Sequence, token: int, now: float, found: RowLogprobs | None
+    ) -> None:
         self.tokens_generated += 1
         sequence.first_token = sequence.first_token or now
         sequence.generated.append(token)
+        if sequence.counts is not None and token < sequence.counts.shape[0]:
+            sequence.counts[token] += 1
+        sampling = sequence.ticket.sampling
         if token in self.eos_ids:
             sequence.finish = "stop"
-        elif len(sequence.generated) >= sequence.ticket.sampling.max_new_tokens:
+            return
+        before = sequence.text
+        if _tracks(sequence):
+            self._track(sequence, before)
+        if found is not None:
+            sequence.logprobs.append(self._logprob(token, found, len(before)))
+        if sequence.finish is None and len(sequence.generated) >= sampling.max_new_tokens:
             sequence.finish = "length"
-        if sequence.ticket.stream and sequence.finish != "stop":
+        if sequence.ticket.stream and sequence.finish is None:
             self._stream(sequence, token)
 
+    def _track(self, sequence: _Sequence, before: str) -> None:
+        """The output's text with the new token; cut (and finished) at the first stop
+        string, looking only where the new text can complete one: from where it differs
+        from the text before (an incomplete character's U+FFFD may have become a character)."""
+        text = self._text(sequence.generated)
+        stops = sequence.ticket.sampling.stop
+        if stops:
+            same = _same_start(before, text)
+            start = max(0, same - max(len(stop) for stop in stops) + 1)
+            hits = [i for i in (text.find(stop, start) for stop in stops) if i >= 0]
+            if hits:
+                text, sequence.finish, sequence.stopped = text[: min(hits)], "stop", True
+        sequence.text = text
+
+    def _logprob(self, token: int, found: RowLogprobs, offset: int) -> TokenLogprob:
+        top = tuple((*self.token_texts.get(i), value) for i, value in found.top)
+        text, raw = self.token_texts.get(token)
+        alternatives = tuple((name, value, data) for name, data, value in top)
+        return TokenLogprob(text, found.logprob, alternatives, offset, raw)
+
     def _output_ids(self, sequence: _Sequence) -> list[int]:
+        """The generated ids less a final end-of-sequence token (a stop string's are kept:
+        they were generated and count as completion tokens)."""
         ids = sequence.generated
-        return ids[:-1] if sequence.finish == "stop" else ids
+        return ids[:-1] if sequence.finish == "stop" and not sequence.stopped else ids
 
     def _text(self, ids: list[int]) -> str:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         return text if isinstance(text, str) else "".join(text)
 
     def _stream(self, sequence: _Sequence, token: int) -> None:
-        text = self._text(self._output_ids(sequence))
+        """The text the new token completes, less an incomplete character and less any end
+        that may still grow into a stop string (it goes out later, or never)."""
+        text = sequence.text
+        end = len(text) - _held(text, sequence.ticket.sampling.stop)
         delta = ""
-        if not text.endswith("\ufffd") and text.startswith(sequence.emitted):
-            delta, sequence.emitted = text[len(sequence.emitted) :], text
-        emit(sequence.ticket, Token(token, delta))
+        entries: tuple[TokenLogprob, ...] = ()
+        fresh = end > len(sequence.emitted) and text.startswith(sequence.emitted)
+        if fresh and not text[:end].endswith("\ufffd"):
+            delta, sequence.emitted = text[len(sequence.emitted) : end], text[:end]
+            entries = tuple(sequence.logprobs[sequence.sent :])
+            sequence.sent = len(sequence.logprobs)
+        emit(sequence.ticket, Token(token, delta, entries))
 
     def _retire(self) -> None:
         """Finished, failed and cancelled sequences leave the batch and free their slots."""
@@ -423,13 +586,50 @@ class Engine:
 
     def _finish(self, sequence: _Sequence) -> None:
         ids = self._output_ids(sequence)
-        text = self._text(ids)
+        text = sequence.text if sequence.stopped else self._text(ids)
         tail = text[len(sequence.emitted) :] if text.startswith(sequence.emitted) else ""
         ticket = sequence.ticket
         assert sequence.finish is not None
         first = sequence.first_token - ticket.submitted
-        finished = Finished(sequence.finish, text, tuple(ids), len(ticket.prompt_ids), tail, first)
+        entries = tuple(sequence.logprobs)
+        finished = Finished(
+            sequence.finish,
+            text,
+            tuple(ids),
+            len(ticket.prompt_ids),
+            tail,
+            first,
+            entries,
+            entries[sequence.sent :],
+        )
         emit(ticket, finished)
+
+
+def _tracks(sequence: _Sequence) -> bool:
+    """Whether the output's text is decoded at every token: for streaming, stop strings
+    and log-probabilities' text offsets (otherwise once, at the end)."""
+    sampling = sequence.ticket.sampling
+    return sequence.ticket.stream or bool(sampling.stop) or sampling.logprobs is not None
+
+
+def _same_start(first: str, second: str) -> int:
+    """The length of the longest common prefix of two texts."""
+    size = min(len(first), len(second))
+    if first[:size] == second[:size]:
+        return size
+    return next(i for i in range(size) if first[i] != second[i])
+
+
+def _held(text: str, stops: tuple[str, ...]) -> int:
+    """How many characters at the end of `text` begin some stop string (and so may not be
+    streamed yet)."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:size]):
+                longest = size
+                break
+    return longest
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:

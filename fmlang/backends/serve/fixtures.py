@@ -7,7 +7,12 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 from fmlang.backends.train.tiny import tiny_config
 
@@ -39,13 +44,14 @@ def build_random_adapters(
 ) -> dict[str, Path]:
     """Save one random adapter per rank (`a0`, `a1`, …) under `out`; returns name → folder."""
     folders: dict[str, Path] = {}
+    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(base)  # once: LoRA added, removed
     for index, rank in enumerate(ranks):
         torch.manual_seed(seed + 1000 * (index + 1))
-        model = AutoModelForCausalLM.from_pretrained(base)
         peft_model = get_peft_model(model, random_lora_config(index, rank))
         folder = out / f"a{index}"
         peft_model.save_pretrained(str(folder))
         folders[f"a{index}"] = folder
+        model = peft_model.unload()
     return folders
 
 
@@ -70,6 +76,35 @@ def build_tiny_causal_lm(folder: Path, seed: int = 0) -> Path:
     lossless byte tokenizer, so tests can compare token ids exactly."""
     torch.manual_seed(seed)
     model = LlamaForCausalLM(tiny_config())
+    model.save_pretrained(folder)
+    byte_tokenizer().save_pretrained(folder)
+    return folder
+
+
+def llama_config(
+    hidden: int = 512, layers: int = 8, heads: int = 8, intermediate: int = 1376, vocab: int = 32000
+) -> LlamaConfig:
+    """A Llama big enough that compute matters (the defaults: about 57M parameters), with
+    the byte tokenizer's special token ids."""
+    return LlamaConfig(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        intermediate_size=intermediate,
+        vocab_size=vocab,
+        max_position_embeddings=2048,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+
+
+def build_llama(folder: Path, config: LlamaConfig | None = None, seed: int = 0) -> Path:
+    """Write a randomly initialised Llama (`llama_config` by default) with the byte
+    tokenizer (its token ids are the model's first 259)."""
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config or llama_config())
     model.save_pretrained(folder)
     byte_tokenizer().save_pretrained(folder)
     return folder

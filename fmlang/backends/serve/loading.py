@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import (
@@ -22,13 +22,27 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 def load_base(config: ServeConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The base model in eval mode on the configured device, and its tokenizer."""
+    model, tokenizer, _ = load_base_and_heads(config)
+    return model, tokenizer
+
+
+def load_base_and_heads(
+    config: ServeConfig,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, frozenset[str]]:
+    """`load_base`, and the modules the checkpoint lacked (initialised at random: a
+    classifier's head on an encoder checkpoint), which only adapters may supply."""
     auto = AutoModelForSequenceClassification if config.task == "classify" else AutoModelForCausalLM
     options: dict[str, Any] = {"revision": config.revision} if config.revision else {}
     head = _head_options(config, options) if config.task == "classify" else {}
     try:
-        model = auto.from_pretrained(
-            config.base_model, dtype=DTYPES[config.dtype], **options, **head
+        loaded: Any = auto.from_pretrained(
+            config.base_model,
+            dtype=DTYPES[config.dtype],
+            output_loading_info=True,
+            **options,
+            **head,
         )
+        model, info = cast(tuple[PreTrainedModel, dict[str, Any]], loaded)
     except (OSError, ValueError) as exc:
         raise StageError(
             error(
@@ -49,7 +63,9 @@ def load_base(config: ServeConfig) -> tuple[PreTrainedModel, PreTrainedTokenizer
         ) from exc
     _check_classes(config, model)
     torch.nn.Module.to(model, config.device)
-    return model.eval(), tokenizer
+    missing = frozenset(str(key).rpartition(".")[0] for key in info.get("missing_keys", ()))
+    torch.nn.Module.eval(model)
+    return model, tokenizer, missing
 
 
 def _head_options(config: ServeConfig, options: dict[str, Any]) -> dict[str, Any]:

@@ -1,17 +1,33 @@
 """Batched multi-LoRA (the S-LoRA / Punica idea in plain torch): each targeted `nn.Linear`
-is wrapped so that one forward pass serves rows that use different adapters,
+is wrapped so that one forward pass serves rows that use different adapters, or a weighted
+mixture of several,
 
-    y_i = x_i Wᵀ + scale[s_i] · (x_i A[s_i]ᵀ) B[s_i]ᵀ
+    y_i = x_i Wᵀ + Σ_k w_ik · scale[s_ik] · (x_i A[s_ik]ᵀ) B[s_ik]ᵀ
 
-where s_i is row i's slot in tensors that stack the resident adapters' A `[slots, r_max, in]`
-and B `[slots, out, r_max]` (zero-padded for smaller ranks). Slot −1 means the base model.
+where s_ik are row i's slots in tensors that stack the resident adapters' A `[slots, r_max,
+in]` and B `[slots, out, r_max]` (zero-padded for smaller ranks; B holds `scale · B`, so the
+scale costs nothing per row) and w_ik the row's weights (1 for a plain adapter request). A
+row without slots is the base model. A mixture of deltas `Σ_k w_k scale_k B_k A_k` is exactly
+what peft's `add_weighted_adapter(combination_type="cat")` builds: the ranks concatenated.
+
+Every forward pass shares its (row, slot, weight) entries (`_Entries`, read by every
+wrapped layer). Each layer takes the entries whose slot holds weights for it, gathers A
+and B per entry and runs two batched matmuls, adding the result into the base output only
+on those rows: base-model rows, and rows whose adapter does not target the layer, cost it
+nothing. Against the alternatives on CPU (one matmul per
+distinct slot, torch's grouped_mm over slot segments, one dense matmul over every slot), the
+gathered bmm was fastest or within noise in most layer shapes and in whole-model forward
+passes; grouped_mm won only for the widest layers in isolation, and lost in the whole
+model (`benchmarks/serve_throughput.py --profile-lora` prints the per-layer comparison).
+
 Linear heads an adapter replaces (peft `modules_to_save`, e.g. a classifier) get whole
-per-slot weights instead."""
+per-slot weights instead; a head cannot be mixed, so mixture rows use the base head."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -20,18 +36,77 @@ from fmlang.backends.serve.adapters import AdapterSpec, AdapterWeights
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
 
+Row = tuple[tuple[int, float], ...]  # a row's (slot, weight) pairs; () is the base model
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The adapter entries of one forward pass: entry e adds weight[e] · row[e]'s delta
+    through slot[e]. `identity`: one entry per row, in row order, weight 1 (the common
+    batch of plain adapter requests), so no gather of x and no scatter of y is needed."""
+
+    batch: int
+    rows: torch.Tensor  # [entries] long
+    slots: torch.Tensor  # [entries] long
+    weights: torch.Tensor | None  # [entries], None when every weight is 1
+    identity: bool
+
+
+class _Entries:
+    """A forward pass's (row, slot, weight) entries, and per set of slots a layer holds
+    weights for (its `present` bit mask) the `_Plan` of just the entries it applies to:
+    a row whose adapter leaves a layer alone costs that layer nothing. Layers of one kind
+    (every q_proj, …) share a mask, so a pass builds a handful of plans, not one a layer."""
+
+    def __init__(self, rows: Sequence[Row], device: torch.device | str, dtype: torch.dtype) -> None:
+        self.batch, self.device, self.dtype = len(rows), device, dtype
+        self.entries = [(i, slot, w) for i, row in enumerate(rows) for slot, w in row if slot >= 0]
+        self._plans: dict[int, _Plan | None] = {}
+
+    def plan(self, present: int) -> _Plan | None:
+        if present not in self._plans:
+            self._plans[present] = self._build([e for e in self.entries if present >> e[1] & 1])
+        return self._plans[present]
+
+    def _build(self, entries: list[tuple[int, int, float]]) -> _Plan | None:
+        if not entries:
+            return None
+        ones = all(w == 1.0 for _, _, w in entries)
+        identity = (
+            ones and len(entries) == self.batch and all(e[0] == i for i, e in enumerate(entries))
+        )
+
+        def tensor(values: list[int] | list[float], kind: torch.dtype) -> torch.Tensor:
+            return torch.tensor(values, dtype=kind, device=self.device)
+
+        return _Plan(
+            batch=self.batch,
+            rows=tensor([e[0] for e in entries], torch.long),
+            slots=tensor([e[1] for e in entries], torch.long),
+            weights=None if ones else tensor([e[2] for e in entries], self.dtype),
+            identity=identity,
+        )
+
+
+def _row(slot: int | Row) -> Row:
+    if isinstance(slot, int):
+        return ((slot, 1.0),) if slot >= 0 else ()
+    return tuple(slot)
+
 
 class RowSlots:
-    """The per-row slot ids of the forward pass in progress, shared by every wrapped layer."""
+    """The forward pass in progress, shared by every wrapped layer: the adapter plan, and
+    per row the one slot whose head applies (−1: the base model's head)."""
 
     def __init__(self) -> None:
-        self.rows: torch.Tensor | None = None  # [batch] long, −1 = base model
+        self.plan: _Entries | None = None
+        self.rows: torch.Tensor | None = None  # [batch] long, −1 = base head
         self.active: bool = False  # any row uses an adapter
 
 
-def _as_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    if x.shape[0] != rows.shape[0]:
-        raise RuntimeError(f"batch of {x.shape[0]} rows but {rows.shape[0]} row slots")
+def _as_rows(x: torch.Tensor, batch: int) -> torch.Tensor:
+    if x.shape[0] != batch:
+        raise RuntimeError(f"batch of {x.shape[0]} rows but {batch} row slots")
     return x.reshape(x.shape[0], -1, x.shape[-1])
 
 
@@ -40,7 +115,6 @@ class MultiLoraLinear(nn.Module):
 
     lora_a: torch.Tensor
     lora_b: torch.Tensor
-    scale: torch.Tensor
 
     def __init__(self, base: nn.Linear, slots: int, r_max: int, index: RowSlots) -> None:
         super().__init__()
@@ -49,19 +123,24 @@ class MultiLoraLinear(nn.Module):
         w = base.weight
         self.register_buffer("lora_a", w.new_zeros(slots, r_max, base.in_features))
         self.register_buffer("lora_b", w.new_zeros(slots, base.out_features, r_max))
-        self.register_buffer("scale", w.new_zeros(slots))
+        self.present = 0  # bit s set: slot s holds weights for this layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y: torch.Tensor = self.base(x)
-        rows = self.index.rows
-        if rows is None or not self.index.active:
+        entries = self.index.plan
+        plan = entries.plan(self.present) if entries is not None else None
+        if plan is None:
             return y
-        picked = rows.clamp(min=0)
-        scale = self.scale[picked] * (rows >= 0).to(x.dtype)  # [b]
-        x3 = _as_rows(x, rows)
-        hidden = torch.bmm(x3, self.lora_a[picked].transpose(1, 2))  # [b, s, r]
-        delta = torch.bmm(hidden, self.lora_b[picked].transpose(1, 2))  # [b, s, out]
-        return y + (delta * scale[:, None, None]).reshape(y.shape)
+        x3 = _as_rows(x, plan.batch)  # [b, s, in]
+        picked = x3 if plan.identity else x3.index_select(0, plan.rows)  # [e, s, in]
+        hidden = torch.bmm(picked, self.lora_a[plan.slots].transpose(1, 2))  # [e, s, r]
+        if plan.weights is not None:
+            hidden = hidden * plan.weights[:, None, None]
+        delta = torch.bmm(hidden, self.lora_b[plan.slots].transpose(1, 2))  # [e, s, out]
+        if plan.identity:
+            return y + delta.reshape(y.shape)
+        out = y.reshape(plan.batch, -1, y.shape[-1]).index_add(0, plan.rows, delta.to(y.dtype))
+        return out.reshape(y.shape)
 
     def write(self, slot: int, a: torch.Tensor, b: torch.Tensor, scale: float) -> None:
         rank = a.shape[0]
@@ -69,12 +148,13 @@ class MultiLoraLinear(nn.Module):
         self.lora_b[slot].zero_()
         self.lora_a[slot, :rank].copy_(a)
         self.lora_b[slot, :, :rank].copy_(b)
-        self.scale[slot] = scale
+        self.lora_b[slot, :, :rank].mul_(scale)
+        self.present |= 1 << slot
 
     def clear(self, slot: int) -> None:
         self.lora_a[slot].zero_()
         self.lora_b[slot].zero_()
-        self.scale[slot] = 0.0
+        self.present &= ~(1 << slot)
 
 
 class MultiHeadLinear(nn.Module):
@@ -100,7 +180,7 @@ class MultiHeadLinear(nn.Module):
             return y
         picked = rows.clamp(min=0)
         use = (rows >= 0) & self.present[picked]
-        x3 = _as_rows(x, rows)
+        x3 = _as_rows(x, rows.shape[0])
         own = torch.bmm(x3, self.head_weight[picked].transpose(1, 2))
         own = own + self.head_bias[picked][:, None, :]
         return torch.where(use[:, None, None], own, y.reshape(own.shape)).reshape(y.shape)
@@ -204,12 +284,20 @@ class LoraBank:
             head.clear(slot)
 
     @contextmanager
-    def rows(self, slots: list[int], device: torch.device | str = "cpu") -> Iterator[None]:
-        """Run the forward passes inside with row i using slot `slots[i]` (−1: base only)."""
-        self.index.rows = torch.tensor(slots, dtype=torch.long, device=device)
-        self.index.active = any(s >= 0 for s in slots)
+    def rows(
+        self, slots: Sequence[int | Row], device: torch.device | str = "cpu"
+    ) -> Iterator[None]:
+        """Run the forward passes inside with row i using `slots[i]`: a slot (−1: the base
+        model) or (slot, weight) pairs, a weighted mixture of adapters."""
+        rows = [_row(slot) for slot in slots]
+        dtype = next((layer.lora_a.dtype for layer in self.lora.values()), torch.float32)
+        self.index.plan = _Entries(rows, device, dtype) if any(rows) else None
+        heads = [row[0][0] if len(row) == 1 else -1 for row in rows]
+        self.index.rows = torch.tensor(heads, dtype=torch.long, device=device)
+        self.index.active = any(s >= 0 for s in heads)
         try:
             yield
         finally:
+            self.index.plan = None
             self.index.rows = None
             self.index.active = False

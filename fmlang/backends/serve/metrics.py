@@ -1,6 +1,8 @@
 """Prometheus metrics of one server, in their own registry (so several apps can coexist):
 queue depth, running rows, batch sizes, adapter cache counters per tier, request latency,
-time to first token, tokens generated and errors by status code."""
+time to first token, tokens generated and errors by status code; and what keeps more
+adapters than device slots from an eviction cliff: prefetches and their hits, seconds spent
+loading adapters (disk reads, slot copies), requests passed over and slots drained."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from fmlang.backends.serve.cache import TIERS, TierStats
+from fmlang.backends.serve.cache import TIERS, CacheActivity, TierStats
+from fmlang.backends.serve.engine import SchedulerStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -33,6 +36,46 @@ class _CacheCollector(Collector):
             for tier in TIERS:
                 family.add_metric([tier], getattr(stats[tier], event))
             yield family
+
+
+class _SchedulerCollector(Collector):
+    """The cache's staging and the scheduler's admission counters, read at scrape time."""
+
+    def __init__(
+        self, activity: Callable[[], CacheActivity], scheduler: Callable[[], SchedulerStats]
+    ) -> None:
+        self.activity, self.scheduler = activity, scheduler
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        done, admission = self.activity(), self.scheduler()
+        yield CounterMetricFamily(
+            "fmc_adapter_prefetches",
+            "adapters staged into a device slot ahead of their request's turn",
+            value=done.prefetches,
+        )
+        yield CounterMetricFamily(
+            "fmc_adapter_prefetch_hits",
+            "staged adapters a request then found resident",
+            value=done.prefetch_hits,
+        )
+        seconds = CounterMetricFamily(
+            "fmc_adapter_load_seconds",
+            "seconds spent loading adapters: reading them from disk, copying them into slots",
+            labels=["tier"],
+        )
+        seconds.add_metric(["disk"], done.disk_load_seconds)
+        seconds.add_metric(["device"], done.slot_write_seconds)
+        yield seconds
+        yield CounterMetricFamily(
+            "fmc_scheduler_passed_over",
+            "times a waiting request saw a younger one admitted (each bounded by max_skips)",
+            value=admission.skips,
+        )
+        yield CounterMetricFamily(
+            "fmc_scheduler_drains",
+            "adapters whose slot stopped taking new rows so a waiting request gets a slot",
+            value=admission.drains,
+        )
 
 
 class ServeMetrics:
@@ -70,9 +113,13 @@ class ServeMetrics:
         stats: Callable[[], dict[str, TierStats]],
         queue_depth: Callable[[], int],
         running: Callable[[], int],
+        activity: Callable[[], CacheActivity] | None = None,
+        scheduler: Callable[[], SchedulerStats] | None = None,
     ) -> None:
         """Attach the live engine: cache counters and gauges read at scrape time."""
         self.registry.register(_CacheCollector(stats))
+        if activity is not None and scheduler is not None:
+            self.registry.register(_SchedulerCollector(activity, scheduler))
         self.queue_depth.set_function(lambda: float(queue_depth()))
         self.running.set_function(lambda: float(running()))
 

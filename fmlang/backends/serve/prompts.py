@@ -6,6 +6,7 @@ the event loop keeps answering while a large prompt is read."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from fmlang.backends.serve import protocol as wire
 from fmlang.backends.serve.config import ServeConfig
@@ -31,47 +32,146 @@ def fits_bytes(size: int, limit: int, param: str) -> None:
         )
 
 
+def context_tokens(config: ServeConfig, engine: Engine) -> int:
+    """Prompt plus new tokens of one sequence: the deployment's max_context_tokens, never
+    more than the model's positions."""
+    return min(config.max_context_tokens or engine.max_positions, engine.max_positions)
+
+
 def sampling(
-    config: ServeConfig, engine: Engine, body: wire._Sampled, limit: int | None, prompt_len: int
+    config: ServeConfig,
+    engine: Engine,
+    body: wire._Sampled,
+    limit: int | None,
+    prompt_len: int,
+    *,
+    field: str = "max_tokens",
 ) -> Sampling:
-    """The request's sampling settings, once its prompt and max_tokens fit every limit."""
+    """The request's sampling settings, once its prompt and `limit` (the request's
+    `field`, max_tokens or max_completion_tokens) fit every limit. Without a limit, the
+    deployment's max_new_tokens, shortened to what the context leaves."""
     if prompt_len == 0:
         raise ApiError(400, "the prompt is empty", param="prompt")
     if prompt_len > config.max_input_tokens:
         raise too_many_tokens(prompt_len, config.max_input_tokens)
-    wanted = limit or config.max_new_tokens
-    if wanted > config.max_new_tokens_limit:
+    context = context_tokens(config, engine)
+    if limit is not None and limit > config.max_new_tokens_limit:
         raise ApiError(
             400,
-            f"max_tokens is {wanted}; the limit is {config.max_new_tokens_limit}",
-            param="max_tokens",
+            f"{field} is {limit}; the limit is {config.max_new_tokens_limit} (the "
+            "deployment's max_new_tokens_limit)",
+            param=field,
         )
-    if prompt_len + wanted > engine.max_positions:
+    if limit is not None and prompt_len + limit > context:
         raise ApiError(
             400,
-            f"prompt ({prompt_len}) plus max_tokens ({wanted}) exceeds the model's "
-            f"{engine.max_positions} positions",
+            f"{field} is {limit} but the prompt has {prompt_len} tokens and the context "
+            f"holds {context}: {field} may be at most {context - prompt_len}",
             code="context_length_exceeded",
-            param="max_tokens",
+            param=field,
         )
-    return Sampling(wanted, body.temperature, body.top_p, body.seed)
+    wanted = limit if limit is not None else min(config.max_new_tokens, context - prompt_len)
+    if wanted < 1:
+        raise ApiError(
+            400,
+            f"the prompt has {prompt_len} tokens, which fills the context of {context}",
+            code="context_length_exceeded",
+            param="prompt",
+        )
+    return replace(settings(config, engine, body), max_new_tokens=wanted)
+
+
+def settings(config: ServeConfig, engine: Engine, body: wire._Sampled) -> Sampling:
+    """Every sampling field but the token budget, within the deployment's limits."""
+    stops = body.stops()
+    if len(stops) > config.max_stop:
+        raise ApiError(
+            400,
+            f"stop has {len(stops)} strings; the limit is {config.max_stop} (the "
+            "deployment's max_stop)",
+            param="stop",
+        )
+    if body.stream_options is not None and not body.stream:
+        raise ApiError(
+            400, "stream_options is only allowed with stream: true", param="stream_options"
+        )
+    bias = tuple((int(key), value) for key, value in sorted((body.logit_bias or {}).items()))
+    if any(token >= engine.vocab_size for token, _ in bias):
+        raise ApiError(
+            400, f"logit_bias token ids must lie in [0, {engine.vocab_size})", param="logit_bias"
+        )
+    top_k = body.top_k if body.top_k > 0 else 0
+    return Sampling(
+        1,
+        body.temperature,
+        body.top_p,
+        body.seed,
+        top_k=top_k,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        logit_bias=bias,
+        stop=stops,
+        logprobs=_logprobs(config, body),
+    )
+
+
+def _logprobs(config: ServeConfig, body: wire._Sampled) -> int | None:
+    """Alternatives per token (None: no log-probabilities), within max_top_logprobs."""
+    if isinstance(body, wire.ChatRequest):
+        if body.top_logprobs is not None and not body.logprobs:
+            raise ApiError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+        wanted, field = (body.top_logprobs or 0) if body.logprobs else None, "top_logprobs"
+    else:
+        wanted, field = getattr(body, "logprobs", None), "logprobs"
+    if wanted is not None and wanted > config.max_top_logprobs:
+        raise ApiError(
+            400,
+            f"{field} is {wanted}; the limit is {config.max_top_logprobs} (the deployment's "
+            "max_top_logprobs)",
+            param=field,
+        )
+    return wanted
+
+
+def choices(config: ServeConfig, body: wire._Sampled, prompts: int) -> int:
+    """`n`, once prompts × n fits the deployment's max_choices (and its queue, which
+    takes a request's sequences all at once) and best_of, if given, equals n."""
+    best_of = getattr(body, "best_of", None)
+    if best_of is not None and best_of != body.n:
+        raise ApiError(400, "best_of other than n is not supported", param="best_of")
+    limit, name = min((config.max_choices, "max_choices"), (config.max_queue, "max_queue"))
+    if prompts * body.n > limit:
+        raise ApiError(
+            400,
+            f"{prompts} prompt(s) × n = {body.n} asks for {prompts * body.n} sequences; the "
+            f"limit is {limit} (the deployment's {name})",
+            param="n",
+        )
+    return body.n
 
 
 async def completion_ids(
     config: ServeConfig, engine: Engine, body: wire.CompletionRequest
-) -> list[int]:
-    """The prompt's token ids: text checked for size, then tokenized on a worker thread."""
-    if isinstance(body.prompt, str):
+) -> list[list[int]]:
+    """Each prompt's token ids: text checked for size, then tokenized on a worker thread."""
+    prompts = body.prompts()
+    if isinstance(prompts[0], str):
+        texts = [str(prompt) for prompt in prompts]
         limit = config.input_bytes_limit
-        fits_bytes(utf8_size(body.prompt, limit), limit, "prompt")
-        return await asyncio.to_thread(engine.encode, body.prompt)
-    if len(body.prompt) > config.max_input_tokens:
-        raise too_many_tokens(len(body.prompt), config.max_input_tokens)
-    if any(token >= engine.vocab_size for token in body.prompt):
-        raise ApiError(
-            400, f"prompt token ids must lie in [0, {engine.vocab_size})", param="prompt"
-        )
-    return list(body.prompt)
+        for text in texts:
+            fits_bytes(utf8_size(text, limit), limit, "prompt")
+        return await asyncio.to_thread(lambda: [engine.encode(text) for text in texts])
+    out = []
+    for prompt in prompts:
+        assert isinstance(prompt, list)
+        if len(prompt) > config.max_input_tokens:
+            raise too_many_tokens(len(prompt), config.max_input_tokens)
+        if any(token >= engine.vocab_size for token in prompt):
+            raise ApiError(
+                400, f"prompt token ids must lie in [0, {engine.vocab_size})", param="prompt"
+            )
+        out.append(list(prompt))
+    return out
 
 
 def too_many_tokens(count: int, limit: int) -> ApiError:
@@ -88,7 +188,7 @@ async def chat_ids(config: ServeConfig, engine: Engine, body: wire.ChatRequest) 
     """The conversation's token ids: its messages checked for size, then rendered and
     tokenized on a worker thread."""
     limit = config.input_bytes_limit
-    fits_bytes(sum(utf8_size(m.content, limit) for m in body.messages), limit, "messages")
+    fits_bytes(sum(utf8_size(m.text(), limit) for m in body.messages), limit, "messages")
     return await asyncio.to_thread(_chat_template_ids, engine, body.messages)
 
 
@@ -97,7 +197,7 @@ def _chat_template_ids(engine: Engine, messages: list[wire.ChatMessage]) -> list
     tokenizer = engine.tokenizer
     if not getattr(tokenizer, "chat_template", None):
         return engine.encode(wire.render_chat(messages))
-    turns = [message.model_dump() for message in messages]
+    turns = [{"role": message.role, "content": message.text()} for message in messages]
     try:
         text = tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
     except Exception as exc:  # the template rejects these messages

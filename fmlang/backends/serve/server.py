@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
-from fmlang.backends.serve import prompts
+from fmlang.backends.serve import auth, handoff, prompts
 from fmlang.backends.serve import protocol as wire
 from fmlang.backends.serve.config import ServeConfig
 from fmlang.backends.serve.connections import uvicorn_options
@@ -42,6 +42,8 @@ from fmlang.backends.serve.metrics import ServeMetrics
 from fmlang.backends.serve.openapi import describe_bodies
 from fmlang.backends.serve.protocol import ApiError
 from fmlang.backends.serve.runtime import build_engine
+from fmlang.backends.serve.sampling import choice_seed
+from fmlang.backends.serve.tickets import Mixture, TokenLogprob
 from fmlang.errors import StageError
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -74,9 +76,35 @@ class _State:
             param="model",
         )
 
+    def route(self, body: wire._Sampled) -> str | Mixture | None:
+        """The adapter, or the weighted mixture of fmc's `adapters` field, a generation
+        runs with; a mixture needs `model` to name the base model."""
+        adapter = self.adapter(body.model)
+        if body.adapters is None:
+            return adapter
+        if adapter is not None:
+            raise ApiError(
+                400,
+                f"adapters: with a mixture, `model` names the base model "
+                f"`{self.config.model_name}`, not the adapter `{adapter}`",
+                param="adapters",
+            )
+        mixture = Mixture(tuple(body.adapters.items()))
+        try:
+            self.ready_engine().check_mixture(mixture)
+        except ValueError as exc:
+            raise ApiError(400, f"adapters: {exc}", param="adapters") from exc
+        return mixture
+
     def attach(self, engine: Engine) -> None:
         engine.on_batch = self.metrics.batch_rows.observe
-        self.metrics.watch(engine.cache.stats, engine.queue_depth, engine.running)
+        self.metrics.watch(
+            engine.cache.stats,
+            engine.queue_depth,
+            engine.running,
+            engine.cache.activity,
+            lambda: engine.scheduler,
+        )
         engine.start()
         self.engine = engine
 
@@ -96,7 +124,9 @@ def _load_in_background(state: _State) -> threading.Thread:
 async def _body(state: _State, request: Request, kind: type[wire.Body]) -> wire.Body:
     """The request's JSON body as `kind`: declared JSON, bounded in size and time."""
     require_json(request)
-    return wire.parse(kind, await read_body(request, state.config))
+    body = wire.parse(kind, await read_body(request, state.config))
+    await auth.admit(request, getattr(body, "model", None))  # audited before it is answered
+    return body
 
 
 def _guard(state: _State, name: str, handler: Handler) -> Handler:
@@ -123,27 +153,42 @@ def _guard(state: _State, name: str, handler: Handler) -> Handler:
 
 @dataclass
 class _Job:
-    ticket: Ticket
-    events: asyncio.Queue[Event]
+    """One request's tickets (several with `n` or a list of prompts, in choice order) and
+    the queue their events arrive on, each tagged with its ticket's index."""
+
+    tickets: list[Ticket]
+    events: asyncio.Queue[tuple[int, Event]]
     deadline: float
     model: str
     started: float = field(default_factory=time.perf_counter)
 
-    async def next(self) -> Event:
+    def cancel(self) -> None:
+        for ticket in self.tickets:
+            ticket.cancel()
+
+    async def next(self) -> tuple[int, Event]:
         remaining = self.deadline - time.monotonic()
         try:
             return await asyncio.wait_for(self.events.get(), timeout=max(remaining, 0.0))
         except TimeoutError as exc:
-            self.ticket.cancel()
+            self.cancel()
             raise ApiError(504, "the request timed out", "timeout", code="timeout") from exc
 
-    async def final(self) -> Finished | Classified:
-        while True:
-            event = await self.next()
-            if isinstance(event, Failed):
-                raise ApiError(500, event.message, "server_error")
-            if not isinstance(event, Token):
-                return event
+    async def finals(self) -> list[Finished | Classified]:
+        """Every ticket's last event, in ticket order; the first failure fails the request
+        (and cancels the rest)."""
+        done: dict[int, Finished | Classified] = {}
+        try:
+            while len(done) < len(self.tickets):
+                index, event = await self.next()
+                if isinstance(event, Failed):
+                    raise ApiError(500, event.message, "server_error")
+                if not isinstance(event, Token):
+                    done[index] = event
+        finally:
+            if len(done) < len(self.tickets):
+                self.cancel()
+        return [done[index] for index in range(len(self.tickets))]
 
 
 def _queue_full(exc: QueueFull) -> ApiError:
@@ -153,31 +198,49 @@ def _queue_full(exc: QueueFull) -> ApiError:
     )
 
 
-def _submit(state: _State, model: str, start: Callable[[Callable[[Event], None]], Ticket]) -> _Job:
-    loop = asyncio.get_running_loop()
-    events: asyncio.Queue[Event] = asyncio.Queue()
+Start = Callable[[Callable[[Event], None]], Ticket]
 
-    def sink(event: Event) -> None:
-        loop.call_soon_threadsafe(events.put_nowait, event)
 
+def _submit(state: _State, model: str, starts: list[Start]) -> _Job:
+    """Submit every ticket of one request, or none: when the queue fills part way, those
+    already queued are cancelled and the request gets 429."""
+    mailbox = handoff.mailbox(asyncio.get_running_loop())  # few wake-ups per engine step
+    events: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+
+    def sink_for(index: int) -> Callable[[Event], None]:
+        def sink(event: Event) -> None:
+            mailbox.post(events, (index, event))
+
+        return sink
+
+    tickets: list[Ticket] = []
     try:
-        ticket = start(sink)
+        for index, start in enumerate(starts):
+            tickets.append(start(sink_for(index)))
     except QueueFull as exc:
+        for ticket in tickets:
+            ticket.cancel()
         raise _queue_full(exc) from exc
-    return _Job(ticket, events, time.monotonic() + state.config.request_timeout_s, model)
+    return _Job(tickets, events, time.monotonic() + state.config.request_timeout_s, model)
 
 
 def _start_generation(
-    state: _State, body: wire._Sampled, ids: list[int], limit: int | None
+    state: _State, body: wire._Sampled, prompt_ids: list[list[int]], limit: int | None, name: str
 ) -> _Job:
+    """One ticket per prompt and choice, prompt-major (choice i of prompt p is p·n + i),
+    each with its own sampling; with a seed, ticket k is seeded `seed + k`."""
     engine = state.ready_engine()
-    adapter = state.adapter(body.model)
-    sampling = prompts.sampling(state.config, engine, body, limit, len(ids))
-
-    def start(sink: Callable[[Event], None]) -> Ticket:
-        return engine.submit_generate(adapter, ids, sampling, sink, stream=body.stream)
-
-    return _submit(state, body.model, start)
+    adapter = state.route(body)
+    n = prompts.choices(state.config, body, len(prompt_ids))
+    starts: list[Start] = []
+    for ids in prompt_ids:
+        sampling = prompts.sampling(state.config, engine, body, limit, len(ids), field=name)
+        for _ in range(n):
+            own = sampling
+            if sampling.seed is not None:
+                own = replace(sampling, seed=choice_seed(sampling.seed, len(starts)))
+            starts.append(partial(engine.submit_generate, adapter, ids, own, stream=body.stream))
+    return _submit(state, body.model, starts)
 
 
 def _finished(state: _State, job: _Job, event: Finished) -> None:
@@ -185,28 +248,48 @@ def _finished(state: _State, job: _Job, event: Finished) -> None:
     state.metrics.ttft.observe(event.first_token_s)
 
 
+def _usage(prompt_ids: list[list[int]], finals: Sequence[Finished]) -> dict[str, int]:
+    """Prompt tokens once per prompt (not per choice); completion tokens of every choice."""
+    completion = sum(len(event.token_ids) for event in finals)
+    return wire.usage(sum(len(ids) for ids in prompt_ids), completion)
+
+
+# A streamed piece: (choice index, text, finish reason, the text's token log-probabilities)
+Piece = Callable[[int, str, str | None, tuple[TokenLogprob, ...]], dict[str, Any]]
+
+
 def _stream(
-    state: _State, name: str, job: _Job, chunk: Callable[[str | None, str | None], dict[str, Any]]
+    state: _State,
+    name: str,
+    job: _Job,
+    firsts: list[dict[str, Any]],
+    piece: Piece,
+    usage: Callable[[list[Finished]], dict[str, Any]] | None,
 ) -> StreamingResponse:
-    """Server-sent events: `chunk(text, finish)` per piece, then `data: [DONE]`."""
+    """Server-sent events: `firsts`, then `piece(index, text, finish, logprobs)` per
+    piece of every choice as it comes, a finish piece per choice, the `usage` chunk when
+    asked for, then `data: [DONE]`."""
 
     async def events() -> AsyncIterator[bytes]:
         status = 200
+        done: dict[int, Finished] = {}
         try:
-            if first := chunk(None, None):
+            for first in firsts:
                 yield wire.sse(first)
-            while True:
-                event = await job.next()
+            while len(done) < len(job.tickets):
+                index, event = await job.next()
                 if isinstance(event, Token) and event.text:
-                    yield wire.sse(chunk(event.text, None))
+                    yield wire.sse(piece(index, event.text, None, event.logprobs))
                 elif isinstance(event, Finished):
                     _finished(state, job, event)
-                    if event.tail:
-                        yield wire.sse(chunk(event.tail, None))
-                    yield wire.sse(chunk("", event.reason))
-                    break
+                    done[index] = event
+                    if event.tail or event.tail_logprobs:
+                        yield wire.sse(piece(index, event.tail, None, event.tail_logprobs))
+                    yield wire.sse(piece(index, "", event.reason, ()))
                 elif isinstance(event, Failed):
                     raise ApiError(500, event.message, "server_error")
+            if usage is not None:
+                yield wire.sse(usage([done[index] for index in range(len(job.tickets))]))
         except ApiError as exc:
             status = exc.status
             yield wire.sse(exc.body())
@@ -215,73 +298,130 @@ def _stream(
             message = f"internal error: {type(exc).__name__}: {exc}"
             yield wire.sse(ApiError(500, message, "server_error").body())
         finally:
-            job.ticket.cancel()  # a no-op once finished; frees the row if the client left
+            job.cancel()  # a no-op once finished; frees the rows if the client left
             state.metrics.record(name, status, time.perf_counter() - job.started)
         yield wire.sse("[DONE]")
 
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
+def _usage_chunk(
+    body: wire._Sampled, base: dict[str, Any], prompt_ids: list[list[int]]
+) -> Callable[[list[Finished]], dict[str, Any]] | None:
+    """The final chunk `stream_options.include_usage` asks for: no choices, the usage."""
+    if body.stream_options is None or not body.stream_options.include_usage:
+        return None
+    return lambda finals: {**base, "choices": [], "usage": _usage(prompt_ids, finals)}
+
+
 async def _completions(state: _State, request: Request) -> Response:
     body = await _body(state, request, wire.CompletionRequest)
     _generating(state, body.model)
-    job = _start_generation(
-        state,
-        body,
-        await prompts.completion_ids(state.config, state.ready_engine(), body),
-        body.max_tokens,
-    )
+    prompt_ids = await prompts.completion_ids(state.config, state.ready_engine(), body)
+    job = _start_generation(state, body, prompt_ids, body.max_tokens, "max_tokens")
     ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
+    wants_logprobs = body.logprobs is not None
+
+    def logprobs(entries: Sequence[TokenLogprob]) -> dict[str, Any] | None:
+        return wire.completion_logprobs(entries) if wants_logprobs else None
+
     if body.stream:
+        base = {"id": ident, "object": "text_completion", "created": created, "model": body.model}
+        usage = _usage_chunk(body, base, prompt_ids)
+        extra = {"usage": None} if usage is not None else {}
 
-        def chunk(text: str | None, finish: str | None) -> dict[str, Any]:
-            if text is None:
-                return {}
-            return wire.completion_chunk(ident, created, body.model, text, finish)
+        def piece(
+            index: int, text: str, finish: str | None, entries: tuple[TokenLogprob, ...]
+        ) -> dict[str, Any]:
+            chunk = wire.completion_chunk(
+                ident, created, body.model, text, finish, index, logprobs(entries)
+            )
+            return {**chunk, **extra}
 
-        return _stream(state, "completions", job, chunk)
-    event = await job.final()
-    assert isinstance(event, Finished)
-    _finished(state, job, event)
-    choice = {"index": 0, "text": event.text, "logprobs": None, "finish_reason": event.reason}
+        return _stream(state, "completions", job, [], piece, usage)
+    finals = _generated(state, job, await job.finals())
+    choices = [
+        {
+            "index": index,
+            "text": event.text,
+            "logprobs": logprobs(event.logprobs),
+            "finish_reason": event.reason,
+        }
+        for index, event in enumerate(finals)
+    ]
     return JSONResponse(
         {
-            **wire.completion_chunk(ident, created, body.model, event.text, event.reason),
-            "choices": [choice],
-            "usage": wire.usage(event.prompt_tokens, len(event.token_ids)),
+            "id": ident,
+            "object": "text_completion",
+            "created": created,
+            "model": body.model,
+            "choices": choices,
+            "usage": _usage(prompt_ids, finals),
         }
     )
+
+
+def _generated(state: _State, job: _Job, events: list[Finished | Classified]) -> list[Finished]:
+    finals = [event for event in events if isinstance(event, Finished)]
+    assert len(finals) == len(events)
+    for event in finals:
+        _finished(state, job, event)
+    return finals
 
 
 async def _chat(state: _State, request: Request) -> Response:
     body = await _body(state, request, wire.ChatRequest)
     _generating(state, body.model)
-    limit = body.max_completion_tokens or body.max_tokens
-    job = _start_generation(
-        state, body, await prompts.chat_ids(state.config, state.ready_engine(), body), limit
-    )
+    limit, name = body.max_tokens, "max_tokens"
+    if body.max_completion_tokens is not None:
+        limit, name = body.max_completion_tokens, "max_completion_tokens"
+    prompt_ids = [await prompts.chat_ids(state.config, state.ready_engine(), body)]
+    job = _start_generation(state, body, prompt_ids, limit, name)
     ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def logprobs(entries: Sequence[TokenLogprob]) -> dict[str, Any] | None:
+        return wire.chat_logprobs(entries) if body.logprobs else None
+
     if body.stream:
+        base = {"id": ident, "object": "chat.completion.chunk", "created": created}
+        usage = _usage_chunk(body, {**base, "model": body.model}, prompt_ids)
+        extra = {"usage": None} if usage is not None else {}
 
-        def chunk(text: str | None, finish: str | None) -> dict[str, Any]:
-            delta = {"role": "assistant", "content": ""} if text is None else {"content": text}
-            if finish:
-                delta = {}
-            return wire.chat_chunk(ident, created, body.model, delta, finish)
+        def chunk(
+            index: int, delta: dict[str, str], finish: str | None, entries: Any
+        ) -> dict[str, Any]:
+            out = wire.chat_chunk(ident, created, body.model, delta, finish, index, entries)
+            return {**out, **extra}
 
-        return _stream(state, "chat", job, chunk)
-    event = await job.final()
-    assert isinstance(event, Finished)
-    _finished(state, job, event)
-    message = {"role": "assistant", "content": event.text}
+        def piece(
+            index: int, text: str, finish: str | None, entries: tuple[TokenLogprob, ...]
+        ) -> dict[str, Any]:
+            delta = {} if finish else {"content": text}
+            return chunk(index, delta, finish, None if finish else logprobs(entries))
+
+        firsts = [
+            chunk(index, {"role": "assistant", "content": ""}, None, None)
+            for index in range(len(job.tickets))
+        ]
+        return _stream(state, "chat", job, firsts, piece, usage)
+    finals = _generated(state, job, await job.finals())
+    choices = [
+        {
+            "index": index,
+            "message": {"role": "assistant", "content": event.text},
+            "logprobs": logprobs(event.logprobs),
+            "finish_reason": event.reason,
+        }
+        for index, event in enumerate(finals)
+    ]
     return JSONResponse(
         {
             "id": ident,
             "object": "chat.completion",
             "created": created,
             "model": body.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": event.reason}],
-            "usage": wire.usage(event.prompt_tokens, len(event.token_ids)),
+            "choices": choices,
+            "usage": _usage(prompt_ids, finals),
         }
     )
 
@@ -303,17 +443,23 @@ async def _classify(state: _State, request: Request) -> Response:
     if config.task != "classify":
         raise ApiError(400, "this server generates; use POST /v1/completions", code="wrong_task")
     adapter = state.adapter(body.model)
+    if adapter is None and engine.untrained_heads:
+        raise ApiError(
+            400,
+            f"the base model `{body.model}` has no trained classification head (its "
+            f"{', '.join(sorted(engine.untrained_heads))} would be random weights); classify "
+            f"with an adapter that carries one: {', '.join(sorted(config.adapters))}",
+            code="untrained_head",
+            param="model",
+        )
     texts = await prompts.classify_texts(config, engine, body)
     # More inputs than one forward pass holds go as several batches, in order.
     step = config.max_batch
     chunks = [texts[i : i + step] for i in range(0, len(texts), step)]
-    jobs = [
-        _submit(state, body.model, partial(engine.submit_classify, adapter, chunk))
-        for chunk in chunks
-    ]
+    starts: list[Start] = [partial(engine.submit_classify, adapter, chunk) for chunk in chunks]
+    job = _submit(state, body.model, starts)
     rows: list[Sequence[float]] = []
-    for job in jobs:
-        event = await job.final()
+    for event in await job.finals():
         assert isinstance(event, Classified)
         rows.extend(event.probabilities)
     data = [
@@ -330,9 +476,12 @@ async def _classify(state: _State, request: Request) -> Response:
 # ---- the app ---------------------------------------------------------------------------
 
 
-def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
+def create_app(
+    config: ServeConfig, engine: Engine | None = None, gate: auth.Gate | None = None
+) -> FastAPI:
     """The server for `config`. Given no engine, the model loads in the background once the
-    app starts (`/ready` answers 503 until then); the engine stops when the app stops."""
+    app starts (`/ready` answers 503 until then); the engine stops when the app stops.
+    Given a `gate` (auth.py), requests need a granted principal's API key."""
     state = _State(config)
 
     @asynccontextmanager
@@ -357,6 +506,8 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     describe_bodies(app, {path: body for path, (_, body) in _ROUTES.items()})
     _add_info_routes(app, state)
     app.add_exception_handler(HTTPException, _http_error)
+    if gate is not None:
+        app.add_middleware(auth.AuthGuard, gate=gate)  # inside the Host check
     if (hosts := allowed_hosts(config)) is not None:
         app.add_middleware(HostGuard, allowed=hosts)
     return app
@@ -389,13 +540,25 @@ def _bind(state: _State, handler: Callable[[_State, Request], Awaitable[Response
 def _add_info_routes(app: FastAPI, state: _State) -> None:
     config = state.config
 
+    created = int(time.time())
+
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        base = {"id": config.model_name, "object": "model", "owned_by": "fmc", "parent": None}
-        adapters = [
-            {"id": name, "object": "model", "owned_by": "fmc", "parent": config.model_name}
-            for name in sorted(config.adapters)
-        ]
+        """OpenAI's model list: the base model, then each adapter with the base as its
+        `parent` and `root` (no file paths: the list is public to every client)."""
+
+        def entry(name: str, parent: str | None) -> dict[str, Any]:
+            return {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": "fmc",
+                "root": config.model_name,
+                "parent": parent,
+            }
+
+        base = entry(config.model_name, None)
+        adapters = [entry(name, config.model_name) for name in sorted(config.adapters)]
         return {"object": "list", "data": [base, *adapters]}
 
     @app.get("/health")
@@ -414,14 +577,19 @@ def _add_info_routes(app: FastAPI, state: _State) -> None:
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def run(config: ServeConfig) -> None:
-    """Load the model (StageError if it cannot be), then serve until interrupted."""
+def run(config: ServeConfig, gate: auth.Gate | None = None) -> None:
+    """Load the model (StageError if it cannot be), then serve until interrupted; behind
+    `gate` when given (`fmc serve` always gives one unless --no-auth)."""
     import uvicorn
 
     engine = build_engine(config)
-    app = create_app(config, engine)
+    app = create_app(config, engine, gate)
     options = uvicorn_options(config)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="info", **options)
+    try:
+        uvicorn.run(app, host=config.host, port=config.port, log_level="info", **options)
+    finally:
+        if gate is not None:
+            gate.writer.close()
 
 
 @dataclass
@@ -437,7 +605,9 @@ class BackgroundServer:
         self.thread.join(timeout=30)
 
 
-def serve_in_background(config: ServeConfig, engine: Engine | None = None) -> BackgroundServer:
+def serve_in_background(
+    config: ServeConfig, engine: Engine | None = None, gate: auth.Gate | None = None
+) -> BackgroundServer:
     """Start the app on `config.host` at a free port; returns once it accepts connections."""
     import socket
 
@@ -447,7 +617,7 @@ def serve_in_background(config: ServeConfig, engine: Engine | None = None) -> Ba
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((config.host, 0))
     port = sock.getsockname()[1]
-    app = create_app(config, engine)
+    app = create_app(config, engine, gate)
     options = uvicorn_options(config)
     settings = uvicorn.Config(app, log_level="warning", access_log=False, backlog=2048, **options)
     server = uvicorn.Server(settings)

@@ -1,5 +1,7 @@
 """Requests as the engine sees them: the ticket a submission returns and the events its
-sink receives (tokens while streaming, then exactly one of Finished, Classified, Failed)."""
+sink receives (tokens while streaming, then exactly one of Finished, Classified, Failed).
+A streamed token's text is held back while it may still turn into a stop string, and its
+log-probabilities travel with the text they belong to."""
 
 from __future__ import annotations
 
@@ -12,19 +14,33 @@ from fmlang.backends.serve.sampling import Sampling
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token's log-probability, as the API reports it."""
+
+    token: str  # the token's own text (its bytes escaped when it holds part of a character)
+    logprob: float
+    top: tuple[tuple[str, float, bytes], ...]  # the most likely there, most likely first
+    offset: int  # characters of the completion's text before this token
+    raw: bytes = b""  # the token's bytes (UTF-8, or part of a character's)
+
+
+@dataclass(frozen=True)
 class Token:
     token_id: int
-    text: str  # the new text this token completes ("" when not streaming)
+    text: str  # the new text this token completes ("" when not streaming or held back)
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens whose text `text` carries
 
 
 @dataclass(frozen=True)
 class Finished:
-    reason: str  # "stop" (end-of-sequence token) or "length" (max_new_tokens)
+    reason: str  # "stop" (end-of-sequence token or stop string) or "length" (max_new_tokens)
     text: str
     token_ids: tuple[int, ...]
     prompt_tokens: int
     tail: str  # text a streaming client has not received yet
     first_token_s: float  # seconds from submission to the first generated token
+    logprobs: tuple[TokenLogprob, ...] = ()  # every generated token's, when asked for
+    tail_logprobs: tuple[TokenLogprob, ...] = ()  # those a streaming client has not received
 
 
 @dataclass(frozen=True)
@@ -49,18 +65,30 @@ class QueueFull(RuntimeError):
         self.retry_after = retry_after
 
 
+@dataclass(frozen=True)
+class Mixture:
+    """A weighted mixture of adapters for one request: its rows add Σ w · (that adapter's
+    delta), computed in the same batched pass as plain adapter rows (`lora`)."""
+
+    parts: tuple[tuple[str, float], ...]  # (adapter, weight), distinct adapters
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.parts)
+
+
 @dataclass(eq=False)
 class Ticket:
     """One submitted request. `cancel()` drops it wherever it is."""
 
-    adapter: str | None
+    adapter: str | Mixture | None  # None: the base model
     sink: Sink
     prompt_ids: tuple[int, ...] = ()
     texts: tuple[str, ...] = ()
     sampling: Sampling = field(default_factory=lambda: Sampling(max_new_tokens=16))
     stream: bool = False
     number: int = 0
-    skips: int = 0  # times the scheduler passed it over for want of an adapter slot
+    skips: int = 0  # times the scheduler admitted a younger request while this one waited
     submitted: float = field(default_factory=time.perf_counter)
     cancelled: threading.Event = field(default_factory=threading.Event)
     pinned: bool = False  # holds a use of its adapter's device slot (engine thread only)
@@ -68,6 +96,19 @@ class Ticket:
 
     def cancel(self) -> None:
         self.cancelled.set()
+
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        """The adapters whose device slots the request pins while it runs."""
+        if isinstance(self.adapter, Mixture):
+            return self.adapter.names
+        return () if self.adapter is None else (self.adapter,)
+
+    def weights(self, slots: list[int]) -> tuple[tuple[int, float], ...]:
+        """The row's (slot, weight) pairs for `slots`, the pinned slots of `adapters`."""
+        if isinstance(self.adapter, Mixture):
+            return tuple((s, w) for s, (_, w) in zip(slots, self.adapter.parts, strict=True))
+        return tuple((s, 1.0) for s in slots)
 
 
 def emit(ticket: Ticket, event: Event) -> None:

@@ -1,0 +1,165 @@
+"""`fmc label suggest` on YouTube: suggested labeling functions from 50 gold rows against the
+example's 11 hand-written ones, scored by the same label model on the held-out test split.
+
+For each seed: a fresh copy of examples/youtube_spam with `apply_to [comments.valid,
+comments.test]` added to its `spam` block; `fmc label suggest spam.fm spam --sample 50
+--seed S` draws 50 gold-labelled rows of comments.train (25 to choose functions on, 25 to
+confirm them) and writes `spam_suggested`; `fmc run … --until labels` fits each block's
+label model on comments.train WITHOUT gold and applies it, unrefitted, to valid and test.
+
+Figures (test split, 10% of the deduplicated comments): the label model's accuracy on all
+rows (rows where it gives no class, ties and all-abstain, count as wrong), on the rows it
+labels, that coverage, and the accuracy when every row gets the class of highest probability
+(`fm_probs`; a row where every function abstains gets the class prior's choice, exact ties the
+first class), the figure papers that label every row report. The hand-written block does not
+depend on the seed. When the labels stage refuses a block's label model for losing to majority
+vote on the train split's gold labels (FM0760), the run stops there, and the figures of that
+block (and of the suggested block, run after it) are missing for the seed: the output counts
+the refusals. Every seed is also run with both
+blocks combined by majority vote (ties abstain), which no refusal affects.
+
+    .venv/bin/python benchmarks/label_suggest.py [--seeds 5] [--sample 50] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "youtube_spam"
+PRINCIPAL = "team:trust-safety"
+WORSE_THAN_MAJORITY = "FM0760"  # the labels stage refuses a label model that loses to it
+FMC = [sys.executable, "-c", "from fmlang.cli.entry import main; main()"]
+
+
+def prepare(folder: Path) -> Path:
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns(".fm-build"))
+    spec = folder / "spam.fm"
+    text = spec.read_text(encoding="utf-8")
+    text, n = re.subn(r"(\n  model label_model\()", "\n  apply_to [comments.valid, comments.test]"
+                      r"\1", text, count=1)  # fmt: skip
+    assert n == 1, "the example's labels block changed: update the benchmark"
+    spec.write_text(text, encoding="utf-8")
+    return spec
+
+
+def fmc(*args: str, cwd: Path, refusals: tuple[str, ...] = ()) -> str | None:
+    """Run fmc; the code of an expected refusal (`refusals`) instead of failing on it."""
+    done = subprocess.run([*FMC, *args], cwd=cwd, capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        return None
+    refused = next((code for code in refusals if f"error[{code}]" in done.stderr), None)
+    if refused is None:
+        raise SystemExit(f"fmc {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
+    return refused
+
+
+def figures(build: Path, labels: str, split: str) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    base = build / f"run/labels/{labels}/comments/{split}"
+    document = json.loads(base.with_suffix(".analysis.json").read_text(encoding="utf-8"))
+    model = document["label_model"]
+    table = pq.read_table(base.with_suffix(".parquet"), columns=["fm_probs", "CLASS"])
+    classes = ("ham", "spam")
+    every = [classes[max(range(2), key=probs.__getitem__)] == gold
+             for probs, gold in zip(table.column("fm_probs").to_pylist(),
+                                    table.column("CLASS").to_pylist(), strict=True)]  # fmt: skip
+    return {
+        "functions": len(document["analysis"]["lfs"]),
+        "rows": model["rows"],
+        "coverage": model["covered"] / max(1, model["rows"]),
+        "accuracy_all": model["accuracy_all"],
+        "accuracy_covered": model["accuracy_covered"],
+        "accuracy_every_row": sum(every) / max(1, len(every)),
+    }
+
+
+MAJORITY = "model majority(tie = abstain)"
+BLOCKS = (("spam", "hand-written (11)"), ("spam_suggested", "suggested"))
+COMBINERS = ("label_model", "majority")
+
+
+def one_seed(seed: int, sample: int) -> dict[str, Any]:
+    """Per combiner, split and block: the figures, or None where the labels stage refused
+    the block's label model (FM0760)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        spec = prepare(Path(tmp) / "youtube_spam")
+        folder = spec.parent
+        fmc("label", "suggest", "spam.fm", "spam", "--sample", str(sample), "--seed", str(seed),
+            "--as", PRINCIPAL, "--build", ".b", cwd=folder)  # fmt: skip
+        out: dict[str, Any] = {}
+        for combiner in COMBINERS:
+            if combiner == "majority":  # both blocks combine their votes by majority vote
+                for file in (spec, folder / "spam.spam.suggested.fm"):
+                    text = re.sub(r"\n  model +label_model\([^)]*\)", "\n  " + MAJORITY,
+                                  file.read_text(encoding="utf-8"))  # fmt: skip
+                    file.write_text(text, encoding="utf-8")
+            out[combiner] = _run_blocks(folder, f".b_{combiner}")
+        return out
+
+
+def _run_blocks(folder: Path, build: str) -> dict[str, dict[str, Any]]:
+    """Run both blocks (the hand-written one first); a block the run did not reach, because
+    a label model was refused, has None."""
+    run = ("run", "spam.spam.suggested.fm", "--until", "labels", "--as", PRINCIPAL, "-o", build)
+    fmc(*run, cwd=folder, refusals=(WORSE_THAN_MAJORITY,))
+    out: dict[str, dict[str, Any]] = {"valid": {}, "test": {}}
+    for split in out:
+        for name, _ in BLOCKS:
+            done = (folder / build / f"run/labels/{name}/comments/{split}.analysis.json").exists()
+            out[split][name] = figures(folder / build, name, split) if done else None
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--sample", type=int, default=50)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    runs = [one_seed(seed, args.sample) for seed in range(args.seeds)]
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return
+    print(f"YouTube: labels fitted on comments.train without gold, applied to valid and test; "
+          f"{args.sample} gold rows to suggest from, seeds 0..{args.seeds - 1}")  # fmt: skip
+    print(f"{'combiner':12} {'split':6} {'functions':18} {'#LFs':>5} {'acc (all rows)':>17} "
+          f"{'acc (labelled)':>17} {'coverage':>9} {'acc (argmax, every row)':>24}")  # fmt: skip
+    for combiner in COMBINERS:
+        for split in ("valid", "test"):
+            for name, title in BLOCKS:
+                rows = [r[combiner][split][name] for r in runs if r[combiner][split][name]]
+                refused = args.seeds - len(rows)
+                if not rows:
+                    print(f"{combiner:12} {split:6} {title:18} refused (FM0760) in every run")
+                    continue
+                note = f"  ({refused} of {args.seeds} refused: FM0760)" if refused else ""
+                every = _spread(rows, "accuracy_every_row")
+                print(f"{combiner:12} {split:6} {title:18} {_mean(rows, 'functions'):>5.1f} "
+                      f"{_spread(rows, 'accuracy_all'):>17} "
+                      f"{_spread(rows, 'accuracy_covered'):>17} "
+                      f"{_mean(rows, 'coverage'):>9.3f} {every:>24}{note}")  # fmt: skip
+
+
+def _mean(rows: list[dict[str, Any]], key: str) -> float:
+    return statistics.fmean(r[key] for r in rows)
+
+
+def _spread(rows: list[dict[str, Any]], key: str) -> str:
+    values = [r[key] for r in rows]
+    low, high = min(values), max(values)
+    return f"{statistics.fmean(values):.3f}" + (f" ({low:.2f}-{high:.2f})" if high > low else "")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Candidate primitives for suggested labeling functions, from the sample's text.
+
+Each candidate is a condition on one text column, held twice: as the `.fm` source the user
+will read (`CONTENT ~ /\\bcheck out\\b/i`) and as the IR expression the label-matrix lowering
+compiles, so its firing rows are computed by the same SQL a real labeling function runs.
+Keywords are ASCII letters and digits only, so the patterns need no escaping and mean the
+same in every regex engine.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import pairwise
+
+from fmlang.ir.expr import BinOp, Call, ColumnRef, Expr, Lit, RegexLit
+
+_TOKEN = re.compile(r"[a-z0-9]+")
+MAX_KEYWORDS = 400
+"""At most this many keyword candidates (the most frequent in the sample), so the
+label-matrix query stays small."""
+PREFIX_MIN = 4
+# English function words: common everywhere, so as single keywords they fit the sample's
+# noise, not its classes (word pairs that contain them, `my channel`, stay candidates).
+_FUNCTION_WORDS = (
+    "a about after all also am an and any are as at be because been but by can could did do "
+    "does for from get got had has have he her him his how i if in into is it its just me "
+    "more my no not now of on one only or our out so some than that the their them then "
+    "there these they this to too up us was we were what when which who will with would you "
+    "your"
+)
+STOPWORDS = frozenset(_FUNCTION_WORDS.split())
+
+# Shapes that say something about a text whatever its words: (name, pattern, flags).
+SHAPES = (
+    ("url", r"https?:\/\/|www\.", "i"),
+    ("domain", r"\b[a-z0-9-]+\.(com|net|org|ly|io|be)\b", "i"),
+    ("long_number", r"[0-9]{5,}", ""),
+    ("exclaims", r"!{2,}", ""),
+    ("shouting", r"\b[A-Z]{4,}\b", ""),
+    ("question", r"\?", ""),
+    ("money", r"[$€£]|\b(dollars?|money|cash)\b", "i"),
+)
+LINK = ("link", r"https?:\/\/|www\.|\.(com|net|org|ly|io|be)\b", "i")
+WORD_COUNTS = ((3, "<"), (5, "<"), (8, "<"), (12, "<"), (20, ">"), (30, ">"), (50, ">"))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One condition: `name` (a valid, unique labeling-function name stem), its `.fm`
+    `source` and its IR `expr`; `kind` is keyword, prefix, shape or length."""
+
+    name: str
+    kind: str
+    source: str
+    expr: Expr
+
+
+def tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+def candidates(texts: Iterable[str], column: str, min_rows: int = 2) -> list[Candidate]:
+    """Every candidate for `column`, from the sample's `texts`: keywords and word pairs in
+    at least `min_rows` texts, prefixes shared by two or more of those keywords, the shapes
+    and the word-count thresholds. Deterministic: sorted by frequency, then text."""
+    rows = [set(_grams(tokens(t))) for t in texts]
+    counts = Counter(gram for row in rows for gram in row)
+    frequent = sorted(
+        (g for g, n in counts.items() if n >= min_rows and g not in STOPWORDS),
+        key=lambda g: (-counts[g], g),
+    )
+    keywords = frequent[:MAX_KEYWORDS]
+    out = [_keyword(column, gram) for gram in keywords]
+    out += [_prefix(column, p) for p in _prefixes(rows, min_rows)]
+    out += [_shape(column, name, pattern, flags) for name, pattern, flags in SHAPES]
+    out += [_word_count(column, n, op) for n, op in WORD_COUNTS]
+    out += [_plain_short(column, n) for n, op in WORD_COUNTS if op == "<"]
+    return out
+
+
+def _grams(words: list[str]) -> list[str]:
+    return words + [f"{a} {b}" for a, b in pairwise(words)]
+
+
+def _prefixes(rows: list[set[str]], min_rows: int) -> list[str]:
+    """Prefixes (at least PREFIX_MIN letters) that two or more distinct words of the texts
+    share, in at least `min_rows` texts together: `subscrib` from `subscribe` and
+    `subscribed`. The longest prefix of each group of words; not a word itself."""
+    words = sorted({w for row in rows for w in row if " " not in w and w not in STOPWORDS})
+    shared: Counter[str] = Counter()
+    for word in words:
+        for end in range(PREFIX_MIN, len(word)):
+            shared[word[:end]] += 1
+    longest: dict[tuple[str, ...], str] = {}
+    for prefix, n in shared.items():
+        if n >= 2 and prefix not in words and prefix.isalpha():
+            group = tuple(w for w in words if w.startswith(prefix))
+            if group not in longest or len(prefix) > len(longest[group]):
+                longest[group] = prefix
+    found = [
+        prefix for group, prefix in longest.items()
+        if sum(1 for row in rows if not row.isdisjoint(group)) >= min_rows
+    ]  # fmt: skip
+    return sorted(found)
+
+
+def _regex(column: str, pattern: str, flags: str) -> tuple[str, Expr]:
+    source = f"{column} ~ /{pattern}/{flags}"
+    regex = RegexLit(pattern=pattern, flags=flags)
+    return source, BinOp(op="~", left=ColumnRef(name=column), right=regex)
+
+
+def _keyword(column: str, gram: str) -> Candidate:
+    pattern = r"\b" + gram + r"\b"
+    source, expr = _regex(column, pattern, "i")
+    return Candidate("kw_" + gram.replace(" ", "_"), "keyword", source, expr)
+
+
+def _prefix(column: str, prefix: str) -> Candidate:
+    source, expr = _regex(column, r"\b" + prefix + r"[a-z]*", "i")
+    return Candidate(f"pre_{prefix}", "prefix", source, expr)
+
+
+def _shape(column: str, name: str, pattern: str, flags: str) -> Candidate:
+    source, expr = _regex(column, pattern, flags)
+    return Candidate(f"re_{name}", "shape", source, expr)
+
+
+def _word_count(column: str, n: int, op: str) -> Candidate:
+    words = Call(func="words", args=(ColumnRef(name=column),))
+    name = f"words_{'under' if op == '<' else 'over'}_{n}"
+    expr = BinOp(op=op, left=words, right=Lit(value=n))
+    return Candidate(name, "length", f"words({column}) {op} {n}", expr)
+
+
+def _plain_short(column: str, n: int) -> Candidate:
+    """Short and without a link: `words(COL) < n and COL !~ /…/i`."""
+    name, pattern, flags = LINK
+    words = BinOp(op="<", left=Call(func="words", args=(ColumnRef(name=column),)),
+                  right=Lit(value=n))  # fmt: skip
+    link = BinOp(op="!~", left=ColumnRef(name=column), right=RegexLit(pattern=pattern,
+                                                                      flags=flags))  # fmt: skip
+    source = f"words({column}) < {n} and {column} !~ /{pattern}/{flags}"
+    return Candidate(f"words_under_{n}_no_{name}", "length", source,
+                     BinOp(op="and", left=words, right=link))  # fmt: skip

@@ -1,0 +1,142 @@
+"""Scoring, pruning and greedy selection of candidate labeling functions.
+
+Inputs: `fires`, a boolean matrix (every row of the labelled data x candidates), and the
+sample: row indices with their gold class, split by the seed into two halves (`fit` and
+`held`). For each candidate:
+
+- its class is the gold class most common where it fires on the whole sample;
+- it must fire on at least `min_support` sample rows, and its accuracy's Wilson lower bound
+  (z = 1.645, one-sided 95%) must beat chance (the class's share of the sample);
+- against overfitting one half: it must fire on each half and be right on most of the rows
+  where it fires there (a two-fold check: a keyword that is right by luck on a few rows of
+  one half rarely is on the other);
+- coverage is measured on every row of the labelled data, gold or not (free to measure,
+  and far less noisy than a sample of 50).
+
+Selection is greedy per class (Reef's accuracy-and-diversity trade-off): the next function
+maximises (lower-bound accuracy - chance) x (new coverage + OVERLAP_CREDIT x coverage already
+had), scaled down by its largest Jaccard overlap with a function already chosen (none above
+MAX_OVERLAP), until `per_class` are chosen or none newly covers MIN_GAIN of the rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from fmlang.backends.labelsuggest.candidates import Candidate
+
+Z = 1.645
+OVERLAP_CREDIT = 0.1
+MIN_GAIN = 0.002
+MAX_OVERLAP = 0.8
+
+
+@dataclass(frozen=True)
+class Scored:
+    candidate: Candidate
+    column: int  # the candidate's column in `fires`
+    target: int  # class index
+    fit_correct: int
+    fit_fires: int
+    held_correct: int
+    held_fires: int
+    lower_bound: float
+    chance: float  # the target class's share of the sample
+    coverage: float  # on every row of the labelled data
+
+    @property
+    def correct(self) -> int:
+        return self.fit_correct + self.held_correct
+
+    @property
+    def fires(self) -> int:
+        return self.fit_fires + self.held_fires
+
+
+def wilson_lower(correct: int, n: int, z: float = Z) -> float:
+    if n == 0:
+        return 0.0
+    p = correct / n
+    centre = p + z * z / (2 * n)
+    margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - margin) / (1 + z * z / n)
+
+
+def sample_halves(gold_rows: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`size` of the gold rows drawn with the seed, split into (fit, held out) halves."""
+    rng = np.random.default_rng(seed)
+    drawn = rng.permutation(np.sort(gold_rows))[:size]
+    half = (len(drawn) + 1) // 2
+    return drawn[:half], drawn[half:]
+
+
+def score(candidates: list[Candidate], fires: np.ndarray, gold: np.ndarray, fit: np.ndarray,
+          held: np.ndarray, k: int, min_support: int) -> list[Scored]:  # fmt: skip
+    """The candidates that survive pruning, scored. `gold[i]` is row i's class (-1: none)."""
+    sample = np.concatenate([fit, held])
+    share = np.bincount(gold[sample], minlength=k) / max(1, len(sample))
+    coverage = fires.mean(axis=0) if len(fires) else np.zeros(len(candidates))
+    out = []
+    for j, candidate in enumerate(candidates):
+        votes = gold[sample][fires[sample, j]]
+        if len(votes) < min_support:
+            continue
+        counts = np.bincount(votes, minlength=k)
+        target = int(np.argmax(counts))  # ties: the lower class index, deterministic
+        bound = wilson_lower(int(counts[target]), len(votes))
+        if bound <= share[target]:
+            continue
+        halves = [gold[half][fires[half, j]] for half in (fit, held)]
+        right = [int((h == target).sum()) for h in halves]
+        if any(len(h) == 0 or r * 2 <= len(h) for h, r in zip(halves, right, strict=True)):
+            continue  # silent on a half, or not right on most of its rows there
+        chance, covers = float(share[target]), float(coverage[j])
+        out.append(Scored(candidate, j, target, right[0], len(halves[0]), right[1],
+                          len(halves[1]), bound, chance, covers))  # fmt: skip
+    return out
+
+
+def choose(scored: list[Scored], fires: np.ndarray, k: int, per_class: int) -> list[Scored]:
+    """Greedy per class; the result is ordered by class, then by the order chosen. Stops
+    for a class when the best candidate's new coverage is under MIN_GAIN."""
+    columns = {s.candidate.name: fires[:, s.column] for s in scored}
+    chosen: list[Scored] = []
+    for target in range(k):
+        pool = sorted((s for s in scored if s.target == target), key=lambda s: s.candidate.name)
+        covered = np.zeros(len(fires), dtype=bool)
+        mine: list[Scored] = []
+        while pool and len(mine) < per_class:
+            best, new = _best(pool, mine, covered, columns)
+            if best is None or new < MIN_GAIN:
+                break
+            mine.append(best)
+            covered |= columns[best.candidate.name]
+            pool.remove(best)
+        chosen.extend(mine)
+    return chosen
+
+
+def _best(pool: list[Scored], mine: list[Scored], covered: np.ndarray,
+          columns: dict[str, np.ndarray]) -> tuple[Scored | None, float]:  # fmt: skip
+    """The most valuable candidate and the share of rows it newly covers."""
+    rows = max(1, len(covered))
+    best, best_value, best_new = None, 0.0, 0.0
+    for s in pool:
+        column = columns[s.candidate.name]
+        new = float((column & ~covered).sum()) / rows
+        old = float((column & covered).sum()) / rows
+        overlap = max((_jaccard(column, columns[m.candidate.name]) for m in mine), default=0.0)
+        if overlap > MAX_OVERLAP:
+            continue
+        value = (s.lower_bound - s.chance) * (new + OVERLAP_CREDIT * old) * (1.0 - overlap)
+        if value > best_value:
+            best, best_value, best_new = s, value, new
+    return best, best_new
+
+
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    union = int((a | b).sum())
+    return int((a & b).sum()) / union if union else 0.0

@@ -1,0 +1,75 @@
+"""Suggested labeling functions as a reviewable `.fm` file.
+
+The file imports the spec and declares one labels block, `<labels>_suggested`, on the same
+data, with the same classes, and the original block's other statements (its `model`,
+`apply_to` and grants, as written), so it checks and runs as it is; every function carries
+its measured figures as a comment. The text is passed through `fmc fmt` before it is
+returned.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from fmlang.backends.labelsuggest.select import Scored
+from fmlang.backends.labelsuggest.suggest import Suggestion
+from fmlang.fmt import format_text
+
+
+def block_name(labels: str, taken: Iterable[str]) -> str:
+    names = set(taken)
+    name, n = f"{labels}_suggested", 2
+    while name in names:
+        name, n = f"{labels}_suggested_{n}", n + 1
+    return name
+
+
+def render(suggestion: Suggestion, spec: Path, out: Path, kept: list[str], name: str) -> str:
+    """The `.fm` text. `kept`: the original block's statements other than its functions and
+    classes, as written."""
+    labels = suggestion.labels
+    data = f"{labels.dataset}.{labels.split}" if labels.split else labels.dataset
+    settings = suggestion.settings
+    command = f"fmc run {out.name} --until labels"
+    lines = [
+        f"# Labeling functions `fmc label suggest` proposes for labels `{labels.name}`, from",
+        f"# {suggestion.fit_rows + suggestion.held_rows} gold-labelled rows of {data} "
+        f"(seed {settings.seed}), in halves of {suggestion.fit_rows} and "
+        f"{suggestion.held_rows} that must agree.",
+        "# Each function's comment: rows it is right on / fires on, in each half of the",
+        f"# sample, and the share of all {suggestion.rows:,} rows of {data} it fires on.",
+        f"# Keep the ones you trust, delete the rest; copy them into `{labels.name}`, or run",
+        f"# this block as it is: `{command}`.",
+        "",
+        f'import "{_relative(spec, out)}"',
+        "",
+        f"labels {name} on {data} {{",
+        f"  classes [{', '.join(labels.classes)}]",
+        "",
+    ]
+    for scored in suggestion.chosen:
+        lines.append(f"  # {_figures(scored)}")
+        target = labels.classes[scored.target]
+        lines.append(f"  lf {scored.candidate.name}: {scored.candidate.source} -> {target}")
+    if kept:
+        lines.append("")
+        lines.extend(f"  {statement}" for statement in kept)
+    lines.append("}")
+    text = "\n".join(lines) + "\n"
+    formatted = format_text(text, str(out))
+    assert formatted.text is not None, formatted.diagnostics
+    return formatted.text
+
+
+def _figures(scored: Scored) -> str:
+    return (
+        f"sample {scored.fit_correct}/{scored.fit_fires} and "
+        f"{scored.held_correct}/{scored.held_fires}, coverage {scored.coverage:.1%}, "
+        f"accuracy lower bound {scored.lower_bound:.2f}"
+    )
+
+
+def _relative(spec: Path, out: Path) -> str:
+    return Path(os.path.relpath(spec.resolve(), out.resolve().parent)).as_posix()

@@ -1,0 +1,166 @@
+"""`fmc label suggest`: candidates, scoring and selection, and the command end to end (a
+reviewable .fm file that checks, is formatted, runs, and is the same for the same seed)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from fmlang.api import check_paths
+from fmlang.backends.labelsuggest.candidates import Candidate, candidates
+from fmlang.backends.labelsuggest.select import choose, sample_halves, score, wilson_lower
+from fmlang.cli.main import cli
+from fmlang.fmt import format_text
+from fmlang.ir.expr import Lit
+from tests.data_helpers import GRANT, TESTER, rows, run_spec, write_csv
+
+SPEC = """\
+dataset c {
+  source csv("c.csv", header = true)
+  schema {
+    id: string @id
+    body: text
+    GOLD
+  }
+  split { train 80%, test 20% by hash(id) }
+GRANT}
+
+labels l on c.train {
+  classes [ham, spam]
+  lf link: body ~ /https?:/i -> spam
+  apply_to [c.test]
+  model majority(tie = abstain)
+GRANT}
+""".replace("GRANT", GRANT)
+
+SPAM = ["subscribe to my channel {}", "check out http://x{}.io now", "please subscribe {} thanks",
+        "free money at http://y{}.io"]  # fmt: skip
+HAM = ["great song {}", "love this song {}", "nice {}", "this song is the best of {}"]
+
+
+def project(tmp_path: Path, gold: bool = True) -> Path:
+    rng = random.Random(0)
+    data = []
+    for i in range(200):
+        spam = i % 2 == 0
+        text = rng.choice(SPAM if spam else HAM).format(i)
+        data.append([str(i), text, "spam" if spam else "ham"])
+    write_csv(tmp_path / "c.csv", ["id", "body", "gold"], data)
+    spec = tmp_path / "s.fm"
+    column = "gold: label[ham, spam] @gold" if gold else "gold: string"
+    spec.write_text(SPEC.replace("GOLD", column), encoding="utf-8")
+    return spec
+
+
+def suggest(spec: Path, *extra: str) -> tuple[int, str]:
+    argv = ["label", "suggest", str(spec), "l", "--as", TESTER, "--build",
+            str(spec.parent / "b"), *extra]  # fmt: skip
+    result = CliRunner().invoke(cli, argv)
+    return result.exit_code, result.output
+
+
+# ---- units -----------------------------------------------------------------------------
+
+
+def test_candidates_are_keywords_pairs_prefixes_shapes_and_lengths() -> None:
+    texts = ["Subscribe to my channel", "subscribed already", "my channel rocks", "great song"]
+    found = {c.name: c for c in candidates(texts, "body", min_rows=2)}
+    assert found["kw_channel"].source == r"body ~ /\bchannel\b/i"
+    assert "kw_my_channel" in found  # a word pair with a function word in it stays
+    assert "kw_my" not in found  # a lone function word does not
+    assert "kw_great" not in found  # in one text only
+    assert found["pre_subscrib"].source == r"body ~ /\bsubscrib[a-z]*/i"
+    assert {"re_url", "words_under_5", "words_over_30", "words_under_5_no_link"} <= set(found)
+    assert candidates(texts, "body") == candidates(list(texts), "body")  # deterministic
+
+
+def test_wilson_lower_bound() -> None:
+    assert wilson_lower(0, 0) == 0.0
+    assert wilson_lower(3, 3) == pytest.approx(0.526, abs=1e-3)
+    assert wilson_lower(10, 10) > wilson_lower(5, 5) > wilson_lower(4, 5)
+
+
+def _candidate(name: str) -> Candidate:
+    return Candidate(name, "keyword", name, Lit(value=True))
+
+
+def test_scoring_prunes_rare_chance_level_and_unconfirmed_candidates() -> None:
+    gold = np.array([1, 1, 1, 1, 0, 0, 0, 0] * 2)
+    fit, held = np.arange(8), np.arange(8, 16)
+    fires = np.zeros((16, 4), dtype=bool)
+    fires[[0, 1, 2, 3, 8, 9, 10], 0] = True  # always spam, on both halves: kept
+    fires[[0, 8], 1] = True  # fires twice: under min_support 3
+    fires[[0, 1, 4, 5, 8, 12], 2] = True  # half right: no better than chance
+    fires[[0, 1, 2, 3, 12, 13], 3] = True  # right on one half, wrong on the other
+    kept = score([_candidate(n) for n in "abcd"], fires, gold, fit, held, 2, 3)
+    assert [(s.candidate.name, s.target, s.fit_correct, s.held_correct) for s in kept] == [
+        ("a", 1, 4, 3)
+    ]
+
+
+def test_greedy_choice_prefers_new_coverage_and_skips_near_duplicates() -> None:
+    gold = np.array([1] * 10 + [0] * 10)
+    fires = np.zeros((20, 3), dtype=bool)
+    fires[0:6, 0] = True
+    fires[0:6, 1] = True  # the same rows as a: a duplicate
+    fires[5:9, 2] = True  # mostly new rows
+    sample = np.arange(20)
+    scored = score([_candidate(n) for n in "abc"], fires, gold, sample[::2], sample[1::2], 2, 2)
+    chosen = choose(scored, fires, 2, per_class=5)
+    assert [s.candidate.name for s in chosen] == ["a", "c"]
+    assert [s.candidate.name for s in choose(scored, fires, 2, per_class=1)] == ["a"]
+
+
+def test_sample_halves_are_seeded() -> None:
+    rows_with_gold = np.arange(100)
+    a = sample_halves(rows_with_gold, 50, 0)
+    assert [len(h) for h in a] == [25, 25]
+    assert all((x == y).all() for x, y in zip(a, sample_halves(rows_with_gold, 50, 0),
+                                              strict=True))  # fmt: skip
+    assert not (a[0] == sample_halves(rows_with_gold, 50, 1)[0]).all()
+
+
+# ---- the command -----------------------------------------------------------------------
+
+
+def test_suggest_writes_a_reviewable_spec_that_checks_and_runs(tmp_path: Path) -> None:
+    spec = project(tmp_path)
+    code, output = suggest(spec, "--sample", "40")
+    assert code == 0, output
+    out = tmp_path / "s.l.suggested.fm"
+    text = out.read_text(encoding="utf-8")
+    assert format_text(text).changed is False  # formatted as `fmc fmt` would
+    assert check_paths([out]).ok
+    assert 'import "s.fm"' in text and "labels l_suggested on c.train {" in text
+    assert "apply_to [c.test]" in text and f'to "{TESTER}"' in text  # kept from the block
+    assert "model    majority(tie = abstain)" in text
+    functions = {line.split(":")[0].split()[-1]: line for line in text.splitlines()
+                 if line.strip().startswith("lf ")}  # fmt: skip
+    assert functions["kw_subscribe"].endswith("-> spam")
+    assert functions["kw_song"].endswith("-> ham")
+    assert text.count("  # sample ") == len(functions)  # each with its figures
+    # The same seed writes the same bytes; the block runs and labels the held-out split.
+    assert suggest(spec, "--sample", "40")[0] == 0
+    assert out.read_text(encoding="utf-8") == text
+    run_spec(out, tmp_path / "b")
+    labelled = rows(tmp_path / "b/run/labels/l_suggested/c/test.parquet")
+    voted = [r for r in labelled if r["fm_label"] is not None]
+    assert len(voted) >= 0.8 * len(labelled)
+    assert sum(r["fm_label"] == r["gold"] for r in voted) >= 0.95 * len(voted)
+
+
+def test_suggest_without_gold_labels_is_refused(tmp_path: Path) -> None:
+    code, output = suggest(project(tmp_path, gold=False))
+    assert code == 2 and "FM0770" in output
+
+
+def test_suggest_refuses_an_unknown_block_and_a_tiny_sample(tmp_path: Path) -> None:
+    spec = project(tmp_path)
+    result = CliRunner().invoke(cli, ["label", "suggest", str(spec), "nope", "--as", TESTER])
+    assert result.exit_code == 2 and "no labels block `nope`" in result.output
+    code, output = suggest(spec, "--sample", "2")
+    assert code == 2 and "--sample" in output
