@@ -25,6 +25,16 @@ def is_internal(address: Address) -> bool:
     return not address.is_unspecified and not address.is_global
 
 
+def is_loopback(host: str) -> bool:
+    """`localhost` or a loopback address literal (brackets around IPv6 allowed)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def exposure_diagnostics(spec: Spec) -> list[Diagnostic]:
     """FM0614 for an internal deployment whose `local` target listens on a public address."""
     out: list[Diagnostic] = []

@@ -33,18 +33,9 @@ from fmlang.backends.serve.auth import KEY_ENV_PREFIX, KEYS_FILE_ENV, Gate, load
 from fmlang.backends.serve.config import ServeConfig
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
-from fmlang.verify.exposure import Address, is_internal
+from fmlang.verify.exposure import Address, is_internal, is_loopback
 
 WILDCARDS = ("0.0.0.0", "::", "")
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def interface_addresses() -> list[Address]:

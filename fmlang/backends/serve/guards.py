@@ -7,13 +7,13 @@ Each refusal is an OpenAI-style error naming the header or the body."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fmlang.backends.serve.config import ServeConfig
 from fmlang.backends.serve.protocol import ApiError
+from fmlang.verify.exposure import is_loopback
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -22,18 +22,9 @@ def allowed_hosts(config: ServeConfig) -> frozenset[str] | None:
     """The Host names the server answers to, or None (any) when it is bound to a public
     address and no `allowed_hosts` are configured."""
     names = {name.lower().strip("[]") for name in config.allowed_hosts}
-    if not names and not _is_loopback(config.host):
+    if not names and not is_loopback(config.host):
         return None
     return frozenset(names | LOOPBACK_NAMES | {config.host.lower().strip("[]")})
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def host_name(value: str) -> str:
