@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmlang.backends.data import casts
-from fmlang.diagnostics import Diagnostic, error
+from fmlang.diagnostics import Diagnostic, Span, error
 from fmlang.errors import StageError
 from fmlang.ir.nodes import Dataset
 from fmlang.lower.pipeline import CastCheck, Pipeline, Step
@@ -125,6 +125,18 @@ _MISSING_COLUMN = re.compile(
 )
 
 
+def no_source_files(dataset: Dataset, span: Span | None) -> Diagnostic:
+    """FM0701: the engine found no file where the dataset's source points."""
+    source = dataset.source
+    return error(
+        "FM0701",
+        f"the source of dataset `{dataset.name}` matches no files",
+        span,
+        f"nothing matches {source.path!r}" if source else "",
+        help="paths are relative to the spec's folder; check the path or the glob",
+    )
+
+
 def _diagnose(
     exc: Exception, step: Step, dataset: Dataset, index: int, source_columns: list[str]
 ) -> Diagnostic:
@@ -133,13 +145,7 @@ def _diagnose(
     where = step.span or (source.span if source else None) or dataset.span
     span = where.to_span() if where else None
     if index == 0 and ("No files found" in message or "No such file" in message):
-        return error(
-            "FM0701",
-            f"the source of dataset `{dataset.name}` matches no files",
-            span,
-            f"nothing matches {source.path!r}" if source else "",
-            help="paths are relative to the spec's folder; check the path or the glob",
-        )
+        return no_source_files(dataset, span)
     missing = _MISSING_COLUMN.search(message)
     if missing and index == 1:
         name = missing.group(1) or missing.group(2)

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from fmlang.atomic import replacing
 from fmlang.backends.artifacts import mismatch, read_text
 from fmlang.backends.data import casts
-from fmlang.backends.data.engine import StepResult, _missing_column
+from fmlang.backends.data.engine import StepResult, _missing_column, no_source_files
 from fmlang.diagnostics import Diagnostic, error
 from fmlang.errors import StageError
 from fmlang.ir.nodes import Dataset
@@ -296,13 +296,7 @@ def _diagnose(exc: Exception, step: Step, dataset: Dataset, index: int,
     where = step.span or (source.span if source else None) or dataset.span
     span = where.to_span() if where else None
     if index == 0 and ("PATH_NOT_FOUND" in message or "does not exist" in message):
-        return error(
-            "FM0701",
-            f"the source of dataset `{dataset.name}` matches no files",
-            span,
-            f"nothing matches {source.path!r}" if source else "",
-            help="paths are relative to the spec's folder; check the path or the glob",
-        )
+        return no_source_files(dataset, span)
     missing = _UNRESOLVED.search(message)
     if missing and index == 1:
         return _missing_column(dataset, missing.group(1), columns)
