@@ -15,6 +15,7 @@ from fmlang import __version__
 from fmlang.atomic import json_text, write_json_atomic, write_text_atomic
 from fmlang.check import Program, load, load_text, run_passes
 from fmlang.check.datasets import check_source_confinement
+from fmlang.check.forget import check_forget_files
 from fmlang.diagnostics import Diagnostic, Severity
 from fmlang.files import DataRoots, file_sha256, source_files, source_pattern
 
@@ -63,6 +64,7 @@ def check_paths(
     roots = DataRoots.of([Path(os.path.realpath(p)).parent for p in paths], allowed_data)
     clean = not any(d.severity is Severity.ERROR for d in program.sink.items)
     check_source_confinement(program, roots, look_at_data=data and clean)
+    check_forget_files(program, roots)
     result = CheckResult(program)
     if verify:
         verify_result(result)
@@ -81,9 +83,10 @@ def check_text(
     given: the editor checks on every keystroke and does not walk the data folders."""
     folder = base or Path.cwd()
     program = run_passes(load_text(text, file, folder))
+    roots = DataRoots.of([folder], allowed_data or ())
     if allowed_data is not None:
-        roots = DataRoots.of([folder], allowed_data)
         check_source_confinement(program, roots, {file: folder.resolve()})
+    check_forget_files(program, roots, {file: folder.resolve()})  # small: read every time
     result = CheckResult(program)
     if verify:
         verify_result(result)
@@ -102,8 +105,18 @@ def verify_result(result: CheckResult) -> VerifyReport | None:
     if not result.ok:
         return None
     from fmlang.verify import verify
+    from fmlang.verify.selection import drop, per_candidate_rows
 
-    report = verify(compile_spec(result), result.program)
+    # `base auto in [...]`: the candidates that cannot meet the static constraints go first
+    dropped = drop(compile_spec(result), result.program)
+    result.spec = dropped.spec
+    report = verify(result.spec, result.program)
+    report.diagnostics[:0] = dropped.diagnostics
+    report.feasible = report.feasible and not any(
+        d.severity is Severity.ERROR for d in dropped.diagnostics
+    )
+    report.selections = dropped.selections
+    per_candidate_rows(report.constraints, result.spec)
     result.program.sink.extend(report.diagnostics)
     result.report = report
     return report
@@ -144,7 +157,8 @@ def lock_document(result: CheckResult, spec: Spec) -> dict[str, Any]:
 
 def data_hashes(spec: Spec, entry: Path) -> dict[str, str]:
     """A sha256 of every file each dataset's source matches (folders: every file inside),
-    keyed relative to the entry spec's folder; `missing` where the source matches nothing."""
+    and of its forget file, keyed relative to the entry spec's folder; `missing` where the
+    source matches nothing."""
     out: dict[str, str] = {}
     for dataset in spec.datasets:
         if dataset.source is None:
@@ -156,6 +170,9 @@ def data_hashes(spec: Spec, entry: Path) -> dict[str, str]:
             out[key] = "missing"
         for file in files:
             out[Path(os.path.relpath(file, entry)).as_posix()] = "sha256:" + file_sha256(file)
+        if dataset.forget is not None:  # the text its requests were read from
+            forget = os.path.relpath(spec_dir / dataset.forget.path, entry)
+            out[Path(forget).as_posix()] = "sha256:" + dataset.forget.sha256
     return out
 
 

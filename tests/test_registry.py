@@ -325,10 +325,10 @@ def test_diff_compares_settings_metrics_and_weights(tmp_path: Path, fmc: click.G
     assert result.exit_code == 0, result.output
     document = json.loads(result.output)
     changed = {row["key"]: (row["a"], row["b"]) for row in document["settings"]}
-    assert changed == {
-        "settings.lr": (0.0002, 0.0001),
-        "data_hashes.data/train.jsonl": ("sha256:data1", "sha256:d2"),
-    }
+    assert changed == {"settings.lr": (0.0002, 0.0001)}
+    assert document["data"]["hashes"] == [
+        {"stage": "data/train.jsonl", "a": "sha256:data1", "b": "sha256:d2", "same": False}
+    ]
     metrics = {row["name"]: row for row in document["metrics"]}
     assert metrics["perplexity"]["delta"] == pytest.approx(-1.5)
     assert metrics["accuracy"] == {"name": "accuracy", "a": 0.8, "b": None, "delta": None}

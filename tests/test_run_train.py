@@ -183,6 +183,7 @@ deploy helper {
 def test_fmc_serve_serves_the_trained_adapter(tmp_path: Path, tiny_model: Path) -> None:
     import httpx
 
+    from fmlang.backends.registry import open_registry
     from fmlang.backends.serve.server import serve_in_background
     from fmlang.backends.serve_config import serve_config
     from tests.data_helpers import compile_file
@@ -197,7 +198,8 @@ def test_fmc_serve_serves_the_trained_adapter(tmp_path: Path, tiny_model: Path) 
     run_spec(spec, build, until="train")
     assert compile_file(spec).deployments[0].name == "helper"
     config = serve_config(build, "helper")
-    assert config.adapters == {"helper": str(build / "run/models/helper/adapter")}
+    (version,) = open_registry(build).versions("helper")  # served from the registry
+    assert config.adapters == {"helper": str(build / "registry/objects" / version.hash)}
     server = serve_in_background(config)
     try:
         for _ in range(300):

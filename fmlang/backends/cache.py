@@ -102,11 +102,15 @@ def _to_stderr(line: str) -> None:
 @dataclass
 class StageCache:
     """`run/cache.json`: stage name → {key, outputs (relative to the build folder), digests
-    (output file → sha256)}. `log` receives a line for each stage whose outputs changed."""
+    (output file → sha256), explain}. `log` receives a line for each stage whose outputs
+    changed, or whose named inputs did. `explain` names a few of the inputs a key hashes
+    (a base model's weights, an upstream stage's key) by a short readable value, so a
+    rerun can say which changed; `reasons` holds, per stage found stale, why."""
 
     build_dir: Path
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     log: Callable[[str], None] = _to_stderr
+    reasons: dict[str, str] = field(default_factory=dict)
 
     @property
     def path(self) -> Path:
@@ -127,10 +131,12 @@ class StageCache:
             cache.entries = {k: v for k, v in document.items() if _well_formed(v)}
         return cache
 
-    def fresh(self, stage: str, key: str) -> bool:
-        """Whether `stage` ran with this key and its outputs are still what it wrote."""
+    def fresh(self, stage: str, key: str, explain: dict[str, str] | None = None) -> bool:
+        """Whether `stage` ran with this key and its outputs are still what it wrote.
+        `explain`: the stage's named inputs now (see `record`), to say which changed."""
         entry = self.entries.get(stage)
         if not entry or entry.get("key") != key:
+            self._changed(stage, entry, explain)
             return False
         outputs, recorded = entry["outputs"], entry.get("digests")
         missing = [out for out in outputs if not (self.build_dir / out).exists()]
@@ -142,19 +148,44 @@ class StageCache:
             why = first_difference(self.build_dir, outputs, recorded)
         if why is not None:
             self.log(f"note: `{stage}` runs again: {why}")
+            self.reasons[stage] = why
         return why is None
+
+    def _changed(
+        self, stage: str, entry: dict[str, Any] | None, explain: dict[str, str] | None
+    ) -> None:
+        """Why a stage whose key differs runs: the named inputs whose values changed (also
+        logged), else that its inputs or settings did."""
+        if not entry:
+            self.reasons[stage] = "it has not run in this build folder before"
+            return
+        before = entry.get("explain")
+        before = before if isinstance(before, dict) else {}
+        changes = [
+            f"{name} changed: {before[name]} → {now}"
+            for name, now in (explain or {}).items()
+            if name in before and before[name] != now
+        ]
+        if changes:
+            self.log(f"note: `{stage}` runs again: {'; '.join(changes)}")
+        self.reasons[stage] = "; ".join(changes) or "its inputs or settings changed"
 
     def key_of(self, stage: str) -> str | None:
         entry = self.entries.get(stage)
         return str(entry["key"]) if entry else None
 
-    def record(self, stage: str, key: str, outputs: list[str]) -> None:
-        """Record the stage's key and the digests of its outputs as they are now."""
+    def record(
+        self, stage: str, key: str, outputs: list[str], explain: dict[str, str] | None = None
+    ) -> None:
+        """Record the stage's key and the digests of its outputs as they are now, with
+        `explain` (input name → short value) for the next run's reasons."""
         self.entries[stage] = {
             "key": key,
             "outputs": sorted(outputs),
             "digests": digests(self.build_dir, outputs),
         }
+        if explain:
+            self.entries[stage]["explain"] = dict(explain)
         with writing(f"`{stage}`"):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             text = json.dumps(self.entries, indent=2, sort_keys=True) + "\n"

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fmlang.backends.train.fisher import is_fisher_folder
 from fmlang.diagnostics import Diagnostic, Span, error
 from fmlang.errors import StageError
 from fmlang.lower.merges import SAME_RANK_METHODS
@@ -347,7 +348,7 @@ class LayerDelta:
     difference over the larger of the two norms."""
 
     name: str
-    kind: str  # "lora" (a module's ΔW) or "tensor" (any other saved tensor)
+    kind: str  # "lora" (a module's ΔW), "sparse" (a fisher_mask diff) or "tensor" (any other)
     norm_a: float | None
     norm_b: float | None
     diff: float | None
@@ -428,10 +429,11 @@ def _scale(config: dict[str, Any], module: str, rank: int) -> float:
 
 def weight_deltas(dir_a: Path, dir_b: Path) -> list[LayerDelta]:
     """Per module (LoRA ΔW) and per other tensor, how the adapters in two folders differ."""
-    updates_a, rest_a = lora_updates(_read_config(dir_a) or {}, load_adapter_tensors(dir_a))
-    updates_b, rest_b = lora_updates(_read_config(dir_b) or {}, load_adapter_tensors(dir_b))
+    updates_a, rest_a = _updates(dir_a)
+    updates_b, rest_b = _updates(dir_b)
+    kind = "sparse" if is_fisher_folder(dir_a) and is_fisher_folder(dir_b) else "lora"
     rows = [
-        _layer_delta(name, "lora", updates_a.get(name), updates_b.get(name))
+        _layer_delta(name, kind, updates_a.get(name), updates_b.get(name))
         for name in sorted(set(updates_a) | set(updates_b))
     ]
     rows += [
@@ -439,6 +441,15 @@ def weight_deltas(dir_a: Path, dir_b: Path) -> list[LayerDelta]:
         for name in sorted(set(rest_a) | set(rest_b))
     ]
     return rows
+
+
+def _updates(folder: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """LoRA's ΔW per module, or a fisher_mask diff's dense update per parameter."""
+    from fmlang.backends.train.fisher import dense_updates
+
+    if is_fisher_folder(folder):
+        return dense_updates(folder)
+    return lora_updates(_read_config(folder) or {}, load_adapter_tensors(folder))
 
 
 def _layer_delta(

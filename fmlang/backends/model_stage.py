@@ -1,9 +1,11 @@
 """The train stage of `fmc run`: a spec's `model` → a TrainJob → a trained adapter, its
 evaluation on every `eval` split, measured latency, the runtime gates, and the registry.
 
-Cache key: the job (adapter config, training arguments, columns, base weights) plus the
-keys of the data and labels stages it reads, so a changed base model, dataset, rule or
-labeling function retrains exactly the models that depend on it.
+Cache key: the job (adapter config, training arguments, columns, where the base weights
+come from), the identity of the base weights themselves (a hub revision, or the sha256 of a
+local or pip checkpoint's files: `base_identity`) and the keys of the data and labels
+stages it reads, so a new checkpoint of the base, a changed dataset, rule or labeling
+function retrains exactly the models that depend on it, and the run says which changed.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from typing import Any
 
 from fmlang.atomic import write_json_atomic, write_text_atomic
 from fmlang.backends.artifacts import read_json
+from fmlang.backends.base_identity import base_identity, lineage_revision, train_explain
 from fmlang.backends.cache import stage_key, writing
 from fmlang.backends.data.stages import Outcome, RunContext
-from fmlang.backends.gates import check_gates
+from fmlang.backends.gates import check_gates, interval_text
 from fmlang.errors import StageError
 from fmlang.ir.nodes import Merge, Model
 from fmlang.lower.labels import split_path
@@ -88,10 +91,13 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
     job = build_job(ctx, model)
     _require_columns(job)
     upstream = _upstream_keys(ctx, model)
-    key = stage_key("train", _portable(ctx, job), upstream)
+    identity = base_identity(model.base or "", job.base, ctx.build_dir)
+    portable = _portable(ctx, job)
+    key = stage_key("train", portable, upstream, identity.key())
+    explain = train_explain(identity, upstream, portable)
     paths = model_paths(model.name)
     _require_train_access(ctx, model, stage)
-    if not ctx.force and ctx.cache.fresh(stage, key):
+    if not ctx.force and ctx.cache.fresh(stage, key, explain):
         cached = json.loads((ctx.build_dir / paths["metrics"]).read_text(encoding="utf-8"))
         log_memory(ctx, cached)
         apply_gates(ctx, model.name, cached)
@@ -116,11 +122,12 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
     metrics["predicted"] = _predicted(ctx, model.name)
     metrics["memory"] = {"measured": result.memory, "predicted": _predicted_memory(ctx, model.name)}
     log_memory(ctx, metrics)
-    metrics["registry"] = _register(ctx, model, adapter, key, upstream, metrics)
+    revision = lineage_revision(identity)
+    metrics["registry"] = _register(ctx, model, adapter, key, upstream, metrics, revision)
     apply_gates(ctx, model.name, metrics)  # adds metrics["gates"]
     with writing(f"`{stage}`"):
         write_json_atomic(ctx.build_dir / paths["metrics"], metrics)
-    ctx.cache.record(stage, key, list(paths.values()))  # with the outputs' digests
+    ctx.cache.record(stage, key, list(paths.values()), explain)  # with the outputs' digests
     return Outcome(stage, False, tuple(paths.values()), metrics)
 
 
@@ -229,9 +236,28 @@ def privacy_spent(ctx: RunContext, model: Model, dp: dict[str, Any]) -> dict[str
 
 def apply_gates(ctx: RunContext, target: str, metrics: dict[str, Any]) -> None:
     """Check `target`'s runtime gates against `metrics` (recorded in `metrics["gates"]`),
-    print them, and add a diagnostic per miss to the run's."""
-    ctx.diagnostics.extend(check_gates(ctx.spec, target, metrics))
+    print them, and add a diagnostic per miss to the run's. A selection candidate's misses
+    are recorded only: its selection model's gates judge the candidate chosen."""
+    missed = check_gates(ctx.spec, target, metrics)
+    model = ctx.spec.model(target)
+    if model is None or model.candidate_of is None:
+        ctx.diagnostics.extend(missed)
+    record_gates(ctx, metrics)
     log_gates(ctx, metrics)
+
+
+def record_gates(ctx: RunContext, metrics: dict[str, Any]) -> None:
+    """The gates' results into the lineage of the version `metrics["registry"]` names (the
+    one just registered, or the cached run's), so serving can tell a passing version."""
+    from fmlang.backends.registry import open_registry
+
+    entry = metrics.get("registry")
+    if not isinstance(entry, dict) or not (ctx.build_dir / "registry").is_dir():
+        return
+    registry = open_registry(ctx.build_dir, create=True)
+    version = next((v for v in registry.versions() if v.hash == entry.get("hash")), None)
+    if version is not None:  # else not registered (a deleted registry): nothing to serve
+        registry.attach_gates(version, list(metrics.get("gates", [])))
 
 
 def log_gates(ctx: RunContext, metrics: dict[str, Any]) -> None:
@@ -245,8 +271,8 @@ def log_gates(ctx: RunContext, metrics: dict[str, Any]) -> None:
         verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[yellow]not measured[/]"}
         measured = gate["measured"]
         shown = "-" if measured is None else f"{measured:.4g}"
-        ctx.log(f"  gate line {gate['line']}: {gate['metric']} {shown} {gate['op']} "
-                f"{gate['bound']:.4g}: {verdict[gate['passed']]}")  # fmt: skip
+        ctx.log(f"  gate line {gate['line']}: {gate['metric']} {shown}{interval_text(gate)} "
+                f"{gate['op']} {gate['bound']:.4g}: {verdict[gate['passed']]}")  # fmt: skip
 
 
 def _headline(metrics: dict[str, Any]) -> str:
@@ -352,8 +378,15 @@ def _register(
     key: str,
     upstream: dict[str, str | None],
     metrics: dict[str, Any],
+    base_revision: str | None = None,
 ) -> dict[str, Any]:
-    from fmlang.backends.registry import BaseModelRef, Lineage, open_registry
+    from fmlang.backends.registry import (
+        BaseModelRef,
+        Lineage,
+        data_rows,
+        open_registry,
+        training_settings,
+    )
 
     base = ctx.spec.base_model(model.base or "")
     weights = base.weights if base else None
@@ -364,10 +397,14 @@ def _register(
         base_model=BaseModelRef(
             model.base or "",
             f"{weights.kind}:{weights.location}" if weights else None,
-            weights.revision if weights else None,
+            base_revision or (weights.revision if weights else None),
         ),
         settings=json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")),
         inputs_hash=key,
+        training=training_settings(
+            json.loads((ctx.build_dir / model_paths(model.name)["job"]).read_text("utf-8"))
+        ),
+        data_rows=data_rows(metrics),
     )
     registry = open_registry(ctx.build_dir, create=True)
     version = registry.register(adapter, lineage)

@@ -12,8 +12,16 @@ lineage.json is not hashed), so the same files are the same version however ofte
 registered, and one changed byte is a new one. `lineage.json` records what the adapter was
 built from: model or merge name, spec and data hashes, base model, parent versions,
 settings, the stage's inputs hash, metrics (attached after evaluation), a sequence number,
-and a wall-clock `created` that nothing hashes. Objects appear whole or not at all (copied
-into a temporary folder, then renamed); the index is rewritten atomically under a lock.
+and a wall-clock `created` that nothing hashes; the training settings and the rows each
+split gave (`training`, `data_rows`); the runtime gates' results (`gates`, as `fmc run`
+checked them, and `gates_passed`: True when every gate passed, False when one failed, None
+when one could not be measured here or none were recorded), attached after evaluation;
+`superseded` (also in the index) says why a
+version must no longer be served (it was trained on rows a forget request removed).
+Objects appear whole or not at all (copied into a temporary folder, then renamed); the
+index is rewritten atomically under a lock. The index also holds the pointers people move:
+`tags` (tag → hash, `fmc tag`) and `current` (name → hash, `fmc rollback`), which
+`resolve` and serving read (release.py decides what ships).
 No torch: `fmc log` reads this without the training stack.
 """
 
@@ -43,6 +51,8 @@ LINEAGE_FILE = "lineage.json"
 LOCK_FILE = ".lock"
 SCHEMA_VERSION = "1"
 MIN_PREFIX = 4  # hex digits a hash prefix needs before it is looked up
+POINTERS = ("tags", "current", "selected")  # the index's pointers: tag → hash, name → hash
+# `selected`: a model that selects its base (`base auto in [...]`) → its chosen candidate
 MERGE_SETTINGS = ("method", "combination_type", "weights", "density", "majority_sign_method",
                   "svd_rank", "rank", "seed")  # fmt: skip
 
@@ -73,10 +83,24 @@ class Lineage:
     metrics: dict[str, float] = field(default_factory=dict)
     seq: int = 0
     created: str | None = None
+    rebased_from: str | None = None  # `fmc rebase`: the version warm-started from
+    previous_base: BaseModelRef | None = None  # `fmc rebase`: that version's base
+    superseded: str | None = None  # why the version must not be served (`mark_superseded`)
+    training: dict[str, Any] = field(default_factory=dict)  # epochs, lr, batch, ... as trained
+    data_rows: dict[str, int] = field(default_factory=dict)  # rows per split (`train`, evals)
+    gates: tuple[dict[str, Any], ...] = ()  # `GateResult.to_json()` of each runtime gate
+    gates_passed: bool | None = None  # see `gates_verdict`
 
     def to_json(self) -> dict[str, Any]:
         base = self.base_model
-        return {
+        rebase = {
+            "rebased_from": self.rebased_from,
+            "previous_base": vars(self.previous_base).copy() if self.previous_base else None,
+        }
+        extra = (rebase if self.rebased_from else {}) | (
+            {"superseded": self.superseded} if self.superseded else {}
+        )
+        return extra | {
             "schema_version": SCHEMA_VERSION,
             "name": self.name,
             "kind": self.kind,
@@ -87,6 +111,10 @@ class Lineage:
             "settings": self.settings,
             "inputs_hash": self.inputs_hash,
             "metrics": dict(sorted(self.metrics.items())),
+            "training": self.training,
+            "data_rows": dict(sorted(self.data_rows.items())),
+            "gates": list(self.gates),
+            "gates_passed": self.gates_passed,
             "seq": self.seq,
             "created": self.created,
         }
@@ -106,6 +134,15 @@ class Lineage:
             metrics={str(k): float(v) for k, v in document.get("metrics", {}).items()},
             seq=int(document.get("seq", 0)),
             created=document.get("created"),
+            rebased_from=document.get("rebased_from"),
+            previous_base=BaseModelRef(**document["previous_base"])
+            if isinstance(document.get("previous_base"), dict)
+            else None,
+            superseded=str(document["superseded"]) if document.get("superseded") else None,
+            training=dict(document.get("training") or {}),
+            data_rows={str(k): int(v) for k, v in (document.get("data_rows") or {}).items()},
+            gates=tuple(dict(g) for g in document.get("gates") or ()),
+            gates_passed=document.get("gates_passed"),
         )
 
 
@@ -129,6 +166,15 @@ class Version:
 
     def to_json(self) -> dict[str, Any]:
         return {"hash": self.hash, "ref": self.ref, "lineage": self.lineage.to_json()}
+
+
+def gates_verdict(gates: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> bool | None:
+    """False when a gate failed, None when one was not measured, else True (no gates:
+    nothing to fail)."""
+    verdicts = [g.get("passed") for g in gates]
+    if False in verdicts:
+        return False
+    return None if None in verdicts else True
 
 
 def adapter_hash(folder: Path) -> str:
@@ -181,12 +227,29 @@ class Registry:
 
     # ---- reading ----------------------------------------------------------------------
 
-    def _entries(self) -> list[dict[str, Any]]:
+    def _document(self) -> dict[str, Any]:
         index = self.root / INDEX_FILE
         if not index.is_file():
-            return []
+            return {"versions": []}
         try:
             document = json.loads(index.read_text(encoding="utf-8"))
+            if not isinstance(document, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            raise _damaged(f"cannot read `{index}`", str(exc)) from exc
+        return document
+
+    def pointers(self, kind: str) -> dict[str, str]:
+        """`tags` (tag → hash) or `current` (name → hash) from the index."""
+        found = self._document().get(kind) or {}
+        if not isinstance(found, dict):
+            raise _damaged(f"`{kind}` in `{self.root / INDEX_FILE}` is not an object", "")
+        return {str(k): str(v) for k, v in found.items()}
+
+    def _entries(self) -> list[dict[str, Any]]:
+        index = self.root / INDEX_FILE
+        try:
+            document = self._document()
             entries = list(document["versions"])
             for entry in entries:
                 str(entry["hash"]), str(entry["name"]), int(entry["number"]), int(entry["seq"])
@@ -209,12 +272,16 @@ class Registry:
 
     def resolve(self, ref: str) -> Version:
         """A version by full or unique-prefix hash (`sha256:` optional), by name (its
-        latest version) or by `name@N` (its N-th, from 1)."""
+        latest version), by `name@N` (its N-th, from 1) or by a tag (`fmc tag`)."""
         versions = self.versions()
         ref = ref.strip()
         named = [v for v in versions if v.name == ref or v.ref == ref]
         if named:
             return named[-1]
+        tagged = self.pointers("tags").get(ref)
+        found = next((v for v in versions if v.hash == tagged), None)
+        if found is not None:
+            return found
         digits = ref.removeprefix("sha256:").lower()
         if len(digits) >= MIN_PREFIX and all(c in "0123456789abcdef" for c in digits):
             matches = [v for v in versions if v.hash.startswith(digits)]
@@ -247,7 +314,9 @@ class Registry:
 
     def register(self, adapter_dir: Path, lineage: Lineage) -> Version:
         """Store the adapter in `adapter_dir` with its lineage; the same files registered
-        again give back the version they already are."""
+        again give back the version they already are. A superseded version registered
+        again is current again: its exact bytes came out of a run on today's data (after
+        every forget request), so they hold nothing forgotten."""
         if not (adapter_dir / "adapter_config.json").is_file():
             raise StageError(_cannot_register(f"`{adapter_dir}` has no adapter_config.json", None))
         digest = adapter_hash(adapter_dir)
@@ -255,6 +324,11 @@ class Registry:
             entries = self._entries()
             known = next((e for e in entries if e["hash"] == digest), None)
             if known is not None and (self.objects / digest).is_dir():
+                if known.pop("superseded", None) is not None:
+                    current = self._version(known)
+                    lineage_now = replace(current.lineage, superseded=None)
+                    write_json_atomic(current.path / LINEAGE_FILE, lineage_now.to_json())
+                    self._write_index(entries)
                 return self._version(known)
             entries = [e for e in entries if e["hash"] != digest]
             entry = {
@@ -290,11 +364,47 @@ class Registry:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _write_index(self, entries: list[dict[str, Any]]) -> None:
+    def _write_index(
+        self, entries: list[dict[str, Any]], pointers: dict[str, dict[str, str]] | None = None
+    ) -> None:
+        """Write the index (under the lock); the tags and current pointers are kept as
+        they are unless `pointers` gives new ones."""
         ordered = sorted(entries, key=lambda e: int(e["seq"]))
+        document = self._document()
+        kept = {kind: document.get(kind) or {} for kind in POINTERS} | (pointers or {})
+        hashes = {str(e["hash"]) for e in ordered}  # a pointer never names a missing version
+        kept = {
+            kind: {k: v for k, v in sorted(p.items()) if v in hashes} for kind, p in kept.items()
+        }
         write_json_atomic(
-            self.root / INDEX_FILE, {"schema_version": SCHEMA_VERSION, "versions": ordered}
+            self.root / INDEX_FILE,
+            {"schema_version": SCHEMA_VERSION, "versions": ordered, **kept},
         )
+
+    def set_pointer(self, kind: str, key: str, version: Version | None) -> None:
+        """Point `tags[key]` or `current[key]` at `version` (None: remove the pointer),
+        atomically under the lock."""
+        with self._locked():
+            entries = self._entries()
+            if version is not None and not any(e["hash"] == version.hash for e in entries):
+                raise StageError(_unknown(version.ref, self.versions()))
+            pointers = self.pointers(kind)
+            pointers.pop(key, None)
+            if version is not None:
+                pointers[key] = version.hash
+            self._write_index(entries, {kind: pointers})
+
+    def attach_gates(self, version: Version, gates: list[dict[str, Any]]) -> Version:
+        """Record (replace) the runtime gates' results of a version, as `check_gates`
+        wrote them, and their verdict (`gates_verdict`)."""
+        with self._locked():
+            entry = {"hash": version.hash, "name": version.name, "number": version.number}
+            current = self._version(entry)
+            recorded = tuple(dict(g) for g in gates)
+            lineage = replace(current.lineage, gates=recorded, gates_passed=gates_verdict(gates))
+            if lineage != current.lineage:
+                write_json_atomic(current.path / LINEAGE_FILE, lineage.to_json())
+        return replace(current, lineage=lineage)
 
     def attach_metrics(self, version: Version, metrics: dict[str, float]) -> Version:
         """Add (or update) evaluation metrics in a version's lineage."""
@@ -304,6 +414,26 @@ class Registry:
             merged = {**current.lineage.metrics, **{k: float(v) for k, v in metrics.items()}}
             lineage = replace(current.lineage, metrics=merged)
             write_json_atomic(current.path / LINEAGE_FILE, lineage.to_json())
+        return replace(current, lineage=lineage)
+
+    def mark_superseded(self, version: Version | str, reason: str) -> Version:
+        """Mark `version` (or the version a ref names, as `resolve` reads it) superseded,
+        in its index entry and its lineage, for `reason`: it stays in the registry for the
+        record, and serving passes over it. Marking it again keeps the first reason."""
+        if isinstance(version, str):
+            version = self.resolve(version)
+        with self._locked():
+            entries = self._entries()
+            entry = next((e for e in entries if e["hash"] == version.hash), None)
+            if entry is None:
+                raise StageError(_unknown(version.ref, self.versions()))
+            current = self._version(entry)
+            if current.lineage.superseded:
+                return current
+            lineage = replace(current.lineage, superseded=reason)
+            write_json_atomic(current.path / LINEAGE_FILE, lineage.to_json())
+            entry["superseded"] = reason
+            self._write_index(entries)
         return replace(current, lineage=lineage)
 
 
@@ -373,3 +503,29 @@ def merge_lineage(
         settings=settings,
         inputs_hash=inputs_hash,
     )
+
+
+EXECUTOR_ARGS = ("report_to", "logging_steps", "logging_strategy", "save_strategy",
+                 "save_total_limit", "use_cpu", "output_dir", "remove_unused_columns")  # fmt: skip
+
+
+def training_settings(job: dict[str, Any]) -> dict[str, Any]:
+    """What a lineage records of a training job (`job.json`): its training arguments (less
+    the ones the executor owns: logging, checkpoints, devices), sequence length and DP."""
+    args = job.get("training_args") or {}
+    kept = {k: v for k, v in sorted(args.items()) if k not in EXECUTOR_ARGS}
+    extra = {"max_seq": job.get("max_seq"), "dp": job.get("dp")}
+    return kept | {k: v for k, v in extra.items() if v is not None}
+
+
+def data_rows(metrics: dict[str, Any]) -> dict[str, int]:
+    """The rows a stage trained on (`train`) and evaluated on (per split), from its
+    metrics."""
+    rows: dict[str, int] = {}
+    train = metrics.get("train") or {}
+    if isinstance(train.get("train_rows"), int):
+        rows["train"] = int(train["train_rows"])
+    for split, values in (metrics.get("eval") or {}).items():
+        if isinstance(values, dict) and isinstance(values.get("rows"), int):
+            rows[split] = int(values["rows"])
+    return rows

@@ -1,6 +1,8 @@
 """`fmc run`: execute a verified spec's stages in order, each skipped when its cache key is
 unchanged. Stages: data (every dataset), labels (every labels block), then the model stages
-that later issues add (train, merge, eval)."""
+that later issues add (train, merge, eval). The report gives each stage that ran its
+`reason`: the named inputs that changed (a base model's weights, an upstream stage), that it
+never ran here, that its outputs changed, or `--force` (`StageCache.reasons`)."""
 
 from __future__ import annotations
 
@@ -38,12 +40,14 @@ class RunOptions:
 @dataclass
 class RunReport:
     outcomes: list[Outcome] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)  # stage that ran → why
 
     def to_json(self) -> dict[str, Any]:
         return {
             "schema_version": "1",
             "stages": [
                 {"stage": o.stage, "skipped": o.skipped, "outputs": list(o.outputs)}
+                | ({} if o.skipped else {"reason": self.reasons.get(o.stage, "")})
                 | _predicted_and_measured(o.summary)
                 for o in self.outcomes
             ],
@@ -64,8 +68,9 @@ class RunReport:
 
 
 def _predicted_and_measured(summary: dict[str, Any]) -> dict[str, Any]:
-    """For model stages: the cost model's estimates beside what the run measured."""
-    keys = ("predicted", "memory", "latency", "gates", "privacy")
+    """For model stages: the cost model's estimates beside what the run measured (and, for
+    a model that selects its base, every candidate's metrics and the pick)."""
+    keys = ("predicted", "memory", "latency", "gates", "privacy", "selection")
     return {k: summary[k] for k in keys if isinstance(summary, dict) and k in summary}
 
 
@@ -108,11 +113,10 @@ def run(
         stages += [(f"labels:{lb.name}", partial(labels_stage, ctx, lb)) for lb in spec.labels]
         stages += [(applied_stage_name(lb, ref), partial(applied_stage, ctx, lb, ref))
                    for lb in spec.labels for ref in lb.apply_to]  # fmt: skip
-    if "train" in wanted:
-        from fmlang.backends.model_stage import train_stage
+    if "train" in wanted:  # a model selecting its base: its candidates, then the pick
+        from fmlang.backends.select_stage import train_stages
 
-        stages += [(f"train:{m.name}", partial(train_stage, ctx, m, knobs or {}))
-                   for m in spec.models if m.training is not None]  # fmt: skip
+        stages += train_stages(ctx, spec, knobs or {})
     if "merge" in wanted:
         from fmlang.backends.merge_stage import merge_stage
 
@@ -121,6 +125,9 @@ def run(
     ctx.access.require_all([name for name, _ in stages])  # before any work
     for name, stage in stages:
         report.outcomes.append(_logged(ctx, name, stage))
+        if not report.outcomes[-1].skipped:
+            forced = "--force reruns every stage" if ctx.force else ""
+            report.reasons[name] = ctx.cache.reasons.get(name, forced)
         stopping.check(f"after stage `{name}`")  # SIGINT/SIGTERM: stop between stages
     return report, ctx
 

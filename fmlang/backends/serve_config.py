@@ -7,16 +7,34 @@
   containers run): the file alone, every path in it relative to the build folder, so a build
   folder mounted anywhere serves without the spec. `local(...)` base weights are read from
   `DIR/weights/<base>` (the spec's folder is not in the build folder; copy it there).
+
+Both serve registered versions, not whatever the last run left in `run/`: each adapter is
+the registry version release.py chooses (`--version REF`, else the `current` pointer of
+`fmc rollback`, else the newest version whose gates all passed and that is not superseded),
+loaded from `registry/objects/<hash>/`. `serve_plan` and `serve_plan_file` say which version
+each adapter is and why, for the startup line.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
+
+if TYPE_CHECKING:
+    from fmlang.backends.release import Chosen
+
+
+@dataclass(frozen=True)
+class ServePlan:
+    """The `ServeConfig` to serve and the registry version chosen for each adapter."""
+
+    config: Any
+    versions: tuple[Chosen, ...] = ()
 
 
 def served_deployments(build_dir: Path) -> list[str]:
@@ -25,9 +43,23 @@ def served_deployments(build_dir: Path) -> list[str]:
 
 def serve_config(build_dir: Path, deploy: str, host: str | None = None,
                  port: int | None = None) -> Any:  # fmt: skip
+    """`serve_plan`'s configuration: the newest passing (or current) version of each
+    adapter."""
+    return serve_plan(build_dir, deploy, host, port).config
+
+
+def serve_plan(
+    build_dir: Path,
+    deploy: str,
+    host: str | None = None,
+    port: int | None = None,
+    version: str | None = None,
+    allow_failed_gates: bool = False,
+) -> ServePlan:
     """The `ServeConfig` for one deployment with a local target: `server.json` mapped by the
     serving package's `from_build`, with the base weights the training job resolved (a
-    `local` folder is relative to the spec, which `server.json` does not know)."""
+    `local` folder is relative to the spec, which `server.json` does not know) and each
+    adapter the registry version `choose_versions` picks."""
     from fmlang.backends.serve.config import from_build
     from fmlang.backends.train.job import TrainJob
     from fmlang.backends.train.loader import weights_folder
@@ -40,22 +72,67 @@ def serve_config(build_dir: Path, deploy: str, host: str | None = None,
     update: dict[str, Any] = {}
     if document.get("base", {}).get("weights", {}).get("kind") != "build":  # not merged weights
         update["base_model"] = weights_folder(job)
-    return _listening(config.model_copy(update=update), host, port)
+    config, chosen = choose_versions(
+        build_dir, config.model_copy(update=update), version, allow_failed_gates
+    )
+    return ServePlan(_listening(config, host, port), chosen)
 
 
 def serve_config_file(path: Path, host: str | None = None, port: int | None = None) -> Any:
+    """`serve_plan_file`'s configuration, with the versions chosen without flags."""
+    return serve_plan_file(path, host, port).config
+
+
+def serve_plan_file(
+    path: Path,
+    host: str | None = None,
+    port: int | None = None,
+    version: str | None = None,
+    allow_failed_gates: bool = False,
+) -> ServePlan:
     """The `ServeConfig` of `fmc serve --config PATH`: a build's server.json served from its
-    build folder alone (or a plain `ServeConfig` file), with what it names checked to be
-    there. Raises `StageError` (FM1001, FM1002, FM1006, FM1050, FM0710)."""
-    from fmlang.backends.serve.config import load_config
+    build folder alone (or a plain `ServeConfig` file, served as it is), with what it names
+    checked to be there and each adapter the registry version `choose_versions` picks.
+    Raises `StageError` (FM1001, FM1002, FM1006, FM1050, FM0710, FM1080 to FM1084)."""
+    from fmlang.backends.serve.config import build_folder, load_config
 
     config = load_config(path)
     document = json.loads(path.read_text(encoding="utf-8"))  # load_config read it already
+    chosen: tuple[Chosen, ...] = ()
     if isinstance(document, dict) and "schema_version" in document:
         _check_task(document)
         _check_adapters(config, str(document.get("deploy")))
         _check_base(config, document)
-    return _listening(config, host, port)
+        config, chosen = choose_versions(build_folder(path), config, version, allow_failed_gates)
+    elif version is not None:
+        raise StageError(_no_versions("a hand-written configuration names its adapter folders"))
+    return ServePlan(_listening(config, host, port), chosen)
+
+
+def choose_versions(
+    build_dir: Path, config: Any, version: str | None = None, allow_failed_gates: bool = False
+) -> tuple[Any, tuple[Chosen, ...]]:
+    """`config` with each adapter replaced by the registry version release.py chooses
+    (`version` names one of them); FM1080 to FM1084 when none can be served."""
+    from fmlang.backends.registry import REGISTRY_DIR, Registry
+    from fmlang.backends.release import choose, other_name
+
+    names = sorted(config.adapters)
+    if not names:
+        if version is not None:
+            raise StageError(_no_versions("this deployment serves weights merged into its base"))
+        return config, ()
+    registry = Registry(build_dir / REGISTRY_DIR)
+    named = registry.resolve(version) if version is not None else None
+    if named is not None and named.name not in names:
+        raise StageError(other_name(str(version), named, ", ".join(f"`{n}`" for n in names)))
+    chosen = tuple(
+        choose(registry, name, version if named and named.name == name else None,
+               allow_failed_gates)
+        for name in names
+    )  # fmt: skip
+    adapters = {c.version.name: str(c.version.path) for c in chosen}
+    return config.model_copy(update={"adapters": adapters}), chosen
 
 
 def _listening(config: Any, host: str | None, port: int | None) -> Any:
@@ -130,6 +207,14 @@ def _job_path(build_dir: Path, document: dict[str, Any]) -> Path:
         if parents:
             return build_dir / "run" / "models" / str(parents[0]["model"]) / "job.json"
     raise StageError(_not_run(model, f"`{model}` has not been trained in `{build_dir}`"))
+
+
+def _no_versions(why: str) -> Any:
+    return error(
+        "FM1084",
+        f"--version has nothing to choose: {why}",
+        help="drop --version; it chooses among the registered versions of a deployment's adapters",
+    )
 
 
 def _not_run(name: str, why: str, notes: tuple[str, ...] = ()) -> Any:

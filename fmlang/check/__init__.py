@@ -23,6 +23,7 @@ from fmlang.check.models import check_models
 from fmlang.check.nesting import check_nesting
 from fmlang.check.program import Program
 from fmlang.check.resources import check_resources
+from fmlang.check.selection import check_selections
 from fmlang.check.settings import check_body
 from fmlang.check.training import check_training
 from fmlang.syntax.parser import too_deep
@@ -54,6 +55,7 @@ PASSES: tuple[Pass, ...] = (
     check_datasets,
     check_labels,
     check_models,
+    check_selections,
     check_resources,
     check_merges,
     check_constraints,

@@ -7,6 +7,7 @@ The forms (see docs/reference.md):
   perplexity <= 12 on data.test          max_gap(accuracy, by = video) <= 0.08 on data.test
   no_pii in training_data                dp_epsilon <= 8 on data
   license allows commercial              license in ["apache-2.0", "mit"]
+A quality or fairness gate may end in `with confidence 95%` (a level in 50%..100%).
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def check_constraints(program: Program) -> None:
 
 def _check_constraint(ctx: Ctx, constraint: ast.Constraint) -> None:
     expr = constraint.expr
+    if constraint.confidence is not None:
+        _check_confidence(ctx, constraint, constraint.confidence)
     if isinstance(expr, ast.Binary) and expr.op == "in" and _is(expr.left, "no_pii"):
         _check_flow(ctx, expr.right)
         _no_on(ctx, constraint)
@@ -84,6 +87,44 @@ def _check_constraint(ctx: Ctx, constraint: ast.Constraint) -> None:
         _check_bound(ctx, constraint, expr)
     else:
         _unknown(ctx, expr)
+
+
+def _check_confidence(ctx: Ctx, constraint: ast.Constraint, clause: ast.Confidence) -> None:
+    """`with confidence 95%`: a level strictly between 50% and 100%, on a gate the run
+    measures with an interval (a quality metric or a fairness gap)."""
+    if clause.word.name != "confidence":
+        ctx.error(
+            "FM0347",
+            f"unknown `with {clause.word.name}`",
+            clause.word.span,
+            "expected `confidence`",
+            "write `with confidence 95%`",
+        )
+        return
+    level = clause.level
+    value = level.value / 100 if isinstance(level, ast.Quantity) and level.unit == "%" else None
+    value = level.value if isinstance(level, ast.Number) else value
+    if value is None or not 0.5 < value < 1:
+        shown = f"`{level.text}`" if isinstance(level, ast.Number | ast.Quantity) else "this"
+        ctx.error(
+            "FM0348",
+            f"a confidence level is a percentage between 50% and 100%, not {shown}",
+            level.span,
+            "out of range" if value is not None else "expected a percentage",
+            "write `with confidence 95%` (or 90%, 99%)",
+        )
+    expr = constraint.expr
+    sides = (expr.left, expr.right) if isinstance(expr, ast.Binary) else (expr,)
+    kinds = {FORMS[n].kind for n, _ in map(_metric_name, sides) if n in FORMS}
+    if not kinds & {"quality", "fairness"}:
+        ctx.error(
+            "FM0349",
+            "only a gate on a model's evaluation has a confidence interval",
+            clause.span,
+            "no interval to check",
+            "`with confidence` applies to accuracy, precision, recall, f1, macro_f1, "
+            "perplexity and max_gap gates; remove it here",
+        )
 
 
 def _is(expr: ast.Expr, name: str) -> bool:

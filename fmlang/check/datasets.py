@@ -349,10 +349,10 @@ def _source_read(ctx: Ctx, dataset: ast.Dataset) -> tuple[str, Span] | None:
         return None
     positional = [a.value for a in call.args if a.name is None]
     named = {a.name.name: a.value for a in call.args if a.name is not None}
-    path = _literal(ctx, positional[0]) if positional else None
+    path = string_literal(ctx, positional[0]) if positional else None
     if path is None:
         return None
-    pattern = _literal(ctx, named["pattern"]) if "pattern" in named else None
+    pattern = string_literal(ctx, named["pattern"]) if "pattern" in named else None
     return read_pattern(call.func.id, path.value, pattern.value if pattern else None), path.span
 
 
@@ -368,19 +368,19 @@ def _source_options(ctx: Ctx, dataset: ast.Dataset) -> tuple[str, dict[str, str]
         if isinstance(arg.value, ast.Bool):
             options[arg.name.name] = str(arg.value.value).lower()
         else:
-            text = _literal(ctx, arg.value)
+            text = string_literal(ctx, arg.value)
             if text is not None:
                 options[arg.name.name] = text.value
     return call.func.id, options
 
 
-def _literal(ctx: Ctx, expr: ast.Expr, depth: int = 0) -> ast.String | None:
+def string_literal(ctx: Ctx, expr: ast.Expr, depth: int = 0) -> ast.String | None:
     """The string `expr` is, directly or through `let` constants."""
     if isinstance(expr, ast.String):
         return expr
     symbol = ctx.lookup(expr.id) if isinstance(expr, ast.Name) and depth < 16 else None
     if symbol is not None and isinstance(symbol.node, ast.Let):
-        found = _literal(ctx, symbol.node.value, depth + 1)
+        found = string_literal(ctx, symbol.node.value, depth + 1)
         return ast.String(found.value, expr.span) if found else None
     return None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from fmlang.check import schema as s
 from fmlang.check.context import Ctx
 from fmlang.check.datasets import check_grant
+from fmlang.check.fisher import check_not_deployed
 from fmlang.check.program import Program
 from fmlang.check.settings import check_body, setting, setting_value
 from fmlang.check.training import task_of
@@ -39,6 +40,9 @@ def _check_deploy(ctx: Ctx, deploy: ast.Block) -> None:
         if isinstance(stmt, ast.Grant):
             check_grant(ctx, stmt)
     _check_classifier_head(ctx, deploy)
+    served = ctx.lookup(deploy.name.name)
+    if served is not None and served.kind == "model" and isinstance(served.node, ast.Block):
+        check_not_deployed(ctx, deploy, served.node)
 
 
 def _check_classifier_head(ctx: Ctx, deploy: ast.Block) -> None:

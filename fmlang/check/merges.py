@@ -20,6 +20,7 @@ from collections.abc import Callable
 from fmlang.check import schema as s
 from fmlang.check.context import Ctx
 from fmlang.check.datasets import check_grant
+from fmlang.check.fisher import all_sparse, check_sparse_merge
 from fmlang.check.merge_parents import Parent, merged_parents
 from fmlang.check.program import Program
 from fmlang.check.settings import check_body, setting, setting_value
@@ -33,6 +34,8 @@ UNMERGEABLE = {
     "prefix": "prefix tuning learns virtual tokens, not a weight update",
     "prompt": "prompt tuning learns a soft prompt, not a weight update",
     "full": "full fine-tuning leaves no adapter: every weight of the model changed",
+    "fisher_mask": "a fisher_mask update is a sparse diff of the base: it merges only with "
+    "other fisher_mask models",
     None: "it has no adapter to merge",
 }
 
@@ -88,9 +91,12 @@ def _check_merge(ctx: Ctx, merge: ast.Block) -> None:
 def check_compatible(ctx: Ctx, merge: ast.Block) -> None:
     """Every reason the executor would refuse to merge these models, at once."""
     parents = merged_parents(ctx, merge)
-    for parent in parents:
-        if parent.adapter != "lora":
-            ctx.report(_unmergeable(merge, parent))
+    if all_sparse([p.adapter for p in parents]):  # fisher_mask diffs merge as sparse diffs
+        check_sparse_merge(ctx, merge)
+    else:
+        for parent in parents:
+            if parent.adapter != "lora":
+                ctx.report(_unmergeable(merge, parent))
     _check_tasks(ctx, merge, parents)
     _check_bases(ctx, merge, parents)
     loras = [p for p in parents if p.adapter == "lora"]  # targets and ranks are LoRA's

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from fmlang.check import schema as s
 from fmlang.check.context import Ctx, dotted
 from fmlang.check.datasets import check_grant, live_columns
+from fmlang.check.fisher import check_fisher_mask, check_training_settings
 from fmlang.check.program import Program, Symbol
 from fmlang.check.settings import check_body, setting, setting_value
 from fmlang.suggest import did_you_mean
@@ -36,6 +37,8 @@ def _check_model(ctx: Ctx, model: ast.Block) -> None:
     if base is not None:
         _check_targets(ctx, model, base)
         _check_task_fits(ctx, model, base)
+    check_fisher_mask(ctx, model, base)
+    check_training_settings(ctx, model)
     for stmt in model.body:
         if isinstance(stmt, ast.Grant):
             check_grant(ctx, stmt)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fmlang.diagnostics import DiagnosticSink, Span
 from fmlang.syntax import ast
+
+if TYPE_CHECKING:
+    from fmlang.check.forget import ForgetFile
 
 DECLARATION_KINDS = ("let", "dataset", "labels", "model", "merge", "base_model", "hardware")
 
@@ -40,6 +44,8 @@ class Program:
     # imported[file][name]: the span of the import statement that brought `name` into `file`
     imported: dict[str, dict[str, Span]] = field(default_factory=dict)
     sink: DiagnosticSink = field(default_factory=DiagnosticSink)
+    # forget[(file, dataset)]: the dataset's forget requests as read (check/forget.py)
+    forget: dict[tuple[str, str], ForgetFile] = field(default_factory=dict)
 
     @property
     def sources(self) -> dict[str, str]:

@@ -95,6 +95,13 @@ ADAPTERS: dict[str, dict[str, Kind]] = {
         "init": Text("text the soft prompt is initialised from"),
     },
     "full": {},
+    "fisher_mask": {
+        "density": fraction("fraction of the base model's parameters that train (top Fisher "
+                            "information)", open_min=True,
+                            why="a density of 0 trains nothing; 100% trains every weight"),
+        "samples": Int("training rows the Fisher information is estimated on", min=1,
+                       limit=1_000_000, why="each row costs one backward pass before training"),
+    },
 }  # fmt: skip
 
 _DENSITY = fraction(
@@ -274,8 +281,22 @@ EVAL: dict[str, Kind] = {
     "new_tokens": tokens("tokens generated per example when evaluation generates"),
 }
 
+# `select by METRIC on SPLIT`: higher is better, except for these (the smallest wins).
+SELECT_METRICS = ("accuracy", "f1", "macro_f1", "perplexity", "loss")
+LOWER_IS_BETTER = ("perplexity", "loss")
+
 MODEL: dict[str, Kind] = {
-    "base": Ref("the base model to adapt", target=("base_model",)),
+    "base": Ref(
+        "the base model to adapt; `auto in [a, b]` trains each candidate the verifier keeps "
+        "and picks one by `select by`",
+        auto=True,
+        target=("base_model",),
+    ),
+    "select": OneOf(
+        "how a model picks among its base candidates: `select by accuracy on data.split` "
+        "(perplexity and loss: the lowest wins; ties: the smaller model)",
+        values=SELECT_METRICS,
+    ),
     "task": Call(
         "what the model does",
         heads={"classify": {}, "generate": {}, "embed": {}},
@@ -372,6 +393,10 @@ DATASET: dict[str, Kind] = {
         },
     ),
     "description": Text("what the data is"),
+    "forget": Text(
+        "a JSON Lines file of forget requests (rows by `@id` or by a `where` condition), "
+        "relative to the spec: those rows are removed right after reading"
+    ),
     "epsilon_budget": epsilon(
         "total DP epsilon all models trained on this data may spend", open_min=False
     ),

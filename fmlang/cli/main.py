@@ -227,7 +227,8 @@ def _register_stage_commands() -> None:
     from fmlang.cli.audit_cmd import audit
     from fmlang.cli.data_cmd import data
     from fmlang.cli.label_cmd import label
-    from fmlang.cli.registry import diff_command, log_command
+    from fmlang.cli.rebase_cmd import rebase
+    from fmlang.cli.registry import diff_command, log_command, rollback_command, tag_command
     from fmlang.cli.run_cmd import run
     from fmlang.cli.serve_cmd import serve
 
@@ -238,6 +239,9 @@ def _register_stage_commands() -> None:
     cli.add_command(data)
     cli.add_command(log_command)
     cli.add_command(diff_command)
+    cli.add_command(tag_command)
+    cli.add_command(rollback_command)
+    cli.add_command(rebase)
 
 
 _register_stage_commands()

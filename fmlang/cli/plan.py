@@ -48,8 +48,30 @@ def print_plan(report: VerifyReport, fmt: str) -> None:
             verdict,
         )
     console.print(constraints)
+    for selection in report.selections:
+        console.print(selection_table(selection))
     status = "feasible" if report.feasible else "infeasible"
     console.print(f"[bold {'green' if report.feasible else 'red'}]{status}[/]")
+
+
+def selection_table(selection: dict[str, Any]) -> Table:
+    """`base auto in [...]`: the candidates `fmc run` trains (smallest first) and the ones
+    the static constraints dropped, with the reason."""
+    from rich.table import Table
+
+    best = "lowest" if selection["lowest_wins"] else "highest"
+    title = (f"{selection['model']}: candidates, picked by the {best} {selection['select_by']} "
+             f"on {selection['on']}")  # fmt: skip
+    table = Table(title=title, title_justify="left")
+    for column in ("base", "params", "verdict"):
+        table.add_column(column)
+    for kept in selection["candidates"]:
+        params = f"{kept['params']:,}" if kept["params"] else "-"
+        table.add_row(kept["base"], params, f"[green]trained[/] as `{kept['model']}`")
+    for gone in selection["dropped"]:
+        why = "; ".join(m["text"] for m in gone["misses"])
+        table.add_row(gone["base"], "-", f"[red]dropped[/]: {why}")
+    return table
 
 
 def memory_table(stage: str, memory: dict[str, Any]) -> Table:

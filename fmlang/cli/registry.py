@@ -1,6 +1,8 @@
-"""`fmc log` and `fmc diff`: the adapter registry's versions, and how two versions differ
-(settings, metrics side by side, per-module weight updates). The lead registers
-`log_command` and `diff_command` on the `fmc` group; heavy imports happen inside them."""
+"""`fmc log`, `fmc diff`, `fmc tag` and `fmc rollback`: the adapter registry's versions (with
+their gates, tags and which one is served), how two versions differ (settings side by side,
+data, metrics with deltas, gates, per-layer weight deltas), and the pointers that say what
+ships. The lead registers the commands on the `fmc` group. None of them imports torch:
+weights are compared with numpy (`fmlang/backends/weight_diff.py`)."""
 
 from __future__ import annotations
 
@@ -12,12 +14,37 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from fmlang.backends.merge import LayerDelta
     from fmlang.backends.registry import Registry, Version
     from fmlang.diagnostics import Diagnostic
 
 OUTPUT = click.Choice(["rich", "json"])
-HIDDEN_IN_DIFF = ("metrics", "seq", "created", "schema_version")
+# lineage entries `settings` leaves out: compared in their own sections, or bookkeeping
+HIDDEN_IN_DIFF = ("metrics", "seq", "created", "schema_version", "gates", "gates_passed",
+                  "data_hashes", "data_rows")  # fmt: skip
+# what people call the settings that change most (key in the flattened lineage → label)
+LABELS = {
+    "base_model.name": "base model",
+    "base_model.source": "base weights",
+    "base_model.revision": "base revision",
+    "settings.peft_type": "adapter",
+    "settings.r": "rank",
+    "settings.lora_alpha": "alpha",
+    "settings.lora_dropout": "dropout",
+    "settings.target_modules": "targets",
+    "settings.density": "density",
+    "settings.method": "method",
+    "settings.weights": "weights",
+    "training.num_train_epochs": "epochs",
+    "training.max_steps": "max steps",
+    "training.learning_rate": "lr",
+    "training.per_device_train_batch_size": "batch",
+    "training.gradient_accumulation_steps": "grad accumulation",
+    "training.weight_decay": "weight decay",
+    "training.warmup_steps": "warmup steps",
+    "training.seed": "seed",
+    "training.max_seq": "max_seq",
+}
+LAST = ("parents", "rebased_from", "inputs_hash", "spec_hash")  # hashes: after what they mean
 
 
 def build_dir_of(path: Path) -> Path:
@@ -57,7 +84,8 @@ def _open(path: str) -> Registry:
 @click.option("--name", default=None, help="only the versions of this model or merge")
 @click.option("--format", "fmt", type=OUTPUT, default="rich", show_default=True)
 def log_command(spec_or_build_dir: str, name: str | None, fmt: str) -> None:
-    """List the registered adapter versions of a build (a spec file or its build folder)."""
+    """List the registered adapter versions of a build (a spec file or its build folder):
+    lineage, metrics, gates, tags, and which version `fmc serve` serves."""
     from fmlang.errors import StageError
 
     try:
@@ -65,13 +93,32 @@ def log_command(spec_or_build_dir: str, name: str | None, fmt: str) -> None:
         versions = registry.versions(name)
         if name is not None and not versions:
             registry.resolve(name)  # no such name: FM0849 with a suggestion
+        marks = _marks(registry, versions)
     except StageError as exc:
         sys.exit(_fail(exc.diagnostics, fmt))
     if fmt == "json":
-        click.echo(json.dumps({"versions": [v.to_json() for v in versions]}, indent=2))
+        listed = [v.to_json() | marks[v.hash] for v in versions]
+        click.echo(json.dumps({"versions": listed}, indent=2))
     else:
-        _print_log(versions)
+        _print_log(versions, marks)
     sys.exit(0)
+
+
+def _marks(registry: Registry, versions: list[Version]) -> dict[str, dict[str, Any]]:
+    """Per hash: its tags, whether it is its name's `current` pointer, and whether `fmc
+    serve` would serve it now (without flags)."""
+    from fmlang.backends.release import serving_now, tags_of
+
+    tags, current = tags_of(registry), registry.pointers("current")
+    served = {n: serving_now(registry, n) for n in {v.name for v in versions}}
+    return {
+        v.hash: {
+            "tags": tags.get(v.hash, []),
+            "current": current.get(v.name) == v.hash,
+            "serving": (served[v.name] or v).hash == v.hash and served[v.name] is not None,
+        }
+        for v in versions
+    }
 
 
 def _cell_metrics(metrics: dict[str, float]) -> str:
@@ -85,24 +132,54 @@ def _cell_data(hashes: dict[str, str]) -> str:
     return first + (f" (+{len(hashes) - 1})" if len(hashes) > 1 else "")
 
 
-def _print_log(versions: list[Version]) -> None:
+def _cell_gates(version: Version) -> str:
+    from rich.markup import escape
+
+    from fmlang.backends.release import gate_summary
+
+    text = escape(gate_summary(version))
+    if version.lineage.gates_passed is False:
+        return f"[red]{text}[/]"
+    return f"[green]{text}[/]" if version.lineage.gates_passed else text
+
+
+def _cell_ref(version: Version, marks: dict[str, Any]) -> str:
+    from rich.markup import escape
+
+    lines = [version.ref, *(f"[cyan]tag {escape(t)}[/]" for t in marks["tags"])]
+    if version.lineage.kind == "merge":
+        lines.append("[dim]merge[/]")
+    lines += ["[bold]current[/]"] if marks["current"] else []
+    lines += ["[bold green]serving[/]"] if marks["serving"] else []
+    lines += ["[yellow]superseded[/]"] if version.lineage.superseded else []
+    return "\n".join(lines)
+
+
+def _print_log(versions: list[Version], marks: dict[str, dict[str, Any]]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    by_hash = {v.hash: v for v in versions}
     table = Table(title="registered adapters", title_justify="left")
-    for column in ("version", "ref", "parents", "data", "metrics", "created"):
+    for column in ("version", "ref", "parents", "data", "metrics", "gates", "created"):
         table.add_column(column, overflow="fold", no_wrap=column in ("version", "created"))
     for v in versions:
-        parents = ", ".join(p[:12] for p in v.lineage.parents) or "-"
+        parents = ", ".join(by_hash[p].ref if p in by_hash else p[:12] for p in v.lineage.parents)
         table.add_row(
             v.short,
-            v.ref,
-            parents,
+            _cell_ref(v, marks[v.hash]),
+            parents or "-",
             _cell_data(v.lineage.data_hashes),
             _cell_metrics(v.lineage.metrics),
+            _cell_gates(v),
             v.lineage.created or "-",
         )
-    Console(highlight=False).print(table)
+    console = Console(highlight=False)
+    console.print(table)
+    for v in versions:
+        if v.lineage.superseded:  # not served: why
+            console.print(f"{v.ref} is superseded: {escape(v.lineage.superseded)}")
 
 
 # ---- fmc diff -----------------------------------------------------------------------
@@ -117,10 +194,11 @@ def _print_log(versions: list[Version]) -> None:
     "--weights/--no-weights",
     default=True,
     show_default=True,
-    help="compare the weight updates module by module (loads torch)",
+    help="compare the weight updates module by module",
 )
 def diff_command(spec_or_build_dir: str, a: str, b: str, fmt: str, weights: bool) -> None:
-    """Compare versions A and B (hash prefix, name or name@N): settings, metrics, weights."""
+    """Compare versions A and B (hash prefix, name, name@N or tag): settings side by side,
+    data, metrics with deltas, gates, and per-layer weight deltas."""
     from fmlang.errors import StageError
 
     try:
@@ -145,16 +223,46 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: value}
 
 
+def _setting_order(key: str) -> tuple[int, int, str]:
+    if key in LABELS:
+        return (0, list(LABELS).index(key), key)
+    return (2 if key.split(".")[0] in LAST else 1, 0, key)
+
+
 def settings_diff(first: Version, second: Version) -> list[dict[str, Any]]:
-    """Each lineage entry (dotted key) whose values differ; metrics are compared apart."""
+    """Each lineage entry (dotted key, and the name people use for it) whose values differ:
+    the common settings first (rank, epochs, lr, ...), hashes last; data, metrics and gates
+    are compared apart."""
     keep = {k: v for k, v in first.lineage.to_json().items() if k not in HIDDEN_IN_DIFF}
     other = {k: v for k, v in second.lineage.to_json().items() if k not in HIDDEN_IN_DIFF}
     flat_a, flat_b = _flatten(keep), _flatten(other)
+    changed = [k for k in set(flat_a) | set(flat_b) if flat_a.get(k) != flat_b.get(k)]
     return [
-        {"key": key, "a": flat_a.get(key), "b": flat_b.get(key)}
-        for key in sorted(set(flat_a) | set(flat_b))
-        if flat_a.get(key) != flat_b.get(key)
+        {"key": key, "label": LABELS.get(key, key), "a": flat_a.get(key), "b": flat_b.get(key)}
+        for key in sorted(changed, key=_setting_order)
     ]
+
+
+def data_diff(first: Version, second: Version) -> dict[str, list[dict[str, Any]]]:
+    """The data each version was built from (the data and labels stages' keys, side by
+    side) and the rows of each split it trained and was evaluated on."""
+    ha, hb = first.lineage.data_hashes, second.lineage.data_hashes
+    ra, rb = first.lineage.data_rows, second.lineage.data_rows
+    return {
+        "hashes": [
+            {"stage": s, "a": ha.get(s), "b": hb.get(s), "same": ha.get(s) == hb.get(s)}
+            for s in sorted(set(ha) | set(hb))
+        ],
+        "rows": [
+            {
+                "split": s,
+                "a": ra.get(s),
+                "b": rb.get(s),
+                "delta": rb[s] - ra[s] if s in ra and s in rb else None,
+            }
+            for s in sorted(set(ra) | set(rb))
+        ],
+    }
 
 
 def metrics_diff(first: Version, second: Version) -> list[dict[str, Any]]:
@@ -171,23 +279,54 @@ def metrics_diff(first: Version, second: Version) -> list[dict[str, Any]]:
     ]
 
 
+def _gate_key(gate: dict[str, Any]) -> str:
+    return f"{gate.get('metric')} {gate.get('op')} {gate.get('bound')}"
+
+
+def gates_diff(first: Version, second: Version) -> list[dict[str, Any]]:
+    """Each runtime gate of either version (by metric, operator and bound), with what each
+    measured and whether it passed."""
+    ga = {_gate_key(g): g for g in first.lineage.gates}
+    gb = {_gate_key(g): g for g in second.lineage.gates}
+
+    def side(gate: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if gate is None else {k: gate.get(k) for k in ("measured", "passed", "line")}
+
+    rows = []
+    for key in sorted(set(ga) | set(gb)):
+        gate = ga.get(key) or gb[key]
+        rows.append({"gate": key, "metric": gate.get("metric"), "op": gate.get("op"),
+                     "bound": gate.get("bound"), "a": side(ga.get(key)),
+                     "b": side(gb.get(key))})  # fmt: skip
+    return rows
+
+
 def diff_document(first: Version, second: Version, weights: bool = True) -> dict[str, Any]:
     """The whole comparison, as `fmc diff --format json` prints it."""
-    from importlib.util import find_spec
+    from fmlang.backends.weight_diff import weight_deltas
 
-    rows: list[LayerDelta] | None = None
-    if weights and find_spec("torch") is None:  # an extra: settings and metrics still compare
-        click.echo("note: weights not compared: pip install 'fmlang[train]'", err=True)
-    elif weights:
-        from fmlang.backends.merge import weight_deltas
+    rows: list[dict[str, Any]] | None = None
+    note = None if weights else "not compared (--no-weights)"
+    if weights:
+        try:
+            rows = weight_deltas(first.path, second.path)
+        except (OSError, ValueError, KeyError) as exc:
+            note = f"not compared: {exc}"
 
-        rows = weight_deltas(first.path, second.path)
+    def side(v: Version) -> dict[str, Any]:
+        lineage = v.lineage
+        return {"hash": v.hash, "ref": v.ref, "kind": lineage.kind,
+                "gates_passed": lineage.gates_passed, "superseded": lineage.superseded}  # fmt: skip
+
     return {
-        "a": {"hash": first.hash, "ref": first.ref},
-        "b": {"hash": second.hash, "ref": second.ref},
+        "a": side(first),
+        "b": side(second),
         "settings": settings_diff(first, second),
+        "data": data_diff(first, second),
         "metrics": metrics_diff(first, second),
-        "weights": None if rows is None else [row.to_json() for row in rows],
+        "gates": gates_diff(first, second),
+        "weights": rows,
+        "weights_note": note,
     }
 
 
@@ -195,27 +334,86 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
+def value_text(value: Any) -> str:
+    """A setting as people write it: `4` for 4.0, `0.0003`, `q_proj, v_proj`, `-`."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else f"{value:g}"
+    if isinstance(value, list):
+        return ", ".join(value_text(v) for v in value) or "[]"
+    if isinstance(value, str) and value.startswith("sha256:"):
+        return value.removeprefix("sha256:")[:12]
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def settings_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """`epochs      4 → 15`: one line per setting that differs."""
+    width = max((len(r["label"]) for r in rows), default=0)
+    return [f"  {r['label']:<{width}}  {value_text(r['a'])} → {value_text(r['b'])}" for r in rows]
+
+
 def _print_diff(document: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(highlight=False)
     a, b = document["a"], document["b"]
     console.print(f"A = {a['hash'][:12]} ({a['ref']})   B = {b['hash'][:12]} ({b['ref']})")
-    settings = Table(title="settings that differ", title_justify="left")
-    for column in ("setting", "A", "B"):
-        settings.add_column(column, overflow="fold")
-    for row in document["settings"]:
-        settings.add_row(row["key"], json.dumps(row["a"]), json.dumps(row["b"]))
-    console.print(settings if document["settings"] else "settings: the same")
+    if document["settings"]:
+        console.print("settings (A → B):")
+        console.print(escape("\n".join(settings_lines(document["settings"]))))
+    else:
+        console.print("settings: the same")
+    console.print(_data_table(document["data"]))
     metrics = Table(title="metrics", title_justify="left")
     for column in ("metric", "A", "B", "B - A"):
         metrics.add_column(column, justify="right" if column != "metric" else "left")
     for row in document["metrics"]:
         metrics.add_row(row["name"], _num(row["a"]), _num(row["b"]), _num(row["delta"]))
     console.print(metrics if document["metrics"] else "metrics: none recorded")
+    console.print(_gates_table(document["gates"]) if document["gates"] else "gates: none")
     if document["weights"] is not None:
         console.print(_weights_table(document["weights"]))
+    else:
+        console.print(f"weights: {escape(document['weights_note'] or '')}")
+
+
+def _data_table(data: dict[str, list[dict[str, Any]]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="data", title_justify="left")
+    for column in ("stage or split", "A", "B", ""):
+        table.add_column(column, overflow="fold")
+    for row in data["hashes"]:
+        same = "same" if row["same"] else "[yellow]changed[/]"
+        table.add_row(row["stage"], value_text(row["a"])[:12], value_text(row["b"])[:12], same)
+    for row in data["rows"]:
+        delta = "" if row["delta"] is None else f"{row['delta']:+d} rows"
+        table.add_row(f"rows: {row['split']}", value_text(row["a"]), value_text(row["b"]), delta)
+    return table
+
+
+def _gate_cell(side: dict[str, Any] | None) -> str:
+    if side is None:
+        return "-"
+    verdict = {True: "[green]pass[/]", False: "[red]FAIL[/]", None: "[yellow]not measured[/]"}
+    return f"{_num(side['measured'])} {verdict[side['passed']]}"
+
+
+def _gates_table(rows: list[dict[str, Any]]) -> Any:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="gates", title_justify="left")
+    for column in ("gate", "A", "B"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(escape(row["gate"]), _gate_cell(row["a"]), _gate_cell(row["b"]))
+    return table
 
 
 def _weights_table(rows: list[dict[str, Any]]) -> Any:
@@ -236,3 +434,68 @@ def _weights_table(rows: list[dict[str, Any]]) -> Any:
             row["note"],
         )
     return table
+
+
+# ---- fmc tag / fmc rollback -----------------------------------------------------------
+
+
+@click.command("tag")
+@click.argument("spec_or_build_dir", type=click.Path())
+@click.argument("ref")
+@click.argument("tag")
+@click.option("--format", "fmt", type=OUTPUT, default="rich", show_default=True)
+def tag_command(spec_or_build_dir: str, ref: str, tag: str, fmt: str) -> None:
+    """Name version REF (hash prefix, name@N or tag) TAG, moving TAG if it named another;
+    TAG then works wherever a version is named (`fmc serve --version TAG`)."""
+    from fmlang.backends.release import tag as set_tag
+    from fmlang.errors import StageError
+
+    try:
+        version = set_tag(_open(spec_or_build_dir), ref, tag)
+    except StageError as exc:
+        sys.exit(_fail(exc.diagnostics, fmt))
+    if fmt == "json":
+        click.echo(json.dumps({"tag": tag, "hash": version.hash, "ref": version.ref}))
+    else:
+        click.echo(f"tagged {version.ref} ({version.short}) `{tag}`")
+    sys.exit(0)
+
+
+@click.command("rollback")
+@click.argument("spec_or_build_dir", type=click.Path())
+@click.argument("name")
+@click.option("--to", "to", default=None, metavar="REF",
+              help="the version to serve (default: the previous passing one)")  # fmt: skip
+@click.option("--clear", is_flag=True, default=False,
+              help="remove the pointer: serve the newest passing version again")  # fmt: skip
+@click.option("--allow-failed-gates", is_flag=True, default=False,
+              help="point at a version whose runtime gates failed")  # fmt: skip
+@click.option("--format", "fmt", type=OUTPUT, default="rich", show_default=True)
+def rollback_command(spec_or_build_dir: str, name: str, to: str | None, clear: bool,
+                     allow_failed_gates: bool, fmt: str) -> None:  # fmt: skip
+    """Point NAME's `current` version (what `fmc serve` serves) back to the passing version
+    before the one served now, or to --to REF; --clear removes the pointer."""
+    from fmlang.backends.release import clear_current, rollback
+    from fmlang.errors import StageError
+
+    if clear and to is not None:
+        raise click.UsageError("--clear removes the pointer; --to sets it: give one")
+    try:
+        registry = _open(spec_or_build_dir)
+        if clear:
+            before, now = None, clear_current(registry, name)
+        else:
+            before, now = rollback(registry, name, to, allow_failed_gates)
+    except StageError as exc:
+        sys.exit(_fail(exc.diagnostics, fmt))
+    if fmt == "json":
+        refs = {k: v.ref if v else None for k, v in (("before", before), ("now", now))}
+        click.echo(json.dumps({"name": name, "cleared": clear, **refs}))
+    elif clear:
+        served = f"{now.ref} ({now.short})" if now else "nothing (no passing version)"
+        click.echo(f"{name}: no current pointer; `fmc serve` serves {served}")
+    else:
+        assert now is not None
+        was = f"{before.ref} ({before.short})" if before else "nothing"
+        click.echo(f"{name}: current {was} → {now.ref} ({now.short}); `fmc serve` serves it")
+    sys.exit(0)

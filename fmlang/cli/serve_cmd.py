@@ -1,6 +1,9 @@
 """`fmc serve`: a spec's deployment (`fmc serve FILE`, built and run here), or a build's
 `server.json` alone (`fmc serve --config DIR/deploy/<name>/server.json`, what the emitted
-containers run against the mounted build folder). Heavy imports (torch, the server) happen
+containers run against the mounted build folder). Either serves registered versions:
+`--version REF` names one, else the `current` pointer (`fmc rollback`), else the newest whose
+gates all passed; a failing one only with `--allow-failed-gates` (release.py). The version
+served is printed before the model loads. Heavy imports (torch, the server) happen
 inside."""
 
 from __future__ import annotations
@@ -38,16 +41,27 @@ if TYPE_CHECKING:
 @click.option("--audit-log", "audit_log", type=click.Path(dir_okay=False), default=None,
               help="the audit log of access decisions (default: the build folder's "
               "audit.log; $FMC_AUDIT_LOG gets a copy)")  # fmt: skip
+@click.option("--version", "version", default=None, metavar="REF",
+              help="serve this registered version (hash prefix, name@N or tag) instead of "
+              "the current or newest passing one")  # fmt: skip
+@click.option("--allow-failed-gates", is_flag=True, default=False,
+              help="serve a version whose runtime gates failed (never a superseded "
+              "one)")  # fmt: skip
 def serve(file: str | None, config_path: str | None, out_dir: str | None, deploy: str | None,
           host: str | None, port: int | None, allow_hosts: tuple[str, ...],
-          api_keys: str | None, no_auth: bool, audit_log: str | None) -> None:  # fmt: skip
+          api_keys: str | None, no_auth: bool, audit_log: str | None, version: str | None,
+          allow_failed_gates: bool) -> None:  # fmt: skip
     """Serve FILE's deployed model and its adapters over HTTP (OpenAI-style API), or the
     build folder's server.json given with --config. Requests need an API key of a
     principal the deployment grants `query` (`Authorization: Bearer KEY`)."""
     if (file is None) == (config_path is None):
         raise click.UsageError("give a spec FILE or --config PATH, not both or neither")
     access = _Access(
-        Path(api_keys) if api_keys else None, no_auth, Path(audit_log) if audit_log else None
+        Path(api_keys) if api_keys else None,
+        no_auth,
+        Path(audit_log) if audit_log else None,
+        version,
+        allow_failed_gates,
     )
     if config_path is not None:
         if out_dir is not None or deploy is not None:
@@ -61,11 +75,13 @@ def serve(file: str | None, config_path: str | None, out_dir: str | None, deploy
 
 @dataclass(frozen=True)
 class _Access:
-    """--api-keys, --no-auth, --audit-log."""
+    """--api-keys, --no-auth, --audit-log; --version and --allow-failed-gates."""
 
     api_keys: Path | None
     no_auth: bool
     audit_log: Path | None
+    version: str | None = None
+    allow_failed_gates: bool = False
 
     def gate(self, config: Any) -> Any:
         """The checks before the model loads (exposure.py): the address the deployment's
@@ -82,7 +98,7 @@ def _serve_spec(spec_path: Path, out_dir: str | None, deploy: str | None, host: 
     """Check and build the spec, then serve its deployment from the build folder."""
     from fmlang.api import build as build_artifacts
     from fmlang.api import check_paths
-    from fmlang.backends.serve_config import serve_config, served_deployments
+    from fmlang.backends.serve_config import serve_plan, served_deployments
     from fmlang.cli.main import report
     from fmlang.errors import StageError
 
@@ -94,7 +110,9 @@ def _serve_spec(spec_path: Path, out_dir: str | None, deploy: str | None, host: 
         build_artifacts(result, target)
         names = served_deployments(target)
         chosen = deploy or (names[0] if len(names) == 1 else "")
-        config = _allowing(serve_config(target.resolve(), chosen, host, port), allow_hosts)
+        plan = serve_plan(target.resolve(), chosen, host, port, access.version,
+                          access.allow_failed_gates)  # fmt: skip
+        config = _allowing(_announce(plan), allow_hosts)
         gate = access.gate(config)
         from fmlang.backends.serve.server import run as run_server
 
@@ -106,17 +124,28 @@ def _serve_spec(spec_path: Path, out_dir: str | None, deploy: str | None, host: 
 def _serve_config(path: Path, host: str | None, port: int | None,
                   allow_hosts: tuple[str, ...], access: _Access) -> None:  # fmt: skip
     """Serve a build's server.json (or a ServeConfig file) with no spec at hand."""
-    from fmlang.backends.serve_config import serve_config_file
+    from fmlang.backends.serve_config import serve_plan_file
     from fmlang.errors import StageError
 
     try:
-        config = _allowing(serve_config_file(path, host, port), allow_hosts)
+        plan = serve_plan_file(path, host, port, access.version, access.allow_failed_gates)
+        config = _allowing(_announce(plan), allow_hosts)
         gate = access.gate(config)
         from fmlang.backends.serve.server import run as run_server
 
         run_server(config, gate)
     except StageError as exc:
         sys.exit(_report(exc))
+
+
+def _announce(plan: Any) -> Any:
+    """Say which registered version each adapter is, before the model loads; the config."""
+    for chosen in plan.versions:
+        click.echo(chosen.describe(), err=True)
+        if chosen.allowed_failure:
+            click.echo(f"warning: {chosen.version.ref} failed its runtime gates and is served "
+                       "because of --allow-failed-gates", err=True)  # fmt: skip
+    return plan.config
 
 
 def _allowing(config: Any, allow_hosts: tuple[str, ...]) -> Any:

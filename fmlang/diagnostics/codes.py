@@ -326,6 +326,24 @@ CODES: dict[str, Code] = {
         "head in full, and a whole trained module has no low-rank update to combine. Merge "
         "generative or embedding models, or train one classifier on the combined labels.",
     ),
+    "FM0347": Code(
+        "unknown `with` clause on a constraint",
+        "A constraint may end in `with confidence LEVEL` and nothing else after `with`. "
+        "Write `accuracy >= 0.9 on data.test with confidence 95%`.",
+    ),
+    "FM0348": Code(
+        "confidence level out of range",
+        "`with confidence` takes a percentage strictly between 50% and 100% (or the "
+        "fraction, 0.95): the probability that the interval the gate checks holds the "
+        "true value. Write 90%, 95% or 99%.",
+    ),
+    "FM0349": Code(
+        "confidence on a constraint without an interval",
+        "Only the gates a run measures on evaluation rows (accuracy, precision, recall, "
+        "f1, macro_f1, perplexity and max_gap) come with a confidence interval; memory, "
+        "latency, cost, privacy and license constraints have none to check. Remove "
+        "`with confidence` from this constraint.",
+    ),
     "FM0350": Code(
         "unknown constraint",
         "Constraints are bounds fmc can check: memory, "
@@ -354,6 +372,37 @@ CODES: dict[str, Code] = {
         "malformed license constraint",
         'Write `license allows commercial` (or research) or `license in ["apache-2.0", "mit"]`.',
     ),
+    "FM0355": Code(
+        "fisher_mask without a density",
+        "A `fisher_mask` adapter trains the fraction of the base model's parameters with the "
+        "largest Fisher information, and that fraction is the whole method: write it, e.g. "
+        "`adapter fisher_mask(density = 0.5%)`.",
+    ),
+    "FM0356": Code(
+        "fisher_mask density selects nothing",
+        "The density times the base model's parameter count is below one, so no parameter "
+        "would train. Raise the density (the message gives the least that selects one).",
+    ),
+    "FM0357": Code(
+        "fisher_mask model deployed",
+        "The serving runtimes load a base model and PEFT adapters; a `fisher_mask` update is a "
+        "sparse diff of the base's own weights, which they do not load. Deploy a model with a "
+        "LoRA adapter instead; `fmc run` still trains and evaluates the fisher_mask model.",
+    ),
+    "FM0358": Code(
+        "fisher_mask merge method",
+        "Models whose adapters are all `fisher_mask` merge as sparse diffs, by `method ties`: "
+        "the diffs add exactly where they do not overlap, and where they do the sign with the "
+        "larger summed magnitude wins and the agreeing values are averaged. They are sparse "
+        "already, so TIES' trimming (`density`) and the other methods are refused.",
+    ),
+    "FM0359": Code(
+        "setting not supported with fisher_mask",
+        "A fisher_mask model trains in fmc's own FishMask loop: AdamW, no intermediate "
+        "checkpoints, one device, in the base weights' own dtype, without DP-SGD, "
+        "quantization, packing or a chunked loss. Remove the setting the diagnostic points "
+        "at, or train the model with a LoRA adapter.",
+    ),
     "FM0360": Code(
         "deployment without target",
         "A deploy block names at least one target: local, kserve, kubernetes or compose.",
@@ -380,6 +429,54 @@ CODES: dict[str, Code] = {
         "A warning, since a spec that is only verified may leave them out, but `fmc run` "
         "cannot train without them: name each in the `train` block.",
     ),
+    "FM0373": Code(
+        "model selection without candidates to choose from",
+        "A model that selects its base lists the candidates, `base auto in [minilm_l6, "
+        "other_model]` (a bare `auto` or a range names none), each once, and says how one is "
+        "picked: `select by accuracy on DATASET.SPLIT`. Add the list, or the `select by` line.",
+    ),
+    "FM0374": Code(
+        "`select by` on a model with one base",
+        "`select by` picks among the base candidates `base auto in [...]` lists; this model "
+        "names one base, so there is nothing to choose. List the candidates, or remove the "
+        "`select by` line.",
+    ),
+    "FM0375": Code(
+        "base candidate cannot do the model's task",
+        "Every candidate of `base auto in [...]` must be able to train the model as written: "
+        "an encoder cannot `generate`, and the adapter's `targets` must be modules of each "
+        "candidate. Remove the candidate the diagnostic names, or change the task or the "
+        "targets so that every candidate fits.",
+    ),
+    "FM0376": Code(
+        "base candidate dropped by the static constraints",
+        "The verifier checked each candidate of `base auto in [...]` against the model's "
+        "memory, latency, throughput, cost and license constraints, and this one cannot meet them "
+        "under any choice of the `auto` knobs; the note gives the constraint and the numbers. "
+        "`fmc run` does not train it. Nothing to fix unless you want it considered: relax the "
+        "constraint, or remove the candidate.",
+    ),
+    "FM0377": Code(
+        "no base candidate meets the static constraints",
+        "Every candidate of `base auto in [...]` fails the model's memory, latency, "
+        "throughput, cost or license constraints (the notes give each candidate's reason), "
+        "so there is nothing to train. Add a smaller candidate, relax the constraint, or pick "
+        "larger hardware.",
+    ),
+    "FM0378": Code(
+        "selection objective the run cannot measure",
+        "`select by METRIC on DATASET.SPLIT` compares the candidates on what evaluation "
+        "reports: the split must be one the model's `eval { on = [...] }` lists, and the "
+        "metric one its task produces (`accuracy`, `f1`, `macro_f1` for classifiers; "
+        "`perplexity` and `loss` for generative models, where the lowest wins). Fix the "
+        "metric or the split, or add the split to `eval`.",
+    ),
+    "FM0379": Code(
+        "merge or deployment of a model that selects its base",
+        "A model with `base auto in [...]` has no single base until `fmc run` trains its "
+        "candidates and picks one, and merges and deployments are built for one base. "
+        "Run `fmc run` (which names the winner), then pin the model's base to it.",
+    ),
     "FM0380": Code(
         "label-model setting that does nothing",
         "The label model is fitted by expectation-maximisation, which has no learning rate, "
@@ -387,6 +484,32 @@ CODES: dict[str, Code] = {
         "`seed` only settles ties under `tie = random`. Remove the setting (or add `tie = "
         "random` for `seed`); the fit is controlled by `epochs` (most iterations), "
         "`tolerance`, `smoothing`, `prior` and `better_than_chance`.",
+    ),
+    "FM0381": Code(
+        "forget file cannot be read",
+        'A dataset\'s `forget "FILE"` names its file of forget requests, and the file is '
+        "missing, is not a regular UTF-8 file, is larger than 16 MiB, or lies outside the "
+        "project (and the folders `--allow-data` allows). Write the path relative to the "
+        "spec's folder; create the file (an empty one is fine) before naming it.",
+    ),
+    "FM0382": Code(
+        "not a forget request",
+        "Each non-blank line of a forget file is one JSON object with `request` (an id, "
+        "unique in the file), `by` (who asked), `at` (an ISO 8601 date or time) and exactly "
+        "one of `ids` (a non-empty list of `@id` values) or `where` (a condition); `reason` "
+        "is optional. Fix the line the diagnostic points at.",
+    ),
+    "FM0383": Code(
+        "forget by id without an `@id` column",
+        "A forget request lists `ids`, and its dataset's schema tags no column `@id`, so "
+        "there is nothing to match them against. Tag the column that identifies rows `@id`, "
+        "or remove the rows by a `where` condition instead.",
+    ),
+    "FM0384": Code(
+        "forget condition does not parse",
+        "A forget request's `where` must be one condition in the expression language of "
+        '`drop where` (for example `AUTHOR == "Jo"`), over the dataset\'s columns. Fix the '
+        "condition at the place the diagnostic points at.",
     ),
     "FM0385": Code(
         "regex outside the RE2 dialect",

@@ -271,4 +271,17 @@ DATA_CODES: dict[str, Code] = {
         "the rule.",
         io=True,
     ),
+    "FM0774": Code(
+        "forget file changed since the check",
+        "The data stage runs the forget requests the spec was checked and built with, and "
+        "the forget file no longer holds that text (or cannot be read). Run `fmc run` "
+        "again: it checks the file as it is and rebuilds the pipeline from it.",
+        io=True,
+    ),
+    "FM0775": Code(
+        "forget request removed nothing",
+        "A forget request applied for the first time matched no row of its dataset: an "
+        "`@id` value that is not in the data, or a condition that holds for no row. Check "
+        "the request; it stays applied and is recorded in the audit log either way.",
+    ),
 }

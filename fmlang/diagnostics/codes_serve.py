@@ -209,4 +209,38 @@ SERVE_CODES: dict[str, Code] = {
         "`query`. It is answered 403 and recorded in the audit log. Grant the principal "
         "`query` in the deploy block and rebuild, or use a granted principal's key.",
     ),
+    # FM1080 to FM1084: which registered version is served (fmlang/backends/release.py).
+    "FM1080": Code(
+        "no version to serve",
+        "`fmc serve` serves a registered version of each adapter: the one --version names, "
+        "the `current` pointer `fmc rollback` set, or else the newest whose runtime gates "
+        "all passed and that is not superseded. There is none: nothing is registered yet "
+        "(run `fmc run`), or every version failed a gate or is superseded. Fix the gates "
+        "and run again, name a version with --version, or pass --allow-failed-gates.",
+    ),
+    "FM1081": Code(
+        "version failed its runtime gates",
+        "The version named by --version or by the `current` pointer failed a runtime gate "
+        "when `fmc run` checked it (the notes show measured against the bound), so it is not "
+        "served. Serve a passing version (`fmc rollback NAME`), or pass "
+        "--allow-failed-gates to serve it anyway.",
+    ),
+    "FM1082": Code(
+        "superseded version",
+        "The version was trained on rows a forget request removed and is marked superseded: "
+        "it is never served. Run `fmc run` to train a version without them, or point the "
+        "model at another version (`fmc rollback NAME --to REF` or `--clear`).",
+    ),
+    "FM1083": Code(
+        "--version names another model's version",
+        "`fmc serve --version REF` chooses the version of an adapter the deployment serves; "
+        "REF is a version of a model or merge this deployment does not serve. Name one of "
+        "its versions (`fmc log BUILD --name NAME`).",
+    ),
+    "FM1084": Code(
+        "--version with nothing to choose from",
+        "`fmc serve --version REF` chooses among the registered versions of the adapters a "
+        "deployment serves; this one serves weights merged into its base model, or is a "
+        "hand-written configuration that names adapter folders itself. Drop --version.",
+    ),
 }

@@ -292,6 +292,36 @@ TRAIN_CODES.update(
             "and rerun `fmc run` to register the adapters again.",
             io=True,
         ),
+        "FM0853": Code(
+            "invalid tag name",
+            "`fmc tag REF TAG` names a version with TAG, which `fmc serve --version`, "
+            "`fmc diff` and `fmc rollback --to` accept. A tag starts with a letter, holds "
+            "letters, digits, `.`, `_` and `-` (at most 64), is not all hex digits (it would "
+            "read as a hash prefix) and is not the name of a model or merge. Choose another.",
+        ),
+        "FM0854": Code(
+            "nothing to roll back to",
+            "`fmc rollback NAME` points NAME's `current` version at the newest version "
+            "older than the one served now whose gates passed and that is not superseded, "
+            "and there is none. Name the version with `--to REF` (`fmc log` lists them).",
+        ),
+        "FM0855": Code(
+            "rollback to a version of another model",
+            "`fmc rollback NAME --to REF` needs REF to be a version of NAME: the pointer "
+            "says which version of NAME is served. Name one of NAME's versions.",
+        ),
+        "FM0856": Code(
+            "version cannot be made current",
+            "The version `fmc rollback --to` names failed a runtime gate (pass "
+            "--allow-failed-gates to point at it anyway) or is superseded (trained on rows "
+            "a forget request removed: it is never served). Choose another version.",
+        ),
+        "FM0857": Code(
+            "merge parent not registered",
+            "A merged adapter is registered with the registered versions of its parents, "
+            "and the version `fmc run` trained for a parent is not in the registry (it was "
+            "deleted or replaced). Run `fmc run --force` to train and register it again.",
+        ),
     }
 )
 
@@ -309,6 +339,111 @@ TRAIN_CODES.update(
             "Nothing the run measured answers this constraint: the model was not evaluated "
             "on that split, the fairness column is not in `eval { by = [...] }`, or the "
             "latency is for hardware other than this machine.",
+        ),
+    }
+)
+
+# ---- FM0862 up to 0869: confidence intervals of the gates ----
+TRAIN_CODES.update(
+    {
+        "FM0862": Code(
+            "too few rows for a gate to mean anything",
+            "A gate's measured value comes with a confidence interval (95%, or the level "
+            "of `with confidence`). When that interval is wider than every value that "
+            "passes the gate (0.9..1 for `accuracy >= 0.9`; 0..0.2, for each group's own "
+            "metric, for `max_gap(...) <= 0.2`), the split or group named has too few rows "
+            "to tell a passing model from a failing one, and one or two rows decide the "
+            "verdict. Evaluate on more rows, group more coarsely, or loosen the bound.",
+        ),
+    }
+)
+
+# ---- FM0870 up to 0879: FishMask sparse updates (`adapter fisher_mask`) ----
+TRAIN_CODES.update(
+    {
+        "FM0870": Code(
+            "unreadable fisher_mask update",
+            "A fisher_mask model's adapter folder holds its update as `sparse_diff.safetensors` "
+            "(flat indices and values per parameter of the base). The file is missing, is not "
+            "one fmc wrote, or does not fit the base model it is applied to (a parameter is "
+            "missing, shaped differently, or an index is out of range). Retrain the model with "
+            "`fmc run`, or restore the folder from the registry.",
+        ),
+        "FM0871": Code(
+            "fisher_mask parents of different bases",
+            "A merge of fisher_mask models adds their sparse diffs to one base model, and the "
+            "trained parents name different base models in their adapter_config.json. Train "
+            "every merged model on one base model.",
+        ),
+        "FM0872": Code(
+            "fisher_mask model rebased",
+            "`fmc rebase` warm-starts an adapter on a new base. A fisher_mask update is a sparse "
+            "diff of the old base's own weights, at entries chosen by their Fisher "
+            "information, so it has no meaning on other weights. Change the model's base and "
+            "run `fmc run`, which estimates a new mask and trains it there.",
+        ),
+    }
+)
+
+# ---- FM0880 up to 0889: rebasing adapters onto a new base (`fmc rebase`) ----
+TRAIN_CODES.update(
+    {
+        "FM0880": Code(
+            "no trained adapter to rebase",
+            "`fmc rebase MODEL` starts from the adapter `fmc run` trained for MODEL, and "
+            "there is none: the spec declares no model of that name, the model trains a "
+            "full fine-tune (no adapter to warm-start), or its train stage has not run in "
+            "this build folder. Run `fmc run` first, or name a model with an adapter.",
+        ),
+        "FM0881": Code(
+            "new base does not fit the adapter",
+            "A rebase warm-starts the new adapter with the old adapter's weights, which is "
+            "only sound on a base with the modules the adapter adapts, at the same shapes. "
+            "The diagnostic lists each tensor or module that differs. Rebase onto a "
+            "checkpoint of the same architecture, or change the model's `base` and train it "
+            "from scratch with `fmc run`.",
+        ),
+        "FM0882": Code(
+            "unknown base for `--onto`",
+            "`fmc rebase --onto NEW` takes the name of a base model the spec declares or "
+            "imports, `local:DIR` (a folder with config.json and the weights), "
+            "`hub:ORG/NAME[@REVISION]` or `pip:PACKAGE`. NEW is none of these, or the folder "
+            "it names has no config.json.",
+        ),
+        "FM0883": Code(
+            "a differentially private model cannot be rebased",
+            "A model trained with DP-SGD spends its dataset's privacy budget once, the "
+            "amount the verifier sums over the spec. A rebase would train on the same data "
+            "again and spend more than the spec declares. Change the model's `base` and "
+            "train it with `fmc run`, where the budget check covers the training.",
+        ),
+        "FM0884": Code(
+            "adapter kind cannot be warm-started",
+            "`fmc rebase` starts the new adapter from the old one's weights, which the "
+            "adapter kind must allow. A `fisher_mask` update is a sparse diff of the old "
+            "base's own parameters, selected by their Fisher information on that base, so "
+            "it does not carry over. Change the model's `base` and train it with `fmc run`.",
+        ),
+    }
+)
+
+# ---- FM0890 up to 0899: model selection (`base auto in [...]` with `select by`) ----
+TRAIN_CODES.update(
+    {
+        "FM0890": Code(
+            "no candidate measured the selection metric",
+            "`fmc run` trained the base candidates and evaluated each on the `select by` "
+            "split, but none has a finite value of the metric there: the split has no rows "
+            "with a gold label (classifiers) or a completion (generative models), or every "
+            "evaluation failed. The notes list what each candidate measured. Fix the split's "
+            "data, or select on another split.",
+        ),
+        "FM0891": Code(
+            "a model that selects its base cannot be rebased",
+            "A model with `base auto in [...]` has no base of its own: each candidate is "
+            "trained as a model `MODEL+BASE`, and `fmc run` picks one. `fmc rebase` re-targets "
+            "one trained adapter, so name a candidate (`fmc rebase FILE MODEL+BASE --onto "
+            "NEW`), or change the candidate list and run `fmc run`.",
         ),
     }
 )

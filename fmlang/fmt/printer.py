@@ -142,6 +142,9 @@ class _Printer:
             width = widths.get(id(statement), 0)
             if isinstance(statement, ast.LabelingFunction):
                 lines = [lfs.line(statement)]
+            elif isinstance(statement, ast.Setting) and statement.by:  # `select by m on s`
+                on = f" on {format_expr(statement.on)}" if statement.on is not None else ""
+                lines = [f"{inner}{statement.key.name} by {format_expr(statement.value)}{on}"]
             elif isinstance(statement, ast.Setting):
                 equals = " = " if nested else " "
                 head = f"{inner}{statement.key.name.ljust(width)}{equals}"
@@ -158,7 +161,7 @@ class _Printer:
         runs: list[list[ast.Setting]] = [[]]
         previous: Spanned | None = None
         for statement in body:
-            if isinstance(statement, ast.Setting):
+            if isinstance(statement, ast.Setting) and not statement.by:
                 if previous is not None and self._blank_before(previous, statement):
                     runs.append([])
                 runs[-1].append(statement)
@@ -300,4 +303,8 @@ def _clean_rule(rule: ast.CleanRule) -> str:
 
 def _constraint(constraint: ast.Constraint) -> str:
     text = format_expr(constraint.expr)
-    return text if constraint.on is None else f"{text} on {format_expr(constraint.on)}"
+    text = text if constraint.on is None else f"{text} on {format_expr(constraint.on)}"
+    clause = constraint.confidence
+    if clause is not None:
+        text += f" with {clause.word.name} {format_expr(clause.level)}"
+    return text

@@ -27,6 +27,7 @@ from fmlang.ir.build_models import (
     build_model,
     build_pretrained,
 )
+from fmlang.ir.selection import expand as expand_selections
 from fmlang.ir.values import Scope
 from fmlang.syntax import ast
 
@@ -43,7 +44,7 @@ def build_spec(program: Program) -> ir.Spec:
     def scope(file: str) -> Scope:
         return Scope(program, file, names.get(file, file))
 
-    return ir.Spec(
+    spec = ir.Spec(
         entry=names.get(entry_file(program), ""),
         datasets=_items(user, scope, ast.Dataset, build_dataset),
         labels=_items(user, scope, ast.Labels, build_labels),
@@ -54,6 +55,7 @@ def build_spec(program: Program) -> ir.Spec:
         base_models=_facts(visible, scope, "base_model", build_pretrained),
         hardware=_facts(visible, scope, "hardware", build_hardware),
     )
+    return expand_selections(spec)  # a model per `base auto in [...]` candidate
 
 
 def entry_file(program: Program) -> str:

@@ -26,6 +26,9 @@ def build_constraint(node: ast.Constraint, target: str, scope: Scope) -> ir.Cons
     expr = node.expr
     condition = build_expr(expr, scope)
     base: dict[str, object] = {"target": target, "condition": condition, "span": span_of(node)}
+    if node.confidence is not None:  # `with confidence 95%` → 0.95 (checked in 50%..100%)
+        level = quantity(node.confidence.level, "ratio")
+        base["confidence"] = round(level.value, 12) if level is not None else None  # not .95…01
     if isinstance(expr, ast.Binary) and expr.op in ("in", "allows"):
         values = _values(expr.right, scope)
         metric = name_of(expr.left) or "?"

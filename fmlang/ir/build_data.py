@@ -38,8 +38,36 @@ def build_dataset(node: ast.Dataset, scope: Scope) -> ir.Dataset:
         splits=_splits(node, scope),
         grants=grants(node.body),
         epsilon_budget=values.get("epsilon_budget"),
+        forget=_forget(node, scope, values.get("forget"),
+                       span_of(setting(tuple(node.body), "forget"))),
         span=span_of(node.name),
     )  # fmt: skip
+
+
+def _forget(node: ast.Dataset, scope: Scope, path: Any,
+            span: ir.SourceSpan | None) -> ir.Forget | None:  # fmt: skip
+    """The requests `check/forget.py` read from the dataset's forget file; none (and no
+    sha256, which the data stage refuses) when the file was not read."""
+    if not isinstance(path, str):
+        return None
+    read = scope.program.forget.get((scope.file, node.name.name))
+    tagged = [f for stmt in node.body if isinstance(stmt, ast.Schema) for f in stmt.fields]
+    id_column = next((f.name.name for f in tagged if any(t.name == "id" for t in f.tags)), None)
+    if read is None:
+        return ir.Forget(path=path, sha256="", id_column=id_column, span=span)
+    requests = tuple(
+        ir.ForgetRequest(
+            request=r.request,
+            by=r.by,
+            at=r.at,
+            ids=r.ids,
+            where=build_expr(r.where, scope) if r.where is not None else None,
+            span=ir.SourceSpan.of(r.span),
+        )
+        for r in read.requests
+    )
+    return ir.Forget(path=path, sha256=read.sha256, requests=requests, id_column=id_column,
+                     span=span)  # fmt: skip
 
 
 def _source(value: Any, span: ir.SourceSpan | None) -> ir.Source | None:

@@ -1,7 +1,8 @@
 """`base_model`, `hardware`, `model`, `merge` and `deploy` blocks → IR.
 
 Each block's settings are converted by the table in `check/schema.py`; the IR field of a
-setting has the setting's name, except `train` → `training` and `eval` → `evaluation`.
+setting has the setting's name, except `train` → `training`, `eval` → `evaluation` and
+`select` → `selection` (with the candidates of `base auto in [...]`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any, TypeVar
 
 from fmlang.check import schema as s
 from fmlang.ir import nodes as ir
-from fmlang.ir.values import CallValue, Scope, grants, settings, span_of
+from fmlang.ir.values import CallValue, Scope, data_ref, grants, settings, span_of
 from fmlang.syntax import ast
 
 TARGET_KINDS = ("local", "kserve", "kubernetes", "compose")
@@ -58,7 +59,8 @@ def build_model(node: ast.Block, scope: Scope) -> ir.Model:
     adapter = values.get("adapter")
     return validate(ir.Model, {
         "name": node.name.name, "file": scope.ir_file, "span": span_of(node.name),
-        "base": values.get("base"),
+        "base": _base(values.get("base")),
+        "selection": _selection(node, values, scope),
         "task": _task(values.get("task"), scope),
         "adapter": _adapter(adapter) if isinstance(adapter, CallValue) else None,
         "quantize": values.get("quantize", ir.Knob(fixed="none")),
@@ -67,6 +69,30 @@ def build_model(node: ast.Block, scope: Scope) -> ir.Model:
         "evaluation": _evaluation(values.get("eval")),
         "grants": grants(node.body),
     })  # fmt: skip
+
+
+def _base(value: Any) -> str | None:
+    """`base minilm_l6` → its name; `base auto in [...]` → None (the model selects)."""
+    if isinstance(value, ir.Knob) and not value.auto and isinstance(value.fixed, str):
+        return value.fixed
+    return None
+
+
+def _selection(node: ast.Block, values: dict[str, Any], scope: Scope) -> ir.Selection | None:
+    """`base auto in [a, b]` with `select by METRIC on SPLIT` (`fmlang.ir.selection`)."""
+    base = values.get("base")
+    if not isinstance(base, ir.Knob) or not base.auto:
+        return None
+    metric = values.get("select")
+    written = next((st for st in node.body if isinstance(st, ast.Setting) and st.by), None)
+    on = data_ref(written.on, scope) if written is not None and written.on is not None else None
+    return ir.Selection(
+        candidates=tuple(str(c) for c in base.choices or ()),
+        metric=metric if isinstance(metric, str) else "accuracy",
+        on=on,
+        lower_is_better=metric in s.LOWER_IS_BETTER,
+        span=span_of(written) if written is not None else span_of(node.name),
+    )
 
 
 def _training(values: dict[str, Any]) -> ir.Training:

@@ -30,10 +30,11 @@ from fmlang.ir.expr import Expr
 __all__ = [
     "SCHEMA_VERSION", "Adapter", "CleanStep", "Column", "Constraint", "ConstraintKind", "DPConfig",
     "DataRef", "Dataset", "Dedupe", "DeployTarget", "Deployment", "DropColumns", "Evaluation",
-    "Expr", "FilterRows", "Grant", "Hardware", "Knob", "LabelModelSpec", "LabelingFunction",
-    "Labels", "Merge", "Model", "Node", "Normalize", "Option", "PretrainedModel", "Quantity",
-    "Redact", "Scalar", "Source", "SourceSpan", "Spec", "SplitPart", "SplitSpec", "Task",
-    "Training", "WeightsSource",
+    "Expr", "FilterRows", "Forget", "ForgetRequest", "Grant", "Hardware", "Knob",
+    "LabelModelSpec", "LabelingFunction", "Labels", "Merge", "Model", "Node", "Normalize",
+    "Option", "PretrainedModel", "Quantity", "Redact", "Scalar", "Selection", "Source",
+    "SourceSpan", "Spec",
+    "SplitPart", "SplitSpec", "Task", "Training", "WeightsSource",
 ]  # fmt: skip
 
 # ---- datasets -------------------------------------------------------------------
@@ -119,6 +120,28 @@ class SplitSpec(Node):
     by: Expr | None = None
 
 
+class ForgetRequest(Node):
+    """One line of a forget file: the rows whose `@id` is in `ids` (as text), or those
+    where `where` holds. `span`: the request's line in the file."""
+
+    request: str
+    by: str
+    at: str
+    ids: tuple[str, ...] = ()
+    where: Expr | None = None
+
+
+class Forget(Node):
+    """A dataset's forget file: its path (relative to `Dataset.file`'s folder, as written),
+    the sha256 of the text its requests were read from, and the requests. `id_column`: the
+    schema's `@id` column, which `ids` name."""
+
+    path: str
+    sha256: str
+    requests: tuple[ForgetRequest, ...] = ()
+    id_column: str | None = None
+
+
 class Dataset(Node):
     name: str
     file: str
@@ -129,6 +152,7 @@ class Dataset(Node):
     splits: SplitSpec | None = None
     grants: tuple[Grant, ...] = ()
     epsilon_budget: float | None = None
+    forget: Forget | None = None  # `forget "file.jsonl"`: rows removed right after reading
 
 
 # ---- labels ---------------------------------------------------------------------
@@ -246,7 +270,7 @@ class Adapter(Node):
     """A PEFT adapter. Only the settings its kind accepts are set; the rest stay None.
     `alpha` is left None when omitted: later stages choose it (PEFT's default is 8)."""
 
-    kind: Literal["lora", "dora", "ia3", "prefix", "prompt", "full"]
+    kind: Literal["lora", "dora", "ia3", "prefix", "prompt", "full", "fisher_mask"]
     rank: Knob | None = None
     alpha: Knob | None = None
     dropout: float | None = None
@@ -255,6 +279,8 @@ class Adapter(Node):
     feedforward: tuple[str, ...] = ()
     virtual_tokens: Knob | None = None
     init: str | None = None
+    density: float | None = None  # fisher_mask: fraction of the base's parameters that train
+    samples: int | None = None  # fisher_mask: rows the Fisher information is estimated on
 
 
 class DPConfig(Node):
@@ -309,9 +335,22 @@ class Evaluation(Node):
     new_tokens: int | None = None
 
 
+class Selection(Node):
+    """`base auto in [a, b]` with `select by METRIC on SPLIT`: the candidate bases (those the
+    verifier kept, in the order written), the metric and split that pick one, and whether a
+    lower value is better (`perplexity`, `loss`). Ties go to the smaller model."""
+
+    candidates: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()  # candidates the verifier dropped (static constraints)
+    metric: str = "accuracy"
+    on: DataRef | None = None
+    lower_is_better: bool = False
+
+
 class Model(Node):
     """A `model` block. `quantize` defaults to fixed `none`; `adapter` None means the spec
-    named no adapter."""
+    named no adapter. A model with a `selection` has no base of its own: it is trained as one
+    model per candidate (`candidate_of` names the selection model; `fmlang.ir.selection`)."""
 
     name: str
     file: str
@@ -324,6 +363,8 @@ class Model(Node):
     training: Training | None = None
     evaluation: Evaluation | None = None
     grants: tuple[Grant, ...] = ()
+    selection: Selection | None = None
+    candidate_of: str | None = None
 
 
 class Merge(Node):
@@ -360,6 +401,8 @@ class Constraint(Node):
       → of=accuracy, by=video.
     - `on_hardware` / `on_data`: what `on …` names. `condition` keeps the whole typed
       expression, for kinds the verifier does not know (`other`) and for display.
+    - `confidence`: `with confidence 95%` → 0.95: the gate passes only if the whole
+      interval at that confidence clears the bound; None compares the point estimate.
     """
 
     kind: ConstraintKind
@@ -372,6 +415,7 @@ class Constraint(Node):
     on_data: DataRef | None = None
     options: tuple[Option, ...] = ()
     condition: Expr
+    confidence: float | None = None
 
 
 # ---- deployments ----------------------------------------------------------------

@@ -41,10 +41,12 @@ PEFT_TYPES = {
     "ia3": "IA3",
     "prefix": "PREFIX_TUNING",
     "prompt": "PROMPT_TUNING",
+    "fisher_mask": "FISHER_MASK",  # fmc's own: PEFT does not load it (backends/train/fisher.py)
 }
 TASK_TYPES = {"classify": "SEQ_CLS", "generate": "CAUSAL_LM", "embed": "FEATURE_EXTRACTION"}
 DEFAULT_RANK = 8  # what the verifier budgets when no constraint sizes the rank
 DEFAULT_VIRTUAL_TOKENS = 20  # likewise for prefix / prompt length
+DEFAULT_FISHER_SAMPLES = 256  # training rows the Fisher information is estimated on
 ALPHA_PER_RANK = 2
 # `init` of a LoRA adapter → PEFT's `init_lora_weights`; None (not written) keeps PEFT's
 # default (Kaiming-uniform A, zero B).
@@ -214,7 +216,20 @@ def _prompt_fields(
     return fields
 
 
+def _fisher_mask_fields(
+    model: Model, adapter: Adapter, base: PretrainedModel, knobs: KnobValues
+) -> dict[str, Any]:
+    """FishMask (Sung et al. 2021): the fraction of the base's parameters that train, and
+    how many training rows estimate the Fisher information that picks them."""
+    assert adapter.density is not None  # the checker requires it (FM0355)
+    return {
+        "density": adapter.density,
+        "num_samples": adapter.samples or DEFAULT_FISHER_SAMPLES,
+    }
+
+
 _KIND_FIELDS = {
+    "fisher_mask": _fisher_mask_fields,
     "lora": _lora_fields,
     "dora": _lora_fields,
     "ia3": _ia3_fields,

@@ -40,9 +40,13 @@ def lower_artifacts(
     launcher configs, merge recipes, deployment manifests."""
     from fmlang.lower.launch import model_files
     from fmlang.lower.manifests import lower_deployments
+    from fmlang.lower.selection import lower_selection, selection_path
 
     files = data_artifacts(spec)
     for model in spec.models:
+        if model.selection is not None:  # no job of its own: its candidates train
+            files[selection_path(model.name)] = json_text(lower_selection(spec, model))
+            continue
         files.update(model_files(spec, model, knobs))
     files.update(merge_artifacts(spec, knobs))
     files.update(lower_deployments(spec, knobs, constraints))

@@ -1,6 +1,7 @@
 """A `dataset` block → an ordered list of SQL steps, one table (or Spark view) per step.
 
-The steps are: read the source, cast to the schema (derived columns computed), each cleaning
+The steps are: read the source, cast to the schema (derived columns computed), the dataset's
+forget requests (`forget "file"`: the rows they name never reach a later step), each cleaning
 rule in the order written, then the split. Each step reads the previous step's table, so the
 executor can count rows in and out of every rule. Two internal columns travel along:
 `fm_row` (the row's position in the source, for "keep the first" and stable order) and
@@ -21,6 +22,8 @@ from fmlang.ir.nodes import (
     Dedupe,
     DropColumns,
     FilterRows,
+    Forget,
+    ForgetRequest,
     Normalize,
     Redact,
     Source,
@@ -61,6 +64,7 @@ class Step:
     span: SourceSpan | None = None
     filters_rows: bool = False
     casts: tuple[CastCheck, ...] = ()  # the typed step: values its casts turned into NULL
+    forget: tuple[tuple[str, str], ...] = ()  # the forget step: (request, condition SQL)
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ def lower_dataset(dataset: Dataset, dialect: str = "duckdb") -> Pipeline:
     builder.source()
     builder.typed()
     builder.drop_cast_errors()
+    builder.forget()
     for rule in dataset.cleaning:
         builder.rule(rule)
     if dataset.splits is not None:
@@ -232,6 +237,29 @@ class _Builder:
         select = f"SELECT {', '.join(self._cols())} FROM {self._prev} WHERE NOT ({bad})"
         title = f"drop rows whose {', '.join(c.column for c in dropped)} did not convert"
         self._add("cast_drop", title, select, dropped[0].span, filters=True)
+
+    def forget(self) -> None:
+        """`forget "file"`: remove the rows each request names, before any cleaning rule,
+        split or label sees them (every column the schema declares is there to match)."""
+        forget = self.ds.forget
+        if forget is None:
+            return
+        conditions = tuple((r.request, self._forgotten(r, forget)) for r in forget.requests)
+        where = " OR ".join(f"({condition})" for _, condition in conditions) or "FALSE"
+        select = f"SELECT * FROM {self._prev} WHERE NOT ({where})"
+        count = len(conditions)
+        title = f"forget {count} request{'s' if count != 1 else ''} ({forget.path})"
+        table = self._table("forget")
+        self.steps.append(Step(table, title, (self._create(table, select),), forget.span,
+                               filters_rows=True, forget=conditions))  # fmt: skip
+
+    def _forgotten(self, request: ForgetRequest, forget: Forget) -> str:
+        """SQL true exactly for the rows `request` removes (NULL counts as not removed)."""
+        if request.where is not None:
+            return boolean(self.c.sql(request.where))
+        assert forget.id_column is not None, "the checker refuses ids without an `@id` column"
+        ids = ", ".join(self.d.string(i) for i in request.ids)
+        return f"CAST({self.d.quote(forget.id_column)} AS {self._text}) IN ({ids})"
 
     def _can_fail(self, col: Column) -> bool:
         return col.type == "label" or _CASTS.get(col.type, "VARCHAR") != "VARCHAR"

@@ -50,7 +50,14 @@ def lower_job(spec: Spec, model: Model, knobs: KnobValues) -> dict[str, Any]:
         "output_dir": f"run/models/{model.name}",
         "dp": plan.dp,
         "memory": plan.memory,
-    }
+    } | _early_stopping(spec, model)
+
+
+def _early_stopping(spec: Spec, model: Model) -> dict[str, Any]:
+    """A selection candidate stops early on its selection's split (`fmlang.ir.selection`)."""
+    owner = spec.model(model.candidate_of) if model.candidate_of else None
+    on = owner.selection.on if owner is not None and owner.selection is not None else None
+    return {"early_stopping": {"split": _ref_name(on)}} if on is not None else {}
 
 
 def _base(spec: Spec, model: Model, plan: TrainingPlan) -> dict[str, Any]:

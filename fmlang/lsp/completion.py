@@ -289,6 +289,12 @@ class _Completer:
             )
         self.items.symbols(self.names.of_kind("let"))
 
+    def gated(self) -> bool:
+        """The constraint being written is a quality or fairness gate (it has an interval)."""
+        head = re.match(r"\s*(\w+)", self.statement)
+        form = FORMS.get(head.group(1)) if head else None
+        return form is not None and form.kind in ("quality", "fairness")
+
     def constraint(self) -> None:
         if self.one_word:
             for name, form in FORMS.items():
@@ -300,6 +306,16 @@ class _Completer:
         elif re.search(r"\bon\s+\S*$", self.statement):
             self.references(("hardware",))
             self.data_refs(labels_ok=False)
+        elif re.search(r"\bwith\s+\w*$", self.statement):
+            self.items.words(("confidence",), CK.Keyword, "with confidence 95%")
+        elif re.search(r"\bon\s+\S+\s+\w*$", self.statement) and self.gated():
+            self.items.add(
+                "with confidence",
+                CK.Snippet,
+                "pass only if the whole interval at this confidence clears the bound",
+                "with confidence ${1:95%}",
+                snippet=True,
+            )
         elif self.statement.startswith("no_pii"):
             self.items.words(FLOW_SINKS, CK.EnumMember, "where personal data must not flow")
         elif self.statement.startswith("license allows"):

@@ -93,7 +93,10 @@ def _facts(target: Target) -> list[tuple[str, str]]:
 def _block_facts(block: ast.Block) -> list[tuple[str, str]]:
     facts = []
     for stmt in block.body:
-        if isinstance(stmt, ast.Setting):
+        if isinstance(stmt, ast.Setting) and stmt.by:  # `select by METRIC on SPLIT`
+            on = f" on {format_expr(stmt.on)}" if stmt.on is not None else ""
+            facts.append((stmt.key.name, f"`by {format_expr(stmt.value)}{on}`"))
+        elif isinstance(stmt, ast.Setting):
             facts.append((stmt.key.name, _value_text(stmt.key.name, stmt.value)))
         elif isinstance(stmt, ast.BlockSetting):
             inner = ", ".join(c.key.name for c in stmt.body)

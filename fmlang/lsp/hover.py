@@ -77,6 +77,9 @@ def target_text(snapshot: Snapshot, target: Target) -> str:
 
 def constraint_text(snapshot: Snapshot, node: ast.Constraint) -> str:
     written = format_expr(node.expr) + (f" on {format_expr(node.on)}" if node.on else "")
+    clause = node.confidence
+    if clause is not None:
+        written += f" with {clause.word.name} {format_expr(clause.level)}"
     parts = [describe.fenced(written)]
     classified = _ir_constraint(snapshot, node)
     if classified is not None:
@@ -108,8 +111,25 @@ def _ir_constraint(snapshot: Snapshot, node: ast.Constraint) -> str | None:
                 value = describe.number(c.bound.value)
                 bound = f" `{c.bound.text}` = {value}{unit} ({c.bound.dimension})"
             values = f" {', '.join(c.values)}" if c.values else ""
-            return f"**{c.kind}** constraint on `{c.target}`: {c.metric} {c.op}{bound}{values}"
+            text = f"**{c.kind}** constraint on `{c.target}`: {c.metric} {c.op}{bound}{values}"
+            return text + _confidence_text(c.kind, c.confidence)
     return None
+
+
+def _confidence_text(kind: str, level: float | None) -> str:
+    """How a runtime gate decides: by its interval's far end, or by the point estimate."""
+    if kind not in ("quality", "fairness"):
+        return ""
+    if level is None:
+        return (
+            "\n\nchecked after training on the point estimate; the run also reports its 95% "
+            "interval (add `with confidence 95%` to require the whole interval to pass)"
+        )
+    return (
+        f"\n\nchecked after training: passes only if the whole {describe.number(level * 100)}% "
+        "confidence interval clears the bound (Wilson for accuracy, a seeded bootstrap "
+        "for F1, gaps and perplexity)"
+    )
 
 
 def _rows(snapshot: Snapshot, keep: Any) -> list[dict[str, Any]]:

@@ -332,6 +332,8 @@ class _Indexer:
             self.expression(stmt.value, lambda name: columns.get(name))
         else:
             self.value(stmt.value, kind)
+        if isinstance(stmt, ast.Setting) and stmt.on is not None:  # `select by m on data.split`
+            self.expression(stmt.on, self.declared)
 
     def value(self, value: ast.Expr, kind: s.Kind | None) -> None:
         if (
@@ -375,6 +377,8 @@ class _Indexer:
             self.expression(constraint.expr, self.declared)
             if constraint.on is not None:
                 self.expression(constraint.on, self.declared)
+            if constraint.confidence is not None:
+                self.expression(constraint.confidence.level, self.declared)
 
 
 def _std_name(parts: list[str]) -> str:

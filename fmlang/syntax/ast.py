@@ -158,11 +158,13 @@ Expr = (
 
 @dataclass(frozen=True, slots=True)
 class Setting:
-    """`key value` or `key = value`."""
+    """`key value` or `key = value`; `select by value on split` sets `by` and `on`."""
 
     key: Ident
     value: Expr
     span: Span = _span()
+    by: bool = False
+    on: Expr | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,10 +283,20 @@ class LabelingFunction:
 
 
 @dataclass(frozen=True, slots=True)
+class Confidence:
+    """`with confidence 95%`: `word` is the name after `with` (checked to be `confidence`)."""
+
+    word: Ident
+    level: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
 class Constraint:
     expr: Expr
     on: Expr | None
     span: Span = _span()
+    confidence: Confidence | None = None
 
 
 BodyStmt = Setting | BlockSetting | Grant

@@ -243,6 +243,12 @@ class _ToAst(Transformer[Token, Any]):
     def value_setting(self, meta: Any, children: list[Any]) -> ast.Setting:
         return ast.Setting(self._ident(children[0]), children[-1], self._span(meta))
 
+    def select_stmt(self, meta: Any, children: list[Any]) -> ast.Setting:
+        keyword, _, metric, *rest = children
+        on = rest[1] if len(rest) > 1 else None
+        key = ast.Ident(str(keyword), _token_span(keyword, self.file))
+        return ast.Setting(key, metric, self._span(meta), by=True, on=on)
+
     def block_setting(self, meta: Any, children: list[Any]) -> ast.BlockSetting:
         return ast.BlockSetting(self._ident(children[0]), tuple(children[1:]), self._span(meta))
 
@@ -322,8 +328,12 @@ class _ToAst(Transformer[Token, Any]):
         return ast.LabelingFunction(self._ident(children[0]), children[1], target, self._span(meta))
 
     def constraint(self, meta: Any, children: list[Any]) -> ast.Constraint:
+        level = children.pop() if isinstance(children[-1], ast.Confidence) else None
         on = children[2] if len(children) > 2 else None
-        return ast.Constraint(children[0], on, self._span(meta))
+        return ast.Constraint(children[0], on, self._span(meta), level)
+
+    def confidence(self, meta: Any, children: list[Any]) -> ast.Confidence:
+        return ast.Confidence(self._ident(children[1]), children[2], self._span(meta))
 
     # ---- expressions ----------------------------------------------------------
     def range(self, meta: Any, children: list[Any]) -> ast.Range:

@@ -24,7 +24,7 @@ DECLARATIONS = ("let", "dataset", "labels", "model", "merge", "base_model", "har
 TARGETS = ("constraints", "deploy")
 STATEMENTS = (
     "schema", "clean", "split", "grant", "lf", "dedupe", "drop", "keep", "normalize", "redact",
-    "where", "near", "to", "by", "on",
+    "where", "near", "to", "by", "on", "with", "select",
 )  # fmt: skip
 CONSTANTS = ("true", "false", "auto")
 OPERATOR_WORDS = ("and", "or", "not", "in", "contains", "allows")

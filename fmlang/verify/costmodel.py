@@ -121,8 +121,10 @@ def adapter_params(
     targets: tuple[str, ...],
     virtual_tokens: int = 20,
     feedforward: tuple[str, ...] = (),
+    density: float = 0.0,
 ) -> int:
-    """Trainable parameters an adapter adds."""
+    """Trainable parameters an adapter adds (for `fisher_mask`, the base parameters its
+    mask trains: `density` of them)."""
 
     def per_copy(module: str) -> int:
         return 1 if module in HEAD_MODULES else arch.layers
@@ -146,6 +148,8 @@ def adapter_params(
         return virtual_tokens * arch.hidden
     if kind == "full":
         return arch.params
+    if kind == "fisher_mask":
+        return round(density * arch.params)
     return 0
 
 

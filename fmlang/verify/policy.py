@@ -116,6 +116,8 @@ def _dp_budgets(problem: Problem, spans: SpanIndex, spec: Spec) -> None:
             dp = model.training.dp if model.training else None
             if dp is None or dp.epsilon is None or training_dataset(spec, model) != dataset:
                 continue
+            if model.selection is not None:  # trains nothing itself: its candidates spend
+                continue
             eps = z3.Real(f"eps:{model.name}")
             problem.track(
                 f"eps:{model.name}",

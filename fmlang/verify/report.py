@@ -22,6 +22,8 @@ class VerifyReport:
     knobs: dict[str, int | str] = field(default_factory=dict)
     constraints: list[dict[str, Any]] = field(default_factory=list)
     stages: list[dict[str, Any]] = field(default_factory=list)
+    # `base auto in [...]`: per selection model, the candidates kept and those dropped (why)
+    selections: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -32,7 +34,7 @@ class VerifyReport:
             "constraints": self.constraints,
             "stages": self.stages,
             "diagnostics": [d.to_json() for d in self.diagnostics],
-        }
+        } | ({"selections": self.selections} if self.selections else {})
 
 
 def merge_reports(spec: Spec, reports: list[VerifyReport]) -> VerifyReport:

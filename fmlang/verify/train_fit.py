@@ -345,6 +345,7 @@ def _fixed_setup(spec: Spec, model: Model, base: PretrainedModel, hw: Hardware) 
         feedforward=adapter.feedforward if adapter else (),
         virtual_tokens=_int(adapter.virtual_tokens if adapter else None, 20),
         rank=_int(adapter.rank if adapter else None, 8),
+        density=(adapter.density or 0.0) if adapter else 0.0,
         task=task.kind if task else "generate",
         classes=max(len(task.classes), 2) if task else 2,
         precision=precision,

@@ -87,6 +87,7 @@ class TrainSetup:
     targets: tuple[str, ...] = ()
     feedforward: tuple[str, ...] = ()
     virtual_tokens: int = 20
+    density: float = 0.0  # fisher_mask: fraction of the base's parameters that train
     batch: int = 8
     seq: int = 512
     task: str = "generate"  # generate | classify | embed
@@ -117,6 +118,11 @@ class TrainSetup:
     @property
     def full(self) -> bool:
         return self.adapter == "full"
+
+    @property
+    def sparse(self) -> bool:
+        """FishMask: `density` of the base's own weights train, through a mask."""
+        return self.adapter == "fisher_mask"
 
     @property
     def compute_bytes(self) -> float:
@@ -189,7 +195,13 @@ def frozen_params(arch: Arch, setup: TrainSetup) -> float:
 def trainable_params(arch: Arch, setup: TrainSetup) -> float:
     return float(
         adapter_params(
-            arch, setup.adapter, setup.rank, setup.targets, setup.virtual_tokens, setup.feedforward
+            arch,
+            setup.adapter,
+            setup.rank,
+            setup.targets,
+            setup.virtual_tokens,
+            setup.feedforward,
+            density=setup.density,
         )
     )
 
@@ -197,7 +209,7 @@ def trainable_params(arch: Arch, setup: TrainSetup) -> float:
 def largest_tensor(arch: Arch, setup: TrainSetup) -> float:
     """Elements of the largest trainable tensor (the gradient alive alone when the optimizer
     steps in the backward pass)."""
-    if setup.full:
+    if setup.full or setup.sparse:
         widest = max(arch.intermediate, arch.heads * arch.head_dim)
         return float(max(arch.vocab * arch.hidden, arch.hidden * widest))
     shapes = [s for t in setup.targets for s in module_shapes(arch, t)] or [(arch.hidden, 1)]
@@ -253,6 +265,8 @@ def gradients(arch: Arch, setup: TrainSetup) -> float:
     if setup.offload == "parameters":
         return 0.0
     total = trainable_params(arch, setup) * setup.trainable_bytes
+    if setup.sparse:  # each masked tensor's full gradient exists before its k_t are gathered
+        total += largest_tensor(arch, setup) * DTYPE_BYTES[setup.weights_dtype]
     if setup.shards_gradients:
         return total / setup.devices
     buckets = total if setup.devices > 1 else 0.0
@@ -305,7 +319,9 @@ def optimizer_temporaries(arch: Arch, setup: TrainSetup) -> float:
 def saves_input(arch: Arch, setup: TrainSetup, module: str) -> bool:
     """A linear layer keeps its input for the backward pass only when its weight trains
     (full fine-tuning) or an adapter wraps it (LoRA's A needs x)."""
-    return setup.full or (module in setup.targets and setup.adapter in ("lora", "dora", "ia3"))
+    if setup.full or setup.sparse:  # FishMask: every weight may hold masked entries
+        return True
+    return module in setup.targets and setup.adapter in ("lora", "dora", "ia3")
 
 
 def layer_activations(arch: Arch, setup: TrainSetup) -> float:
@@ -419,6 +435,13 @@ def autocast_copies(arch: Arch, setup: TrainSetup) -> float:
     return matmul_params(arch) * 2.0
 
 
+def masked_copies(arch: Arch, setup: TrainSetup) -> float:
+    """FishMask runs its forward pass on `base + scatter(delta)`: a copy of every tensor with
+    a masked entry, which autograd keeps for the input's gradient until the backward pass
+    (bounded here by every base weight: a global top-k touches nearly every tensor)."""
+    return arch.params * DTYPE_BYTES[setup.weights_dtype] if setup.sparse else 0.0
+
+
 def layer_input(arch: Arch, setup: TrainSetup) -> float:
     """What a checkpointed block keeps: its input hidden states."""
     return setup.tokens * arch.hidden * setup.compute_bytes
@@ -431,7 +454,7 @@ def activations(arch: Arch, setup: TrainSetup) -> float:
     memory, keeping two in flight."""
     layer, kept, n = layer_activations(arch, setup), layer_input(arch, setup), arch.layers
     embedding = setup.tokens * arch.hidden * (4.0 if not arch.decoder else 0.0)
-    embedding += autocast_copies(arch, setup)
+    embedding += autocast_copies(arch, setup) + masked_copies(arch, setup)
     if setup.checkpointing == "full":
         return n * kept + layer + embedding
     if setup.checkpointing == "selective":
@@ -495,6 +518,15 @@ def evaluation(arch: Arch, setup: TrainSetup) -> float:
     return transient
 
 
+def fisher_estimate(arch: Arch, setup: TrainSetup) -> float:
+    """FishMask's Fisher estimate, before training: the weights, an fp32 accumulator and a
+    gradient for every base parameter, and one row's saved activations (it backpropagates
+    one row at a time)."""
+    per_row = replace(setup, batch=1, adapter="full")  # the model itself, no masked copies
+    grads = arch.params * DTYPE_BYTES[setup.weights_dtype]
+    return weights(arch, setup) + arch.params * 4.0 + grads + activations(arch, per_row)
+
+
 def load_transient(arch: Arch, setup: TrainSetup) -> float:
     """bitsandbytes quantizes each weight after it lands in 16-bit: the largest linear
     weight (the MLP's, or an expert's) is briefly there twice."""
@@ -554,6 +586,8 @@ def breakdown(arch: Arch, setup: TrainSetup) -> Breakdown:
         "evaluation": persistent + t["evaluation"],
         "load": t["weights"] + t["load"],
     }
+    if setup.sparse:
+        phases["fisher"] = fisher_estimate(arch, setup)
     churn = max(forward, grads + t["optimizer temporaries"], t["evaluation"])
     t["allocator"] = ALLOCATOR_RESERVE * churn if setup.gpu else 0.0
     t["context"] = CUDA_CONTEXT if setup.gpu else 0.0

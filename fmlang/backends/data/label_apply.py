@@ -24,13 +24,13 @@ from fmlang.backends.artifacts import read_text
 from fmlang.backends.cache import stage_key
 from fmlang.backends.data.label_report import write_report
 from fmlang.backends.data.labeling import (
-    _accuracy,
-    _apply,
-    _python_digests,
-    _write_table,
+    apply_labels,
     gold_labels,
+    label_accuracy,
     label_matrix,
     labels_paths,
+    python_digests,
+    write_table,
 )
 from fmlang.backends.data.stages import Outcome, RunContext
 from fmlang.diagnostics import error
@@ -63,12 +63,12 @@ def applied_stage(ctx: RunContext, labels: Labels, ref: DataRef) -> Outcome:
     model_file = labels_paths(labels.name)["model"]
     if fitted is None or not (ctx.build_dir / model_file).exists():
         raise StageError(_missing(labels, ref, model_file, f"labels `{labels.name}`' stage"))
-    key = stage_key("labels-apply", query.sql, upstream, fitted, _python_digests(ctx, labels))
+    key = stage_key("labels-apply", query.sql, upstream, fitted, python_digests(ctx, labels))
     paths = applied_paths(labels.name, ref)
     ctx.access.require(stage, [source, model_file])
     if not ctx.force and ctx.cache.fresh(stage, key):
         return Outcome(stage, True, tuple(paths.values()), {})
-    table = _apply(ctx, labels, query)
+    table = apply_labels(ctx, labels, query)
     summary = _label_and_write(ctx, labels, ref, table, ctx.build_dir / model_file, paths)
     title = f"labels `{labels.name}` applied to `{ref.dataset}.{ref.split or 'all'}`"
     report = write_report(ctx.build_dir, paths["analysis"], paths["rows"], title)
@@ -119,14 +119,14 @@ def _label_and_write(ctx: RunContext, labels: Labels, ref: DataRef, table: Any,
     names = [labels.classes[i] if i != ABSTAIN else None for i in best]
     table = table.append_column("fm_probs", pa.array(probs.tolist(), pa.list_(pa.float64())))
     table = table.append_column("fm_label", pa.array(names, pa.string()))
-    _write_table(table, ctx.build_dir / paths["rows"])
+    write_table(table, ctx.build_dir / paths["rows"])
     gold = gold_labels(table, dataset, labels.classes)
     spans = {lf.name: lf.span.to_span() if lf.span else None for lf in labels.functions}
     summary = lf_summary(matrix, [lf.name for lf in labels.functions], len(labels.classes),
                          gold, spans, classes=labels.classes)  # fmt: skip
     ctx.diagnostics.extend(summary.warnings)
     ctx.log(summary.table())
-    accuracy = _accuracy(best, best != ABSTAIN, gold)
+    accuracy = label_accuracy(best, best != ABSTAIN, gold)
     ctx.log(_line(ref, accuracy))
     document: dict[str, Any] = {
         "labels": labels.name,

@@ -58,12 +58,12 @@ def labels_stage(ctx: RunContext, labels: Labels) -> Outcome:
     if upstream is None or not source.exists():
         raise StageError(_missing_input(labels, source))
     model = labels.model.model_dump(mode="json", exclude={"span"})
-    key = stage_key("labels", query.sql, upstream, model, _python_digests(ctx, labels))
+    key = stage_key("labels", query.sql, upstream, model, python_digests(ctx, labels))
     paths = labels_paths(labels.name)
     ctx.access.require(stage, [split_path(labels.dataset, labels.split)])
     if not ctx.force and ctx.cache.fresh(stage, key):
         return Outcome(stage, True, tuple(paths.values()), {})
-    table = _apply(ctx, labels, query)
+    table = apply_labels(ctx, labels, query)
     summary = _fit_and_write(ctx, labels, dataset, table, paths)
     title = f"labels `{labels.name}`"
     report = write_report(ctx.build_dir, paths["analysis"], paths["rows"], title)
@@ -96,7 +96,7 @@ def _missing_input(labels: Labels, source: Path) -> Any:
     )
 
 
-def _apply(ctx: RunContext, labels: Labels, query: LabelQuery) -> Any:
+def apply_labels(ctx: RunContext, labels: Labels, query: LabelQuery) -> Any:
     """The SQL pass, then the Python functions, as an Arrow table."""
     if query.dialect == "spark":
         from fmlang.backends.data.spark import label_table, spark_log, spark_session
@@ -196,7 +196,7 @@ def _lf_error(lf: LabelingFunction, what: str) -> Any:
     )
 
 
-def _python_digests(ctx: RunContext, labels: Labels) -> list[tuple[str, str]]:
+def python_digests(ctx: RunContext, labels: Labels) -> list[tuple[str, str]]:
     out = []
     for lf in labels.functions:
         if lf.python:
@@ -253,7 +253,7 @@ def _fit_and_write(ctx: RunContext, labels: Labels, dataset: Dataset, table: Any
     table = table.append_column("fm_label", pa.array(names, pa.string()))
     gold = gold_labels(table, dataset, labels.classes)
     versus = _versus_majority(ctx, labels, matrix, best, gold, model)
-    _write_table(table, ctx.build_dir / paths["rows"])
+    write_table(table, ctx.build_dir / paths["rows"])
     spans = {lf.name: lf.span.to_span() if lf.span else None for lf in labels.functions}
     weights = model.weights() if model is not None else None
     summary = lf_summary(matrix, [lf.name for lf in labels.functions], len(labels.classes),
@@ -261,7 +261,7 @@ def _fit_and_write(ctx: RunContext, labels: Labels, dataset: Dataset, table: Any
     ctx.diagnostics.extend(summary.warnings)
     ctx.log(summary.table())  # a rich Table: coverage, overlaps, conflicts, accuracy
     document: dict[str, Any] = {"labels": labels.name, "analysis": summary.to_json()}
-    document["label_model"] = _accuracy(best, covered, gold)
+    document["label_model"] = label_accuracy(best, covered, gold)
     if versus is not None:
         document["versus_majority"] = versus
     write_json_atomic(ctx.build_dir / paths["analysis"], document)
@@ -293,7 +293,9 @@ def _versus_majority(ctx: RunContext, labels: Labels, matrix: np.ndarray, best: 
     return {**found.to_json(), "fit": fit}
 
 
-def _accuracy(best: np.ndarray, covered: np.ndarray, gold: np.ndarray | None) -> dict[str, Any]:
+def label_accuracy(
+    best: np.ndarray, covered: np.ndarray, gold: np.ndarray | None
+) -> dict[str, Any]:
     """The label model's accuracy against gold, on covered rows and with abstains as wrong."""
     out: dict[str, Any] = {"rows": len(best), "covered": int(covered.sum())}
     if gold is None:
@@ -306,7 +308,7 @@ def _accuracy(best: np.ndarray, covered: np.ndarray, gold: np.ndarray | None) ->
     return out
 
 
-def _write_table(table: Any, target: Path) -> None:
+def write_table(table: Any, target: Path) -> None:
     import pyarrow.parquet as pq
 
     with replacing(target) as tmp:

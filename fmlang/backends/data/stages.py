@@ -21,7 +21,7 @@ from typing import Any
 from fmlang.atomic import replacing, write_json_atomic
 from fmlang.backends.artifacts import mismatch, read_text
 from fmlang.backends.cache import StageCache, stage_key
-from fmlang.backends.data import casts
+from fmlang.backends.data import casts, forget
 from fmlang.backends.data.access import Access
 from fmlang.backends.data.engine import StepResult, connect, run_pipeline
 from fmlang.check.datasets import outside_project
@@ -79,36 +79,45 @@ def data_stage(ctx: RunContext, dataset: Dataset) -> Outcome:
     files = source_files(dataset, ctx.spec_dir(dataset.file))
     names = [os.path.relpath(f, ctx.entry_dir) for f in files]
     _require_confined(ctx, stage, dataset, names)  # before a byte is read, hashes included
+    forgotten = forget.forget_hash(ctx, dataset)  # the requests' file: FM0774 if it changed
     key = stage_key(
-        "data", script, [(n, file_sha256(f)) for n, f in zip(names, files, strict=True)]
-    )
+        "data", script, [(n, file_sha256(f)) for n, f in zip(names, files, strict=True)],
+        *([{"forget": forgotten}] if forgotten else []),
+    )  # fmt: skip
     folder = f"run/data/{dataset.name}"
     outputs = [split_path(dataset.name, s) for s in (*pipeline.splits, None)]
     outputs.append(f"{folder}/report.json")
     ctx.access.require(stage, names)  # cached rows are the dataset's too
-    if not ctx.force and ctx.cache.fresh(stage, key):
+    explain = {"forget file": f"sha256:{forgotten[:12]}"} if forgotten else None
+    if not ctx.force and ctx.cache.fresh(stage, key, explain):
         return Outcome(stage, True, tuple(outputs), {})
+    tally = forget.Tally(pipeline)
     if ctx.engine == "spark":
-        steps, counts = _run_spark(ctx, dataset, pipeline)
+        steps, counts = _run_spark(ctx, dataset, pipeline, tally)
     else:
-        steps, counts = _run_duckdb(ctx, dataset, pipeline)
+        steps, counts = _run_duckdb(ctx, dataset, pipeline, tally)
     report = _report(dataset, steps, counts, key)
+    if dataset.forget is not None:
+        report["forget"] = {"file": dataset.forget.path, "removed": tally.removed}
     write_json_atomic(ctx.build_dir / folder / "report.json", report)
-    ctx.cache.record(stage, key, outputs)
+    forget.apply(ctx, dataset, tally.removed)  # audit once, supersede versions
+    ctx.cache.record(stage, key, outputs, explain)
     return Outcome(stage, False, tuple(outputs), report)
 
 
-def _run_duckdb(ctx: RunContext, dataset: Dataset,
-                pipeline: Pipeline) -> tuple[list[StepResult], dict[str | None, int]]:  # fmt: skip
+def _run_duckdb(ctx: RunContext, dataset: Dataset, pipeline: Pipeline,
+                tally: forget.Tally) -> tuple[list[StepResult], dict[str | None, int]]:  # fmt: skip
     stage = f"data:{dataset.name}"
     con = connect(ctx.spec_dir(dataset.file))
     try:
         if dataset.source is not None and dataset.source.kind == "hf_disk":
             _register_hf(con, ctx.spec_dir(dataset.file) / dataset.source.path, dataset)
         advance = ctx.bar(f"{stage}", len(pipeline.steps))
+        tally.query = lambda sql: con.execute(sql).fetchone()
 
         def on_step(result: StepResult) -> None:
             ctx.log(_describe(result))
+            tally.step_done()
             advance()
 
         steps = run_pipeline(con, pipeline, dataset, on_step)
@@ -121,17 +130,19 @@ def _run_duckdb(ctx: RunContext, dataset: Dataset,
     return steps, counts
 
 
-def _run_spark(ctx: RunContext, dataset: Dataset,
-               pipeline: Pipeline) -> tuple[list[StepResult], dict[str | None, int]]:  # fmt: skip
+def _run_spark(ctx: RunContext, dataset: Dataset, pipeline: Pipeline,
+               tally: forget.Tally) -> tuple[list[StepResult], dict[str | None, int]]:  # fmt: skip
     from fmlang.backends.data.spark import run_data, spark_log, spark_session
 
     advance = ctx.bar(f"data:{dataset.name}", len(pipeline.steps))
 
     def on_step(result: StepResult) -> None:
         ctx.log(_describe(result))
+        tally.step_done()
         advance()
 
     spark = spark_session(spark_log(ctx.build_dir))
+    tally.query = lambda sql: spark.sql(sql).first()
     targets = {s: ctx.build_dir / split_path(dataset.name, s) for s in (*pipeline.splits, None)}
     return run_data(spark, ctx.spec_dir(dataset.file), ctx.build_dir, pipeline, dataset,
                     on_step, targets)  # fmt: skip

@@ -4,13 +4,15 @@ The adapter config is the dict content of a PEFT `adapter_config.json`. It is bu
 `peft.get_peft_config`, switched to training mode, and given the task type the model
 needs (`SEQ_CLS` trains and saves the classifier head with the adapter; `CAUSAL_LM`).
 Trainable adapter weights are fp32 (peft's upcast) unless `master_weights = none` keeps them
-in the base's dtype.
+in the base's dtype. A job with `warm_start` (`fmc rebase`) then loads a trained adapter's
+weights into it, once they are checked to fit (`warm_start.py`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from fmlang.backends.train.fisher import is_fisher_mask
 from fmlang.backends.train.job import TrainJob
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
@@ -62,13 +64,22 @@ def attach_adapter(job: TrainJob, model: Any) -> Any:
     """The model wrapped with its adapter (unchanged for full fine-tuning)."""
     from peft import get_peft_model
 
-    if job.adapter_config is None:
-        return model
+    if job.adapter_config is None or is_fisher_mask(job.adapter_config):
+        return model  # full fine-tuning; FishMask masks the base itself (`fisher_train`)
     config = peft_config(job)
+    if job.warm_start is not None:  # `fmc rebase`: the adapter's modules on the new base
+        from fmlang.backends.train.warm_start import require_targets
+
+        require_targets(job, model, config)
     _check_targets(job, model, config)
     # master_weights = none: the adapter stays in the base's dtype (peft would upcast it)
     autocast = job.memory.master_weights == "fp32"
     try:
-        return get_peft_model(model, config, autocast_adapter_dtype=autocast)
+        wrapped = get_peft_model(model, config, autocast_adapter_dtype=autocast)
     except (TypeError, ValueError, KeyError) as exc:
         raise _bad_adapter(job, exc) from exc
+    if job.warm_start is not None:
+        from fmlang.backends.train.warm_start import warm_start
+
+        warm_start(job, wrapped)
+    return wrapped

@@ -2,9 +2,10 @@
 
 `evaluate(job, adapter_dir, split)`: classify → accuracy, per-class precision/recall/F1,
 macro F1 and the confusion matrix against the gold label column; generate → perplexity on
-completion tokens. Both again per value of each `group_by` column, with the largest gap
-between groups per metric. `measure_latency` times forward passes at a given batch and
-sequence length on this machine, after a warm-up, in inference mode.
+completion tokens (and each row's summed NLL and token count, `per_row`, from which the
+gates bootstrap an interval). Both again per value of each `group_by` column, with the
+largest gap between groups per metric. `measure_latency` times forward passes at a given
+batch and sequence length on this machine, after a warm-up, in inference mode.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from fmlang.backends.train.data import (
     read_table,
     require_columns,
 )
+from fmlang.backends.train.fisher import apply_diff, is_fisher_folder, load_diff
 from fmlang.backends.train.job import TrainJob
 from fmlang.backends.train.loader import load_model, load_tokenizer
 from fmlang.backends.train.metrics import (
@@ -60,7 +62,10 @@ def load_trained(job: TrainJob, adapter_dir: Path, merge: bool = False) -> Any:
                 help="train it first (`fmc run`), or pass the folder that training wrote",
             )
         )
-    if (adapter_dir / "adapter_config.json").is_file():
+    if is_fisher_folder(adapter_dir):  # a sparse diff of the base (FishMask)
+        diff = load_diff(adapter_dir, job.span("adapter"), job.model)
+        model = apply_diff(load_model(job), diff, job.span("adapter"), job.model)
+    elif (adapter_dir / "adapter_config.json").is_file():
         model = PeftModel.from_pretrained(load_model(job), adapter_dir)
         if merge and hasattr(model, "merge_and_unload") and _mergeable(model):
             model = model.merge_and_unload()
@@ -148,7 +153,11 @@ def _evaluate_generate(
     def compute(indices: list[int]) -> dict[str, Any]:
         return perplexity_metrics([nll[i] for i in indices], [tokens[i] for i in indices])
 
-    return _with_groups(job, table, examples, compute)
+    result = _with_groups(job, table, examples, compute)
+    # per row, for the gates' bootstrap interval (gates.py); a confusion matrix is all a
+    # classifier's interval needs, so classification keeps no per-row arrays
+    result["per_row"] = {"nll": nll, "tokens": tokens}
+    return result
 
 
 def _completion_nll(model: Any, batch: dict[str, Any]) -> tuple[list[float], list[int]]:

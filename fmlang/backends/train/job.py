@@ -87,6 +87,18 @@ class MemorySettings(_Frozen):
     double_quant: bool = False
 
 
+class EarlyStopping(_Frozen):
+    """Stop when the loss on `split` (an `eval_data` key) has not improved for `patience`
+    checks in a row, checked `checks` times over the run on at most `max_rows` of its rows.
+    A model selection candidate's job has it (`fmlang.lower.train_job`); the adapter saved
+    is the one at the stop (`fmlang.backends.train.early_stopping`)."""
+
+    split: str
+    patience: int = 3
+    checks: int = 10
+    max_rows: int = 512
+
+
 class TrainJob(_Frozen):
     """One model to train and evaluate. `adapter_config` is the content of a PEFT
     `adapter_config.json` (None: full fine-tuning); `training_args` are keyword arguments
@@ -108,6 +120,8 @@ class TrainJob(_Frozen):
     dp: DPSettings | None = None
     memory: MemorySettings = Field(default_factory=MemorySettings)
     spans: dict[str, SourceSpan] = Field(default_factory=dict)
+    warm_start: str | None = None  # a trained adapter folder to start from (`fmc rebase`)
+    early_stopping: EarlyStopping | None = None  # a model selection candidate's
 
     @property
     def output(self) -> Path:

@@ -22,14 +22,14 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from fmlang.atomic import json_text, write_text_atomic
 from fmlang.backends import stopping
 from fmlang.backends.cache import writing
-from fmlang.backends.train import checkpoints, knobs, privacy
+from fmlang.backends.train import checkpoints, early_stopping, knobs, privacy
 from fmlang.backends.train.adapter import attach_adapter
 from fmlang.backends.train.data import (
     Collator,
@@ -40,6 +40,7 @@ from fmlang.backends.train.data import (
     read_table,
 )
 from fmlang.backends.train.executor import executor_trainer_class
+from fmlang.backends.train.fisher import is_fisher_mask
 from fmlang.backends.train.job import MemorySettings, TrainJob
 from fmlang.backends.train.loader import check_base_quantization, load_model, load_tokenizer
 from fmlang.backends.train.memory import MemoryProbe, memory_callback
@@ -75,6 +76,7 @@ class TrainResult:
     output: str
     memory: dict[str, Any] | None = None
     dp: dict[str, Any] | None = None  # DP-SGD: the mechanism and the epsilon spent
+    early_stopping: dict[str, Any] | None = None  # its checks and stop (`early_stopping.py`)
 
     def to_json(self) -> str:
         return json_text(asdict(self))
@@ -293,13 +295,14 @@ def _build(
     parts = prepare(job, progress)
     keep = job.training_args.get("save_total_limit")
     selective = [knobs.selective_callback()] if job.memory.checkpointing == "selective" else []
+    early = [early_stopping.callback(job, parts.tokenizer)] if job.early_stopping else []
     trainer = _trainer_class(job.task, job.memory)(
         model=parts.model,
         args=parts.args,
         train_dataset=parts.rows,
         data_collator=Collator(parts.tokenizer.pad_token_id),
         processing_class=parts.tokenizer,
-        callbacks=[*_callbacks(job, keep), *selective, memory_callback(probe), *extra],
+        callbacks=[*_callbacks(job, keep), *selective, *early, memory_callback(probe), *extra],
     )
     return trainer, parts.rows
 
@@ -314,7 +317,13 @@ def train(job: TrainJob, progress: bool = True, callbacks: tuple[Any, ...] = ())
         from fmlang.backends.train.dp import train_private
 
         with writing(f"training `{job.model}`"):
-            return train_private(job, progress, probe)
+            private = train_private(job, progress, probe)
+        return replace(private, early_stopping=early_stopping.not_available(job, "DP-SGD"))
+    if is_fisher_mask(job.adapter_config):  # FishMask trains in its own loop
+        from fmlang.backends.train.fisher_train import train_fisher
+
+        fisher = train_fisher(job, progress, probe)
+        return replace(fisher, early_stopping=early_stopping.not_available(job, "FishMask"))
     trainer, rows = _build(job, progress, callbacks, probe)
     resume = resume_point(job)
     stopping.check("before training started")
@@ -328,6 +337,9 @@ def train(job: TrainJob, progress: bool = True, callbacks: tuple[Any, ...] = ())
     _raise_if_stopped(trainer)
     resumed = int(resume.name.split("-")[1]) if resume else 0
     result = _result(job, trainer, rows, resumed, wall, probe.measured())
+    stopper = next((c for c in trainer.callback_handler.callbacks if hasattr(c, "report")), None)
+    if stopper is not None:
+        result = replace(result, early_stopping=stopper.report())
     if trainer.is_world_process_zero():
         with writing(f"training `{job.model}`"):
             _save_final(job, trainer)
