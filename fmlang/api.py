@@ -68,6 +68,13 @@ def check_paths(
     result = CheckResult(program)
     if verify:
         verify_result(result)
+    if verify and data and result.report is not None and result.spec is not None:
+        from fmlang.verify.gate_rows import small_gates
+
+        entry = Path(program.roots[0]).resolve().parent if program.roots else Path()
+        small = small_gates(result.spec, entry, roots)  # the sources are confined: it checked
+        result.report.diagnostics += small
+        program.sink.extend(small)
     return result
 
 

@@ -60,7 +60,7 @@ def test_review_shows_what_each_rule_did(tmp_path: Path) -> None:
     assert "line 10: dedupe body: 1 rows removed" in lines
     assert "  - [b] id='b', who='<pii>', body='hello world'" in lines  # @pii masked
     assert "      similarity 1.000 to kept id='a', who='<pii>', body='hello world'" in lines
-    assert "line 11: drop where …: 1 rows removed" in lines
+    assert "line 11: drop where length(body) < 4: 1 rows removed" in lines
     assert "  - [c] id='c', who='<pii>', body='ok'" in lines
     assert "  - [d] id='d', who='<pii>', body='buy spam now'" in lines
     assert "ann" not in output

@@ -20,7 +20,7 @@ PROBE = textwrap.dedent(
     """
     import asyncio, sys
     from lsprotocol import types
-    from fmlang.lsp import completion, hover, navigation, symbols, tokens
+    from fmlang.lsp import actions, completion, hover, links, navigation, rename, symbols, tokens
     from fmlang.lsp.server import build_server
 
     server = build_server()
@@ -35,7 +35,10 @@ PROBE = textwrap.dedent(
                 position = types.Position(line, char)
                 hover.hover(snap, position)
                 navigation.definition(snap, position)
+                rename.prepare_rename(snap, position)
+                actions.code_actions(snap, types.Range(position, position))
         symbols.document_symbols(snap)
+        links.document_links(snap)
         tokens.semantic_tokens(snap)
         completion.complete(text, snap.lines(), types.Position(3, 2), snap)
         server.scheduler.shutdown()

@@ -360,13 +360,17 @@ def test_a_candidate_without_the_adapter_targets_is_refused_by_name() -> None:
     ]
 
 
-def test_a_selection_model_is_not_merged_or_deployed() -> None:
-    extra = "merge g { models [a, a], method linear }\ndeploy a { local { port = 8000 } }\n"
+def test_a_selection_model_is_deployed_but_not_merged() -> None:
+    """A deployment serves the winner (tests/test_selection_deploy.py); a merge needs one
+    base before training, so it is refused on each parent that selects."""
+    extra = (
+        "merge g { models [a, a], method linear }\n"
+        'deploy a { local { port = 8000 }\n grant query to "x" }\n'
+    )
     found = [m for c, m in codes("", extra) if c == "FM0379"]
     assert found == [
         "cannot merge `a` into `g`: its base is chosen only when `fmc run` trains its candidates",
         "cannot merge `a` into `g`: its base is chosen only when `fmc run` trains its candidates",
-        "cannot deploy `a`: its base is chosen only when `fmc run` trains its candidates",
     ]
 
 

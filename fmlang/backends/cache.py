@@ -95,6 +95,15 @@ def writing(what: str) -> Iterator[None]:
         ) from exc
 
 
+class WouldRun(Exception):
+    """A dry run's stage whose key or outputs differ: it would run. Raised by `fresh`
+    before the stage does any work."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__(stage)
+        self.stage = stage
+
+
 def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -105,12 +114,18 @@ class StageCache:
     (output file → sha256), explain}. `log` receives a line for each stage whose outputs
     changed, or whose named inputs did. `explain` names a few of the inputs a key hashes
     (a base model's weights, an upstream stage's key) by a short readable value, so a
-    rerun can say which changed; `reasons` holds, per stage found stale, why."""
+    rerun can say which changed; `reasons` holds, per stage found stale, why.
+
+    A dry cache (`fmc run --dry-run`) writes nothing: a stale stage raises `WouldRun` from
+    `fresh`, its new key held in memory so that the stages reading it see it change; `read`
+    collects the stages whose keys were asked for (a stage's upstream)."""
 
     build_dir: Path
     entries: dict[str, dict[str, Any]] = field(default_factory=dict)
     log: Callable[[str], None] = _to_stderr
     reasons: dict[str, str] = field(default_factory=dict)
+    dry: bool = False
+    read: list[str] = field(default_factory=list)
 
     @property
     def path(self) -> Path:
@@ -137,6 +152,7 @@ class StageCache:
         entry = self.entries.get(stage)
         if not entry or entry.get("key") != key:
             self._changed(stage, entry, explain)
+            self._would_run(stage, key)
             return False
         outputs, recorded = entry["outputs"], entry.get("digests")
         missing = [out for out in outputs if not (self.build_dir / out).exists()]
@@ -149,7 +165,13 @@ class StageCache:
         if why is not None:
             self.log(f"note: `{stage}` runs again: {why}")
             self.reasons[stage] = why
+            self._would_run(stage, key)
         return why is None
+
+    def _would_run(self, stage: str, key: str) -> None:
+        if self.dry:
+            self.entries[stage] = {"key": key, "outputs": [], "digests": {}}
+            raise WouldRun(stage)
 
     def _changed(
         self, stage: str, entry: dict[str, Any] | None, explain: dict[str, str] | None
@@ -162,7 +184,7 @@ class StageCache:
         before = entry.get("explain")
         before = before if isinstance(before, dict) else {}
         changes = [
-            f"{name} changed: {before[name]} → {now}"
+            _difference(name, str(before[name]), now)
             for name, now in (explain or {}).items()
             if name in before and before[name] != now
         ]
@@ -171,6 +193,7 @@ class StageCache:
         self.reasons[stage] = "; ".join(changes) or "its inputs or settings changed"
 
     def key_of(self, stage: str) -> str | None:
+        self.read.append(stage)
         entry = self.entries.get(stage)
         return str(entry["key"]) if entry else None
 
@@ -179,6 +202,8 @@ class StageCache:
     ) -> None:
         """Record the stage's key and the digests of its outputs as they are now, with
         `explain` (input name → short value) for the next run's reasons."""
+        if self.dry:
+            raise AssertionError(f"a dry run recorded `{stage}`")
         self.entries[stage] = {
             "key": key,
             "outputs": sorted(outputs),
@@ -190,6 +215,19 @@ class StageCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             text = json.dumps(self.entries, indent=2, sort_keys=True) + "\n"
             write_text_atomic(self.path, text)
+
+
+def _difference(name: str, before: str, now: str) -> str:
+    """`name changed: before → now`; a value of several lines (one item each: a dataset's
+    rules) names only the items that differ."""
+    if "\n" not in before + now:
+        return f"{name} changed: {before} → {now}"
+    old, new = before.split("\n"), now.split("\n")
+    gone, added = [i for i in old if i not in new], [i for i in new if i not in old]
+    if len(gone) == len(added) == 1:
+        return f"{name} changed: `{gone[0]}` → `{added[0]}`"
+    parts = [f"`{i}` removed" for i in gone] + [f"`{i}` added" for i in added]
+    return f"{name} changed: {', '.join(parts) or 'their order'}"
 
 
 def _well_formed(entry: Any) -> bool:

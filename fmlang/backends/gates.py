@@ -58,11 +58,22 @@ class GateResult:
             "n": interval.n if interval else None,
             "method": interval.method if interval else None,
             "decided_by": "interval" if c.confidence is not None else "estimate",
+            **_grouping(c),
             "too_small": [
                 {"group": name, "n": i.n, "ci_low": i.low, "ci_high": i.high, "width": i.width}
                 for name, i in self.too_small
             ],
         }
+
+
+def _grouping(c: Constraint) -> dict[str, str | None]:
+    """A fairness gate's split, column and metric, so its record names the groups it
+    compared (`run/report.html` draws them against the bound)."""
+    if c.kind != "fairness":
+        return {}
+    options = {o.name: o.value for o in c.options}
+    return {"split": _split_name(c), "by": str(options.get("by")),
+            "of": str(options.get("of", "accuracy"))}  # fmt: skip
 
 
 def evaluate_gates(spec: Spec, target: str, metrics: dict[str, Any]) -> list[GateResult]:

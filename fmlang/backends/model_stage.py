@@ -20,6 +20,7 @@ from fmlang.backends.base_identity import base_identity, lineage_revision, train
 from fmlang.backends.cache import stage_key, writing
 from fmlang.backends.data.stages import Outcome, RunContext
 from fmlang.backends.gates import check_gates, interval_text
+from fmlang.backends.progress import trainer_callback
 from fmlang.errors import StageError
 from fmlang.ir.nodes import Merge, Model
 from fmlang.lower.labels import split_path
@@ -95,6 +96,8 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
     portable = _portable(ctx, job)
     key = stage_key("train", portable, upstream, identity.key())
     explain = train_explain(identity, upstream, portable)
+    settings = explain.pop("the training settings")  # named one by one first
+    explain |= _named_settings(job) | {"the training settings": settings}
     paths = model_paths(model.name)
     _require_train_access(ctx, model, stage)
     if not ctx.force and ctx.cache.fresh(stage, key, explain):
@@ -108,16 +111,23 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
         shutil.rmtree(job.output / "checkpoints", ignore_errors=True)
     _discard_stale_checkpoints(job, key)
     job.write(ctx.build_dir / paths["job"])
-    result = train(job, progress=ctx.progress is not None)
-    ctx.log(f"  trained {result.steps} steps in {result.wall_s:.0f} s (loss {result.final_loss})")
+    shown = trainer_callback(ctx.progress)  # the display's steps and loss; tqdm stays off
+    result = train(job, progress=False, callbacks=(shown,))
+    loss = result.final_loss if result.final_loss is not None else shown.mean_loss
+    ctx.log(f"  trained {result.steps} steps in {result.wall_s:.1f} s" +
+            (f", loss {loss:.4g}" if loss is not None else ""))  # fmt: skip
     adapter = ctx.build_dir / paths["adapter"]
     name_base(adapter, job)
     metrics: dict[str, Any] = {"train": json.loads(result.to_json()), "eval": {}}
+    if shown.mean_loss is not None:
+        metrics["train"]["mean_loss"] = round(shown.mean_loss, 6)
     if result.dp is not None:
         metrics["privacy"] = privacy_spent(ctx, model, result.dp)
+    evaluated = ctx.bar("evaluations", len(job.eval_data))
     for split in job.eval_data:
         metrics["eval"][split] = evaluate(job, adapter, split)
         ctx.log(f"  {split}: {_headline(metrics['eval'][split])}")
+        evaluated()
     metrics["latency"] = _latencies(ctx, model, job, adapter, knobs, measure_latency)
     metrics["predicted"] = _predicted(ctx, model.name)
     metrics["memory"] = {"measured": result.memory, "predicted": _predicted_memory(ctx, model.name)}
@@ -129,6 +139,19 @@ def train_stage(ctx: RunContext, model: Model, knobs: dict[str, int | str]) -> O
         write_json_atomic(ctx.build_dir / paths["metrics"], metrics)
     ctx.cache.record(stage, key, list(paths.values()), explain)  # with the outputs' digests
     return Outcome(stage, False, tuple(paths.values()), metrics)
+
+
+def _named_settings(job: Any) -> dict[str, str]:
+    """Each scalar training argument and adapter setting by name, so a rerun says which
+    one changed (`setting `learning_rate` changed: 0.001 → 0.002`)."""
+    named = {f"setting `{k}`": v for k, v in job.training_args.items()}
+    adapter = (job.adapter_config or {}).items()
+    named |= {f"adapter setting `{k}`": v for k, v in adapter if k != "base_model_name_or_path"}
+    return {
+        name: json.dumps(value)
+        for name, value in sorted(named.items())
+        if isinstance(value, str | int | float | bool) or value is None
+    }
 
 
 def _require_columns(job: Any) -> None:

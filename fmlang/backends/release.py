@@ -10,6 +10,11 @@ it, and the startup line says so). For a name, serving takes, in this order:
 2. the name's `current` pointer (`fmc rollback`), when one is set;
 3. the newest version (by registration order) that can be served.
 
+A model that selects its base (`base auto in [...]`) has no versions of its own: each
+candidate `m+c` is registered under its own name, and `fmc run` points the registry's
+`selected` pointer for `m` at the winner's version. Serving `m` takes that version (or a
+candidate version `--version` names), admitted as a pointed-at version is.
+
 A named or pointed-at version that cannot be served is refused with what failed (measured
 against the bound) unless `--allow-failed-gates`; a superseded one is always refused (the
 rows it was trained on must not be served). With `--allow-failed-gates` and no passing
@@ -106,6 +111,9 @@ def choose(
     registry: Registry, name: str, ref: str | None = None, allow_failed: bool = False
 ) -> Chosen:
     """The version of `name` to serve (see the module docstring); FM1080 to FM1083."""
+    selected = registry.pointers("selected").get(name)
+    if selected is not None and not registry.versions(name):
+        return _choose_selected(registry, name, selected, ref, allow_failed)
     if ref is not None:
         named = registry.resolve(ref)
         if named.name != name:
@@ -128,6 +136,26 @@ def choose(
         rest = tuple((v, why) for v, why in skipped if v != newest)
         return Chosen(newest, "the newest version, --allow-failed-gates", True, rest)
     raise StageError(_nothing_to_serve(name, skipped))
+
+
+def serves_as(version_name: str) -> str:
+    """The name a version serves under: a selection candidate `m+c` serves as `m`."""
+    from fmlang.ir.selection import SEPARATOR
+
+    return version_name.split(SEPARATOR, 1)[0]
+
+
+def _choose_selected(
+    registry: Registry, name: str, selected: str, ref: str | None, allow_failed: bool
+) -> Chosen:
+    """`name` selects its base: the candidate `fmc run` chose, or one `ref` names."""
+    if ref is not None:
+        named = registry.resolve(ref)
+        if serves_as(named.name) != name:
+            raise StageError(other_name(ref, named, f"`{name}`"))
+        return _admit(named, "named by --version", allow_failed)
+    chosen = next(v for v in registry.versions() if v.hash == selected)  # pointers are kept valid
+    return _admit(chosen, f"the candidate `fmc run` selected for `{name}`", allow_failed)
 
 
 def _admit(version: Version, reason: str, allow_failed: bool) -> Chosen:

@@ -2,22 +2,30 @@
 unchanged. Stages: data (every dataset), labels (every labels block), then the model stages
 that later issues add (train, merge, eval). The report gives each stage that ran its
 `reason`: the named inputs that changed (a base model's weights, an upstream stage), that it
-never ran here, that its outputs changed, or `--force` (`StageCache.reasons`)."""
+never ran here, that its outputs changed, or `--force` (`StageCache.reasons`).
+
+With `capture`, what the libraries print while a stage runs goes to the stage's log file
+(`stage_output.py`). A dry run (`--dry-run`) runs nothing: each stage computes its key and
+stops there (`cache.WouldRun`), and the report's `planned` says which would run and why."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from fmlang.backends import stopping
-from fmlang.backends.cache import StageCache, writing
+from fmlang.backends.cache import StageCache, WouldRun, writing
 from fmlang.backends.data.access import Access
 from fmlang.backends.data.identity import Principal
 from fmlang.backends.data.stages import Outcome, RunContext, data_stage
+from fmlang.backends.stage_output import captured
+from fmlang.errors import StageError
 from fmlang.ir.nodes import Spec
 from fmlang.verify.access import AccessModel
 
@@ -35,12 +43,19 @@ class RunOptions:
     progress: Any = None
     allowed_data: tuple[Path, ...] = ()  # `--allow-data`: folders outside the project
     engine: str = "duckdb"  # `--engine`: where the data and labels stages run
+    dry_run: bool = False  # `--dry-run`: say which stages would run, run none
+    capture: bool = False  # the libraries' output into each stage's log file
+    descriptors: bool = False  # ... fds 1 and 2 included (`stage_output.captured`)
 
 
 @dataclass
 class RunReport:
     outcomes: list[Outcome] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)  # stage that ran → why
+    seconds: dict[str, float] = field(default_factory=dict)  # stage → wall time
+    logs: dict[str, str] = field(default_factory=dict)  # stage that ran → its log file
+    planned: dict[str, str] = field(default_factory=dict)  # dry run: stage that would run → why
+    order: list[str] = field(default_factory=list)  # dry run: every stage, in order
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,13 +101,19 @@ def context(spec: Spec, options: RunOptions, spec_text: str) -> RunContext:
         entry_dir=options.entry.resolve().parent,
         build_dir=options.build_dir.resolve(),
         access=access,
-        cache=StageCache.load(options.build_dir.resolve(), log=options.log),
+        cache=_cache(options),
         force=options.force,
         log=options.log,
         progress=options.progress,
         allowed_data=options.allowed_data,
         engine=options.engine,
     )
+
+
+def _cache(options: RunOptions) -> StageCache:
+    cache = StageCache.load(options.build_dir.resolve(), log=options.log)
+    cache.dry = options.dry_run
+    return cache
 
 
 def run(
@@ -124,7 +145,10 @@ def run(
                    for m in spec.merges]  # fmt: skip
     ctx.access.require_all([name for name, _ in stages])  # before any work
     for name, stage in stages:
-        report.outcomes.append(_logged(ctx, name, stage))
+        if options.dry_run:
+            _plan(ctx, report, name, stage)
+            continue
+        report.outcomes.append(_logged(ctx, options, report, name, stage))
         if not report.outcomes[-1].skipped:
             forced = "--force reruns every stage" if ctx.force else ""
             report.reasons[name] = ctx.cache.reasons.get(name, forced)
@@ -132,9 +156,80 @@ def run(
     return report, ctx
 
 
-def _logged(ctx: RunContext, stage: str, fn: Callable[[], Outcome]) -> Outcome:
-    ctx.log(f"[bold]{stage}[/]")
-    with writing(f"stage `{stage}`"):  # a full disk is FM0722, never an internal error
-        outcome = fn()
-    ctx.log("  [dim]unchanged: cached[/]" if outcome.skipped else "  [green]done[/]")
+def _logged(
+    ctx: RunContext, options: RunOptions, report: RunReport, stage: str, fn: Callable[[], Outcome]
+) -> Outcome:
+    """Run one stage: timed, shown on the display (else logged), its libraries' output in
+    its log file (kept only when the stage ran)."""
+    display = ctx.progress
+    if display is not None:
+        display.begin(stage)
+    else:
+        ctx.log(f"[bold]{stage}[/]")
+    started = time.perf_counter()
+    try:
+        with writing(f"stage `{stage}`"), _captured(ctx, options, stage) as log:
+            outcome = fn()
+    except BaseException:  # a failure, a stop request: the display ends first
+        if display is not None:
+            display.failed(stage, time.perf_counter() - started)
+        raise
+    report.seconds[stage] = round(time.perf_counter() - started, 3)
+    if log is not None:
+        if outcome.skipped or log.stat().st_size == 0:  # nothing to read there
+            log.unlink(missing_ok=True)
+        else:
+            report.logs[stage] = log.relative_to(ctx.build_dir).as_posix()
+    if display is not None:
+        display.end(stage, not outcome.skipped, report.seconds[stage])
+    else:
+        ctx.log("  [dim]unchanged: cached[/]" if outcome.skipped else "  [green]ran[/]")
     return outcome
+
+
+@contextmanager
+def _captured(ctx: RunContext, options: RunOptions, stage: str) -> Iterator[Path | None]:
+    if not options.capture:
+        yield None
+        return
+    from rich.markup import escape
+
+    def screen(line: str) -> None:  # fmc's own notes, as plain text
+        ctx.log(f"  {escape(line)}")
+
+    with captured(ctx.build_dir, stage, options.descriptors, screen) as path:
+        yield path
+
+
+def _plan(ctx: RunContext, report: RunReport, name: str, stage: Callable[[], Outcome]) -> None:
+    """A dry run's stage: cached (its outcome, as a run would report it) or planned, with
+    why. A stage that cannot even compute its key because a stage before it has not run
+    (its inputs do not exist yet) is planned after that one."""
+    ctx.cache.read.clear()
+    report.order.append(name)
+    if ctx.force:
+        report.planned[name] = "--force reruns every stage"
+        return
+    try:
+        report.outcomes.append(stage())
+    except WouldRun:
+        report.planned[name] = _planned_reason(ctx, report, name)
+    except StageError:
+        first = [s for s in ctx.cache.read if s in report.planned] or list(report.planned)
+        if not first:
+            raise  # the run itself would fail here
+        report.planned[name] = f"`{first[0]}` would run first"
+
+
+def _planned_reason(ctx: RunContext, report: RunReport, name: str) -> str:
+    """The cache's reason, led by the upstream stages that would run (their changed keys
+    are what changed, not worth a digest each)."""
+    first = [s for s in dict.fromkeys(ctx.cache.read) if s in report.planned]
+    own = [
+        part
+        for part in ctx.cache.reasons.get(name, "").split("; ")
+        if part and part != "its inputs or settings changed"
+        and not any(part.startswith((f"stage `{s}` changed", f"{s} changed")) for s in first)
+    ]  # fmt: skip
+    reasons = [f"`{s}` would run first" for s in first] + own
+    return "; ".join(reasons) or "its inputs or settings changed"

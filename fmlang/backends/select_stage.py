@@ -1,4 +1,5 @@
-"""The select stage of `fmc run`: a model with `base auto in [...]` picks its base.
+"""The select stage of `fmc run`: a model with `base auto in [...]` (or `adapter auto in
+[...]`) picks its base and adapter.
 
 Each candidate the verifier kept is an ordinary model `m+c` (`fmlang.ir.selection`) whose
 `train:m+c` stage runs first, smallest first by parameter count (`train_stages`): trained,
@@ -86,7 +87,7 @@ def select_stage(ctx: RunContext, model: Model) -> Outcome:
         raise StageError(_nothing_measured(model, document, scored))
     selection = {
         "metric": document["metric"], "on": document["on"],
-        "lowest_wins": bool(document.get("lowest_wins")), "chosen": chosen["base"],
+        "lowest_wins": bool(document.get("lowest_wins")), "chosen": key_of(chosen),
         "chosen_model": chosen["model"], "candidates": scored,
         "dropped": list(document.get("dropped", [])),
     }  # fmt: skip
@@ -120,12 +121,18 @@ def _scored(
 
 
 def pick(scored: list[dict[str, Any]], lowest_wins: bool) -> dict[str, Any] | None:
-    """The best value; ties to the fewer parameters, then the name. None if none measured."""
+    """The best value; ties to the fewer parameters, then the key. None if none measured."""
     measured = [c for c in scored if c["value"] is not None]
     if not measured:
         return None
     sign = 1.0 if lowest_wins else -1.0
-    return min(measured, key=lambda c: (sign * c["value"], c.get("params") or 0, c["base"]))
+    return min(measured, key=lambda c: (sign * c["value"], c.get("params") or 0, key_of(c)))
+
+
+def key_of(candidate: dict[str, Any]) -> str:
+    """The candidate's key (`tiny_b`, `lora`, `tiny_b+lora`); `base` in files written before
+    adapters could be selected."""
+    return str(candidate.get("candidate") or candidate["base"])
 
 
 def _lay_out(
@@ -165,8 +172,8 @@ def _log(ctx: RunContext, selection: dict[str, Any]) -> None:
             f"{selection['on']}")  # fmt: skip
     for c in selection["candidates"]:
         value = "not measured" if c["value"] is None else f"{c['value']:.4g}"
-        mark = " (chosen)" if c["base"] == selection["chosen"] else ""
-        ctx.log(f"    {c['base']}: {selection['metric']} {value}{mark}")
+        mark = " (chosen)" if key_of(c) == selection["chosen"] else ""
+        ctx.log(f"    {key_of(c)}: {selection['metric']} {value}{mark}")
     for base in selection["dropped"]:
         ctx.log(f"    {base}: dropped by the static constraints (`fmc plan` says why)")
 
@@ -181,7 +188,7 @@ def _nothing_measured(model: Model, document: dict[str, Any], scored: list[dict[
         "nothing to compare",
         help="check that the split has rows with labels (or completions) for every candidate",
         notes=tuple(
-            f"`{c['base']}`: measured {sorted(c['metrics'].get(document['on'], {}))}"
+            f"`{key_of(c)}`: measured {sorted(c['metrics'].get(document['on'], {}))}"
             for c in scored
         ),
     )

@@ -13,6 +13,12 @@ the registry version release.py chooses (`--version REF`, else the `current` poi
 `fmc rollback`, else the newest version whose gates all passed and that is not superseded),
 loaded from `registry/objects/<hash>/`. `serve_plan` and `serve_plan_file` say which version
 each adapter is and why, for the startup line.
+
+A deployment of a model that selects its base (`base auto in [...]`) has no base in its
+server.json, only every candidate's (`base.candidates`, keyed by the candidate model `m+c`):
+the version served for `m` is a candidate's (release.py follows the registry's `selected`
+pointer), and its base is the one loaded: the candidate's training job's weights for
+`fmc serve FILE`, its `candidates` entry for `--config`.
 """
 
 from __future__ import annotations
@@ -66,7 +72,12 @@ def serve_plan(
 
     document = _server_json(build_dir, deploy)
     _check_task(document)
-    job = TrainJob.read(_job_path(build_dir, document))
+    document, selected = _selected_base(build_dir, document, version, allow_failed_gates)
+    job = TrainJob.read(
+        _job_path(build_dir, document)
+        if selected is None
+        else build_dir / "run" / "models" / selected / "job.json"
+    )
     config = from_build(document, build_dir)
     _check_adapters(config, deploy)
     update: dict[str, Any] = {}
@@ -94,10 +105,16 @@ def serve_plan_file(
     build folder alone (or a plain `ServeConfig` file, served as it is), with what it names
     checked to be there and each adapter the registry version `choose_versions` picks.
     Raises `StageError` (FM1001, FM1002, FM1006, FM1050, FM0710, FM1080 to FM1084)."""
-    from fmlang.backends.serve.config import build_folder, load_config
+    from fmlang.backends.serve.config import build_folder, load_build_document, load_config
 
-    config = load_config(path)
-    document = json.loads(path.read_text(encoding="utf-8"))  # load_config read it already
+    document = _peek(path)
+    base = document.get("base") if isinstance(document, dict) else None
+    if isinstance(document, dict) and isinstance(base, dict) and base.get("candidates"):
+        document = _selected_base(build_folder(path), document, version, allow_failed_gates)[0]
+        config = load_build_document(path, document)
+    else:
+        config = load_config(path)
+        document = json.loads(path.read_text(encoding="utf-8"))  # load_config read it already
     chosen: tuple[Chosen, ...] = ()
     if isinstance(document, dict) and "schema_version" in document:
         _check_task(document)
@@ -115,7 +132,7 @@ def choose_versions(
     """`config` with each adapter replaced by the registry version release.py chooses
     (`version` names one of them); FM1080 to FM1084 when none can be served."""
     from fmlang.backends.registry import REGISTRY_DIR, Registry
-    from fmlang.backends.release import choose, other_name
+    from fmlang.backends.release import choose, other_name, serves_as
 
     names = sorted(config.adapters)
     if not names:
@@ -124,15 +141,52 @@ def choose_versions(
         return config, ()
     registry = Registry(build_dir / REGISTRY_DIR)
     named = registry.resolve(version) if version is not None else None
-    if named is not None and named.name not in names:
+    if named is not None and serves_as(named.name) not in names:
         raise StageError(other_name(str(version), named, ", ".join(f"`{n}`" for n in names)))
     chosen = tuple(
-        choose(registry, name, version if named and named.name == name else None,
+        choose(registry, name, version if named and serves_as(named.name) == name else None,
                allow_failed_gates)
         for name in names
     )  # fmt: skip
-    adapters = {c.version.name: str(c.version.path) for c in chosen}
+    adapters = {name: str(c.version.path) for name, c in zip(names, chosen, strict=True)}
     return config.model_copy(update={"adapters": adapters}), chosen
+
+
+def _peek(path: Path) -> Any:
+    """The JSON in `path`, or None when it cannot be read (`load_config` says why)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+
+
+def _selected_base(
+    build_dir: Path, document: dict[str, Any], version: str | None, allow_failed_gates: bool
+) -> tuple[dict[str, Any], str | None]:
+    """`document` with the base of the candidate served for a model that selects its base
+    (the version release.py chooses for it), and that candidate's name; as it is, and
+    None, for any other deployment. FM0894 when the chosen candidate is not one the build
+    lists (built before the candidates changed)."""
+    from fmlang.backends.registry import REGISTRY_DIR, Registry
+    from fmlang.backends.release import choose
+
+    candidates = document.get("base", {}).get("candidates")
+    if not candidates:
+        return document, None
+    model = str(document.get("model"))
+    chosen = choose(Registry(build_dir / REGISTRY_DIR), model, version, allow_failed_gates)
+    name = chosen.version.name
+    if name not in candidates:
+        raise StageError(
+            error(
+                "FM0894",
+                f"`{model}` serves candidate `{name}`, which this build does not list "
+                f"(it lists {', '.join(f'`{c}`' for c in sorted(candidates))})",
+                help="run `fmc run` with the spec this build was made from: it selects among "
+                "the candidates the build lists",
+            )
+        )
+    return {**document, "base": dict(candidates[name])}, name
 
 
 def _listening(config: Any, host: str | None, port: int | None) -> Any:

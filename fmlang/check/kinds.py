@@ -135,6 +135,9 @@ class Call(Kind):
 
     heads: dict[str, dict[str, Kind]] = field(default_factory=dict)
     positional: dict[str, tuple[Kind, ...]] = field(default_factory=dict)
+    # `auto in [a(...), b(...)]` lists candidates `fmc run` trains and selects among (model
+    # selection, `fmlang.ir.selection`), not a knob the solver chooses.
+    candidates: bool = False
 
 
 @dataclass(frozen=True)

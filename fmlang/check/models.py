@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from fmlang.check import schema as s
 from fmlang.check.context import Ctx, dotted
@@ -35,13 +36,30 @@ def _check_model(ctx: Ctx, model: ast.Block) -> None:
             )
     base = base_block(ctx, model)
     if base is not None:
-        _check_targets(ctx, model, base)
         _check_task_fits(ctx, model, base)
-    check_fisher_mask(ctx, model, base)
-    check_training_settings(ctx, model)
+    for variant in adapter_variants(model):  # each candidate of `adapter auto in [...]`
+        if base is not None:
+            _check_targets(ctx, variant, base)
+        check_fisher_mask(ctx, variant, base)
+        check_training_settings(ctx, variant)
     for stmt in model.body:
         if isinstance(stmt, ast.Grant):
             check_grant(ctx, stmt)
+
+
+def adapter_variants(model: ast.Block) -> list[ast.Block]:
+    """The model as written, or for `adapter auto in [a(...), b(...)]` the model once per
+    candidate adapter (the same spans, so a diagnostic points at that candidate)."""
+    found = setting(model.body, "adapter")
+    value = found.value if isinstance(found, ast.Setting) else None
+    if not isinstance(value, ast.Auto) or not isinstance(value.domain, ast.ListExpr):
+        return [model]
+    assert isinstance(found, ast.Setting)
+    return [
+        replace(model, body=tuple(replace(found, value=item) if st is found else st
+                                  for st in model.body))
+        for item in value.domain.items
+    ]  # fmt: skip
 
 
 def base_block(ctx: Ctx, model: ast.Block) -> ast.Block | None:

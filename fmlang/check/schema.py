@@ -302,7 +302,12 @@ MODEL: dict[str, Kind] = {
         heads={"classify": {}, "generate": {}, "embed": {}},
         positional={"classify": (Ref(target=("labels",)),)},
     ),
-    "adapter": Call("the PEFT adapter", heads=ADAPTERS),
+    "adapter": Call(
+        "the PEFT adapter; `auto in [lora(...), fisher_mask(...)]` trains each candidate the "
+        "verifier keeps and `select by` picks one",
+        heads=ADAPTERS,
+        candidates=True,
+    ),
     "quantize": OneOf(
         "weight quantization: bitsandbytes `int8`, `nf4`, `fp4`; 4-bit group-wise `gptq`, `awq`",
         auto=True,

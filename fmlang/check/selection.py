@@ -1,12 +1,17 @@
-"""Model selection: `base auto in [a, b]` with `select by METRIC on SPLIT`.
+"""Model selection: `base auto in [a, b]` and/or `adapter auto in [lora(...), ...]` with
+`select by METRIC on SPLIT`.
 
 The two go together: a candidate list without `select by` leaves nothing to choose by, and
-`select by` without a candidate list has nothing to choose from (FM0373, FM0374). The
+`select by` without a candidate list has nothing to choose from (FM0373, FM0374). Each
+adapter candidate is checked as the model's adapter would be (`check/models.py`). The
 objective must be something the run measures: the split is one the model evaluates on, and
 the metric one its task reports (FM0378). Each candidate must be able to do the task with
 the model's adapter, or it is refused by name (FM0375): an encoder cannot `generate`, and the
-adapter's `targets` must be modules of every candidate. A selection model has no single base
-until `fmc run` picks one, so merging or deploying it is refused (FM0379): pin the base.
+adapter's `targets` must be modules of every candidate. A deployment of a selection model
+serves the winner (`fmc serve` loads the base `fmc run` chose; the verifier holds the
+deployment's bounds for every candidate). A merge of one is refused (FM0379): a merge needs
+its parents on one base, proven before compute is spent, and the winner's base is known only
+after training: pin the base to merge.
 
 Which candidates meet the static constraints is the verifier's question
 (`fmlang.verify.selection`), asked after these checks pass.
@@ -31,50 +36,80 @@ def check_selections(program: Program) -> None:
             selecting.add(symbol.name)
     if not selecting:
         return
-    for source in program.user_files():  # deploy blocks are named after what they deploy
+    for source in program.user_files():
         for item in source.module.items:
-            if isinstance(item, ast.Block) and item.kind in ("merge", "deploy"):
-                _check_user(Ctx(program, source), item, selecting)
+            if isinstance(item, ast.Block) and item.kind == "merge":
+                _check_merge(Ctx(program, source), item, selecting)
 
 
 def _check_model(ctx: Ctx, model: ast.Block) -> bool:
-    """Report what is wrong with the model's selection; True when it selects its base."""
-    base = setting(model.body, "base")
+    """Report what is wrong with the model's selection; True when it selects its base or
+    its adapter."""
     select = next((st for st in model.body if isinstance(st, ast.Setting) and st.by), None)
-    value = base.value if isinstance(base, ast.Setting) else None
-    auto = value if isinstance(value, ast.Auto) else None
+    autos = {key: value for key in ("base", "adapter")
+             if isinstance(value := setting_value(model.body, key), ast.Auto)}  # fmt: skip
     name = model.name.name
-    if auto is None:
+    if not autos:
         if select is not None:
             ctx.error(
                 "FM0374",
-                f"model `{name}` selects by `{_text(select.value)}` but has one base",
+                f"model `{name}` selects by `{_text(select.value)}` but has one base and one "
+                "adapter",
                 select.span,
                 "nothing to choose from",
-                "list the candidates: `base auto in [minilm_l6, other_model]`",
+                "list the candidates: `base auto in [minilm_l6, other_model]` or "
+                "`adapter auto in [lora(rank = 8), fisher_mask(density = 0.5%)]`",
             )
         return False
-    if not isinstance(auto.domain, ast.ListExpr):
-        ctx.error(
-            "FM0373",
-            f"model `{name}` leaves its base `auto` without a list of candidates",
-            auto.span,
-            "no candidates",
-            "list them: `base auto in [minilm_l6, other_model]`",
-        )
+    listed = {k: a.domain for k, a in autos.items() if isinstance(a.domain, ast.ListExpr)}
+    for key, auto in autos.items():
+        if key not in listed:
+            ctx.error(
+                "FM0373",
+                f"model `{name}` leaves its {key} `auto` without a list of candidates",
+                auto.span,
+                "no candidates",
+                f"list them: {EXAMPLES[key]}",
+            )
+    if len(listed) < len(autos):
         return True
     if select is None:
+        key, auto = next(iter(autos.items()))
         ctx.error(
             "FM0373",
-            f"model `{name}` has base candidates but no `select by`",
+            f"model `{name}` has {key} candidates but no `select by`",
             auto.span,
             "how is one chosen?",
             "add `select by accuracy on DATASET.SPLIT` (or f1, perplexity, loss)",
         )
     else:
         _check_objective(ctx, model, select)
-    _check_candidates(ctx, model, auto.domain)
+    adapters = list(listed["adapter"].items) if "adapter" in listed else []
+    _check_adapter_list(ctx, adapters)
+    if "base" in listed:
+        _check_candidates(ctx, model, listed["base"], adapters)
     return True
+
+
+EXAMPLES = {
+    "base": "`base auto in [minilm_l6, other_model]`",
+    "adapter": "`adapter auto in [lora(rank = 8), fisher_mask(density = 0.5%)]`",
+}
+
+
+def _check_adapter_list(ctx: Ctx, adapters: list[ast.Expr]) -> None:
+    """Each adapter candidate once (the settings and model checkers check each one)."""
+    seen: list[ast.Expr] = []  # spans do not take part in equality
+    for item in adapters:
+        if item in seen:
+            ctx.error(
+                "FM0373",
+                "adapter candidate is listed twice",
+                item.span,
+                "again",
+                "list each candidate once",
+            )
+        seen.append(item)
 
 
 def _check_objective(ctx: Ctx, model: ast.Block, select: ast.Setting) -> None:
@@ -129,7 +164,9 @@ def _eval_on(model: ast.Block) -> tuple[ast.Expr, ...]:
     return (on,) if on is not None else ()
 
 
-def _check_candidates(ctx: Ctx, model: ast.Block, candidates: ast.ListExpr) -> None:
+def _check_candidates(
+    ctx: Ctx, model: ast.Block, candidates: ast.ListExpr, adapters: list[ast.Expr]
+) -> None:
     seen: set[str] = set()
     for item in candidates.items:
         if not isinstance(item, ast.Name):
@@ -149,11 +186,16 @@ def _check_candidates(ctx: Ctx, model: ast.Block, candidates: ast.ListExpr) -> N
             and isinstance(symbol.node, ast.Block)
             and symbol.kind == "base_model"
         ):
-            _check_fits(ctx, model, item, symbol.node)
+            own: list[ast.Expr | None] = [setting_value(model.body, "adapter")]
+            for adapter in adapters or own:
+                if not _check_fits(ctx, model, item, symbol.node, adapter):
+                    break
 
 
-def _check_fits(ctx: Ctx, model: ast.Block, item: ast.Name, base: ast.Block) -> None:
-    """The candidate can do the model's task with its adapter (FM0375, by name)."""
+def _check_fits(
+    ctx: Ctx, model: ast.Block, item: ast.Name, base: ast.Block, adapter: ast.Expr | None
+) -> bool:
+    """The candidate can do the model's task with the adapter (FM0375, by name)."""
     task = setting_value(model.body, "task")
     head = task.func if isinstance(task, ast.Call) else task
     kind = setting_value(base.body, "kind")
@@ -165,11 +207,10 @@ def _check_fits(ctx: Ctx, model: ast.Block, item: ast.Name, base: ast.Block) -> 
             "cannot do this task",
             "remove it from the candidates, or list decoder base models",
         )
-        return
+        return False
     modules = [n.id for n in _names(setting_value(base.body, "modules"))]
-    adapter = setting_value(model.body, "adapter")
     if not modules or not isinstance(adapter, ast.Call):
-        return
+        return True
     wanted = [
         n.id
         for a in adapter.args
@@ -188,25 +229,23 @@ def _check_fits(ctx: Ctx, model: ast.Block, item: ast.Name, base: ast.Block) -> 
             f"remove it from the candidates, or target modules every candidate has "
             f"(`{item.id}` has {', '.join(modules)})",
         )
+    return True
 
 
-def _check_user(ctx: Ctx, block: ast.Block, selecting: set[str]) -> None:
-    """A merge or deployment of a selection model (FM0379)."""
-    names = [block.name] if block.kind == "deploy" else []
-    models = setting_value(block.body, "models")
-    names += [ast.Ident(n.id, n.span) for n in _names(models)]
-    for ident in names:
-        if ident.name in selecting:
-            into = f" into `{block.name.name}`" if block.kind == "merge" else ""
-            verb = "deploy" if block.kind == "deploy" else "merge"
+def _check_merge(ctx: Ctx, block: ast.Block, selecting: set[str]) -> None:
+    """A merge of a selection model (FM0379): the merge's compatibility (one base, one
+    adapter kind, ranks) is proven statically, and the winner is known only after training."""
+    for parent in _names(setting_value(block.body, "models")):
+        if parent.id in selecting:
             ctx.error(
                 "FM0379",
-                f"cannot {verb} `{ident.name}`{into}: its base is chosen only when "
-                "`fmc run` trains its candidates",
-                ident.span,
-                "no single base at build time",
-                f"run `fmc run` to select, then pin `{ident.name}`'s base to the winner "
-                "(`fmc run` names it)",
+                f"cannot merge `{parent.id}` into `{block.name.name}`: its base is chosen only "
+                "when `fmc run` trains its candidates",
+                parent.span,
+                "no single base to merge on",
+                "a merge needs its parents on one base, checked before training; run "
+                f"`fmc run` to select, then pin `{parent.id}`'s base to the winner (`fmc run` "
+                "names it) and merge that",
             )
 
 

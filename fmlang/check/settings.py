@@ -116,6 +116,9 @@ def _mismatch(ctx: Ctx, value: ast.Expr, key: str, wanted: str, help: str | None
 def _check_auto(
     ctx: Ctx, kind: s.Kind, value: ast.Auto, key: str, columns: ColumnCheck | None
 ) -> None:
+    if isinstance(kind, s.Call) and kind.candidates:
+        _check_candidates(ctx, kind, value, key, columns)
+        return
     if not kind.auto:
         ctx.error(
             "FM0306",
@@ -144,6 +147,20 @@ def _check_auto(
         _mismatch(ctx, domain, key, "a list `[a, b]` or a range `lo..hi` after `auto in`")
         return
     for item in items:
+        check_value(ctx, kind, item, key, columns)
+
+
+def _check_candidates(
+    ctx: Ctx, kind: s.Call, value: ast.Auto, key: str, columns: ColumnCheck | None
+) -> None:
+    """`adapter auto in [lora(...), ...]`: each candidate is checked as a value of its own
+    (a missing list or `select by` is the selection checker's, FM0373)."""
+    if value.domain is None:
+        return
+    if not isinstance(value.domain, ast.ListExpr):
+        _mismatch(ctx, value.domain, key, "a list of candidates `[a(...), b(...)]` after `auto in`")
+        return
+    for item in value.domain.items:
         check_value(ctx, kind, item, key, columns)
 
 

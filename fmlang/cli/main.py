@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, NoReturn
 import click
 
 if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
     from fmlang.api import CheckResult
     from fmlang.diagnostics import Diagnostic
 
@@ -63,9 +65,9 @@ def report(result: CheckResult, fmt: str, quiet_ok: bool = False) -> int:
         if not quiet_ok:  # a clean run needs no rich console (and its import time)
             click.secho(render.summary(diagnostics), fg="green", bold=True, err=True)
     else:
-        from rich.console import Console
+        from fmlang.cli.console import console as make_console
 
-        console = Console(stderr=True, highlight=False)
+        console = make_console(stderr=True)
         render.render_rich(diagnostics, result.sources, console)
         style = "bold red" if not result.ok else "bold yellow"
         console.print(f"[{style}]{render.summary(diagnostics)}[/]")
@@ -200,8 +202,24 @@ def lsp(stdio: bool) -> None:
     serve()
 
 
+def _complete_code(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of `fmc explain FM06<TAB>`: the registered codes with that prefix."""
+    from click.shell_completion import CompletionItem
+
+    from fmlang.diagnostics.codes import CODES
+
+    prefix = incomplete.upper()
+    return [
+        CompletionItem(key, help=entry.title)
+        for key, entry in sorted(CODES.items())
+        if key.startswith(prefix)
+    ]
+
+
 @cli.command()
-@click.argument("code")
+@click.argument("code", shell_complete=_complete_code)
 def explain(code: str) -> None:
     """Describe diagnostic CODE (for example FM0301) at length."""
     from fmlang.diagnostics.codes import CODES
@@ -226,12 +244,14 @@ def explain(code: str) -> None:
 def _register_stage_commands() -> None:
     from fmlang.cli.audit_cmd import audit
     from fmlang.cli.data_cmd import data
+    from fmlang.cli.init_cmd import init
     from fmlang.cli.label_cmd import label
     from fmlang.cli.rebase_cmd import rebase
     from fmlang.cli.registry import diff_command, log_command, rollback_command, tag_command
     from fmlang.cli.run_cmd import run
     from fmlang.cli.serve_cmd import serve
 
+    cli.add_command(init)
     cli.add_command(run)
     cli.add_command(serve)
     cli.add_command(audit)

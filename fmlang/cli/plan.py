@@ -18,10 +18,11 @@ def print_plan(report: VerifyReport, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(report.to_json(), indent=2, sort_keys=True))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    from fmlang.cli.console import console as make_console
+
+    console = make_console()
     stages = Table(title="stages", title_justify="left")
     for column in ("stage", "chosen knobs", "estimates"):
         stages.add_column(column)
@@ -55,23 +56,28 @@ def print_plan(report: VerifyReport, fmt: str) -> None:
 
 
 def selection_table(selection: dict[str, Any]) -> Table:
-    """`base auto in [...]`: the candidates `fmc run` trains (smallest first) and the ones
-    the static constraints dropped, with the reason."""
+    """`base auto in [...]` / `adapter auto in [...]`: the candidates `fmc run` trains
+    (smallest first) and the ones the static constraints dropped, with the reason."""
     from rich.table import Table
 
     best = "lowest" if selection["lowest_wins"] else "highest"
     title = (f"{selection['model']}: candidates, picked by the {best} {selection['select_by']} "
              f"on {selection['on']}")  # fmt: skip
     table = Table(title=title, title_justify="left")
-    for column in ("base", "params", "verdict"):
+    for column in ("candidate", "base", "adapter", "params", "verdict"):
         table.add_column(column)
     for kept in selection["candidates"]:
         params = f"{kept['params']:,}" if kept["params"] else "-"
-        table.add_row(kept["base"], params, f"[green]trained[/] as `{kept['model']}`")
+        table.add_row(*_candidate_cells(kept), params, f"[green]trained[/] as `{kept['model']}`")
     for gone in selection["dropped"]:
         why = "; ".join(m["text"] for m in gone["misses"])
-        table.add_row(gone["base"], "-", f"[red]dropped[/]: {why}")
+        table.add_row(*_candidate_cells(gone), "-", f"[red]dropped[/]: {why}")
     return table
+
+
+def _candidate_cells(candidate: dict[str, Any]) -> tuple[str, str, str]:
+    key = str(candidate.get("candidate") or candidate["base"])
+    return key, str(candidate["base"]), str(candidate.get("adapter") or "-")
 
 
 def memory_table(stage: str, memory: dict[str, Any]) -> Table:

@@ -43,8 +43,6 @@ def rebase(file: str, model: str, onto: str, epochs: int, out_dir: str | None,
     """Re-target MODEL's trained adapter onto the base NEW: start from its weights (warm
     start) and train EPOCHS passes on the new base; registered as MODEL's next version with
     `rebased_from` in its lineage. The base must have the same modules and shapes."""
-    from rich.console import Console
-
     from fmlang.api import check_paths, compile_spec
     from fmlang.atomic import private_files
     from fmlang.backends import stopping
@@ -52,6 +50,7 @@ def rebase(file: str, model: str, onto: str, epochs: int, out_dir: str | None,
     from fmlang.backends.rebase import rebase as rebase_model
     from fmlang.backends.run import RunOptions, context
     from fmlang.backends.run_lock import exclusive
+    from fmlang.cli.console import console as make_console
     from fmlang.cli.main import report
     from fmlang.cli.run_cmd import _build_if_stale, _quiet_libraries, render_stage_error
     from fmlang.errors import StageError
@@ -61,7 +60,7 @@ def rebase(file: str, model: str, onto: str, epochs: int, out_dir: str | None,
     if not result.ok:
         sys.exit(report(result, fmt, quiet_ok=True))
     target = Path(out_dir) if out_dir else Path(".fm-build") / spec_path.stem
-    console = Console(stderr=True, highlight=False, quiet=fmt == "json")
+    console = make_console(stderr=True, quiet=fmt == "json")
     options = RunOptions(target, spec_path, "train", establish(principal, require_verified),
                          force, lambda line: console.print(line),
                          allowed_data=tuple(Path(d) for d in allowed_data))  # fmt: skip

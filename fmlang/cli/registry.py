@@ -156,9 +156,10 @@ def _cell_ref(version: Version, marks: dict[str, Any]) -> str:
 
 
 def _print_log(versions: list[Version], marks: dict[str, dict[str, Any]]) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
+
+    from fmlang.cli.console import console as make_console
 
     by_hash = {v.hash: v for v in versions}
     table = Table(title="registered adapters", title_justify="left")
@@ -175,7 +176,7 @@ def _print_log(versions: list[Version], marks: dict[str, dict[str, Any]]) -> Non
             _cell_gates(v),
             v.lineage.created or "-",
         )
-    console = Console(highlight=False)
+    console = make_console()
     console.print(table)
     for v in versions:
         if v.lineage.superseded:  # not served: why
@@ -356,11 +357,12 @@ def settings_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _print_diff(document: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console(highlight=False)
+    from fmlang.cli.console import console as make_console
+
+    console = make_console()
     a, b = document["a"], document["b"]
     console.print(f"A = {a['hash'][:12]} ({a['ref']})   B = {b['hash'][:12]} ({b['ref']})")
     if document["settings"]:

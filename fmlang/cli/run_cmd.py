@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+import time
 from collections.abc import Callable
 from contextlib import redirect_stdout
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from fmlang.api import CheckResult
     from fmlang.errors import StageError
 
@@ -52,27 +57,39 @@ def render_stage_error(result: CheckResult, exc: StageError, fmt: str) -> int:
 @click.option(
     "--wait", is_flag=True, help="wait for another run of the same build folder instead of refusing"
 )
-@click.option("--format", "fmt", type=click.Choice(["rich", "short", "json"]), default="rich")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="say which stages would run and why (which input, rule or setting changed), from "
+    "their cache keys; run nothing",
+)
+@click.option("--format", "fmt", type=click.Choice(["rich", "short", "json"]), default="rich",
+              help="the run's summary and problems for people, one line per problem, or "
+              "the summary as JSON on stdout")  # fmt: skip
 def run(file: str, until: str, out_dir: str | None, principal: str | None,
         require_verified: bool, allowed_data: tuple[str, ...], engine: str, force: bool,
-        wait: bool, fmt: str) -> None:  # fmt: skip
+        wait: bool, dry_run: bool, fmt: str) -> None:  # fmt: skip
     """Run FILE's stages (data, labels, …) into the build folder, skipping unchanged ones.
 
     The build folder is what runs: it is rebuilt first only when stale (the spec, its data or
     fmc changed). One run per build folder at a time. SIGINT or SIGTERM stops at the next
     safe point (between stages, or after a training step with a checkpoint); run the same
     command again to resume. What the stages write (run/, registry/, the audit log) is
-    readable by its owner alone."""
-    from rich.console import Console
-
+    readable by its owner alone. Each stage's library output (progress bars, warnings) goes
+    to its log under run/logs/; the run ends with a summary (`--format json`: as JSON)."""
     from fmlang.api import check_paths, compile_spec
     from fmlang.atomic import make_private, private_files, write_json_atomic
     from fmlang.backends import stopping
     from fmlang.backends.data.identity import establish
+    from fmlang.backends.report import write_run_report
     from fmlang.backends.run import RunOptions
     from fmlang.backends.run import run as run_stages
     from fmlang.backends.run_lock import exclusive
+    from fmlang.backends.run_summary import summary
+    from fmlang.backends.stage_output import can_capture_descriptors
+    from fmlang.cli.console import is_terminal
     from fmlang.cli.main import report
+    from fmlang.cli.run_display import StageDisplay
     from fmlang.errors import StageError
 
     spec_path = Path(file)
@@ -80,28 +97,25 @@ def run(file: str, until: str, out_dir: str | None, principal: str | None,
     if not result.ok:  # otherwise everything is reported once, at the end
         sys.exit(report(result, fmt, quiet_ok=True))
     target = Path(out_dir) if out_dir else Path(".fm-build") / spec_path.stem
-    console = Console(stderr=True, highlight=False, quiet=fmt == "json")
+    descriptors = can_capture_descriptors() and not dry_run
+    console = _console(fmt, descriptors)
+    say: Callable[[str], None] = (lambda _: None) if dry_run else console.print
     options = RunOptions(target, spec_path, until, establish(principal, require_verified),
-                         force, lambda line: console.print(line),
-                         allowed_data=tuple(Path(d) for d in allowed_data),
-                         engine=engine)  # fmt: skip
+                         force, say, allowed_data=tuple(Path(d) for d in allowed_data),
+                         engine=engine, dry_run=dry_run, capture=not dry_run,
+                         descriptors=descriptors)  # fmt: skip
+    if not dry_run:
+        options.progress = StageDisplay(console, live=is_terminal(console.file))
     text = "".join(s.text for s in result.program.files.values())
-    from rich.progress import Progress
-
     _quiet_libraries()
-
+    started = time.perf_counter()
     try:
         with exclusive(target, wait), stopping.requests():
-            _build_if_stale(result, target, options.log)
+            _build_if_stale(result, target, console.print)
             for folder in PRIVATE_FOLDERS:  # made by an earlier fmc; new ones are 0700
                 make_private(target / folder)
             # Libraries print progress to stdout; stdout is for --format json only.
-            with (
-                Progress(console=console, transient=True) as progress,
-                redirect_stdout(sys.stderr),
-                private_files(),
-            ):
-                options.progress = progress
+            with redirect_stdout(sys.stderr), private_files():
                 knobs = dict(result.report.knobs) if result.report else {}
                 outcome, ctx = run_stages(compile_spec(result), options, text, knobs)
     except StageError as exc:
@@ -109,9 +123,39 @@ def run(file: str, until: str, out_dir: str | None, principal: str | None,
     except stopping.Interrupted as stop:
         console.print(f"[yellow]stopped[/]: {stop}; run the same command again to resume")
         sys.exit(stop.exit_code)
-    write_json_atomic(target / "run" / "report.json", outcome.to_json())
-    result.program.sink.extend(ctx.diagnostics)
-    sys.exit(report(result, fmt, quiet_ok=True))
+    if not dry_run:
+        write_json_atomic(target / "run" / "report.json", outcome.to_json())
+        result.program.sink.extend(ctx.diagnostics)
+        result.program.sink.extend(write_run_report(target))  # run/report.html, its pictures
+    sys.exit(_finish(result, summary(outcome, target, time.perf_counter() - started, dry_run),
+                     fmt, console))  # fmt: skip
+
+
+def _console(fmt: str, descriptors: bool) -> Console:
+    """The run's console on stderr; with `descriptors` (fds 1 and 2 go to each stage's log
+    while it runs) on a copy of fd 2 made now, so it still reaches the screen."""
+    from fmlang.cli.console import console
+
+    stream = None
+    if descriptors:
+        sys.stderr.flush()
+        stream = os.fdopen(os.dup(2), "w", encoding=sys.stderr.encoding, buffering=1)
+    return console(stderr=True, quiet=fmt == "json", stream=stream)
+
+
+def _finish(result: CheckResult, document: dict[str, Any], fmt: str, console: Console) -> int:
+    """Print the summary (JSON on stdout, with the diagnostics) and the problems; the exit
+    code they call for."""
+    from fmlang.cli.main import _exit_code, report
+    from fmlang.cli.run_display import print_summary
+    from fmlang.diagnostics import render
+
+    if fmt == "json":
+        diagnostics = json.loads(render.to_json(result.diagnostics))
+        click.echo(json.dumps(document | diagnostics, indent=2))
+        return _exit_code(result.diagnostics)
+    print_summary(console, document)
+    return report(result, fmt, quiet_ok=True)
 
 
 def _build_if_stale(result: CheckResult, target: Path, log: Callable[[str], None]) -> None:

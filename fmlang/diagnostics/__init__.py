@@ -3,6 +3,7 @@
 from fmlang.diagnostics.model import (
     Diagnostic,
     DiagnosticSink,
+    Fix,
     Label,
     Severity,
     Span,
@@ -10,4 +11,4 @@ from fmlang.diagnostics.model import (
     warning,
 )
 
-__all__ = ["Diagnostic", "DiagnosticSink", "Label", "Severity", "Span", "error", "warning"]
+__all__ = ["Diagnostic", "DiagnosticSink", "Fix", "Label", "Severity", "Span", "error", "warning"]

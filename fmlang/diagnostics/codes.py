@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fmlang.diagnostics.code import Code
 from fmlang.diagnostics.codes_data import DATA_CODES
+from fmlang.diagnostics.codes_report import REPORT_CODES
 from fmlang.diagnostics.codes_serve import SERVE_CODES
 from fmlang.diagnostics.codes_train import TRAIN_CODES
 
@@ -151,7 +152,8 @@ CODES: dict[str, Code] = {
         "`auto` not allowed",
         "Only knobs the solver can choose accept `auto`: "
         "adapter rank and alpha, batch size, sequence length, quantization, replicas, "
-        "resident adapters.",
+        "resident adapters. `base` and `adapter` take `auto in [...]` with a list of "
+        "candidates and `select by` (model selection), which `fmc run` trains and compares.",
     ),
     "FM0307": Code(
         "unknown choice",
@@ -433,13 +435,15 @@ CODES: dict[str, Code] = {
         "model selection without candidates to choose from",
         "A model that selects its base lists the candidates, `base auto in [minilm_l6, "
         "other_model]` (a bare `auto` or a range names none), each once, and says how one is "
-        "picked: `select by accuracy on DATASET.SPLIT`. Add the list, or the `select by` line.",
+        "picked: `select by accuracy on DATASET.SPLIT`; so does one that selects its adapter, "
+        "`adapter auto in [lora(rank = 8), fisher_mask(density = 0.5%)]`. Add the list, or "
+        "the `select by` line.",
     ),
     "FM0374": Code(
         "`select by` on a model with one base",
-        "`select by` picks among the base candidates `base auto in [...]` lists; this model "
-        "names one base, so there is nothing to choose. List the candidates, or remove the "
-        "`select by` line.",
+        "`select by` picks among the candidates `base auto in [...]` or `adapter auto in "
+        "[...]` lists; this model names one base and one adapter, so there is nothing to "
+        "choose. List the candidates, or remove the `select by` line.",
     ),
     "FM0375": Code(
         "base candidate cannot do the model's task",
@@ -450,9 +454,11 @@ CODES: dict[str, Code] = {
     ),
     "FM0376": Code(
         "base candidate dropped by the static constraints",
-        "The verifier checked each candidate of `base auto in [...]` against the model's "
-        "memory, latency, throughput, cost and license constraints, and this one cannot meet them "
-        "under any choice of the `auto` knobs; the note gives the constraint and the numbers. "
+        "The verifier checked each candidate of `base auto in [...]` (or `adapter auto in "
+        "[...]`) against the model's memory, latency, throughput, cost and license "
+        "constraints, and its deployment (no server loads a fisher_mask diff), and this one "
+        "cannot meet them under any choice of the `auto` knobs; the note gives the constraint "
+        "and the numbers. "
         "`fmc run` does not train it. Nothing to fix unless you want it considered: relax the "
         "constraint, or remove the candidate.",
     ),
@@ -472,10 +478,12 @@ CODES: dict[str, Code] = {
         "metric or the split, or add the split to `eval`.",
     ),
     "FM0379": Code(
-        "merge or deployment of a model that selects its base",
+        "merge of a model that selects its base",
         "A model with `base auto in [...]` has no single base until `fmc run` trains its "
-        "candidates and picks one, and merges and deployments are built for one base. "
-        "Run `fmc run` (which names the winner), then pin the model's base to it.",
+        "candidates and picks one, and a merge needs its parents on one base with compatible "
+        "adapters, proven before any compute is spent. (A deployment of such a model is "
+        "fine: it serves the winner.) Run `fmc run` (which names the winner), then pin the "
+        "model's base to it and merge that.",
     ),
     "FM0380": Code(
         "label-model setting that does nothing",
@@ -558,6 +566,29 @@ CODES: dict[str, Code] = {
         "lists for a number (from JSON records or Parquet metadata; text is cast at run "
         "time, where FM0740 counts what does not convert). Declare the type the data has, "
         'or read a field inside a nested record with `{ from = "a.b" }`.',
+    ),
+    "FM0392": Code(
+        "deployment of a selection model with no candidate left",
+        "A deployment serves a model with `base auto in [...]`, and the verifier dropped "
+        "every candidate (FM0377 says why), so `fmc run` trains nothing to serve. Add a "
+        "candidate that meets the constraints, or relax them.",
+    ),
+    "FM0393": Code(
+        "vLLM target of a model that selects its base",
+        "vLLM (a `kserve`, `kubernetes` or `compose` target on a GPU profile) loads the base "
+        "model its manifest names, and a model with `base auto in [...]` has its base chosen "
+        "only when `fmc run` trains the candidates. Deploy it on a CPU profile or `local`ly, "
+        "where `fmc serve` reads the selected candidate from the registry when it starts, or "
+        "pin the base to the winner `fmc run` names.",
+    ),
+    "FM0395": Code(
+        "too few rows for an accuracy gate to mean anything",
+        "`fmc check` counted the rows of the gate's split (a local csv or jsonl source of at "
+        "most 8 MiB: its rows times the split's share) or of each group of a `max_gap(accuracy, "
+        "by = ...)` gate, and even a perfect score's confidence interval on that many rows "
+        "is wider than the range of values that pass. No model can pass or fail the gate for a "
+        "reason: one or two rows decide it. Evaluate on more rows, group more coarsely, or "
+        "loosen the bound. `fmc run` reports the measured interval (FM0862).",
     ),
     "FM0396": Code(
         "labels applied to their own data or twice",
@@ -710,12 +741,26 @@ CODES: dict[str, Code] = {
         "fmc itself failed. This is a bug: please report "
         "it with the spec that triggers it. Set FMC_DEBUG=1 for the traceback.",
     ),
+    # FM118x: `fmc init` (fmlang/cli/init_cmd.py).
+    "FM1180": Code(
+        "the project's files already exist",
+        "`fmc init` writes a spec, a small dataset and a README, and never overwrites a "
+        "file: one of them is already in the folder, so it wrote nothing. Pick an empty "
+        "folder (`fmc init DIR`), or move the files it names out of the way.",
+        io=True,
+    ),
+    "FM1181": Code(
+        "cannot create the project",
+        "`fmc init` could not create the folder or write a file in it (the path is a file, "
+        "or the folder is not writable). Pass another folder, or fix its permissions.",
+        io=True,
+    ),
 }
 
 # The execution stages register theirs in their own files (one range each), so that
 # work on one stage never edits another's table: FM07xx data and labels, FM08xx training,
-# gates and merging, FM10xx serving and manifests.
-CODES = dict(sorted({**CODES, **DATA_CODES, **TRAIN_CODES, **SERVE_CODES}.items()))
+# gates and merging, FM10xx serving and manifests, FM116x the run report.
+CODES = dict(sorted({**CODES, **DATA_CODES, **TRAIN_CODES, **SERVE_CODES, **REPORT_CODES}.items()))
 
 
 def is_io(code: str) -> bool:

@@ -445,5 +445,13 @@ TRAIN_CODES.update(
             "one trained adapter, so name a candidate (`fmc rebase FILE MODEL+BASE --onto "
             "NEW`), or change the candidate list and run `fmc run`.",
         ),
+        "FM0894": Code(
+            "the selected candidate is not in this build",
+            "A deployment of a model with `base auto in [...]` serves the candidate the "
+            "registry's `selected` pointer names (or `--version` names), and the build's "
+            "server.json lists the bases of the candidates the build was made with: this one "
+            "is not among them (the registry was filled by a run of another version of the "
+            "spec). Run `fmc run` on the spec the build was made from, or build again.",
+        ),
     }
 )

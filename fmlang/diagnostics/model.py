@@ -43,6 +43,18 @@ class Label:
 
 
 @dataclass(frozen=True, slots=True)
+class Fix:
+    """A machine-applicable suggestion: replace `span` with `text` (the editor's quick fix)."""
+
+    title: str
+    span: Span
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"title": self.title, "span": self.span.to_json(), "text": self.text}
+
+
+@dataclass(frozen=True, slots=True)
 class Diagnostic:
     severity: Severity
     code: str
@@ -50,6 +62,7 @@ class Diagnostic:
     labels: tuple[Label, ...] = ()
     notes: tuple[str, ...] = ()
     help: str | None = None
+    fixes: tuple[Fix, ...] = ()  # not in to_json (the CLI's JSON stays as it was)
 
     @property
     def primary_span(self) -> Span | None:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from fmlang.check import schema as s
 from fmlang.ir import nodes as ir
-from fmlang.ir.values import CallValue, Scope, data_ref, grants, settings, span_of
+from fmlang.ir.values import CallValue, Scope, convert, data_ref, grants, settings, span_of
 from fmlang.syntax import ast
 
 TARGET_KINDS = ("local", "kserve", "kubernetes", "compose")
@@ -57,10 +57,11 @@ def build_model(node: ast.Block, scope: Scope) -> ir.Model:
     train = values.get("train")
     training = _training(train) if isinstance(train, dict) else None
     adapter = values.get("adapter")
+    selection = _selection(node, values, scope)  # then its candidates have the base
     return validate(ir.Model, {
         "name": node.name.name, "file": scope.ir_file, "span": span_of(node.name),
-        "base": _base(values.get("base")),
-        "selection": _selection(node, values, scope),
+        "base": _base(values.get("base")) if selection is None else None,
+        "selection": selection,
         "task": _task(values.get("task"), scope),
         "adapter": _adapter(adapter) if isinstance(adapter, CallValue) else None,
         "quantize": values.get("quantize", ir.Knob(fixed="none")),
@@ -79,20 +80,66 @@ def _base(value: Any) -> str | None:
 
 
 def _selection(node: ast.Block, values: dict[str, Any], scope: Scope) -> ir.Selection | None:
-    """`base auto in [a, b]` with `select by METRIC on SPLIT` (`fmlang.ir.selection`)."""
+    """`base auto in [a, b]` and/or `adapter auto in [x(...), y(...)]` with `select by METRIC
+    on SPLIT` (`fmlang.ir.selection`): a candidate per base and adapter pair."""
     base = values.get("base")
-    if not isinstance(base, ir.Knob) or not base.auto:
+    choices = base.choices or () if isinstance(base, ir.Knob) and base.auto else None
+    adapters = _adapter_candidates(node, scope)
+    if choices is None and adapters is None:
         return None
+    selects_base = choices is not None
+    bases = [str(c) for c in choices] if choices is not None else [_base(base) or ""]
+    options = _options(bases, selects_base, adapters)
     metric = values.get("select")
     written = next((st for st in node.body if isinstance(st, ast.Setting) and st.by), None)
     on = data_ref(written.on, scope) if written is not None and written.on is not None else None
     return ir.Selection(
-        candidates=tuple(str(c) for c in base.choices or ()),
+        candidates=tuple(c.key for c in options),
+        options=tuple(options),
         metric=metric if isinstance(metric, str) else "accuracy",
         on=on,
         lower_is_better=metric in s.LOWER_IS_BETTER,
         span=span_of(written) if written is not None else span_of(node.name),
     )
+
+
+def _options(
+    bases: list[str], selects_base: bool, adapters: list[ir.Adapter] | None
+) -> list[ir.Candidate]:
+    """A candidate per base and adapter; its key names what varies (`fmlang.ir.selection`)."""
+    labelled: list[tuple[str, ir.Adapter | None]] = (
+        list(zip(adapter_labels(adapters), adapters, strict=True)) if adapters else [("", None)]
+    )
+    keyed = [
+        ("+".join(k for k in (b if selects_base else "", label) if k), b, adapter)
+        for b in bases
+        for label, adapter in labelled
+    ]
+    return [ir.Candidate(key=key, base=b, adapter=adapter) for key, b, adapter in keyed]
+
+
+def _adapter_candidates(node: ast.Block, scope: Scope) -> list[ir.Adapter] | None:
+    """`adapter auto in [lora(rank = 8), fisher_mask(density = 0.5%)]`: each adapter; None
+    when the model names one adapter (or none)."""
+    written = next((st for st in node.body if isinstance(st, ast.Setting)
+                    and st.key.name == "adapter"), None)  # fmt: skip
+    value = scope.deref(written.value) if written is not None else None
+    if not isinstance(value, ast.Auto):
+        return None
+    items = value.domain.items if isinstance(value.domain, ast.ListExpr) else ()
+    calls = [convert(s.MODEL["adapter"], item, scope) for item in items]
+    return [_adapter(c) for c in calls if isinstance(c, CallValue)]
+
+
+def adapter_labels(adapters: list[ir.Adapter]) -> list[str]:
+    """Each adapter's kind, numbered in order when a kind repeats (`lora_1`, `lora_2`)."""
+    kinds = [a.kind for a in adapters]
+    seen: dict[str, int] = {}
+    labels = []
+    for kind in kinds:
+        seen[kind] = seen.get(kind, 0) + 1
+        labels.append(f"{kind}_{seen[kind]}" if kinds.count(kind) > 1 else kind)
+    return labels
 
 
 def _training(values: dict[str, Any]) -> ir.Training:

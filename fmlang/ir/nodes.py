@@ -28,7 +28,8 @@ from fmlang.ir.base import (
 from fmlang.ir.expr import Expr
 
 __all__ = [
-    "SCHEMA_VERSION", "Adapter", "CleanStep", "Column", "Constraint", "ConstraintKind", "DPConfig",
+    "SCHEMA_VERSION", "Adapter", "Candidate", "CleanStep", "Column", "Constraint",
+    "ConstraintKind", "DPConfig",
     "DataRef", "Dataset", "Dedupe", "DeployTarget", "Deployment", "DropColumns", "Evaluation",
     "Expr", "FilterRows", "Forget", "ForgetRequest", "Grant", "Hardware", "Knob",
     "LabelModelSpec", "LabelingFunction", "Labels", "Merge", "Model", "Node", "Normalize",
@@ -335,13 +336,29 @@ class Evaluation(Node):
     new_tokens: int | None = None
 
 
+class Candidate(Node):
+    """One candidate of a selection: the base and adapter its model `m+key` trains with.
+    `key` is the base (`base auto in [...]`), the adapter's kind (`adapter auto in [...]`,
+    numbered when a kind repeats: `lora_1`, `lora_2`) or both (`tiny_b+lora`)."""
+
+    key: str
+    base: str
+    adapter: Adapter | None = None
+
+
 class Selection(Node):
-    """`base auto in [a, b]` with `select by METRIC on SPLIT`: the candidate bases (those the
-    verifier kept, in the order written), the metric and split that pick one, and whether a
-    lower value is better (`perplexity`, `loss`). Ties go to the smaller model."""
+    """`base auto in [a, b]` and/or `adapter auto in [x(...), y(...)]` with `select by METRIC
+    on SPLIT`: the keys of the candidates the verifier kept (in the order written), every
+    candidate as written (`options`), the metric and split that pick one, and whether a lower
+    value is better (`perplexity`, `loss`). Ties go to the smaller model."""
 
     candidates: tuple[str, ...] = ()
     dropped: tuple[str, ...] = ()  # candidates the verifier dropped (static constraints)
+    options: tuple[Candidate, ...] = ()
+
+    def option(self, key: str) -> Candidate | None:
+        return next((c for c in self.options if c.key == key), None)
+
     metric: str = "accuracy"
     on: DataRef | None = None
     lower_is_better: bool = False

@@ -358,8 +358,18 @@ def lower_deployments(
     files: dict[str, str] = {}
     for deployment in spec.deployments:
         paths = adapters.get(deployment.name) if adapters else None
-        memory = serving_memory(constraints, deployment.target)
+        memory = _worst_memory(spec, constraints, deployment.target)
         files |= lower_deployment(
             spec, deployment, knobs, paths, memory_bytes=memory, options=options
         )
     return dict(sorted(files.items()))
+
+
+def _worst_memory(
+    spec: Spec, constraints: Sequence[Mapping[str, Any]], target: str
+) -> float | None:
+    """The verifier's serving-memory estimate of `target`; for a model that selects its base,
+    the largest of its candidates' (whichever `fmc run` picks is served)."""
+    names = [m.name for m in spec.models if m.candidate_of == target] or [target]
+    found = [e for n in names if (e := serving_memory(constraints, n)) is not None]
+    return max(found) if len(found) == len(names) else None

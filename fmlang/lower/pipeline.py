@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from fmlang.ir.expr import Call
+from fmlang.ir.expr_text import expr_text
 from fmlang.ir.nodes import (
     Column,
     Dataset,
@@ -327,7 +328,7 @@ class _Builder:
         elif isinstance(rule, FilterRows):
             cond = boolean(self.c.sql(rule.condition))
             where = cond if rule.keep else f"NOT {cond}"
-            title = f"{'keep' if rule.keep else 'drop'} where …"
+            title = f"{'keep' if rule.keep else 'drop'} where {expr_text(rule.condition)}"
             select = f"SELECT {', '.join(self._cols())} FROM {self._prev} WHERE {where}"
             self._add("filter", title, select, rule.span, filters=True)
         elif isinstance(rule, DropColumns):

@@ -1,8 +1,9 @@
 """`train/<model>/selection.json`: how `fmc run` picks a selection model's base.
 
-A model with `base auto in [...]` has no training job of its own; each candidate the verifier
-kept is an ordinary model `m+c` with its own job (`fmlang.ir.selection`). This file lists
-them in the order `fmc run` trains them (smallest first by parameter count, then by name),
+A model with `base auto in [...]` (or `adapter auto in [...]`) has no training job of its
+own; each candidate the verifier kept is an ordinary model `m+c` with its own job
+(`fmlang.ir.selection`). This file lists them (`candidate`: the key `c`, its `base` and
+`adapter` kind) in the order `fmc run` trains them (smallest base first, then by key),
 with the objective (`select by METRIC on SPLIT`, the lowest or the highest wins) and the
 candidates the verifier dropped. The select stage (`fmlang.backends.select_stage`) reads it:
 the build folder is what runs.
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from fmlang.ir.nodes import Model, Spec
-from fmlang.ir.selection import candidate_name
+from fmlang.ir.selection import base_params, candidate_name, described
 
 SELECTION_FILE = "train/{model}/selection.json"
 
@@ -26,9 +27,8 @@ def lower_selection(spec: Spec, model: Model) -> dict[str, Any]:
     selection = model.selection
     assert selection is not None
     on = selection.on
-    params = {b: (found.params if (found := spec.base_model(b)) else None) or 0
-              for b in selection.candidates}  # fmt: skip
-    ordered = sorted(selection.candidates, key=lambda b: (params[b], b))
+    params = {k: base_params(spec, model, k) or 0 for k in selection.candidates}
+    ordered = sorted(selection.candidates, key=lambda k: (params[k], k))
     return {
         "schema_version": "1",
         "model": model.name,
@@ -36,8 +36,8 @@ def lower_selection(spec: Spec, model: Model) -> dict[str, Any]:
         "on": f"{on.dataset}.{on.split}" if on is not None and on.split else None,
         "lowest_wins": selection.lower_is_better,
         "candidates": [
-            {"base": b, "model": candidate_name(model.name, b), "params": params[b]}
-            for b in ordered
+            {**described(model, k), "model": candidate_name(model.name, k), "params": params[k]}
+            for k in ordered
         ],
         "dropped": list(selection.dropped),
     }

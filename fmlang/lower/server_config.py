@@ -83,6 +83,10 @@ class ServedModel:
     # Who may query it (the access model's `query:<deploy>`) and who can reach it.
     query_principals: tuple[str, ...] = ()
     visibility: str | None = None
+    # A model that selects its base (`base auto in [...]`): each candidate `fmc run` may pick
+    # (`m+c`, its base). `base` and the sizes are then the worst case over them, and
+    # `fmc serve` loads the base of the candidate the registry's `selected` pointer names.
+    candidates: tuple[tuple[str, PretrainedModel], ...] = ()
 
     def with_memory(self, model: Model) -> ServedModel:
         """The same, with the cost model's serving footprint (the formula the verifier's
@@ -210,9 +214,17 @@ def default_adapters(spec: Spec, deployment: Deployment) -> dict[str, str]:
         leaf = "model" if is_merge else "merged"
         return {deployment.target: f"run/{folder}/{deployment.target}/{leaf}"}
     model = spec.model(deployment.target)
-    if not is_merge and (model is None or model.adapter is None):
+    if not is_merge and (model is None or not _has_adapter(spec, model)):
         return {}
     return {deployment.target: f"run/{folder}/{deployment.target}/adapter"}
+
+
+def _has_adapter(spec: Spec, model: Model) -> bool:
+    """The model trains an adapter; a selection model when its candidates do (each has one
+    from `adapter auto in [...]`, or the model's own)."""
+    if model.selection is None:
+        return model.adapter is not None
+    return any(m.adapter is not None for m in spec.models if m.candidate_of == model.name)
 
 
 def _max_seq(
@@ -235,6 +247,9 @@ def resolve_served(
     adapters: Mapping[str, str] | None = None,
 ) -> ServedModel:
     """The deployment with every setting decided (raises `StageError` when one is not)."""
+    selecting = spec.model(deployment.target)
+    if selecting is not None and selecting.selection is not None:
+        return _resolve_selected(spec, deployment, selecting, knobs, adapters)
     models, merge = _sources(spec, deployment)
     first = models[0]
     base = _base(spec, deployment, first)
@@ -261,6 +276,65 @@ def resolve_served(
         visibility=deployment.visibility,
     )  # fmt: skip
     return served.with_memory(first)
+
+
+def _resolve_selected(
+    spec: Spec,
+    deployment: Deployment,
+    model: Model,
+    knobs: Mapping[str, int | str],
+    adapters: Mapping[str, str] | None,
+) -> ServedModel:
+    """A deployment of a model that selects its base: each candidate resolved as if it were
+    deployed (the deployment's own knobs, chosen once for all of them by the verifier, are
+    keyed by `model`), then the worst case: the largest footprint, the shortest context and
+    the largest rank, with every candidate's base listed for `fmc serve` to pick from."""
+    candidates = [m for m in spec.models if m.candidate_of == model.name]
+    if not candidates:
+        raise StageError(
+            error(
+                "FM0392",
+                f"deployment `{deployment.name}` serves `{model.name}`, which has no "
+                "candidate left to train",
+                _span(deployment),
+                "nothing to serve",
+                help="`fmc check` says why each candidate was dropped (FM0376, FM0377)",
+            )
+        )
+    paths = dict(default_adapters(spec, deployment) if adapters is None else adapters)
+    # each candidate resolved as if deployed itself, with the same files (sized per candidate)
+    each = [
+        resolve_served(
+            spec,
+            deployment.model_copy(update={"target": c.name}),
+            _aliased(knobs, model.name, c.name),
+            dict.fromkeys([c.name] if paths else [], next(iter(paths.values()), "")),
+        )
+        for c in candidates
+    ]
+    worst = max(each, key=lambda s: (s.memory_bytes or 0.0, s.base.params or 0))
+    merged = deployment.adapters == "merged"
+    ranks = [s.rank for s in each]
+    return replace(
+        worst,
+        target=model.name,
+        adapters=() if merged else tuple(sorted(paths.items())),
+        merged_path=paths.get(model.name) if merged else None,
+        rank=None if None in ranks else max(r for r in ranks if r is not None),
+        max_seq=min(s.max_seq for s in each),
+        artifact_bytes=max((s.artifact_bytes or 0.0 for s in each), default=None),
+        candidates=tuple((c.name, s.base) for c, s in zip(candidates, each, strict=True)),
+    )
+
+
+def _aliased(knobs: Mapping[str, int | str], model: str, candidate: str) -> dict[str, int | str]:
+    """`knobs` with the selection model's own (`m.serve_batch`, `m.kserve.replicas`) also
+    under the candidate's name, where the candidate has none of its own."""
+    aliased = dict(knobs)
+    for key, value in knobs.items():
+        if key.startswith(f"{model}."):
+            aliased.setdefault(candidate + key[len(model) :], value)
+    return aliased
 
 
 def serving_memory(constraints: Sequence[Mapping[str, Any]], target: str) -> float | None:
@@ -296,19 +370,44 @@ def replicas(
 def local_weights_path(served: ServedModel) -> str:
     """Where a server started from server.json reads `local(...)` base weights: a folder of
     the build folder, since the spec's folder does not travel with it."""
-    return f"weights/{served.base.name}"
+    return _local_weights(served.base)
+
+
+def _local_weights(base: PretrainedModel) -> str:
+    return f"weights/{base.name}"
 
 
 def _weights(served: ServedModel) -> dict[str, Any]:
     """The base weights as server.json names them; folders relative to the build folder."""
     if served.merged:
         return {"kind": "build", "location": served.merged_path, "revision": None}
-    source = served.base.weights
+    return _base_weights(served.base)
+
+
+def _base_weights(base: PretrainedModel) -> dict[str, Any]:
+    source = base.weights
     if source is None:
         return {"kind": None, "location": None, "revision": None}
     if source.kind == "local":
-        return {"kind": "local", "location": local_weights_path(served), "revision": None}
+        return {"kind": "local", "location": _local_weights(base), "revision": None}
     return {"kind": source.kind, "location": source.location, "revision": source.revision}
+
+
+def _served_base(served: ServedModel) -> dict[str, Any]:
+    """server.json's `base`: the one base, or for a model that selects its base, none yet
+    and every candidate's, keyed by the candidate model `fmc serve` finds selected."""
+    if not served.candidates or served.merged:
+        return {"name": served.base.name, "weights": _weights(served)}
+    return {
+        "name": None,
+        "weights": None,
+        "resolved": "at run time: `fmc serve` loads the base of the candidate that `fmc run` "
+        f"selected for `{served.target}` (the registry's `selected` pointer)",
+        "candidates": {
+            name: {"name": base.name, "weights": _base_weights(base)}
+            for name, base in served.candidates
+        },
+    }
 
 
 def server_config(
@@ -323,7 +422,7 @@ def server_config(
         "model": served.target,
         "host": host or DEFAULT_HOST,
         "port": port or DEFAULT_PORT,
-        "base": {"name": served.base.name, "weights": _weights(served)},
+        "base": _served_base(served),
         "task": served.task,
         "classes": list(served.classes),
         "adapters": dict(served.adapters),
@@ -351,6 +450,13 @@ def fail(code: str, message: str, span: Span | None, label: str, help: str) -> S
 def _vllm_problem(served: ServedModel) -> tuple[str, str, str] | None:
     """(code, message, help) of the first thing vLLM cannot serve, or None."""
     weights = served.base.weights
+    if served.candidates and not served.merged:
+        names = ", ".join(f"`{base.name}`" for _, base in served.candidates)
+        return ("FM0393", f"vLLM loads the base model its manifest names, and `{served.target}`"
+                f"'s base ({names}) is chosen only when `fmc run` trains the candidates",
+                f"deploy `{served.target}` on a CPU profile or `local`ly, where `fmc serve` "
+                "loads the selected base when it starts, or pin its base to the winner "
+                "`fmc run` names")  # fmt: skip
     if not served.generative:
         return ("FM1033", f"`{served.target}` is a `{served.task}` model; vLLM serves "
                 "generative models",

@@ -14,16 +14,20 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
 from fmlang import __version__
+from fmlang.lsp.actions import code_actions
 from fmlang.lsp.completion import complete
 from fmlang.lsp.diagnostics import to_lsp
 from fmlang.lsp.documents import Snapshot
 from fmlang.lsp.formatting import format_document
 from fmlang.lsp.hover import hover
+from fmlang.lsp.links import document_links
 from fmlang.lsp.navigation import definition, references
 from fmlang.lsp.positions import LineIndex
+from fmlang.lsp.rename import prepare_rename
 from fmlang.lsp.scheduler import DEBOUNCE_SECONDS, Scheduler
 from fmlang.lsp.symbols import document_symbols
 from fmlang.lsp.tokens import LEGEND, semantic_tokens
+from fmlang.lsp.workspace import rename_everywhere
 from fmlang.syntax.incremental import reusing_parses
 
 T = TypeVar("T")
@@ -63,6 +67,7 @@ def build_server() -> FmServer:
     server = FmServer()
     _documents(server)
     _requests(server)
+    _edits(server)
     return server
 
 
@@ -151,6 +156,33 @@ def _requests(server: FmServer) -> None:
                 return format_document(text, file, lines)
 
         return await scheduler.run(work)
+
+
+def _edits(server: FmServer) -> None:
+    """Quick fixes, rename and import links."""
+
+    @server.feature(
+        types.TEXT_DOCUMENT_CODE_ACTION,
+        types.CodeActionOptions(code_action_kinds=[types.CodeActionKind.QuickFix]),
+    )
+    async def on_code_action(params: types.CodeActionParams) -> list[types.CodeAction]:
+        return await server.on_snapshot(
+            params.text_document.uri, lambda snap: code_actions(snap, params.range), []
+        )
+
+    @server.feature(types.TEXT_DOCUMENT_PREPARE_RENAME)
+    async def on_prepare_rename(params: types.PrepareRenameParams) -> types.Range | None:
+        return await server.on_snapshot(
+            params.text_document.uri, lambda snap: prepare_rename(snap, params.position), None
+        )
+
+    @server.feature(types.TEXT_DOCUMENT_RENAME, types.RenameOptions(prepare_provider=True))
+    async def on_rename(params: types.RenameParams) -> types.WorkspaceEdit | None:
+        return await rename_everywhere(server, params)
+
+    @server.feature(types.TEXT_DOCUMENT_DOCUMENT_LINK, types.DocumentLinkOptions())
+    async def on_links(params: types.DocumentLinkParams) -> list[types.DocumentLink]:
+        return await server.on_snapshot(params.text_document.uri, document_links, [])
 
 
 def main() -> None:

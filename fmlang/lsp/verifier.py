@@ -16,7 +16,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
-from fmlang.diagnostics import Diagnostic, Label, Severity, Span
+from fmlang.diagnostics import Diagnostic, Fix, Label, Severity, Span
 from fmlang.lsp.documents import Verified
 
 _caches: dict[str, Any] = {}  # in the worker: one ParseCache per document
@@ -32,7 +32,10 @@ def analyze_in_worker(text: str, file: str, base: str) -> dict[str, Any]:
         result = analyze(text, file, Path(base))
     report = getattr(result, "report", None)
     rows = list(getattr(report, "constraints", None) or [])
-    return {"diagnostics": [d.to_json() for d in result.diagnostics], "constraints": rows}
+    diagnostics = [
+        {**d.to_json(), "fixes": [f.to_json() for f in d.fixes]} for d in result.diagnostics
+    ]
+    return {"diagnostics": diagnostics, "constraints": rows}
 
 
 def start_worker(server: int) -> None:
@@ -66,6 +69,7 @@ def _diagnostic(data: dict[str, Any]) -> Diagnostic:
         labels,
         tuple(data["notes"]),
         data["help"],
+        tuple(Fix(f["title"], _span(f["span"]), f["text"]) for f in data.get("fixes", ())),
     )
 
 

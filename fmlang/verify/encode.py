@@ -36,12 +36,13 @@ def encode(spec: Spec, spans: SpanIndex) -> Problem:
         if target is not None:
             _encode_resource(problem, spans, spec, target, constraint)
     for deployment in spec.deployments:
-        if deployment.target not in targets:
-            targets[deployment.target] = served(problem, spans, spec, deployment.target)
-        target = targets[deployment.target]
-        if target is not None:
-            _capacity(problem, spans, spec, target)
-            cost_term(problem, spans, spec, target)
+        for name in _served_names(spec, deployment.target):
+            if name not in targets:
+                targets[name] = served(problem, spans, spec, name)
+            target = targets[name]
+            if target is not None:
+                _capacity(problem, spans, spec, target)
+                cost_term(problem, spans, spec, target)
     for merge in spec.merges:  # merged ranks are compared even when nothing serves them
         if merge.name not in targets:
             targets[merge.name] = served(problem, spans, spec, merge.name)
@@ -50,6 +51,16 @@ def encode(spec: Spec, spans: SpanIndex) -> Problem:
     encode_policies(problem, spans, spec)
     _objectives(problem, [t for t in targets.values() if t is not None])
     return problem
+
+
+def _served_names(spec: Spec, target: str) -> list[str]:
+    """What a deployment of `target` may serve: the model or merge itself, or for a model
+    that selects its base every candidate left (`fmc run` picks one after training, so the
+    deployment's bounds must hold for each: the worst case)."""
+    model = spec.model(target)
+    if model is None or model.selection is None:
+        return [target]
+    return [m.name for m in spec.models if m.candidate_of == target]
 
 
 def _encode_resource(
@@ -89,7 +100,7 @@ def _capacity(problem: Problem, spans: SpanIndex, spec: Spec, s: Served) -> None
         if hw is None or hw.memory is None:
             continue
         capacity = hw.memory.value
-        span = spans.setting("deploy", s.name, f"{target.kind}.hardware")
+        span = spans.setting("deploy", s.deployed_as, f"{target.kind}.hardware")
         problem.track(
             f"{s.name}:capacity:{target.kind}",
             memory_on(problem, s, hw).term <= real(capacity),

@@ -1,6 +1,6 @@
 """Split a spec into independent parts so each is solved alone (a 100-model spec is 100
 small problems, not one large one). Models join one part when a merge combines them or
-when they spend the same dataset's DP budget."""
+when they spend the same dataset's DP budget, and a selection model's candidates join it."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ def _groups(spec: Spec) -> dict[str, list[str]]:
     parent: dict[str, str] = {}
     for model in spec.models:
         _find(parent, model.name)
+        if model.candidate_of:  # a deployment's knobs are shared by the candidates it may serve
+            _union(parent, model.name, model.candidate_of)
         data = model.training.data if model.training else None
         private = model.training is not None and model.training.dp is not None
         if data is not None and private:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import z3
 
-from fmlang.ir.nodes import Dataset, DropColumns, Merge, Model, Redact, Spec
+from fmlang.ir.nodes import Dataset, Deployment, DropColumns, Merge, Model, Redact, Spec
 from fmlang.verify.problem import Problem, real, tabulate
 from fmlang.verify.spans import SpanIndex
 
@@ -262,23 +262,39 @@ def _same(
 
 def _ranks(problem: Problem, spans: SpanIndex, spec: Spec) -> None:
     for deployment in spec.deployments:
-        names = _adapter_models(spec, deployment.target)
-        ranks = [problem.choices[f"{n}.rank"] for n in names if f"{n}.rank" in problem.choices]
-        if not ranks:
-            continue
-        merge = spec.merge(deployment.target)
-        total = [tabulate([r], float) for r in ranks]
-        served_rank = sum(total[1:], total[0]) if merge and merge.method == "cat" else total[0]
-        for target in deployment.targets:
-            if target.max_lora_rank is not None:
-                problem.track(
-                    f"maxrank:{deployment.name}:{target.kind}",
-                    served_rank <= target.max_lora_rank,
-                    spans.setting("deploy", deployment.name, f"{target.kind}.max_lora_rank"),
-                    f"the {target.runtime or target.kind} runtime accepts rank "
-                    f"<= {target.max_lora_rank}",
-                    constraint=True,
-                )
+        for names in _served_adapters(spec, deployment.target):
+            _max_rank(problem, spans, spec, deployment, names)
+
+
+def _served_adapters(spec: Spec, target: str) -> list[list[str]]:
+    """The adapters a deployment of `target` may serve, one list per possibility: each
+    candidate of a model that selects its base (the winner is known after training)."""
+    model = spec.model(target)
+    if model is not None and model.selection is not None:
+        return [[m.name] for m in spec.models if m.candidate_of == target]
+    return [_adapter_models(spec, target)]
+
+
+def _max_rank(
+    problem: Problem, spans: SpanIndex, spec: Spec, deployment: Deployment, names: list[str]
+) -> None:
+    ranks = [problem.choices[f"{n}.rank"] for n in names if f"{n}.rank" in problem.choices]
+    if not ranks:
+        return
+    merge = spec.merge(deployment.target)
+    total = [tabulate([r], float) for r in ranks]
+    served_rank = sum(total[1:], total[0]) if merge and merge.method == "cat" else total[0]
+    suffix = f":{names[0]}" if names[0] != deployment.target and not merge else ""
+    for target in deployment.targets:
+        if target.max_lora_rank is not None:
+            problem.track(
+                f"maxrank:{deployment.name}:{target.kind}{suffix}",
+                served_rank <= target.max_lora_rank,
+                spans.setting("deploy", deployment.name, f"{target.kind}.max_lora_rank"),
+                f"the {target.runtime or target.kind} runtime accepts rank "
+                f"<= {target.max_lora_rank}",
+                constraint=True,
+            )
 
 
 def _adapter_models(spec: Spec, target: str) -> list[str]:

@@ -43,6 +43,7 @@ class Problem:
     estimates: dict[str, Estimate] = field(default_factory=dict)
     objectives: list[tuple[str, z3.ArithRef]] = field(default_factory=list)
     bounds: dict[str, tuple[str, str, float]] = field(default_factory=dict)  # key→(est, op, b)
+    bound_literals: dict[str, tuple[Span, str]] = field(default_factory=dict)  # key→(span, text)
     # Per-model training memory (`train_fit.TrainingMemory`), for the report and advice.
     training: dict[str, Any] = field(default_factory=dict)
     # Notes a conflict on a tracked key adds (what would make it hold), computed on demand.

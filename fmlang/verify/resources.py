@@ -35,6 +35,14 @@ class Served:
     virtual_tokens: int = 20
     feedforward: tuple[str, ...] = ()
     tp: int = 1  # devices one replica's weights are split over (tensor parallel)
+    # What the deployment's own knobs (batch, resident adapters, replicas) are named after:
+    # the deployed model. A selection candidate `m+c` is served as `m`, so its candidates
+    # share one choice of each, which must hold for every one of them.
+    deploy_key: str = ""
+
+    @property
+    def deployed_as(self) -> str:
+        return self.deploy_key or self.name
 
     def rank_of(self, *ranks: int | str) -> int:
         values = [int(r) for r in ranks]
@@ -105,9 +113,10 @@ def served(problem: Problem, spans: SpanIndex, spec: Spec, target: str) -> Serve
     if base is None:
         return None
     arch = cm.Arch.of(base)
-    deployment = next((d for d in spec.deployments if d.target == target), None)
+    deployed_as = model.candidate_of if model is not None and model.candidate_of else target
+    deployment = next((d for d in spec.deployments if d.target == deployed_as), None)
     picked = [model_choices(problem, spans, m, arch, deployment) for m in models]
-    batch, resident = _deploy_choices(problem, spans, deployment, target)
+    batch, resident = _deploy_choices(problem, spans, deployment, deployed_as)
     adapter = models[0].adapter
     method = merge.method if merge else ""
     return Served(
@@ -118,7 +127,7 @@ def served(problem: Problem, spans: SpanIndex, spec: Spec, target: str) -> Serve
         feedforward=adapter.feedforward if adapter else (),
         rank_rule="sum" if method == "cat" else ("max" if merge else "same"),
         batch=batch, resident=resident, deployment=deployment,
-        tp=(deployment.tensor_parallel or 1) if deployment else 1,
+        tp=(deployment.tensor_parallel or 1) if deployment else 1, deploy_key=deployed_as,
     )  # fmt: skip
 
 
@@ -193,9 +202,9 @@ def replicas_choice(problem: Problem, spans: SpanIndex, s: Served, hw_name: str)
         if target.hardware == hw_name:
             values, auto = domain(target.replicas, 1, 1, 16, every=True)
             return problem.choice(
-                f"{s.name}.{target.kind}.replicas",
+                f"{s.deployed_as}.{target.kind}.replicas",
                 values,
-                spans.setting("deploy", s.name, f"{target.kind}.replicas"),
+                spans.setting("deploy", s.deployed_as, f"{target.kind}.replicas"),
                 auto,
             )
     return None
@@ -248,3 +257,6 @@ def assert_bound(
     check = OPS[constraint.op](estimate.term, real(bound))
     problem.track(key, check, span, text, constraint=True)
     problem.bounds[key] = (estimate.key, constraint.op, bound)
+    literal = constraint.bound
+    if literal is not None and literal.span is not None:
+        problem.bound_literals[key] = (literal.span.to_span(), literal.text)

@@ -20,7 +20,7 @@ import z3
 from fmlang.check.program import Program
 from fmlang.diagnostics import Diagnostic, Label, Severity, Span
 from fmlang.ir.nodes import Model, Spec
-from fmlang.ir.selection import candidate_name, keep
+from fmlang.ir.selection import base_params, candidate_name, described, keep
 from fmlang.verify.encode import encode
 from fmlang.verify.partition import partition
 from fmlang.verify.problem import Problem, Tracked
@@ -75,7 +75,11 @@ def drop(spec: Spec, program: Program) -> Dropped:
     for model in spec.models:
         if model.selection is None or not model.selection.candidates:
             continue
-        missed = {b: m for b in model.selection.candidates if (m := _misses(spec, spans, model, b))}
+        missed = {
+            key: found
+            for key in model.selection.candidates
+            if (found := _unservable(spec, model, key) or _misses(spec, spans, model, key))
+        }
         survivors = tuple(b for b in model.selection.candidates if b not in missed)
         out.spec = keep(out.spec, model.name, survivors)
         span = model.span.to_span() if model.span else None
@@ -89,17 +93,20 @@ def drop(spec: Spec, program: Program) -> Dropped:
 def _summary(
     spec: Spec, model: Model, survivors: tuple[str, ...], missed: dict[str, list[Miss]]
 ) -> dict[str, Any]:
-    assert model.selection is not None
-    on = model.selection.on
-    params = {b: (found.params if (found := spec.base_model(b)) else None) for b in survivors}
+    selection = model.selection
+    assert selection is not None
+    on = selection.on
+    params = {k: base_params(spec, model, k) for k in survivors}
     return {
         "model": model.name,
-        "select_by": model.selection.metric,
+        "select_by": selection.metric,
         "on": f"{on.dataset}.{on.split}" if on and on.split else (on.dataset if on else None),
-        "lowest_wins": model.selection.lower_is_better,
-        "candidates": [{"base": b, "model": candidate_name(model.name, b), "params": params[b]}
-                       for b in sorted(survivors, key=lambda b: (params[b] or 0, b))],
-        "dropped": [{"base": b, "misses": [m.to_json() for m in ms]} for b, ms in missed.items()],
+        "lowest_wins": selection.lower_is_better,
+        "candidates": [{**described(model, k), "model": candidate_name(model.name, k),
+                        "params": params[k]}
+                       for k in sorted(survivors, key=lambda k: (params[k] or 0, k))],
+        "dropped": [{**described(model, k), "misses": [m.to_json() for m in ms]}
+                    for k, ms in missed.items()],
     }  # fmt: skip
 
 
@@ -112,6 +119,20 @@ def per_candidate_rows(report_rows: list[dict[str, Any]], spec: Spec) -> None:
     for row in report_rows:
         if row.get("target") in selecting and row.get("kind") in STATIC_KINDS:
             row["verdict"] = "per candidate"
+
+
+def _unservable(spec: Spec, model: Model, key: str) -> list[Miss]:
+    """A deployed model's candidate whose adapter no server loads: a fisher_mask update is
+    a sparse diff of the base's own weights (FM0357 for a model that names it)."""
+    option = model.selection.option(key) if model.selection else None
+    adapter = (option.adapter if option else None) or model.adapter
+    deployment = next((d for d in spec.deployments if d.target == model.name), None)
+    if deployment is None or adapter is None or adapter.kind != "fisher_mask":
+        return []
+    line = deployment.span.line if deployment.span else None
+    why = (f"deploy `{deployment.name}` cannot serve it: a fisher_mask update is a sparse diff "
+           "of the base weights, and the servers load PEFT adapters")  # fmt: skip
+    return [Miss(why, None, "", "", line)]
 
 
 def _misses(spec: Spec, spans: SpanIndex, model: Model, base: str) -> list[Miss]:

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 import z3
 
-from fmlang.diagnostics import Diagnostic, Label, Severity
+from fmlang.diagnostics import Diagnostic, Fix, Label, Severity
+from fmlang.verify.bound_fix import bound_fix
 from fmlang.verify.problem import Problem, Tracked
 from fmlang.verify.units import show
 
@@ -126,9 +127,9 @@ def explain(problem: Problem, core: list[Tracked], skip: set[str]) -> Diagnostic
         if len(core) > 1
         else "this constraint cannot hold: " + first
     )
-    return Diagnostic(
-        Severity.ERROR, code, message, labels, notes, _smallest_fix(problem, core, skip)
-    )
+    advice, fix = _smallest_fix(problem, core, skip)
+    fixes = (fix,) if fix is not None else ()
+    return Diagnostic(Severity.ERROR, code, message, labels, notes, advice, fixes)
 
 
 def _where(item: Tracked) -> tuple[str, int, int, str]:
@@ -190,8 +191,9 @@ def _numbers(problem: Problem, item: Tracked) -> str | None:
     )
 
 
-def _smallest_fix(problem: Problem, core: list[Tracked], skip: set[str]) -> str | None:
-    best: tuple[float, str] | None = None
+def _smallest_fix(problem: Problem, core: list[Tracked], skip: set[str]) -> tuple[str, Fix | None]:
+    """The help line naming the smallest relative bound change, and that change as an edit."""
+    best: tuple[float, str, Fix | None] | None = None
     for item in core:
         found = problem.bounds.get(item.key)
         if not item.constraint or found is None:
@@ -208,8 +210,10 @@ def _smallest_fix(problem: Problem, core: list[Tracked], skip: set[str]) -> str 
             f"the smallest change that makes this feasible: {verb} the bound on line "
             f"{item.span.line if item.span else '?'} to {show(needed, est.unit)}"
         )
+        literal = problem.bound_literals.get(item.key)
+        fix = bound_fix(*literal, bound, needed, direction == "min") if literal else None
         if best is None or change < best[0]:
-            best = (change, text)
+            best = (change, text, fix)
     if best is not None:
-        return best[1]
-    return "change one of the labelled lines: the spec cannot satisfy all of them at once"
+        return best[1], best[2]
+    return "change one of the labelled lines: the spec cannot satisfy all of them at once", None

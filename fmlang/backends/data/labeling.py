@@ -34,6 +34,7 @@ from fmlang.backends.data.stages import Outcome, RunContext
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
 from fmlang.files import file_sha256
+from fmlang.ir.expr_text import expr_text
 from fmlang.ir.nodes import Dataset, LabelingFunction, Labels
 from fmlang.lower.labels import ABSTAIN, LabelQuery, lf_column, lower_labels, split_path
 
@@ -61,15 +62,26 @@ def labels_stage(ctx: RunContext, labels: Labels) -> Outcome:
     key = stage_key("labels", query.sql, upstream, model, python_digests(ctx, labels))
     paths = labels_paths(labels.name)
     ctx.access.require(stage, [split_path(labels.dataset, labels.split)])
-    if not ctx.force and ctx.cache.fresh(stage, key):
+    explain = {
+        f"stage `data:{labels.dataset}`": upstream[:12],
+        "the labeling functions": "\n".join(lf_text(lf) for lf in labels.functions),
+        "the label model": stage_key(model)[:12],
+    }
+    if not ctx.force and ctx.cache.fresh(stage, key, explain):
         return Outcome(stage, True, tuple(paths.values()), {})
     table = apply_labels(ctx, labels, query)
     summary = _fit_and_write(ctx, labels, dataset, table, paths)
     title = f"labels `{labels.name}`"
     report = write_report(ctx.build_dir, paths["analysis"], paths["rows"], title)
     ctx.log(f"  report: {ctx.build_dir / report['report']}")
-    ctx.cache.record(stage, key, list(paths.values()))
+    ctx.cache.record(stage, key, list(paths.values()), explain)
     return Outcome(stage, False, tuple(paths.values()), summary)
+
+
+def lf_text(lf: LabelingFunction) -> str:
+    """`lf name: condition -> class` as the spec writes it (one line)."""
+    body = expr_text(lf.expr) if lf.expr is not None else f'python("{lf.python}")'
+    return f"lf {lf.name}: {body}" + (f" -> {lf.target}" if lf.target else "")
 
 
 def built_query(ctx: RunContext, labels: Labels) -> LabelQuery:

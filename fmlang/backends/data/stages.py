@@ -45,16 +45,17 @@ class RunContext:
     force: bool = False
     log: Callable[[Any], None] = print  # text with rich markup, or a rich renderable
     diagnostics: list[Diagnostic] = field(default_factory=list)  # warnings, gate misses
-    progress: Any = None  # a rich Progress shown while stages run, or None
+    progress: Any = None  # the stages' display (`progress.StageProgress`), or None
     allowed_data: tuple[Path, ...] = ()  # `--allow-data`: folders outside the project
     engine: str = "duckdb"  # `--engine`: duckdb, or spark (backends/data/spark.py)
 
     def bar(self, title: str, total: int) -> Callable[[], None]:
-        """Start a progress bar of `total` steps; the returned function advances it."""
+        """Tell the stage's display (`progress.StageProgress`) it has `total` steps (`title`
+        names them); the returned function advances it."""
         if self.progress is None:
             return lambda: None
-        task = self.progress.add_task(title, total=total)
-        return lambda: self.progress.advance(task)
+        self.progress.steps(total, title)
+        return lambda: self.progress.advance()
 
     def spec_dir(self, file: str) -> Path:
         return (self.entry_dir / file).parent
@@ -80,15 +81,13 @@ def data_stage(ctx: RunContext, dataset: Dataset) -> Outcome:
     names = [os.path.relpath(f, ctx.entry_dir) for f in files]
     _require_confined(ctx, stage, dataset, names)  # before a byte is read, hashes included
     forgotten = forget.forget_hash(ctx, dataset)  # the requests' file: FM0774 if it changed
-    key = stage_key(
-        "data", script, [(n, file_sha256(f)) for n, f in zip(names, files, strict=True)],
-        *([{"forget": forgotten}] if forgotten else []),
-    )  # fmt: skip
+    hashed = [(n, file_sha256(f)) for n, f in zip(names, files, strict=True)]
+    key = stage_key("data", script, hashed, *([{"forget": forgotten}] if forgotten else []))
     folder = f"run/data/{dataset.name}"
     outputs = [split_path(dataset.name, s) for s in (*pipeline.splits, None)]
     outputs.append(f"{folder}/report.json")
     ctx.access.require(stage, names)  # cached rows are the dataset's too
-    explain = {"forget file": f"sha256:{forgotten[:12]}"} if forgotten else None
+    explain = _explain(pipeline, hashed, forgotten)
     if not ctx.force and ctx.cache.fresh(stage, key, explain):
         return Outcome(stage, True, tuple(outputs), {})
     tally = forget.Tally(pipeline)
@@ -105,14 +104,28 @@ def data_stage(ctx: RunContext, dataset: Dataset) -> Outcome:
     return Outcome(stage, False, tuple(outputs), report)
 
 
+MAX_EXPLAINED_FILES = 20  # more source files are not named one by one (the key has them)
+
+
+def _explain(
+    pipeline: Pipeline, hashed: list[tuple[str, str]], forgotten: str | None
+) -> dict[str, str]:
+    """The data stage's named inputs for the reasons a rerun gives: its steps (one line
+    each, so a changed rule is named), each source file's digest, the forget file's."""
+    explain = {"forget file": f"sha256:{forgotten[:12]}"} if forgotten else {}
+    explain["the pipeline's steps"] = "\n".join(step.title for step in pipeline.steps)
+    if len(hashed) <= MAX_EXPLAINED_FILES:
+        explain |= {f"source `{name}`": f"sha256:{digest[:12]}" for name, digest in hashed}
+    return explain
+
+
 def _run_duckdb(ctx: RunContext, dataset: Dataset, pipeline: Pipeline,
                 tally: forget.Tally) -> tuple[list[StepResult], dict[str | None, int]]:  # fmt: skip
-    stage = f"data:{dataset.name}"
     con = connect(ctx.spec_dir(dataset.file))
     try:
         if dataset.source is not None and dataset.source.kind == "hf_disk":
             _register_hf(con, ctx.spec_dir(dataset.file) / dataset.source.path, dataset)
-        advance = ctx.bar(f"{stage}", len(pipeline.steps))
+        advance = ctx.bar("rules", len(pipeline.steps))
         tally.query = lambda sql: con.execute(sql).fetchone()
 
         def on_step(result: StepResult) -> None:
@@ -134,7 +147,7 @@ def _run_spark(ctx: RunContext, dataset: Dataset, pipeline: Pipeline,
                tally: forget.Tally) -> tuple[list[StepResult], dict[str | None, int]]:  # fmt: skip
     from fmlang.backends.data.spark import run_data, spark_log, spark_session
 
-    advance = ctx.bar(f"data:{dataset.name}", len(pipeline.steps))
+    advance = ctx.bar("rules", len(pipeline.steps))
 
     def on_step(result: StepResult) -> None:
         ctx.log(_describe(result))

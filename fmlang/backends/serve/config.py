@@ -273,6 +273,15 @@ def _from_build_file(path: Path, data: dict[str, Any]) -> ServeConfig:
     return from_build(data, build_folder(path))
 
 
+def load_build_document(path: Path, data: dict[str, Any]) -> ServeConfig:
+    """`load_config` of the build's server.json at `path`, read (and its selected base filled
+    in) by the caller: FM1002 when it is not a valid configuration."""
+    try:
+        return _from_build_file(path, data)
+    except (ValidationError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise _invalid(path, exc) from exc
+
+
 def load_config(path: Path) -> ServeConfig:
     """Read and validate a serve configuration file: a `ServeConfig` (paths relative to its
     folder), or the build's `server.json` (`schema_version`; paths relative to the build

@@ -24,6 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from fmlang.backends.serve.batch import RunningBatch, left_pad, merge, select
 from fmlang.backends.serve.cache import AdapterCache, NoFreeSlot
 from fmlang.backends.serve.lora import Row
+from fmlang.backends.serve.openmp import release_idle_pool
 from fmlang.backends.serve.sampling import (
     RowLogprobs,
     Sampling,
@@ -129,6 +130,7 @@ class Engine:
     # ---- the caller's side (any thread) ---------------------------------------------
 
     def start(self) -> None:
+        release_idle_pool()  # so the engine thread's OpenMP workers spin (see `openmp`)
         self._thread.start()
 
     def stop(self) -> None:

@@ -12,13 +12,21 @@ what peft's `add_weighted_adapter(combination_type="cat")` builds: the ranks con
 
 Every forward pass shares its (row, slot, weight) entries (`_Entries`, read by every
 wrapped layer). Each layer takes the entries whose slot holds weights for it, gathers A
-and B per entry and runs two batched matmuls, adding the result into the base output only
-on those rows: base-model rows, and rows whose adapter does not target the layer, cost it
-nothing. Against the alternatives on CPU (one matmul per
+and B per entry and runs two batched matmuls, adding the result in place into the base
+output only on those rows: base-model rows, and rows whose adapter does not target the
+layer, cost it nothing. Against the alternatives on CPU (one matmul per
 distinct slot, torch's grouped_mm over slot segments, one dense matmul over every slot), the
 gathered bmm was fastest or within noise in most layer shapes and in whole-model forward
 passes; grouped_mm won only for the widest layers in isolation, and lost in the whole
 model (`benchmarks/serve_throughput.py --profile-lora` prints the per-layer comparison).
+
+The gather itself (a copy of every entry's A and B) cost more than the LoRA matmuls, so
+each layer keeps what it gathered for its last plan and reuses it while the plan's slots
+and those slots' weights (`RowSlots.written`, stamped by every slot write) are unchanged:
+consecutive decode steps of an unchanged batch gather nothing. The kept copies are bounded
+by `RowSlots.gather_budget` bytes over all layers; past it a layer gathers every pass. A
+and B are stored as `[slots, in, r_max]` and `[slots, r_max, out]`, the layouts bmm reads
+without a transpose.
 
 Linear heads an adapter replaces (peft `modules_to_save`, e.g. a classifier) get whole
 per-slot weights instead; a head cannot be mixed, so mixture rows use the base head."""
@@ -50,6 +58,7 @@ class _Plan:
     slots: torch.Tensor  # [entries] long
     weights: torch.Tensor | None  # [entries], None when every weight is 1
     identity: bool
+    key: tuple[int, tuple[int, ...]]  # (newest write to its slots, slot of each entry)
 
 
 class _Entries:
@@ -58,8 +67,14 @@ class _Entries:
     a row whose adapter leaves a layer alone costs that layer nothing. Layers of one kind
     (every q_proj, …) share a mask, so a pass builds a handful of plans, not one a layer."""
 
-    def __init__(self, rows: Sequence[Row], device: torch.device | str, dtype: torch.dtype) -> None:
-        self.batch, self.device, self.dtype = len(rows), device, dtype
+    def __init__(
+        self,
+        rows: Sequence[Row],
+        device: torch.device | str,
+        dtype: torch.dtype,
+        written: Mapping[int, int],
+    ) -> None:
+        self.batch, self.device, self.dtype, self.written = len(rows), device, dtype, written
         self.entries = [(i, slot, w) for i, row in enumerate(rows) for slot, w in row if slot >= 0]
         self._plans: dict[int, _Plan | None] = {}
 
@@ -79,12 +94,14 @@ class _Entries:
         def tensor(values: list[int] | list[float], kind: torch.dtype) -> torch.Tensor:
             return torch.tensor(values, dtype=kind, device=self.device)
 
+        slots = [e[1] for e in entries]
         return _Plan(
             batch=self.batch,
             rows=tensor([e[0] for e in entries], torch.long),
-            slots=tensor([e[1] for e in entries], torch.long),
+            slots=tensor(slots, torch.long),
             weights=None if ones else tensor([e[2] for e in entries], self.dtype),
             identity=identity,
+            key=(max(self.written.get(slot, 0) for slot in slots), tuple(slots)),
         )
 
 
@@ -94,14 +111,28 @@ def _row(slot: int | Row) -> Row:
     return tuple(slot)
 
 
+GATHER_BUDGET = 1 << 30  # bytes of gathered A and B the layers may keep between passes
+
+
 class RowSlots:
     """The forward pass in progress, shared by every wrapped layer: the adapter plan, and
-    per row the one slot whose head applies (−1: the base model's head)."""
+    per row the one slot whose head applies (−1: the base model's head); and what the
+    layers' kept gathers (`MultiLoraLinear._gathered`) may rely on and may hold."""
 
-    def __init__(self) -> None:
+    def __init__(self, gather_budget: int = GATHER_BUDGET) -> None:
         self.plan: _Entries | None = None
         self.rows: torch.Tensor | None = None  # [batch] long, −1 = base head
         self.active: bool = False  # any row uses an adapter
+        self.writes = 0  # slot writes so far
+        self.written: dict[int, int] = {}  # slot → `writes` at its latest write
+        self.gather_budget = gather_budget
+        self.gathered_bytes = 0  # held by the layers' kept gathers
+
+    def touch(self, slot: int) -> None:
+        """Record that `slot`'s weights changed: gathers that include it are stale (a kept
+        gather's key holds the newest write to its slots, which this raises)."""
+        self.writes += 1
+        self.written[slot] = self.writes
 
 
 def _as_rows(x: torch.Tensor, batch: int) -> torch.Tensor:
@@ -110,20 +141,28 @@ def _as_rows(x: torch.Tensor, batch: int) -> torch.Tensor:
     return x.reshape(x.shape[0], -1, x.shape[-1])
 
 
+def _usable(kept: torch.Tensor) -> bool:
+    """A copy made under inference mode serves only inference-mode passes."""
+    return torch.is_inference_mode_enabled() or not kept.is_inference()
+
+
 class MultiLoraLinear(nn.Module):
     """A base `nn.Linear` plus stacked LoRA slots, applied per row."""
 
-    lora_a: torch.Tensor
-    lora_b: torch.Tensor
+    lora_a: torch.Tensor  # [slots, in, r_max]
+    lora_b: torch.Tensor  # [slots, r_max, out], scale included
 
     def __init__(self, base: nn.Linear, slots: int, r_max: int, index: RowSlots) -> None:
         super().__init__()
         self.base = base
         self.index = index
         w = base.weight
-        self.register_buffer("lora_a", w.new_zeros(slots, r_max, base.in_features))
-        self.register_buffer("lora_b", w.new_zeros(slots, base.out_features, r_max))
+        self.register_buffer("lora_a", w.new_zeros(slots, base.in_features, r_max))
+        self.register_buffer("lora_b", w.new_zeros(slots, r_max, base.out_features))
         self.present = 0  # bit s set: slot s holds weights for this layer
+        # the last plan's gathered A and B: (plan key, A [e, in, r], B [e, r, out])
+        self._gathered: tuple[tuple[int, tuple[int, ...]], torch.Tensor, torch.Tensor] | None
+        self._gathered = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y: torch.Tensor = self.base(x)
@@ -132,29 +171,54 @@ class MultiLoraLinear(nn.Module):
         if plan is None:
             return y
         x3 = _as_rows(x, plan.batch)  # [b, s, in]
+        y3 = y.view(plan.batch, -1, y.shape[-1])  # [b, s, out], written in place
         picked = x3 if plan.identity else x3.index_select(0, plan.rows)  # [e, s, in]
-        hidden = torch.bmm(picked, self.lora_a[plan.slots].transpose(1, 2))  # [e, s, r]
+        a, b = self._gather(plan)
+        hidden = torch.bmm(picked, a)  # [e, s, r]
         if plan.weights is not None:
-            hidden = hidden * plan.weights[:, None, None]
-        delta = torch.bmm(hidden, self.lora_b[plan.slots].transpose(1, 2))  # [e, s, out]
+            hidden.mul_(plan.weights[:, None, None])
         if plan.identity:
-            return y + delta.reshape(y.shape)
-        out = y.reshape(plan.batch, -1, y.shape[-1]).index_add(0, plan.rows, delta.to(y.dtype))
-        return out.reshape(y.shape)
+            y3.baddbmm_(hidden.to(y.dtype), b.to(y.dtype))
+        else:
+            y3.index_add_(0, plan.rows, torch.bmm(hidden, b).to(y.dtype))
+        return y
+
+    def _gather(self, plan: _Plan) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each entry's A and B: kept from the last pass when its plan gathered the same
+        slots from an unchanged bank, else gathered (and kept, within the budget)."""
+        kept = self._gathered
+        if kept is not None and kept[0] == plan.key and _usable(kept[1]):
+            return kept[1], kept[2]
+        self._forget()
+        a = self.lora_a.index_select(0, plan.slots)
+        b = self.lora_b.index_select(0, plan.slots)
+        size = (a.numel() + b.numel()) * a.element_size()
+        if self.index.gathered_bytes + size <= self.index.gather_budget:
+            self._gathered = (plan.key, a, b)
+            self.index.gathered_bytes += size
+        return a, b
+
+    def _forget(self) -> None:
+        if self._gathered is not None:
+            _, a, b = self._gathered
+            self.index.gathered_bytes -= (a.numel() + b.numel()) * a.element_size()
+            self._gathered = None
 
     def write(self, slot: int, a: torch.Tensor, b: torch.Tensor, scale: float) -> None:
         rank = a.shape[0]
         self.lora_a[slot].zero_()
         self.lora_b[slot].zero_()
-        self.lora_a[slot, :rank].copy_(a)
-        self.lora_b[slot, :, :rank].copy_(b)
-        self.lora_b[slot, :, :rank].mul_(scale)
+        self.lora_a[slot, :, :rank].copy_(a.T)
+        self.lora_b[slot, :rank].copy_(b.T)
+        self.lora_b[slot, :rank].mul_(scale)
         self.present |= 1 << slot
+        self.index.touch(slot)
 
     def clear(self, slot: int) -> None:
         self.lora_a[slot].zero_()
         self.lora_b[slot].zero_()
         self.present &= ~(1 << slot)
+        self.index.touch(slot)
 
 
 class MultiHeadLinear(nn.Module):
@@ -291,7 +355,8 @@ class LoraBank:
         model) or (slot, weight) pairs, a weighted mixture of adapters."""
         rows = [_row(slot) for slot in slots]
         dtype = next((layer.lora_a.dtype for layer in self.lora.values()), torch.float32)
-        self.index.plan = _Entries(rows, device, dtype) if any(rows) else None
+        written = self.index.written
+        self.index.plan = _Entries(rows, device, dtype, written) if any(rows) else None
         heads = [row[0][0] if len(row) == 1 else -1 for row in rows]
         self.index.rows = torch.tensor(heads, dtype=torch.long, device=device)
         self.index.active = any(s >= 0 for s in heads)

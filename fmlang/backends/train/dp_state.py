@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,9 @@ def noise_seed(folder: Path) -> int:
     except FileNotFoundError:
         pass
     except (OSError, ValueError):
-        print(f"note: `{path}` is damaged; drawing a new noise seed", file=sys.stderr)
+        from fmlang.backends.stage_output import say
+
+        say(f"note: `{path}` is damaged; drawing a new noise seed")
     seed = secrets.randbits(63)
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{SEED_FILE}.", dir=folder)  # created 0600

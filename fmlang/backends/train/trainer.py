@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 from fmlang.atomic import json_text, write_text_atomic
 from fmlang.backends import stopping
 from fmlang.backends.cache import writing
+from fmlang.backends.stage_output import say
 from fmlang.backends.train import checkpoints, early_stopping, knobs, privacy
 from fmlang.backends.train.adapter import attach_adapter
 from fmlang.backends.train.data import (
@@ -233,10 +233,10 @@ def resume_point(job: TrainJob) -> Path | None:
     if _is_main_process():
         resume, discarded = checkpoints.resumable(folder)
         for line in discarded:
-            print(f"note: {line}", file=sys.stderr, flush=True)
+            say(f"note: {line}")
         if discarded:
             fallback = f"resuming from `{resume.name}`" if resume else "training from the start"
-            print(f"note: {fallback}", file=sys.stderr, flush=True)
+            say(f"note: {fallback}")
     _barrier()
     return checkpoints.last_complete(folder)
 
