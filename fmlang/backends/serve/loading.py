@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import torch
@@ -35,13 +37,14 @@ def load_base_and_heads(
     options: dict[str, Any] = {"revision": config.revision} if config.revision else {}
     head = _head_options(config, options) if config.task == "classify" else {}
     try:
-        loaded: Any = auto.from_pretrained(
-            config.base_model,
-            dtype=DTYPES[config.dtype],
-            output_loading_info=True,
-            **options,
-            **head,
-        )
+        with _quiet_loading():
+            loaded: Any = auto.from_pretrained(
+                config.base_model,
+                dtype=DTYPES[config.dtype],
+                output_loading_info=True,
+                **options,
+                **head,
+            )
         model, info = cast(tuple[PreTrainedModel, dict[str, Any]], loaded)
     except (OSError, ValueError) as exc:
         raise StageError(
@@ -66,6 +69,26 @@ def load_base_and_heads(
     missing = frozenset(str(key).rpartition(".")[0] for key in info.get("missing_keys", ()))
     torch.nn.Module.eval(model)
     return model, tokenizer, missing
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """transformers' load report and "Loading weights" bar stay off the server's console:
+    a classifier head that is "MISSING … newly initialized" is expected here (the adapters
+    carry its trained weights, and `missing` below tells the server which modules they must
+    supply), and errors still raise."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _head_options(config: ServeConfig, options: dict[str, Any]) -> dict[str, Any]:
