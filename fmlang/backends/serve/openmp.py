@@ -7,7 +7,7 @@ CPUs, it stops its workers spinning between regions (the "throttled" spin count,
 iterations), so every region wakes a sleeping worker through the kernel. The thread that
 loaded the model keeps such an idle pool, so the engine thread's pool pushes the count over
 on a 2-core machine, and each of a decode step's hundreds of small kernels paid the wake-up:
-the same decode ran ~1.7x slower in the engine thread than in the main thread, and the
+a decode step took ~1.7x as long in the engine thread as in the main thread, and the
 multi-LoRA kernels (many small ones per layer) slowed the most.
 
 `release_idle_pool` hands the calling thread's idle workers back (`omp_pause_resource_all`,
@@ -26,11 +26,11 @@ OMP_PAUSE_SOFT = 1
 def release_idle_pool() -> bool:
     """Release the calling thread's idle OpenMP worker threads, if the process runs on a
     libgomp that can (else nothing happens). True when released."""
-    nolload = getattr(os, "RTLD_NOLOAD", None)
-    if nolload is None:  # not a glibc-style dynamic loader
+    noload = getattr(os, "RTLD_NOLOAD", None)
+    if noload is None:  # not a glibc-style dynamic loader
         return False
     try:
-        libgomp = ctypes.CDLL("libgomp.so.1", mode=nolload)  # only if already loaded
+        libgomp = ctypes.CDLL("libgomp.so.1", mode=noload)  # only if already loaded
     except OSError:
         return False
     pause = getattr(libgomp, "omp_pause_resource_all", None)
