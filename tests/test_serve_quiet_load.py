@@ -14,10 +14,9 @@ def test_loading_a_headless_encoder_prints_nothing(capfd: pytest.CaptureFixture[
     from fmlang.backends.serve.loading import _quiet_loading
 
     path = gt_minilm.get_model_path()
-    AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
-    loud = capfd.readouterr()
-    assert "MISSING" in loud.out + loud.err  # what the server used to print at start-up
-
+    capfd.readouterr()
+    # Unquieted, this load prints a "Loading weights" bar and (once per process) the
+    # "MISSING … newly initialized" report for the classifier head.
     with _quiet_loading():
         _, info = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=2, output_loading_info=True
