@@ -109,3 +109,39 @@ def test_release_idle_pool_finds_torchs_openmp() -> None:
     torch.ones(1 << 20).add_(1)  # a parallel region: this thread now owns an OpenMP pool
     assert release_idle_pool()
     assert torch.ones(1 << 20).add_(1).sum().item() == 2 * (1 << 20)  # and it works after
+
+
+def test_small_lora_kernels_run_on_one_thread(
+    tiny: tuple[Path, dict[str, Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A decode-sized pass runs its LoRA kernels on the calling thread alone (no OpenMP
+    worker to wake), a pass past `SERIAL_WORK` on every thread, the thread count is
+    restored either way, and the output is the merged model's."""
+    from fmlang.backends.serve import lora
+
+    base, adapters = tiny
+    spec = scan_adapter("a1", adapters["a1"])
+    model = AutoModelForCausalLM.from_pretrained(base).eval()
+    bank = LoraBank(model, {"a1": spec}, slots=1)
+    bank.write(0, load_adapter_weights(spec))
+    seen: list[int] = []
+    bmm = torch.bmm
+    monkeypatch.setattr(
+        lora.torch, "bmm", lambda *a: (seen.append(torch.get_num_threads()), bmm(*a))[1]
+    )
+    ids = torch.randint(3, 259, (2, 6), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected = _merged(base, adapters["a1"])(ids).logits
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for limit, want in ((1 << 30, 1), (1, 2)):
+            monkeypatch.setattr(lora, "SERIAL_WORK", limit)
+            seen.clear()
+            with torch.inference_mode(), bank.rows([0, 0]):
+                got = model(ids).logits
+            assert seen and set(seen) == {want}
+            assert torch.get_num_threads() == 2
+            assert torch.allclose(got, expected, atol=1e-4)
+    finally:
+        torch.set_num_threads(threads)

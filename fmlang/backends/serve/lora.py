@@ -28,6 +28,13 @@ by `RowSlots.gather_budget` bytes over all layers; past it a layer gathers every
 and B are stored as `[slots, in, r_max]` and `[slots, r_max, out]`, the layouts bmm reads
 without a transpose.
 
+A decode step's LoRA kernels are small (a few hundred per step, about 1M multiply-adds
+each on the 58M Llama), and under `fmc serve`'s OMP_WAIT_POLICY=PASSIVE each parallel
+region wakes a sleeping OpenMP worker through the kernel: the wake-ups cost more than the
+arithmetic. Below `SERIAL_WORK` a layer runs its LoRA kernels on the engine thread alone,
+which took the 64-adapter engine from 0.67x to 0.82x-0.87x of the base model there
+(`benchmarks/serve_throughput.py --models llama50m`, PASSIVE).
+
 Linear heads an adapter replaces (peft `modules_to_save`, e.g. a classifier) get whole
 per-slot weights instead; a head cannot be mixed, so mixture rows use the base head."""
 
@@ -105,6 +112,23 @@ class _Entries:
         )
 
 
+@contextmanager
+def _serial(serial: bool) -> Iterator[None]:
+    """Run the enclosed kernels on the calling thread alone when `serial`."""
+    if not serial:
+        yield
+        return
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _row(slot: int | Row) -> Row:
     if isinstance(slot, int):
         return ((slot, 1.0),) if slot >= 0 else ()
@@ -112,6 +136,11 @@ def _row(slot: int | Row) -> Row:
 
 
 GATHER_BUDGET = 1 << 30  # bytes of gathered A and B the layers may keep between passes
+# Below this many multiply-adds a layer's LoRA kernels run on the engine thread alone: a
+# decode step's (entries x r x (in + out), about 1M on the 58M Llama at batch 32) is too
+# small to repay waking an OpenMP worker, and `fmc serve`'s workers sleep between regions
+# (OMP_WAIT_POLICY=PASSIVE). Prefill's (tens of millions) still runs on every thread.
+SERIAL_WORK = 1 << 22
 
 
 class RowSlots:
@@ -172,15 +201,17 @@ class MultiLoraLinear(nn.Module):
             return y
         x3 = _as_rows(x, plan.batch)  # [b, s, in]
         y3 = y.view(plan.batch, -1, y.shape[-1])  # [b, s, out], written in place
-        picked = x3 if plan.identity else x3.index_select(0, plan.rows)  # [e, s, in]
-        a, b = self._gather(plan)
-        hidden = torch.bmm(picked, a)  # [e, s, r]
-        if plan.weights is not None:
-            hidden.mul_(plan.weights[:, None, None])
-        if plan.identity:
-            y3.baddbmm_(hidden.to(y.dtype), b.to(y.dtype))
-        else:
-            y3.index_add_(0, plan.rows, torch.bmm(hidden, b).to(y.dtype))
+        work = len(plan.slots) * x3.shape[1] * self.lora_a.shape[2] * sum(y3.shape[1:])
+        with _serial(work < SERIAL_WORK):
+            picked = x3 if plan.identity else x3.index_select(0, plan.rows)  # [e, s, in]
+            a, b = self._gather(plan)
+            hidden = torch.bmm(picked, a)  # [e, s, r]
+            if plan.weights is not None:
+                hidden.mul_(plan.weights[:, None, None])
+            if plan.identity:
+                y3.baddbmm_(hidden.to(y.dtype), b.to(y.dtype))
+            else:
+                y3.index_add_(0, plan.rows, torch.bmm(hidden, b).to(y.dtype))
         return y
 
     def _gather(self, plan: _Plan) -> tuple[torch.Tensor, torch.Tensor]:
