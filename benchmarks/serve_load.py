@@ -363,6 +363,8 @@ def report(
         f"(HTTP answer != engine answer), engine failures {engine_failed}, "
         f"/health afterwards {outcome['health']}"
     )
+    for item, error, seconds in lost[:5]:
+        print(f"  lost: {type(error).__name__}: {error!r} after {seconds:.2f} s ({item})")
     before, after = outcome["rss"]
     print(
         f"server RSS: {before:.0f} MiB before, {after:.0f} MiB after {len(work)} requests "
