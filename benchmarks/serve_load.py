@@ -5,7 +5,8 @@ The trace is fixed by `--seed`: `--requests` requests over a pool of distinct bo
 between 4 and 24, greedy), each streamed or not, sent in trace order by `--clients`
 concurrent clients (a closed loop: a client sends its next request when its answer is
 complete). Both runs use the same `ServeConfig`, the tiny causal LM (stdlib
-`tiny_causal_lm` shape, random weights) and `--adapters` random LoRA adapters.
+`tiny_causal_lm` shape, random weights; `--model llama50m`: the 58M random Llama of
+`serve_throughput.py`, where compute matters) and `--adapters` random LoRA adapters.
 
 - Engine alone: `build_engine(config)` in this process; prompts are parsed, tokenized and
   bounded by the server's own functions (`protocol.parse`, `prompts`) before the clock
@@ -22,7 +23,7 @@ bad requests (malformed JSON, unknown adapter, prompt over the token limit, miss
 field) to the HTTP run only; each must get its 4xx JSON error. `--profile FILE` records
 the server with py-spy (if installed) during the HTTP run.
 
-    .venv/bin/python benchmarks/serve_load.py [--requests 3000] [--clients 64]
+    .venv/bin/python benchmarks/serve_load.py [--requests 3000] [--clients 64] [--model llama50m]
 """
 
 from __future__ import annotations
@@ -58,7 +59,12 @@ from fmlang.backends.serve import prompts
 from fmlang.backends.serve import protocol as wire
 from fmlang.backends.serve.config import ServeConfig
 from fmlang.backends.serve.engine import Engine, Event, Failed, Finished
-from fmlang.backends.serve.fixtures import build_random_adapters, build_tiny_causal_lm
+from fmlang.backends.serve.fixtures import (
+    build_llama,
+    build_random_adapters,
+    build_tiny_causal_lm,
+    llama_config,
+)
 from fmlang.backends.serve.runtime import build_engine
 from fmlang.backends.serve.sampling import Sampling
 
@@ -400,6 +406,7 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", choices=("tiny", "llama50m"), default="tiny")
     parser.add_argument("--profile", help="py-spy output of the server (.svg or .json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -407,7 +414,10 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory() as tmp:
-        base = build_tiny_causal_lm(Path(tmp) / "base")
+        if args.model == "llama50m":
+            base = build_llama(Path(tmp) / "base", llama_config(), seed=0)
+        else:
+            base = build_tiny_causal_lm(Path(tmp) / "base")
         ranks = [(4, 8, 16)[i % 3] for i in range(args.adapters)]
         folders = build_random_adapters(base, Path(tmp) / "adapters", ranks)
         config = ServeConfig(
@@ -424,7 +434,7 @@ def main() -> None:
         bodies = distinct_bodies(["base", *folders], rng, 60)
         work = plan(rng, args.requests, len(bodies), args.bad)
         print(
-            f"{args.requests} requests ({sum(i.stream for i in work)} streamed), "
+            f"{args.model}: {args.requests} requests ({sum(i.stream for i in work)} streamed), "
             f"{args.clients} clients, {args.adapters} adapters (8 device slots), "
             f"max_batch {args.max_batch}, {args.threads} torch threads, seed {args.seed}, "
             f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
