@@ -32,7 +32,7 @@ A decode step's LoRA kernels are small (a few hundred per step, about 1M multipl
 each on the 58M Llama), and under `fmc serve`'s OMP_WAIT_POLICY=PASSIVE each parallel
 region wakes a sleeping OpenMP worker through the kernel: the wake-ups cost more than the
 arithmetic. Below `SERIAL_WORK` a layer runs its LoRA kernels on the engine thread alone,
-which took the 64-adapter engine from 0.67x to 0.82x-0.87x of the base model there
+which took the 64-adapter engine from 0.63x-0.71x to 0.78x-0.93x (mean 0.86x) of the base model there
 (`benchmarks/serve_throughput.py --models llama50m`, PASSIVE).
 
 Linear heads an adapter replaces (peft `modules_to_save`, e.g. a classifier) get whole
@@ -201,7 +201,8 @@ class MultiLoraLinear(nn.Module):
             return y
         x3 = _as_rows(x, plan.batch)  # [b, s, in]
         y3 = y.view(plan.batch, -1, y.shape[-1])  # [b, s, out], written in place
-        work = len(plan.slots) * x3.shape[1] * self.lora_a.shape[2] * sum(y3.shape[1:])
+        # multiply-adds: entries x positions x rank x (in + out)
+        work = len(plan.slots) * x3.shape[1] * self.lora_a.shape[2] * (x3.shape[2] + y3.shape[2])
         with _serial(work < SERIAL_WORK):
             picked = x3 if plan.identity else x3.index_select(0, plan.rows)  # [e, s, in]
             a, b = self._gather(plan)
