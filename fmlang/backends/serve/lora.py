@@ -32,8 +32,8 @@ A decode step's LoRA kernels are small (a few hundred per step, about 1M multipl
 each on the 58M Llama), and under `fmc serve`'s OMP_WAIT_POLICY=PASSIVE each parallel
 region wakes a sleeping OpenMP worker through the kernel: the wake-ups cost more than the
 arithmetic. Below `SERIAL_WORK` a layer runs its LoRA kernels on the engine thread alone,
-which took the 64-adapter engine from 0.63x-0.71x to 0.78x-0.93x (mean 0.86x) of the base model there
-(`benchmarks/serve_throughput.py --models llama50m`, PASSIVE).
+which took the 64-adapter engine from 0.63x-0.71x to 0.78x-0.93x (mean 0.86x) of the base
+model there (`benchmarks/serve_throughput.py --models llama50m`, PASSIVE).
 
 Linear heads an adapter replaces (peft `modules_to_save`, e.g. a classifier) get whole
 per-slot weights instead; a head cannot be mixed, so mixture rows use the base head."""
