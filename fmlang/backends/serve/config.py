@@ -90,7 +90,7 @@ class ServeConfig(BaseModel):
     )
     # Longer than clients' own idle-connection expiry (httpx: 5 s), so a client never sends
     # on a connection the server is closing at the same moment (a lost request: at 5 s,
-    # `benchmarks/serve_load.py` lost 1 of 5,000 in 3 of 6 runs, none in 3 at 75 s). Idle
+    # `benchmarks/serve_load.py` lost 1 of 5,000 in 3 of 6 runs, none in 4 at 75 s). Idle
     # connections stay bounded: past `max_connections` the longest-idle one closes.
     keep_alive_s: float = Field(
         default=75.0, gt=0, description="seconds an idle keep-alive connection stays open"
