@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -79,19 +79,16 @@ def _quiet_loading() -> Iterator[None]:
     supply), and errors still raise."""
     from transformers.utils import logging as hf_logging
 
-    silence: Callable[[], None] = hf_logging.set_verbosity_error
-    hide_bars: Callable[[], None] = hf_logging.disable_progress_bar
-    show_bars: Callable[[], None] = hf_logging.enable_progress_bar
     level = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
-    silence()
-    hide_bars()
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
         if bars:
-            show_bars()
+            hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def _head_options(config: ServeConfig, options: dict[str, Any]) -> dict[str, Any]:
