@@ -51,6 +51,7 @@ from typing import Any
 # __init__.py) before torch loads, so both runs use the same one.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import aiohttp
 import httpx
 import torch
 from transformers.utils import logging as hf_logging
@@ -245,47 +246,72 @@ def start_server(config: ServeConfig, folder: Path, threads: int) -> subprocess.
     raise SystemExit("the server did not become ready")
 
 
+def processes(pid: int) -> list[int]:
+    """`pid` and its descendants (Linux /proc): the server and its engine process."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").iterdir():
+            try:
+                queue.extend(int(c) for c in (task / "children").read_text().split())
+            except OSError:
+                continue
+    return found
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` (Linux /proc), all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of process `pid` and its children (Linux /proc), all threads."""
+    total = 0.0
+    for each in processes(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def rss_mib(pid: int) -> float:
-    """Resident memory of process `pid` in MiB (Linux /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    """Resident memory of process `pid` and its children in MiB (Linux /proc)."""
+    total = 0.0
+    for each in processes(pid):
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
-async def send(client: httpx.AsyncClient, body: Any, stream: bool) -> Answer:
+async def send(session: aiohttp.ClientSession, body: Any, stream: bool) -> Answer:
     if isinstance(body, bytes):
-        response = await client.post("/v1/completions", content=body, headers=JSON)
+        request = session.post("/v1/completions", data=body, headers=JSON)
     else:
         path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
-        response = await client.post(path, json={**body, "stream": stream})
-    if response.status_code != 200:
-        error = response.json()["error"]
+        request = session.post(path, json={**body, "stream": stream})
+    async with request as response:
+        status, text = response.status, await response.text()
+    if status != 200:
+        error = json.loads(text)["error"]
         assert set(error) >= {"message", "type", "code", "param"}
-        return response.status_code, error["message"]
+        return status, error["message"]
     if stream:
-        lines = [x[6:] for x in response.text.split("\n\n") if x.startswith("data: ")]
+        lines = [x[6:] for x in text.split("\n\n") if x.startswith("data: ")]
         assert lines[-1] == "[DONE]"
         events = [json.loads(line) for line in lines[:-1]]
         if errors := [event["error"] for event in events if "error" in event]:
             return 500, errors[0]["message"]  # the stream ended with an error event
         choices = [e["choices"][0] for e in events if e["choices"]]  # usage chunk: none
         return 200, "".join(c.get("text") or c.get("delta", {}).get("content", "") for c in choices)
-    choice = response.json()["choices"][0]
+    choice = json.loads(text)["choices"][0]
     return 200, choice.get("text", choice.get("message", {}).get("content"))
 
 
 async def drive(
     url: str, bodies: list[Any], work: list[Item], clients: int, pid: int
 ) -> dict[str, Any]:
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=300) as client:
+    connector = aiohttp.TCPConnector(limit=clients)
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as client:
         warm = [Item(i % len(bodies), i % 2 == 0) for i in range(max(clients, len(bodies)))]
         await asyncio.gather(*[send(client, bodies[w.body], w.stream) for w in warm])
         rss_before = rss_mib(pid)
@@ -308,8 +334,10 @@ async def drive(
         elapsed, cpu = time.perf_counter() - start, cpu_seconds(pid) - cpu
         client_cpu = time.process_time() - mine
         rss_after = rss_mib(pid)
-        health = (await client.get("/health")).status_code
-        metrics = (await client.get("/metrics")).text
+        async with client.get("/health") as response:
+            health = response.status
+        async with client.get("/metrics") as response:
+            metrics = await response.text()
     results = [r for rs in per_client for r in rs]
     return {"results": results, "elapsed": elapsed, "health": health, "metrics": metrics,
             "rss": (rss_before, rss_after), "cpu": cpu,
@@ -408,6 +436,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", choices=("tiny", "llama50m"), default="tiny")
     parser.add_argument("--profile", help="py-spy output of the server (.svg or .json)")
+    parser.add_argument(
+        "--engine-thread",
+        action="store_true",
+        help="the server runs the engine on a thread of its own process (engine_process "
+        "false) instead of in a process of its own",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     hf_logging.set_verbosity_error()
@@ -430,6 +464,7 @@ def main() -> None:
             max_new_tokens_limit=32,
             max_new_tokens=16,
             cache={"device_slots": 8, "host_slots": 16},
+            engine_process=not args.engine_thread,
         )
         bodies = distinct_bodies(["base", *folders], rng, 60)
         work = plan(rng, args.requests, len(bodies), args.bad)
@@ -437,7 +472,8 @@ def main() -> None:
             f"{args.model}: {args.requests} requests ({sum(i.stream for i in work)} streamed), "
             f"{args.clients} clients, {args.adapters} adapters (8 device slots), "
             f"max_batch {args.max_batch}, {args.threads} torch threads, seed {args.seed}, "
-            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, the server's engine in "
+            + ("a thread" if args.engine_thread else "its own process")
             + (f", {args.bad:.0%} bad requests (HTTP only)" if args.bad else "")
         )
         engine_answers, engine_s, engine_cpu = engine_alone(config, bodies, work, args.clients)

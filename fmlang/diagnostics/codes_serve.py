@@ -53,6 +53,14 @@ SERVE_CODES: dict[str, Code] = {
         "A classify server names as many classes as the model's head has outputs, in "
         "training order. Fix the class list or serve the model trained for these classes.",
     ),
+    "FM1009": Code(
+        "the engine process did not start",
+        "`fmc serve` runs the model in its own process (so the model's Python and the HTTP "
+        "work do not share one interpreter lock), and that process exited or did not "
+        "report in time before it could load the model. Look for a lack of memory, or set "
+        "`engine_process` to false in the server configuration to load in the server's "
+        "process and see the failure there.",
+    ),
     "FM1030": Code(
         "adapter kind vLLM cannot load",
         "vLLM loads only LoRA adapters on demand. A GPU target (served by vLLM) cannot "

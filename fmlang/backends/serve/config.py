@@ -95,6 +95,11 @@ class ServeConfig(BaseModel):
     keep_alive_s: float = Field(
         default=75.0, gt=0, description="seconds an idle keep-alive connection stays open"
     )
+    engine_process: bool = Field(
+        default=True,
+        description="run the model in its own process (its own interpreter lock); false: "
+        "in a thread of the server's process",
+    )
     device: str = "cpu"
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     seed: int = 0

@@ -22,7 +22,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fmlang.backends.serve.batch import RunningBatch, left_pad, merge, select
-from fmlang.backends.serve.cache import AdapterCache, NoFreeSlot
+from fmlang.backends.serve.cache import AdapterCache, CacheActivity, NoFreeSlot, TierStats
 from fmlang.backends.serve.lora import Row
 from fmlang.backends.serve.openmp import release_idle_pool
 from fmlang.backends.serve.sampling import (
@@ -103,6 +103,7 @@ class Engine:
         self.task, self.max_batch, self.max_queue = task, max_batch, max_queue
         self.max_input_tokens, self.seed = max_input_tokens, seed
         self.on_batch = on_batch
+        self.after_step: Callable[[], None] | None = None  # after each iteration's events
         self.device = next(model.parameters()).device
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = _pad_id(tokenizer, self.eos_ids)
@@ -153,6 +154,19 @@ class Engine:
     def queue_depth(self) -> int:
         return len(self._waiting)
 
+    def cache_stats(self) -> dict[str, TierStats]:
+        return self.cache.stats()
+
+    def cache_activity(self) -> CacheActivity:
+        return self.cache.activity()
+
+    def scheduler_stats(self) -> SchedulerStats:
+        return self.scheduler
+
+    def alive(self) -> bool:
+        """False once the engine thread has stopped (after `stop`)."""
+        return not self._stopping
+
     def running(self) -> int:
         return len(self._running)
 
@@ -176,22 +190,11 @@ class Engine:
     def check_mixture(self, mixture: Mixture) -> None:
         """Raise ValueError unless the engine can run `mixture` (known LoRA adapters, no
         replaced heads, no more adapters than device slots)."""
-        names = mixture.names
-        if not names or len(set(names)) != len(names):
-            raise ValueError("a mixture names one or more distinct adapters")
-        unknown = [name for name in names if name not in self.cache.specs]
-        if unknown:
-            raise ValueError(f"unknown adapter `{unknown[0]}` in the mixture")
-        if self.task != "generate":
-            raise ValueError("adapter mixtures are for generation only")
-        heads = [name for name in names if self.cache.specs[name].heads]
-        if heads:
-            raise ValueError(f"adapter `{heads[0]}` replaces whole layers and cannot be mixed")
-        if len(names) > self.cache.bank.slots:
-            raise ValueError(
-                f"a mixture of {len(names)} adapters needs more than the "
-                f"{self.cache.bank.slots} device slots"
-            )
+        mixture.check(self.task, self.replaces_layers(), self.cache.bank.slots)
+
+    def replaces_layers(self) -> dict[str, bool]:
+        """Each adapter's name → whether it replaces whole layers (a classifier's head)."""
+        return {name: bool(spec.heads) for name, spec in self.cache.specs.items()}
 
     def submit_classify(self, adapter: str | None, texts: Sequence[str], sink: Sink) -> Ticket:
         """Queue a classification of `texts` (at most max_batch of them)."""
@@ -229,6 +232,8 @@ class Engine:
                 self._iterate()
             except Exception as exc:  # a bug, not a request's fault: fail what is in flight
                 self._abandon(exc)
+            if self.after_step is not None:
+                self.after_step()
 
     def _iterate(self) -> None:
         self._admit(self.max_batch - len(self._running))

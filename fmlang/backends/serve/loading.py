@@ -54,8 +54,19 @@ def load_base_and_heads(
                 help="give a local model folder (config.json and weights) or a hub id",
             )
         ) from exc
+    tokenizer = load_tokenizer(config)
+    _check_classes(config, model)
+    torch.nn.Module.to(model, config.device)
+    missing = frozenset(str(key).rpartition(".")[0] for key in info.get("missing_keys", ()))
+    torch.nn.Module.eval(model)
+    return model, tokenizer, missing
+
+
+def load_tokenizer(config: ServeConfig) -> PreTrainedTokenizerBase:
+    """The tokenizer beside the base model (FM1007 when there is none)."""
+    options: dict[str, Any] = {"revision": config.revision} if config.revision else {}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(config.base_model, **options)
+        return AutoTokenizer.from_pretrained(config.base_model, **options)
     except (OSError, ValueError, TypeError) as exc:
         raise StageError(
             error(
@@ -64,11 +75,6 @@ def load_base_and_heads(
                 help="save the tokenizer into the model folder with tokenizer.save_pretrained",
             )
         ) from exc
-    _check_classes(config, model)
-    torch.nn.Module.to(model, config.device)
-    missing = frozenset(str(key).rpartition(".")[0] for key in info.get("missing_keys", ()))
-    torch.nn.Module.eval(model)
-    return model, tokenizer, missing
 
 
 @contextmanager

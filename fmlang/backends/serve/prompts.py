@@ -10,9 +10,9 @@ from dataclasses import replace
 
 from fmlang.backends.serve import protocol as wire
 from fmlang.backends.serve.config import ServeConfig
-from fmlang.backends.serve.engine import Engine
 from fmlang.backends.serve.protocol import ApiError
 from fmlang.backends.serve.sampling import Sampling
+from fmlang.backends.serve.surface import Served
 
 
 def utf8_size(text: str, limit: int) -> int:
@@ -32,7 +32,7 @@ def fits_bytes(size: int, limit: int, param: str) -> None:
         )
 
 
-def context_tokens(config: ServeConfig, engine: Engine) -> int:
+def context_tokens(config: ServeConfig, engine: Served) -> int:
     """Prompt plus new tokens of one sequence: the deployment's max_context_tokens, never
     more than the model's positions."""
     return min(config.max_context_tokens or engine.max_positions, engine.max_positions)
@@ -40,7 +40,7 @@ def context_tokens(config: ServeConfig, engine: Engine) -> int:
 
 def sampling(
     config: ServeConfig,
-    engine: Engine,
+    engine: Served,
     body: wire._Sampled,
     limit: int | None,
     prompt_len: int,
@@ -81,7 +81,7 @@ def sampling(
     return replace(settings(config, engine, body), max_new_tokens=wanted)
 
 
-def settings(config: ServeConfig, engine: Engine, body: wire._Sampled) -> Sampling:
+def settings(config: ServeConfig, engine: Served, body: wire._Sampled) -> Sampling:
     """Every sampling field but the token budget, within the deployment's limits."""
     stops = body.stops()
     if len(stops) > config.max_stop:
@@ -151,7 +151,7 @@ def choices(config: ServeConfig, body: wire._Sampled, prompts: int) -> int:
 
 
 async def completion_ids(
-    config: ServeConfig, engine: Engine, body: wire.CompletionRequest
+    config: ServeConfig, engine: Served, body: wire.CompletionRequest
 ) -> list[list[int]]:
     """Each prompt's token ids: text checked for size, then tokenized on a worker thread."""
     prompts = body.prompts()
@@ -184,7 +184,7 @@ def too_many_tokens(count: int, limit: int) -> ApiError:
     )
 
 
-async def chat_ids(config: ServeConfig, engine: Engine, body: wire.ChatRequest) -> list[int]:
+async def chat_ids(config: ServeConfig, engine: Served, body: wire.ChatRequest) -> list[int]:
     """The conversation's token ids: its messages checked for size, then rendered and
     tokenized on a worker thread."""
     limit = config.input_bytes_limit
@@ -192,7 +192,7 @@ async def chat_ids(config: ServeConfig, engine: Engine, body: wire.ChatRequest) 
     return await asyncio.to_thread(_chat_template_ids, engine, body.messages)
 
 
-def _chat_template_ids(engine: Engine, messages: list[wire.ChatMessage]) -> list[int]:
+def _chat_template_ids(engine: Served, messages: list[wire.ChatMessage]) -> list[int]:
     """The conversation rendered and tokenized (on a worker thread)."""
     tokenizer = engine.tokenizer
     if not getattr(tokenizer, "chat_template", None):
@@ -207,7 +207,7 @@ def _chat_template_ids(engine: Engine, messages: list[wire.ChatMessage]) -> list
 
 
 async def classify_texts(
-    config: ServeConfig, engine: Engine, body: wire.ClassifyRequest
+    config: ServeConfig, engine: Served, body: wire.ClassifyRequest
 ) -> list[str]:
     """The texts to classify, each within the byte and token limits."""
     texts = [body.input] if isinstance(body.input, str) else body.input

@@ -29,7 +29,6 @@ from fmlang.backends.serve.config import ServeConfig
 from fmlang.backends.serve.connections import uvicorn_options
 from fmlang.backends.serve.engine import (
     Classified,
-    Engine,
     Event,
     Failed,
     Finished,
@@ -41,25 +40,29 @@ from fmlang.backends.serve.guards import HostGuard, allowed_hosts, read_body, re
 from fmlang.backends.serve.metrics import ServeMetrics
 from fmlang.backends.serve.openapi import describe_bodies
 from fmlang.backends.serve.protocol import ApiError
-from fmlang.backends.serve.runtime import build_engine
+from fmlang.backends.serve.remote import start_engine
 from fmlang.backends.serve.sampling import choice_seed
+from fmlang.backends.serve.surface import Served
 from fmlang.backends.serve.tickets import Mixture, TokenLogprob
 from fmlang.errors import StageError
 
 Handler = Callable[[Request], Awaitable[Response]]
+ENGINE_DOWN = "the engine has stopped (its process exited); restart the server"
 
 
 @dataclass
 class _State:
     config: ServeConfig
     metrics: ServeMetrics = field(default_factory=ServeMetrics)
-    engine: Engine | None = None
+    engine: Served | None = None
     load_error: str | None = None
 
-    def ready_engine(self) -> Engine:
+    def ready_engine(self) -> Served:
         if self.engine is None:
             reason = self.load_error or "the base model is still loading"
             raise ApiError(503, reason, "service_unavailable", code="not_ready")
+        if not self.engine.alive():
+            raise ApiError(503, ENGINE_DOWN, "service_unavailable", code="engine_down")
         return self.engine
 
     def adapter(self, model: str) -> str | None:
@@ -96,14 +99,14 @@ class _State:
             raise ApiError(400, f"adapters: {exc}", param="adapters") from exc
         return mixture
 
-    def attach(self, engine: Engine) -> None:
+    def attach(self, engine: Served) -> None:
         engine.on_batch = self.metrics.batch_rows.observe
         self.metrics.watch(
-            engine.cache.stats,
+            engine.cache_stats,
             engine.queue_depth,
             engine.running,
-            engine.cache.activity,
-            lambda: engine.scheduler,
+            engine.cache_activity,
+            engine.scheduler_stats,
         )
         engine.start()
         self.engine = engine
@@ -112,7 +115,7 @@ class _State:
 def _load_in_background(state: _State) -> threading.Thread:
     def load() -> None:
         try:
-            state.attach(build_engine(state.config))
+            state.attach(start_engine(state.config))
         except StageError as exc:
             state.load_error = f"cannot load the model: {exc}"
 
@@ -426,7 +429,7 @@ async def _chat(state: _State, request: Request) -> Response:
     )
 
 
-def _generating(state: _State, model: str) -> Engine:
+def _generating(state: _State, model: str) -> Served:
     """The engine, or 503 while loading, 400 on a classify server, 404 for an unknown
     model: all before any tokenizing."""
     engine = state.ready_engine()
@@ -477,7 +480,7 @@ async def _classify(state: _State, request: Request) -> Response:
 
 
 def create_app(
-    config: ServeConfig, engine: Engine | None = None, gate: auth.Gate | None = None
+    config: ServeConfig, engine: Served | None = None, gate: auth.Gate | None = None
 ) -> FastAPI:
     """The server for `config`. Given no engine, the model loads in the background once the
     app starts (`/ready` answers 503 until then); the engine stops when the app stops.
@@ -562,8 +565,12 @@ def _add_info_routes(app: FastAPI, state: _State) -> None:
         return {"object": "list", "data": [base, *adapters]}
 
     @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> Response:
+        """Liveness: 503 once the engine is gone (its process died), so an orchestrator
+        restarts the server."""
+        if state.engine is not None and not state.engine.alive():
+            return JSONResponse({"status": "down", "reason": ENGINE_DOWN}, 503)
+        return JSONResponse({"status": "ok"})
 
     @app.get("/ready")
     async def ready() -> Response:
@@ -582,12 +589,13 @@ def run(config: ServeConfig, gate: auth.Gate | None = None) -> None:
     `gate` when given (`fmc serve` always gives one unless --no-auth)."""
     import uvicorn
 
-    engine = build_engine(config)
+    engine = start_engine(config)
     app = create_app(config, engine, gate)
     options = uvicorn_options(config)
     try:
         uvicorn.run(app, host=config.host, port=config.port, log_level="info", **options)
     finally:
+        engine.stop()  # already stopped by the app's shutdown, unless uvicorn never started
         if gate is not None:
             gate.writer.close()
 
@@ -606,9 +614,10 @@ class BackgroundServer:
 
 
 def serve_in_background(
-    config: ServeConfig, engine: Engine | None = None, gate: auth.Gate | None = None
+    config: ServeConfig, engine: Served | None = None, gate: auth.Gate | None = None
 ) -> BackgroundServer:
-    """Start the app on `config.host` at a free port; returns once it accepts connections."""
+    """Start the app on `config.host` at a free port; returns once it accepts connections
+    and its model has loaded (or failed to: `/ready` then says why)."""
     import socket
 
     import uvicorn
@@ -628,4 +637,7 @@ def serve_in_background(
         time.sleep(0.01)
     if not server.started:
         raise RuntimeError("the server did not start")
+    state: _State = app.state.serve
+    while state.engine is None and state.load_error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     return BackgroundServer(f"http://{config.host}:{port}", server, thread)

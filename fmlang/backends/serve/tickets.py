@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from fmlang.backends.serve.sampling import Sampling
@@ -76,6 +76,26 @@ class Mixture:
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.parts)
 
+    def check(self, task: str, replaces_layers: Mapping[str, bool], slots: int) -> None:
+        """Raise ValueError unless an engine can run the mixture: known LoRA adapters
+        (`replaces_layers`: each adapter's name → whether it replaces whole layers, which
+        cannot be mixed), generation, no more adapters than `slots` device slots."""
+        names = self.names
+        if not names or len(set(names)) != len(names):
+            raise ValueError("a mixture names one or more distinct adapters")
+        unknown = [name for name in names if name not in replaces_layers]
+        if unknown:
+            raise ValueError(f"unknown adapter `{unknown[0]}` in the mixture")
+        if task != "generate":
+            raise ValueError("adapter mixtures are for generation only")
+        heads = [name for name in names if replaces_layers[name]]
+        if heads:
+            raise ValueError(f"adapter `{heads[0]}` replaces whole layers and cannot be mixed")
+        if len(names) > slots:
+            raise ValueError(
+                f"a mixture of {len(names)} adapters needs more than the {slots} device slots"
+            )
+
 
 @dataclass(eq=False)
 class Ticket:
@@ -93,9 +113,14 @@ class Ticket:
     cancelled: threading.Event = field(default_factory=threading.Event)
     pinned: bool = False  # holds a use of its adapter's device slot (engine thread only)
     answered: bool = False  # its last event (Finished, Classified or Failed) went out
+    on_cancel: Callable[[], None] | None = None  # tells an engine in another process
 
     def cancel(self) -> None:
+        if self.cancelled.is_set():
+            return
         self.cancelled.set()
+        if self.on_cancel is not None:
+            self.on_cancel()
 
     @property
     def adapters(self) -> tuple[str, ...]:
