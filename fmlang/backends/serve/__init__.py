@@ -2,7 +2,8 @@
 
 `config` (ServeConfig), `adapters` (reading peft adapter folders), `lora` (the batched
 multi-LoRA layers), `cache` (device ← host ← disk adapter cache), `engine` (continuous
-batching) and `tickets` (its requests and events), `server` (the OpenAI-style FastAPI app)
+batching) and `tickets` (its requests and events), `remote` (the engine in its own
+process, behind the `surface` the server uses), `server` (the OpenAI-style FastAPI app)
 with `protocol` (the bounded wire format), `prompts` (limits and tokenizing), `guards`
 (Host, content type, body), `connections` (bounded uvicorn connections) and `openapi`.
 Import the submodules directly: this package imports nothing heavy on its own.

@@ -1,8 +1,9 @@
 """The HTTP server: OpenAI-style completions and chat completions (optionally streamed as
 server-sent events), classification, model listing, health, readiness and Prometheus
 metrics. Every failure is a JSON error for that request only; the server never dies
-from a request. Torch work stays on the engine thread and tokenizing on a worker thread,
-both off the event loop; a prompt too long in bytes is refused before it is tokenized.
+from a request. Torch work stays in the engine (its own process by default, `remote`; or
+a thread) and tokenizing on a worker thread, both off the event loop; a prompt too long in
+bytes is refused before it is tokenized.
 Connections, headers and bodies are bounded (`connections`, `guards`)."""
 
 from __future__ import annotations
