@@ -154,7 +154,7 @@ def test_youtube_example_runs_end_to_end(tmp_path: Path) -> None:
     assert report["rules"][0]["rows_out"] == 1956  # the five CSV files
     assert sum(v for k, v in report["splits"].items() if k != "all") == report["splits"]["all"]
     analysis = json.loads((build / "run/labels/spam.analysis.json").read_text())
-    assert len(analysis["analysis"]["lfs"]) == 11
+    assert len(analysis["analysis"]["lfs"]) == 15
     assert analysis["label_model"]["accuracy_covered"] > 0.85
 
 
