@@ -230,3 +230,43 @@ def test_classification_in_the_engine_process(tmp_path: Path) -> None:
         assert one["label"] == other["label"]
         for name, value in one["probabilities"].items():
             assert abs(value - other["probabilities"][name]) < 1e-6
+
+
+def test_a_killed_server_takes_its_engine_process_with_it(
+    tiny: ServeConfig, tmp_path: Path
+) -> None:
+    """`fmc serve`'s process killed outright (no shutdown): its engine process sees the
+    pipe close and exits instead of living on as an orphan holding the model."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    path = tmp_path / "server.json"
+    path.write_text(tiny.model_copy(update={"port": port}).model_dump_json(), encoding="utf-8")
+    code = (
+        "import sys; from pathlib import Path; from fmlang.backends.serve.config import "
+        "load_config; from fmlang.backends.serve.server import run; "
+        "run(load_config(Path(sys.argv[1])))"
+    )
+    server = subprocess.Popen([sys.executable, "-c", code, str(path)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        assert children, "the server has no engine process"
+    finally:
+        server.kill()
+        server.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive = [c for c in children if Path(f"/proc/{c}").exists()]
+    assert not alive, f"left behind: {alive}"

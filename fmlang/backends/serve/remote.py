@@ -353,7 +353,8 @@ class _Outbox:
                 engine.cache.activity(),
                 SchedulerStats(engine.scheduler.skips, engine.scheduler.drains),
             )
-            self.conn.send(("events", events, snapshot, rows))
+            with contextlib.suppress(OSError, ValueError):  # the server is gone: we stop next
+                self.conn.send(("events", events, snapshot, rows))
 
 
 def child_main(conn: Connection, config_json: str, threads: int | None) -> None:
