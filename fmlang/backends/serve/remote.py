@@ -36,6 +36,7 @@ from transformers import PreTrainedTokenizerBase
 from fmlang.backends.serve.cache import CacheActivity, TierStats
 from fmlang.backends.serve.config import ServeConfig
 from fmlang.backends.serve.engine import Engine, SchedulerStats
+from fmlang.backends.serve.loading import load_tokenizer
 from fmlang.backends.serve.runtime import build_engine
 from fmlang.backends.serve.sampling import Sampling
 from fmlang.backends.serve.surface import Served
@@ -119,8 +120,6 @@ class EngineProcess:
     @classmethod
     def spawn(cls, config: ServeConfig) -> EngineProcess:
         """Start the child, wait until its engine is loaded (StageError if it cannot be)."""
-        from fmlang.backends.serve.loading import load_tokenizer
-
         context = multiprocessing.get_context("spawn")  # never fork a process with threads
         ours, theirs = context.Pipe()
         threads = _torch_threads()
