@@ -18,8 +18,20 @@ by `fmc check`. So the dialect is defined once, as RE2 defines it (docs/referenc
   literals written as code points, negated classes inside classes as their complements and
   `[` and `&` escaped there (Java nests and intersects classes). tests/test_data_correctness.py
   checks the result against DuckDB on Unicode text, one JVM call.
+- It also writes the Rust `regex` pattern (what polars runs, `to_rust`) that matches the
+  same strings, or None where no exact one is known: the ASCII classes spelled out (Rust's
+  `\\d \\w \\s` are Unicode, its `\\s` includes `\\v` and U+00A0), `\\b` as Rust's ASCII
+  boundary `(?-u:\\b)`, `^`/`$` as `\\A`/`\\z` or `(?m:^)`/`(?m:$)`. Rust folds case as RE2
+  does (simple case folding) but with a newer Unicode table, so under `i` only ASCII
+  literals (their folds, ſ and the Kelvin sign included, agree) and caseless characters
+  (`€`, `—`) are translated; a non-ASCII letter under `i` and the Unicode classes `\\p{…}`
+  (whose tables differ by version) have no Rust form. Classes are case-folded by the walk
+  and matched case-sensitively (`(?-i:[…])`), and ranges either side of the surrogates
+  joined, since Rust's parser mis-negates a class split there. tests/test_lf_polars.py
+  checks it against DuckDB.
 
-Pure Python, no import of RE2 or Java: the lowering uses it to emit Spark SQL.
+Pure Python, no import of RE2, Java or Rust: the lowering uses it to emit Spark SQL and
+polars expressions.
 """
 
 from __future__ import annotations
@@ -91,6 +103,10 @@ _HINTS = {
 MAX_REPEAT = 1000  # RE2 refuses a counted repetition above 1000
 
 
+class _NoRust(Exception):
+    """The pattern has no Rust form known to match exactly what RE2 matches."""
+
+
 class RegexError(ValueError):
     """A pattern RE2 (or fmc's dialect) refuses: `start`/`end` index the pattern."""
 
@@ -119,6 +135,7 @@ class _Scanner:
     last: int | None = None  # the shortest match of the last item, when it can be repeated
     # per open group: the shortest match of its finished alternatives, and of the current one
     frames: list[list[int | None]] = field(default_factory=lambda: [[None, 0]])
+    rust: bool = False  # write Rust `regex` syntax instead of Java's
 
     # ---- helpers -------------------------------------------------------------
 
@@ -146,7 +163,7 @@ class _Scanner:
         with I and the other two with nothing. Under `i`, a class (or letter) that holds any
         of the four matches all four in Java: the ones RE2 would not match are taken out of
         it (or, for a negated class, put back)."""
-        if not self.flags.i:
+        if not self.flags.i or self.rust:  # Rust, like RE2, folds İ and ı with nothing
             return java
         held = {c for c in _I_CLASS if any(lo <= c <= hi for lo, hi in members)}
         if not held:
@@ -160,11 +177,32 @@ class _Scanner:
             return f"(?:{java}|(?-iu:[{chars}]))"
         return f"(?:(?-iu:(?![{chars}])){java})"
 
+    def ascii_under_i(self, low: int, high: int) -> None:
+        """Rust folds non-ASCII letters with a newer Unicode table than RE2's: under `i`,
+        the characters written in the pattern have a Rust form when they are ASCII, ſ or the
+        Kelvin sign (which fold with s and k in both), or caseless (`_caseless`)."""
+        if not (self.rust and self.flags.i) or high < 0x80:
+            return
+        if low == high and low in _ASCII_PARTNERS:
+            return
+        if high - low > 0x800 or not all(_caseless(c) for c in range(max(low, 0x80), high + 1)):
+            raise _NoRust
+
+    def rust_class(self, members: Ranges, negated: bool) -> str:
+        """A class in Rust syntax, case-folded here (under `i`, its members are ASCII or
+        complements of folded ASCII classes) and matched case-sensitively, so that only
+        single ASCII letters are left to Rust's folding."""
+        ranges = _fold_ascii(members) if self.flags.i else members
+        text = _class_of(_merged(ranges), negated)
+        return f"(?-i:{text})" if self.flags.i else text
+
     def closed(self, ranges: Ranges) -> Ranges:
         """Under `i`, an ASCII class with the non-ASCII letters RE2 folds into it, so that
         its complement (`\\W` inside a class) leaves them out as RE2's does."""
         if not self.flags.i:
             return ranges
+        if self.rust:
+            return _fold_ascii(ranges)
         extra = {
             partner
             for code, partner in _FOLD_PARTNERS.items()
@@ -205,15 +243,21 @@ class _Scanner:
             self.atom(")", length)
         elif ch in "*+?" or (ch == "{" and self.counted() is not None):
             self.repeat(start, ch)
+        elif ch == "." and self.rust:
+            self.pos += 1
+            dot = ((0, MAX_CODE),) if self.flags.s else ((10, 10),)  # all, or all but \n
+            self.atom(self.rust_class(dot, not self.flags.s))
         elif ch == ".":
             self.pos += 1
             self.atom(_ANY if self.flags.s else "[^\\n]")
         elif ch == "^":
             self.pos += 1
-            self.zero_width("(?<![^\\n])" if self.flags.m else "\\A")
+            multiline = "(?m:^)" if self.rust else "(?<![^\\n])"
+            self.zero_width(multiline if self.flags.m else "\\A")
         elif ch == "$":
             self.pos += 1
-            self.zero_width("(?![^\\n])" if self.flags.m else "\\z")
+            multiline = "(?m:$)" if self.rust else "(?![^\\n])"
+            self.zero_width(multiline if self.flags.m else "\\z")
         elif ch == "|":
             self.pos += 1
             frame = self.frames[-1]
@@ -225,6 +269,7 @@ class _Scanner:
             self.letter(ord(ch))
 
     def letter(self, code: int) -> None:
+        self.ascii_under_i(code, code)
         self.atom(self.folded(_literal(code), ((code, code),), False))
 
     def counted(self) -> tuple[int, int | None, int] | None:
@@ -362,7 +407,7 @@ class _Scanner:
             index += 1
         else:
             raise self.fail("missing `)`", start, index, "close the flag group")
-        java = _java_case(self.flags.i, new.i)
+        java = _java_case(self.flags.i, new.i, self.rust)
         if self.pattern[index] == ")":  # `(?i)`: the rest of the enclosing group
             self.stack.pop()
             self.frames.pop()
@@ -379,9 +424,13 @@ class _Scanner:
         if not c:
             raise self.fail("trailing `\\`", start, start + 1, "escape a backslash as `\\\\`")
         self.pos += 2
-        if c in "dwsDWS":
+        if c in "dwsDWS" and self.rust:
+            self.atom(self.rust_class(_PERL[c.lower()], c.isupper()))
+        elif c in "dwsDWS":
             ranges, negated = _PERL[c.lower()], c.isupper()
             self.atom(self.folded(_class_of(ranges, negated), ranges, negated))
+        elif c == "b" and self.rust:  # ASCII word characters, whatever the case flag
+            self.zero_width("(?-u:\\b)")
         elif c == "b":
             self.zero_width(f"(?-iu:{_WORD_BOUNDARY})" if self.flags.i else _WORD_BOUNDARY)
         elif c == "B":
@@ -474,6 +523,8 @@ class _Scanner:
             self.pos += 1
         if name.startswith("^"):
             negated, name = not negated, name[1:]
+        if self.rust:  # Unicode tables differ by version (RE2's are older than Rust's)
+            raise _NoRust
         if not name or not all(c.isascii() and (c.isalnum() or c == "_") for c in name):
             raise self.fail(
                 "invalid Unicode class",
@@ -544,11 +595,15 @@ class _Scanner:
                         self.pos,
                         "a range goes from the lower character to the higher",
                     )
+                self.ascii_under_i(low, high)
                 items.append(_class_char(low) + "-" + _class_char(high))
                 members.append((low, high))
             else:
+                self.ascii_under_i(low, low)
                 items.append(_class_char(low))
                 members.append((low, low))
+        if self.rust:
+            return self.rust_class(tuple(members), negated)
         if self.flags.i:  # RE2 folds s and k into ſ and K; Java's ranges do not
             for code, partner in _FOLD_PARTNERS.items():
                 held = any(lo <= code <= hi for lo, hi in members)
@@ -601,11 +656,60 @@ def _has_property(code: int, name: str) -> bool:
     return category == name or (len(name) == 1 and category.startswith(name))
 
 
-def _java_case(before: bool, after: bool) -> str:
-    """Java's flags for a change of RE2's `i`: Unicode case folding as RE2 folds."""
+_ASCII_UPPER, _ASCII_LOWER = (0x41, 0x5A), (0x61, 0x7A)
+_ORBITS = ((0x53, 0x73, 0x17F), (0x4B, 0x6B, 0x212A))  # S s ſ, K k and the Kelvin sign
+_ASCII_PARTNERS = (0x17F, 0x212A)
+
+
+# General categories without case: currency and maths symbols, punctuation, spaces and
+# decimal digits (not letters, marks, numbers such as Ⅻ or other symbols such as Ⓐ, which
+# can have case partners). tests/test_lf_polars.py checks that both engines fold each of
+# them to itself alone.
+_CASELESS = frozenset(("Sc", "Sm", "Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Zs", "Nd"))
+
+
+def _caseless(code: int) -> bool:
+    import unicodedata
+
+    return unicodedata.category(chr(code)) in _CASELESS
+
+
+def _fold_ascii(ranges: Ranges) -> Ranges:
+    """`ranges` with what RE2's case folding adds to the ASCII letters among them (the
+    other case, ſ for s, the Kelvin sign for k) and to ſ and the Kelvin sign."""
+    extra: list[tuple[int, int]] = []
+    for lo, hi in ranges:
+        for (a, b), shift in ((_ASCII_UPPER, 0x20), (_ASCII_LOWER, -0x20)):
+            low, high = max(lo, a), min(hi, b)
+            if low <= high:
+                extra.append((low + shift, high + shift))
+    for orbit in _ORBITS:
+        if any(lo <= c <= hi for lo, hi in ranges for c in orbit):
+            extra.extend((c, c) for c in orbit)
+    return (*ranges, *extra)
+
+
+def _merged(ranges: Ranges) -> Ranges:
+    """Sorted, overlapping and adjacent ranges joined: U+D7FF and U+E000 count as adjacent
+    (no text holds the surrogates between them), since Rust's regex parser mis-negates a
+    class with ranges on both sides of that gap (`[^\\x{0}-\\x{d7ff}\\x{e000}-\\x{10ffff}]`
+    matches U+D7FF and U+E000 in polars 2.1)."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and (lo <= out[-1][1] + 1 or (out[-1][1] == 0xD7FF and lo == 0xE000)):
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        else:
+            out.append((lo, hi))
+    return tuple(out)
+
+
+def _java_case(before: bool, after: bool, rust: bool = False) -> str:
+    """Java's flags for a change of RE2's `i`: Unicode case folding as RE2 folds. (Rust's
+    `i` folds as RE2's does; its `u` is always on, for Unicode text.)"""
     if before == after:
         return ""
-    return "iu" if after else "-iu"
+    flag = "i" if rust else "iu"
+    return flag if after else f"-{flag}"
 
 
 def _is_hex(text: str) -> bool:
@@ -656,6 +760,17 @@ def parse(pattern: str) -> Parsed:
 def to_java(pattern: str) -> str:
     """The java.util.regex pattern matching what RE2 matches with `pattern`."""
     return parse(pattern).java
+
+
+def to_rust(pattern: str) -> str | None:
+    """The Rust `regex` pattern (polars' engine) matching what RE2 matches with `pattern`,
+    or None where no exact translation is known (`\\p{…}`, a non-ASCII letter under `i`).
+    `pattern` is one the checker accepted."""
+    scanner = _Scanner(pattern, rust=True)
+    try:
+        return scanner.run()
+    except _NoRust:
+        return None
 
 
 def re2_problem(pattern: str) -> str | None:

@@ -68,7 +68,7 @@ def applied_stage(ctx: RunContext, labels: Labels, ref: DataRef) -> Outcome:
     ctx.access.require(stage, [source, model_file])
     if not ctx.force and ctx.cache.fresh(stage, key):
         return Outcome(stage, True, tuple(paths.values()), {})
-    table = apply_labels(ctx, labels, query)
+    table = apply_labels(ctx, labels, query, on=ref)
     summary = _label_and_write(ctx, labels, ref, table, ctx.build_dir / model_file, paths)
     title = f"labels `{labels.name}` applied to `{ref.dataset}.{ref.split or 'all'}`"
     report = write_report(ctx.build_dir, paths["analysis"], paths["rows"], title)

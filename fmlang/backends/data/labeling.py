@@ -35,7 +35,7 @@ from fmlang.diagnostics import error
 from fmlang.errors import StageError
 from fmlang.files import file_sha256
 from fmlang.ir.expr_text import expr_text
-from fmlang.ir.nodes import Dataset, LabelingFunction, Labels
+from fmlang.ir.nodes import DataRef, Dataset, LabelingFunction, Labels
 from fmlang.lower.labels import ABSTAIN, LabelQuery, lf_column, lower_labels, split_path
 
 
@@ -108,25 +108,46 @@ def _missing_input(labels: Labels, source: Path) -> Any:
     )
 
 
-def apply_labels(ctx: RunContext, labels: Labels, query: LabelQuery) -> Any:
-    """The SQL pass, then the Python functions, as an Arrow table."""
+def apply_labels(
+    ctx: RunContext, labels: Labels, query: LabelQuery, on: DataRef | None = None
+) -> Any:
+    """The label-matrix pass over the block's split (or `on`, an `apply_to` target), then
+    the Python functions, as an Arrow table. Under DuckDB the pass is polars' when every
+    function has an exact polars form (`label_polars`: the same table, about twice as fast),
+    else the built SQL's."""
     if query.dialect == "spark":
         from fmlang.backends.data.spark import label_table, spark_log, spark_session
 
         spark = spark_session(spark_log(ctx.build_dir))
         table = label_table(spark, ctx.build_dir, query.sql, labels.name, labels.span)
     else:
-        con = connect(ctx.build_dir)
-        try:
-            table = con.sql(query.sql).to_arrow_table()
-        finally:
-            con.close()
+        table = sql_or_polars_table(ctx, labels, query, on)
     for lf in labels.functions:
         if lf.python:
             votes = _python_votes(ctx, labels, lf, table.to_pylist())
             column = table.schema.get_field_index(lf_column(lf.name))
             table = table.set_column(column, lf_column(lf.name), _int_array(votes))
     return table
+
+
+def sql_or_polars_table(
+    ctx: RunContext, labels: Labels, query: LabelQuery, on: DataRef | None = None
+) -> Any:
+    """The label matrix (and the split's columns) from polars where it applies, else from
+    the built SQL in DuckDB; the log says which ran."""
+    from fmlang.backends.data.label_polars import polars_label_table
+
+    source = split_path(on.dataset, on.split) if on else split_path(labels.dataset, labels.split)
+    table, why_not = polars_label_table(ctx.build_dir, labels, source)
+    if table is not None:
+        ctx.log(f"  label matrix: polars ({len(labels.functions)} functions)")
+        return table
+    ctx.log(f"  label matrix: SQL in DuckDB ({why_not})")
+    con = connect(ctx.build_dir)
+    try:
+        return con.sql(query.sql).to_arrow_table()
+    finally:
+        con.close()
 
 
 def _int_array(values: list[int]) -> Any:
@@ -224,7 +245,7 @@ def label_matrix(table: Any, labels: Labels) -> np.ndarray:
     columns = [table.column(lf_column(lf.name)).to_numpy() for lf in labels.functions]
     if not columns:
         return np.full((table.num_rows, 0), ABSTAIN, dtype=np.int64)
-    return np.stack(columns, axis=1).astype(np.int64)
+    return np.stack(columns, axis=1, dtype=np.int64)  # one allocation, not two
 
 
 def gold_labels(table: Any, dataset: Dataset, classes: tuple[str, ...]) -> np.ndarray | None:

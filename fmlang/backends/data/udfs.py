@@ -29,7 +29,8 @@ def words(values: Any) -> Any:
     """Whitespace-separated words, as Python's `str.split()` counts them ("" and "  " have
     none): pyarrow's Unicode `utf8_split_whitespace` on the trimmed text, or for all-ASCII
     text (the common case, 10x faster) the same count from the bytes, without building the
-    words: a word starts at a non-space byte that opens its string or follows a space."""
+    words: a word starts at a non-space byte that opens its string or follows a space, and
+    each string's starts are summed (`np.add.reduceat` over the strings that have bytes)."""
     import numpy as np
     import pyarrow as pa
 
@@ -42,24 +43,23 @@ def words(values: Any) -> Any:
     offsets = np.frombuffer(offsets_buffer, width)[values.offset : values.offset + len(values) + 1]
     first = int(offsets[0])
     data = np.frombuffer(data_buffer, np.uint8)[first : int(offsets[-1])] if data_buffer else None
-    if data is None or data.size == 0:
-        counts = np.zeros(len(values), np.int64)
-    elif int(data.max()) >= 0x80:
-        return _unicode_words(values)
-    else:
-        word = ~_space_table()[data]
-        after_space = np.empty_like(word)
-        after_space[0] = True
-        np.logical_not(word[:-1], out=after_space[1:])
+    counts = np.zeros(len(values), np.int64)
+    if data is not None and data.size:
+        if int(data.max()) >= 0x80:
+            return _unicode_words(values)
+        # not in ASCII_SPACE (9-13, 28-32): comparisons, several times faster than a lookup
+        word = (data > 32) | (data < 9) | ((data > 13) & (data < 28))
+        starts = np.empty_like(word)
+        starts[0] = word[0]
+        np.greater(word[1:], word[:-1], out=starts[1:])  # a word byte after a space
         opens = (offsets[:-1] - first).astype(np.int64)
-        after_space[opens[opens < data.size]] = True
-        starts = np.flatnonzero(word & after_space)  # sorted: counted by binary search
-        ends = offsets[1:] - first
-        counts = np.searchsorted(starts, ends) - np.searchsorted(starts, opens)
+        filled = np.diff(offsets) > 0  # strings with bytes; the others count 0
+        starts[opens[filled]] = word[opens[filled]]  # a string's first byte follows nothing
+        counts[filled] = np.add.reduceat(starts, opens[filled], dtype=np.int64)
     if values.null_count == 0:
-        return pa.array(counts.astype(np.int64, copy=False), pa.int64())
+        return pa.array(counts, pa.int64())
     mask = values.is_null().to_numpy(zero_copy_only=False)
-    return pa.array(counts.astype(np.int64, copy=False), pa.int64(), mask=mask)
+    return pa.array(counts, pa.int64(), mask=mask)
 
 
 def _unicode_words(values: Any) -> Any:
@@ -70,14 +70,6 @@ def _unicode_words(values: Any) -> Any:
     trimmed = pc.utf8_trim_whitespace(values)
     counts = pc.list_value_length(pc.utf8_split_whitespace(trimmed)).cast(pa.int64())
     return pc.if_else(pc.equal(trimmed, ""), pa.scalar(0, pa.int64()), counts)
-
-
-def _space_table() -> Any:
-    import numpy as np
-
-    table = np.zeros(256, dtype=bool)
-    table[list(ASCII_SPACE)] = True
-    return table
 
 
 def strip_accents(values: Any) -> Any:
