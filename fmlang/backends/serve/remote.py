@@ -2,8 +2,9 @@
 take turns on one GIL.
 
 With both in one process, a small model's engine thread (all interpreter overhead) and the
-event loop contend for the interpreter: on 2 cores `benchmarks/serve_load.py` answered
-65%-76% of the engine-alone rate through HTTP. `EngineProcess` offers the server the
+event loop contend for the interpreter: on 2 cores `benchmarks/serve_load.py --repeats 3`
+answered 76%-84% of the engine-alone rate through HTTP with the engine on a thread, 87%-97%
+with it in its own process. `EngineProcess` offers the server the
 `Engine` surface it uses (`Served`) while the engine runs in a spawned child:
 
 - the server submits over a pipe (`("generate" | "classify", number, …)`, `("cancel",
