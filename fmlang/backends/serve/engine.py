@@ -44,7 +44,9 @@ from fmlang.backends.serve.tickets import (
     Ticket,
     Token,
     TokenLogprob,
+    classification_ticket,
     emit,
+    generation_ticket,
 )
 from fmlang.backends.serve.tokens import TokenTexts
 from fmlang.errors import StageError
@@ -180,11 +182,7 @@ class Engine:
         stream: bool = False,
     ) -> Ticket:
         """Queue a generation; raises QueueFull when the queue is at its bound."""
-        if not prompt_ids:
-            raise ValueError("the prompt has no tokens")
-        if isinstance(adapter, Mixture):
-            self.check_mixture(adapter)
-        ticket = Ticket(adapter, sink, tuple(prompt_ids), (), sampling, stream)
+        ticket = generation_ticket(adapter, prompt_ids, sampling, sink, stream, self.check_mixture)
         return self._enqueue(ticket)
 
     def check_mixture(self, mixture: Mixture) -> None:
@@ -198,9 +196,7 @@ class Engine:
 
     def submit_classify(self, adapter: str | None, texts: Sequence[str], sink: Sink) -> Ticket:
         """Queue a classification of `texts` (at most max_batch of them)."""
-        if not texts or len(texts) > self.max_batch:
-            raise ValueError(f"classify between 1 and {self.max_batch} inputs at a time")
-        return self._enqueue(Ticket(adapter, sink, texts=tuple(texts)))
+        return self._enqueue(classification_ticket(adapter, texts, sink, self.max_batch))
 
     def _enqueue(self, ticket: Ticket) -> Ticket:
         with self._cond:

@@ -49,7 +49,9 @@ from fmlang.backends.serve.tickets import (
     Sink,
     Ticket,
     Token,
+    classification_ticket,
     emit,
+    generation_ticket,
 )
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
@@ -211,17 +213,11 @@ class EngineProcess:
         stream: bool = False,
     ) -> Ticket:
         """Queue a generation in the child; raises QueueFull when the queue is at its bound."""
-        if not prompt_ids:
-            raise ValueError("the prompt has no tokens")
-        if isinstance(adapter, Mixture):
-            self.check_mixture(adapter)
-        ticket = Ticket(adapter, sink, tuple(prompt_ids), (), sampling, stream)
+        ticket = generation_ticket(adapter, prompt_ids, sampling, sink, stream, self.check_mixture)
         return self._enqueue(ticket, ("generate", adapter, ticket.prompt_ids, sampling, stream))
 
     def submit_classify(self, adapter: str | None, texts: Sequence[str], sink: Sink) -> Ticket:
-        if not texts or len(texts) > self.max_batch:
-            raise ValueError(f"classify between 1 and {self.max_batch} inputs at a time")
-        ticket = Ticket(adapter, sink, texts=tuple(texts))
+        ticket = classification_ticket(adapter, texts, sink, self.max_batch)
         return self._enqueue(ticket, ("classify", adapter, ticket.texts))
 
     # ---- the server's side -------------------------------------------------------------

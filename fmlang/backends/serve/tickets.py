@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fmlang.backends.serve.sampling import Sampling
@@ -146,3 +146,29 @@ def emit(ticket: Ticket, event: Event) -> None:
         ticket.sink(event)
     except Exception:  # the request is abandoned; the others go on
         ticket.cancel()
+
+
+def generation_ticket(
+    adapter: str | Mixture | None,
+    prompt_ids: Sequence[int],
+    sampling: Sampling,
+    sink: Sink,
+    stream: bool,
+    check_mixture: Callable[[Mixture], None],
+) -> Ticket:
+    """A generation's ticket, after the checks every engine makes at submission (ValueError:
+    an empty prompt, or a mixture `check_mixture` refuses)."""
+    if not prompt_ids:
+        raise ValueError("the prompt has no tokens")
+    if isinstance(adapter, Mixture):
+        check_mixture(adapter)
+    return Ticket(adapter, sink, tuple(prompt_ids), (), sampling, stream)
+
+
+def classification_ticket(
+    adapter: str | None, texts: Sequence[str], sink: Sink, max_batch: int
+) -> Ticket:
+    """A classification's ticket: 1 to `max_batch` inputs, else ValueError."""
+    if not texts or len(texts) > max_batch:
+        raise ValueError(f"classify between 1 and {max_batch} inputs at a time")
+    return Ticket(adapter, sink, texts=tuple(texts))
