@@ -440,3 +440,21 @@ def test_stage_fails_when_the_label_model_loses_to_majority_vote(
     assert [d.code for d in failure.value.diagnostics] == ["FM0760"]
     assert "worse than majority vote against @gold" in failure.value.diagnostics[0].message
     assert not (tmp_path / "b/run/labels/l.parquet").exists()
+
+
+def test_a_narrow_matrix_is_read_in_place_and_fits_as_int64() -> None:
+    """The labels stage hands over int8 matrices (`labeling.label_matrix`): the checks take
+    them as they are, without an int64 copy, and every fit and prediction is the one the
+    int64 matrix gives."""
+    from fmlang.backends.labelmodel.matrix import check_matrix
+
+    rng = np.random.default_rng(5)
+    wide = rng.integers(-1, 3, size=(2_000, 9)).astype(np.int64)
+    narrow = wide.astype(np.int8)
+    assert check_matrix(narrow, 3) is narrow
+    one, other = fit_label_model(narrow, 3), fit_label_model(wide, 3)
+    assert one == other
+    assert (one.predict(narrow) == other.predict(wide)).all()
+    assert (majority_vote(narrow, 3) == majority_vote(wide, 3)).all()
+    with pytest.raises(ValueError, match="outside"):
+        check_matrix(np.array([[3]], dtype=np.int8), 3)

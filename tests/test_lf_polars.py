@@ -248,6 +248,20 @@ def test_every_function_votes_and_abstains(tmp_path: Path) -> None:
         assert column.tolist() == expected.column(f"lf_{lf.name}").to_pylist(), lf.name
 
 
+def test_the_stage_matrix_is_int8_with_the_tables_votes(tmp_path: Path) -> None:
+    """`labeling.label_matrix`: the votes as int8 (20 MB per million rows of 20 functions,
+    not int64's 160), cell for cell the `lf_*` columns."""
+    from fmlang.backends.data.labeling import label_matrix
+
+    labels = compiled(tmp_path)
+    write_rows(tmp_path, [*ALPHABET, None, "IΣ ab"])
+    table = sql_table(tmp_path, labels)
+    matrix = label_matrix(table, labels)
+    assert matrix.dtype == np.int8 and matrix.shape == (table.num_rows, len(labels.functions))
+    for j, lf in enumerate(labels.functions):
+        assert matrix[:, j].tolist() == table.column(f"lf_{lf.name}").to_pylist(), lf.name
+
+
 def test_a_large_table_in_many_batches_gives_duckdbs_matrix(tmp_path: Path) -> None:
     """200,000 rows: polars runs the kernels (`lower`, `words`, prefiltered regexes) a batch
     at a time, and DuckDB reads the Parquet in row groups; the matrix is still DuckDB's."""

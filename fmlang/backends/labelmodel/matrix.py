@@ -4,7 +4,7 @@ policy."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -13,14 +13,15 @@ ABSTAIN = -1
 """The value a labeling function writes into the matrix when it does not vote."""
 
 TiePolicy = Literal["abstain", "random", "first", "prior"]
-IntArray = NDArray[np.int64]
+IntArray = NDArray[np.signedinteger[Any]]  # label matrices keep their width (int8 from a stage)
 FloatArray = NDArray[np.float64]
 
 _TIE_TOLERANCE = 1e-9
 
 
 def check_matrix(L: object, k: int) -> IntArray:
-    """`L` as a 2-D int64 array, after checking every value is -1 or a class in 0..k-1."""
+    """`L` as a 2-D signed-integer array (its own width: a labels stage's int8 matrix is not
+    copied to int64), after checking every value is -1 or a class in 0..k-1."""
     if k < 2:
         raise ValueError(f"a label matrix needs at least 2 classes, got k={k}")
     matrix = np.asarray(L)
@@ -28,7 +29,8 @@ def check_matrix(L: object, k: int) -> IntArray:
         raise ValueError(f"the label matrix must be 2-D (rows x LFs), got shape {matrix.shape}")
     if matrix.size and not np.issubdtype(matrix.dtype, np.integer):
         raise ValueError(f"the label matrix must hold integers, got {matrix.dtype}")
-    matrix = matrix.astype(np.int64, copy=False)
+    if not np.issubdtype(matrix.dtype, np.signedinteger):  # unsigned: -1 cannot be there
+        matrix = matrix.astype(np.int64)
     bad = (matrix < ABSTAIN) | (matrix >= k)
     if bad.any():
         row, col = (int(i) for i in np.argwhere(bad)[0])
