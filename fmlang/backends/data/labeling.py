@@ -113,7 +113,7 @@ def apply_labels(
 ) -> Any:
     """The label-matrix pass over the block's split (or `on`, an `apply_to` target), then
     the Python functions, as an Arrow table. Under DuckDB the pass is polars' when every
-    function has an exact polars form (`label_polars`: the same table, about twice as fast),
+    function has an exact polars form (`label_polars`: the same table, about 1.6x as fast),
     else the built SQL's."""
     if query.dialect == "spark":
         from fmlang.backends.data.spark import label_table, spark_log, spark_session
