@@ -99,3 +99,46 @@ def test_a_near_duplicate_is_shown_with_the_rules_own_similarity() -> None:
     partner, similarity = _partner(removed, kept, rule)
     # 5-grams of "hello world!" (8) and "hello world" (7): 7 shared of 8 in all.
     assert partner == {"id": "b", "body": "hello world"} and similarity == 0.875
+
+
+NEAR_ROWS = [
+    ["a", "ann", "the quick brown fox jumps over the lazy dog"],
+    ["b", "bob", "the quick brown fox jumps over the lazy dog!!"],  # near a
+    ["c", "cy", "the quick brown fox jumps over the lazy dog"],  # the same text as a
+    ["d", "dee", "the quick brown fox jumps over the lazy cat"],  # near a, less than b
+    ["e", "eve", "something else entirely"],
+]
+
+
+def near_project(tmp_path: Path) -> Path:
+    write_csv(tmp_path / "d.csv", ["id", "who", "body"], NEAR_ROWS)
+    spec = tmp_path / "d.fm"
+    spec.write_text(SPEC.replace("    dedupe body\n", "    dedupe body near 50%\n"), "utf-8")
+    return spec
+
+
+def test_keeping_a_near_duplicate_raises_the_threshold_above_its_similarity(
+    tmp_path: Path,
+) -> None:
+    """A near-dedupe has no per-row exceptions: keeping `b` raises `near` to the smallest
+    three-decimal value above b's similarity to its nearest earlier row, so the next run
+    keeps b (and d, which is less similar still); `c`, the same text as `a`, stays out."""
+    from fmlang.backends.data.review import _grams, _jaccard
+
+    spec = near_project(tmp_path)
+    run_spec(spec, tmp_path / "run", until="data")
+    assert [r["id"] for r in rows(tmp_path / "run/run/data/d/all.parquet")] == ["a", "e"]
+    code, output = review(spec, "--keep", "b")
+    assert code == 0, output
+    text = spec.read_text(encoding="utf-8")
+    similarity = _jaccard(*(_grams({"body": body}, ("body",)) for body in
+                            (NEAR_ROWS[0][2], NEAR_ROWS[1][2])))  # fmt: skip
+    threshold = (int(similarity * 1000) + 1) / 1000
+    assert similarity < threshold <= similarity + 0.001
+    assert f"    dedupe body near {threshold:.3f}\n" in text, text
+    assert "raised `near` of line 10 from 0.5 to" in output
+    assert check_paths([spec]).ok
+    run_spec(spec, tmp_path / "run", until="data")
+    assert [r["id"] for r in rows(tmp_path / "run/run/data/d/all.parquet")] == ["a", "b", "d", "e"]
+    code, output = review(spec, "--keep", "c")
+    assert code == 2 and "FM0773" in output and "the same as an earlier row" in output

@@ -67,7 +67,7 @@ def review(file: str, dataset_name: str, samples: int, keep: tuple[str, ...],
         with exclusive(target, False):
             _build_if_stale(result, target, lambda _: None)
             _, ctx = run_stages(spec, options, text)
-            reviews = review_rules(ctx, dataset, samples)
+            reviews = review_rules(ctx, dataset, samples, frozenset(keep))
     except StageError as exc:
         sys.exit(render_stage_error(result, exc, fmt))
     for rule in reviews:
@@ -104,10 +104,11 @@ def _text(value: Any, limit: int = 80) -> str:
 
 def _keep(result: Any, spec_path: Path, dataset_name: str, reviews: list[RuleReview],
           keys: tuple[str, ...], fmt: str) -> None:  # fmt: skip
-    """Write each kept row as an exception on the filter rule that removed it."""
-    from fmlang.backends.data.review import cannot_keep, keep_rows
+    """Write each kept row as an exception on the filter rule that removed it, or raise the
+    `near` threshold of the near-dedupe rule that removed it above the row's similarity."""
+    from fmlang.backends.data.review import cannot_keep, keep_rows, raise_near, raised_threshold
     from fmlang.cli.main import report
-    from fmlang.ir.nodes import FilterRows
+    from fmlang.ir.nodes import Dedupe, FilterRows
     from fmlang.syntax import ast
 
     node = next(
@@ -128,15 +129,30 @@ def _keep(result: Any, spec_path: Path, dataset_name: str, reviews: list[RuleRev
     for key in keys:
         found = next((i for i, r in enumerate(reviews) if key in r.removed_keys), None)
         rule = reviews[found] if found is not None else None
-        if found is None or rule is None or not isinstance(rule.rule, FilterRows):
+        near = rule is not None and key in rule.nearest
+        if near and rule is not None and raised_threshold(rule.nearest[key]) is None:
+            near = False  # the same text as an earlier row: no threshold keeps it
+        if found is None or rule is None or not (isinstance(rule.rule, FilterRows) or near):
             result.program.sink.add(cannot_keep(key, rule, node.name.span))
             sys.exit(report(result, fmt))
         by_rule.setdefault(found, []).append(key)
-    text = source.text
+    text, said = source.text, []
     for index in sorted(by_rule, key=lambda i: -reviews[i].rule.span.line):  # bottom up
-        text = keep_rows(text, node, reviews[index].rule, id_column, by_rule[index])
+        rule, kept = reviews[index], by_rule[index]
+        if isinstance(rule.rule, Dedupe):
+            closest = max(rule.nearest[k] for k in kept)
+            threshold = raised_threshold(closest)
+            assert threshold is not None
+            text = raise_near(text, node, rule.rule, threshold)
+            said.append(f"raised `near` of line {rule.line} from {rule.rule.near:g} to "
+                        f"{threshold:.3f} (above {closest:.3f}, the similarity of "
+                        f"{', '.join(kept)} to its nearest earlier row): every pair of rows "
+                        "that close is kept too")  # fmt: skip
+        else:
+            text = keep_rows(text, node, rule.rule, id_column, kept)
+            said.append(f"{len(kept)} rows kept as exceptions on line {rule.line}")
     spec_path.write_text(text, encoding="utf-8")
-    click.echo(f"wrote {spec_path}: {len(keys)} rows kept as exceptions; review the change")
+    click.echo(f"wrote {spec_path}: {'; '.join(said)}; review the change")
 
 
 def _id_column(node: Any) -> str | None:

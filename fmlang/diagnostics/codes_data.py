@@ -265,10 +265,11 @@ DATA_CODES: dict[str, Code] = {
     ),
     "FM0773": Code(
         "a dedupe removal cannot be kept",
-        "`fmc data review --keep ID` names a row a `dedupe` rule removed; a dedupe rule has no "
-        "per-row exceptions (the row kept in its place would change). Deduplicate on more "
-        "columns, raise the rule's `near` threshold above the pair's similarity, or remove "
-        "the rule.",
+        "`fmc data review --keep ID` names a row an exact `dedupe` rule removed, or one a "
+        "`dedupe … near` rule removed whose text equals an earlier row's. A dedupe rule has "
+        "no per-row exceptions (the row kept in its place would change), and no `near` "
+        "threshold keeps an identical text (a near rule's removals are otherwise kept by "
+        "raising its threshold). Deduplicate on more columns, or remove the rule.",
         io=True,
     ),
     "FM0774": Code(

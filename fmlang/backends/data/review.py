@@ -13,14 +13,19 @@ every step's table kept, and each rule's table is compared with the one before i
 A removal marked wrong (`--keep ID`, the row's `@id` value) becomes an exception on the rule
 that removed it: `drop where C` is rewritten `drop where (C) and not ID in ["…"]`, and
 `keep where C` becomes `keep where (C) or ID in ["…"]`, in the spec file itself, so the next
-run keeps the row and the change is reviewed like any edit. A `dedupe` rule has no
-exceptions: keeping one of its removals is refused with the reason (FM0773).
+run keeps the row and the change is reviewed like any edit. A `dedupe … near T` rule has no
+per-row exceptions (the rows kept in their place would change); its threshold is raised
+instead, to the smallest three-decimal value above the row's similarity to every earlier
+row (`nearest`): the rule drops a row only for an earlier row at least T similar, so the
+row stays, and so does every other pair that was as close. An exact `dedupe` (or a row
+whose text equals an earlier one) is refused with the reason (FM0773).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import math
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from fmlang.backends.data.engine import connect, run_pipeline
 from fmlang.backends.data.stages import RunContext, _register_hf, built_pipeline
@@ -29,6 +34,7 @@ from fmlang.ir.nodes import Dataset, Dedupe, FilterRows, Normalize, Redact
 from fmlang.lower.near_dedupe import SHINGLE
 from fmlang.syntax import ast
 
+_Rule = TypeVar("_Rule")
 PII = "<pii>"  # what a @pii column shows: a reviewer sees what the rules did, not who wrote
 
 
@@ -52,9 +58,16 @@ class RuleReview:
     samples: tuple[Change, ...]
     removed_keys: frozenset[str]  # every removed row's @id value
     rule: Any  # the IR rule
+    # `dedupe … near`: for each row asked about (`review(keys=…)`) that it removed, the
+    # highest similarity to any earlier row, the rule's own measure
+    nearest: dict[str, float] = field(default_factory=dict)
 
 
-def review(ctx: RunContext, dataset: Dataset, samples: int) -> list[RuleReview]:
+def review(
+    ctx: RunContext, dataset: Dataset, samples: int, keys: frozenset[str] = frozenset()
+) -> list[RuleReview]:
+    """Each cleaning rule's removals or changes (`samples` of them shown); for the rows named
+    in `keys` that a near-dedupe removed, their similarity to the nearest earlier row."""
     pipeline, _ = built_pipeline(ctx, dataset)
     rules = {rule.span: rule for rule in dataset.cleaning if rule.span is not None}
     key = next((c.name for c in dataset.columns if "id" in c.tags), None)
@@ -73,7 +86,7 @@ def review(ctx: RunContext, dataset: Dataset, samples: int) -> list[RuleReview]:
             line = step.span.line if step.span else None
             if isinstance(rule, FilterRows | Dedupe):
                 out.append(_removed(con, before, step.table, step.title, line, rule, key,
-                                    hidden, samples))  # fmt: skip
+                                    hidden, samples, keys))  # fmt: skip
             elif isinstance(rule, Normalize | Redact):
                 out.append(_changed(con, before, step.table, step.title, line, rule, key, samples))
         return out
@@ -93,7 +106,8 @@ def _visible(row: dict[str, Any], hidden: frozenset[str] = frozenset()) -> dict[
 
 
 def _removed(con: Any, before: str, after: str, title: str, line: int | None, rule: Any,
-             key: str | None, hidden: frozenset[str], samples: int) -> RuleReview:  # fmt: skip
+             key: str | None, hidden: frozenset[str], samples: int,
+             asked: frozenset[str]) -> RuleReview:  # fmt: skip
     gone = _rows(con, f'SELECT * FROM "{before}" WHERE fm_row NOT IN '
                       f'(SELECT fm_row FROM "{after}") ORDER BY fm_row')  # fmt: skip
     kept = (
@@ -106,7 +120,17 @@ def _removed(con: Any, before: str, after: str, title: str, line: int | None, ru
             partner = {k: (PII if k in hidden else v) for k, v in partner.items()}
         changes.append(Change(_key(row, key), _visible(row, hidden), None, partner, similarity))
     keys = frozenset(k for k in (_key(row, key) for row in gone) if k is not None)
-    return RuleReview(title, line, True, len(gone), tuple(changes), keys, rule)
+    nearest = {}
+    if isinstance(rule, Dedupe) and rule.near is not None and asked & keys:
+        earlier = _rows(con, f'SELECT * FROM "{before}" ORDER BY fm_row')
+        for row in gone:
+            name = _key(row, key)
+            if name in asked:
+                mine = _grams(row, rule.columns)
+                prior = (o for o in earlier if o["fm_row"] < row["fm_row"])
+                nearest[name] = max((_jaccard(mine, _grams(o, rule.columns)) for o in prior),
+                                    default=0.0)  # fmt: skip
+    return RuleReview(title, line, True, len(gone), tuple(changes), keys, rule, nearest)
 
 
 def _partner(row: dict[str, Any], kept: list[dict[str, Any]],
@@ -120,12 +144,15 @@ def _partner(row: dict[str, Any], kept: list[dict[str, Any]],
     mine = _grams(row, rule.columns)
     best, score = None, -1.0
     for other in kept:
-        theirs = _grams(other, rule.columns)
-        union = mine | theirs
-        similarity = len(mine & theirs) / len(union) if union else 1.0
+        similarity = _jaccard(mine, _grams(other, rule.columns))
         if similarity > score:
             best, score = other, similarity
     return (_visible(best), round(score, 3)) if best is not None else (None, None)
+
+
+def _jaccard(one: set[str], other: set[str]) -> float:
+    union = one | other
+    return len(one & other) / len(union) if union else 1.0
 
 
 def _grams(row: dict[str, Any], columns: tuple[str, ...]) -> set[str]:
@@ -172,18 +199,37 @@ def keep_rows(text: str, dataset: ast.Dataset, rule: FilterRows, id_column: str,
     return text[: condition.start] + rewritten + text[condition.end :]
 
 
+def raised_threshold(similarity: float) -> float | None:
+    """The smallest three-decimal threshold above `similarity` (None above 1: the text is
+    the same as an earlier row's, and no threshold keeps it)."""
+    raised = (math.floor(similarity * 1000 + 1e-9) + 1) / 1000
+    return raised if raised <= 1.0 else None
+
+
+def raise_near(text: str, dataset: ast.Dataset, rule: Dedupe, threshold: float) -> str:
+    """The spec's text with the dedupe rule's `near` value replaced by `threshold`."""
+    node = _ast_node(dataset, rule, ast.Dedupe)
+    assert node.near is not None
+    where = node.near.span
+    return text[: where.start] + f"{threshold:.3f}" + text[where.end :]
+
+
 def _ast_rule(dataset: ast.Dataset, rule: FilterRows) -> ast.FilterRows:
+    return _ast_node(dataset, rule, ast.FilterRows)
+
+
+def _ast_node(dataset: ast.Dataset, rule: Any, kind: type[_Rule]) -> _Rule:
     assert rule.span is not None
     for stmt in dataset.body:
         if isinstance(stmt, ast.Clean):
             for node in stmt.rules:
                 if (
-                    isinstance(node, ast.FilterRows)
+                    isinstance(node, kind)
                     and node.span.line == rule.span.line
                     and (node.span.column == rule.span.column)
                 ):
                     return node
-    raise LookupError(f"no filter rule at line {rule.span.line}")
+    raise LookupError(f"no {kind.__name__} rule at line {rule.span.line}")
 
 
 def _quoted(value: str) -> str:
@@ -191,7 +237,8 @@ def _quoted(value: str) -> str:
 
 
 def cannot_keep(key: str, found: RuleReview | None, span: Span | None) -> Diagnostic:
-    """FM0772 (no rule removed it) or FM0773 (a dedupe removed it)."""
+    """FM0772 (no rule removed it) or FM0773 (an exact dedupe removed it, or a near one
+    whose threshold cannot rise above the row's similarity)."""
     if found is None:
         return error(
             "FM0772",
@@ -200,10 +247,16 @@ def cannot_keep(key: str, found: RuleReview | None, span: Span | None) -> Diagno
             "the dataset",
             help="`fmc data review` lists the rows each rule removed; pass one of their ids",
         )
+    near = isinstance(found.rule, Dedupe) and found.rule.near is not None
+    why = (
+        "its text is the same as an earlier row's, so no `near` threshold keeps it"
+        if near
+        else "an exact dedupe rule has no exceptions"
+    )
     return error(
         "FM0773",
-        f"row `{key}` was removed by `{found.title}`, and a dedupe rule has no exceptions",
+        f"row `{key}` was removed by `{found.title}`, and {why}",
         span,
         "the dataset",
-        help="dedupe on more columns, raise its `near` threshold, or drop the rule",
+        help="dedupe on more columns, or drop the rule",
     )
