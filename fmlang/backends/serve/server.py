@@ -587,7 +587,9 @@ def _add_info_routes(app: FastAPI, state: _State) -> None:
 
 def run(config: ServeConfig, gate: auth.Gate | None = None) -> None:
     """Load the model (StageError if it cannot be), then serve until interrupted; behind
-    `gate` when given (`fmc serve` always gives one unless --no-auth)."""
+    `gate` when given (`fmc serve` always gives one unless --no-auth). With
+    `engine_process` the engine starts by `multiprocessing`'s spawn, which imports the
+    calling script again: call this under `if __name__ == "__main__":`."""
     import uvicorn
 
     engine = start_engine(config)
