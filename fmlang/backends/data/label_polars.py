@@ -190,10 +190,6 @@ def lower_fixes() -> tuple[dict[str, str], tuple[int, ...]]:
     return replacements, tuple(duckdb_only)
 
 
-def _class(codes: tuple[int, ...]) -> str:
-    return "[" + "".join(f"\\x{{{c:x}}}" for c in codes) + "]"
-
-
 def _duckdb_lower(series: Any) -> Any:
     import polars as pl
 

@@ -101,7 +101,7 @@ class EngineProcess:
         info: _Info,
         tokenizer: PreTrainedTokenizerBase,
     ) -> None:
-        self.config, self.process, self.conn = config, process, conn
+        self.process, self.conn = process, conn
         self.tokenizer = tokenizer
         self.vocab_size, self.max_positions = info.vocab_size, info.max_positions
         self.untrained_heads = info.untrained_heads
