@@ -5,13 +5,18 @@ will read (`CONTENT ~ /\\bcheck out\\b/i`) and as the IR expression the label-ma
 compiles, so its firing rows are computed by the same SQL a real labeling function runs.
 Keywords are ASCII letters and digits only, so the patterns need no escaping and mean the
 same in every regex engine.
+
+`restrict` limits a candidate to the rows where none of another class's chosen functions
+matches (`words(CONTENT) < 12 and CONTENT !~ /\\bcheck\\b|https?:\\/\\/|www\\./i`): a
+short comment is ham unless it has spam's marks. On YouTube this lifts "short, no link"
+from 71% to 93% accuracy, since most of its errors are spam the spam functions catch.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -50,12 +55,29 @@ WORD_COUNTS = ((3, "<"), (5, "<"), (8, "<"), (12, "<"), (20, ">"), (30, ">"), (5
 @dataclass(frozen=True)
 class Candidate:
     """One condition: `name` (a valid, unique labeling-function name stem), its `.fm`
-    `source` and its IR `expr`; `kind` is keyword, prefix, shape or length."""
+    `source` and its IR `expr`; `kind` is keyword, prefix, shape or length. A candidate
+    made by `restrict` names the candidate it restricts (`base`) and the class whose functions
+    it excludes (`unless`)."""
 
     name: str
     kind: str
     source: str
     expr: Expr
+    base: str = ""
+    unless: str = ""
+
+    @property
+    def root(self) -> str:
+        """The name of the unrestricted candidate this one derives from."""
+        return self.base or self.name
+
+    @property
+    def regex(self) -> RegexLit | None:
+        """The pattern of a plain `COL ~ /…/` candidate (keyword, prefix or shape)."""
+        expr = self.expr
+        if isinstance(expr, BinOp) and expr.op == "~" and isinstance(expr.right, RegexLit):
+            return expr.right
+        return None
 
 
 def tokens(text: str) -> list[str]:
@@ -146,3 +168,22 @@ def _plain_short(column: str, n: int) -> Candidate:
     source = f"words({column}) < {n} and {column} !~ /{pattern}/{flags}"
     return Candidate(f"words_under_{n}_no_{name}", "length", source,
                      BinOp(op="and", left=words, right=link))  # fmt: skip
+
+
+def restrict(base: Candidate, column: str, others: Sequence[Candidate], label: str) -> Candidate:
+    """`base`, except on the rows where a pattern of `others` (functions of class `label`)
+    matches: one `column !~ /p1|p2|…/flags` per set of flags, in the order of `others`.
+    Candidates of `others` without a pattern (length thresholds) are left out."""
+    groups: dict[str, list[str]] = {}
+    for other in others:
+        regex = other.regex
+        if regex is not None:
+            groups.setdefault(regex.flags, []).append(regex.pattern)
+    source, expr = base.source, base.expr
+    for flags, patterns in groups.items():
+        pattern = "|".join(patterns)
+        source += f" and {column} !~ /{pattern}/{flags}"
+        excluded = BinOp(op="!~", left=ColumnRef(name=column),
+                         right=RegexLit(pattern=pattern, flags=flags))  # fmt: skip
+        expr = BinOp(op="and", left=expr, right=excluded)
+    return Candidate(f"{base.name}_unless_{label}", base.kind, source, expr, base.name, label)

@@ -4,24 +4,28 @@ Inputs: `fires`, a boolean matrix (every row of the labelled data x candidates),
 sample: row indices with their gold class, split by the seed into two halves (`fit` and
 `held`). For each candidate:
 
-- its class is the gold class most common where it fires on the whole sample;
-- it must fire on at least `min_support` sample rows, and its accuracy's Wilson lower bound
-  (z = 1.645, one-sided 95%) must beat chance (the class's share of the sample);
-- against overfitting one half: it must fire on each half and be right on most of the rows
-  where it fires there (a two-fold check: a keyword that is right by luck on a few rows of
-  one half rarely is on the other);
-- coverage is measured on every row of the labelled data, gold or not (free to measure,
-  and far less noisy than a sample of 50).
+- its class is the gold class most common where it fires on the whole sample, and it must
+  be right on at least MIN_ACCURACY of the sample rows where it fires;
+- when its precision can be estimated on every row of the data (`estimate.py`), the
+  estimate must reach MIN_ESTIMATE, and one sample row suffices to give it a class;
+- otherwise it must fire on at least `min_support` sample rows, its accuracy's Wilson lower
+  bound (z = 1.645, one-sided 95%) must beat chance (the class's share of the sample), and,
+  against overfitting one half, it must fire on each half and be right on most of the rows
+  where it fires there (a keyword right by luck on a few rows of one half rarely is on the
+  other);
+- coverage is measured on every row of the labelled data, gold or not.
 
 Selection is greedy per class (Reef's accuracy-and-diversity trade-off): the next function
-maximises (lower-bound accuracy - chance) x (new coverage + OVERLAP_CREDIT x coverage already
-had), scaled down by its largest Jaccard overlap with a function already chosen (none above
-MAX_OVERLAP), until `per_class` are chosen or none newly covers MIN_GAIN of the rows.
+maximises (precision - chance) x (new coverage + OVERLAP_CREDIT x coverage already had),
+scaled down by its largest Jaccard overlap with a function already chosen (none above
+MAX_OVERLAP), until `per_class` are chosen or none newly covers MIN_GAIN of the rows. The
+precision is the estimate where there is one, else the lower bound.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +36,13 @@ Z = 1.645
 OVERLAP_CREDIT = 0.1
 MIN_GAIN = 0.002
 MAX_OVERLAP = 0.8
+MIN_ACCURACY = 0.9
+"""The least share of its sample rows a candidate must be right on."""
+MIN_ESTIMATE = 0.9
+"""The least estimated precision a candidate with an estimate must reach."""
+
+Estimate = Callable[[int, int], "float | None"]
+"""(candidate's column, class) -> its precision for that class estimated on every row."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,12 @@ class Scored:
     lower_bound: float
     chance: float  # the target class's share of the sample
     coverage: float  # on every row of the labelled data
+    estimate: float | None = None  # precision estimated on every row (estimate.py)
+
+    @property
+    def precision(self) -> float:
+        """What selection weighs: the estimate where there is one, else the lower bound."""
+        return self.lower_bound if self.estimate is None else self.estimate
 
     @property
     def correct(self) -> int:
@@ -74,28 +91,41 @@ def sample_halves(gold_rows: np.ndarray, size: int, seed: int) -> tuple[np.ndarr
 
 
 def score(candidates: list[Candidate], fires: np.ndarray, gold: np.ndarray, fit: np.ndarray,
-          held: np.ndarray, k: int, min_support: int) -> list[Scored]:  # fmt: skip
-    """The candidates that survive pruning, scored. `gold[i]` is row i's class (-1: none)."""
+          held: np.ndarray, k: int, min_support: int, min_accuracy: float = MIN_ACCURACY,
+          estimate: Estimate | None = None,
+          needs_estimate: frozenset[int] = frozenset()) -> list[Scored]:  # fmt: skip
+    """The candidates that survive pruning, scored. `gold[i]` is row i's class (-1: none);
+    `estimate`, where given, measures a candidate's precision on every row; the candidates
+    at the columns `needs_estimate` are dropped without one."""
     sample = np.concatenate([fit, held])
     share = np.bincount(gold[sample], minlength=k) / max(1, len(sample))
     coverage = fires.mean(axis=0) if len(fires) else np.zeros(len(candidates))
     out = []
     for j, candidate in enumerate(candidates):
         votes = gold[sample][fires[sample, j]]
-        if len(votes) < min_support:
+        if len(votes) == 0:
             continue
         counts = np.bincount(votes, minlength=k)
         target = int(np.argmax(counts))  # ties: the lower class index, deterministic
-        bound = wilson_lower(int(counts[target]), len(votes))
-        if bound <= share[target]:
+        if counts[target] < min_accuracy * len(votes):
             continue
+        bound = wilson_lower(int(counts[target]), len(votes))
         halves = [gold[half][fires[half, j]] for half in (fit, held)]
         right = [int((h == target).sum()) for h in halves]
-        if any(len(h) == 0 or r * 2 <= len(h) for h, r in zip(halves, right, strict=True)):
-            continue  # silent on a half, or not right on most of its rows there
+        estimated = estimate(j, target) if estimate is not None else None
+        confirmed = (
+            len(votes) >= min_support
+            and bound > share[target]
+            and all(len(h) > 0 and r * 2 > len(h) for h, r in zip(halves, right, strict=True))
+        )  # frequent, better than chance, and right on most of its rows in each half
+        if estimated is None:
+            if not confirmed or j in needs_estimate:
+                continue
+        elif estimated < MIN_ESTIMATE:
+            continue
         chance, covers = float(share[target]), float(coverage[j])
         out.append(Scored(candidate, j, target, right[0], len(halves[0]), right[1],
-                          len(halves[1]), bound, chance, covers))  # fmt: skip
+                          len(halves[1]), bound, chance, covers, estimated))  # fmt: skip
     return out
 
 
@@ -131,7 +161,7 @@ def _best(pool: list[Scored], mine: list[Scored], covered: np.ndarray,
         overlap = max((_jaccard(column, columns[m.candidate.name]) for m in mine), default=0.0)
         if overlap > MAX_OVERLAP:
             continue
-        value = (s.lower_bound - s.chance) * (new + OVERLAP_CREDIT * old) * (1.0 - overlap)
+        value = (s.precision - s.chance) * (new + OVERLAP_CREDIT * old) * (1.0 - overlap)
         if value > best_value:
             best, best_value, best_new = s, value, new
     return best, best_new

@@ -39,7 +39,9 @@ def render(suggestion: Suggestion, spec: Path, out: Path, kept: list[str], name:
         f"(seed {settings.seed}), in halves of {suggestion.fit_rows} and "
         f"{suggestion.held_rows} that must agree.",
         "# Each function's comment: rows it is right on / fires on, in each half of the",
-        f"# sample, and the share of all {suggestion.rows:,} rows of {data} it fires on.",
+        f"# sample, the share of all {suggestion.rows:,} rows of {data} it fires on, and",
+        "# its precision: estimated on all rows where the functions chosen first can",
+        "# measure it, else the 95% lower bound of its accuracy on the sample.",
         f"# Keep the ones you trust, delete the rest; copy them into `{labels.name}`, or run",
         f"# this block as it is: `{command}`.",
         "",
@@ -64,11 +66,13 @@ def render(suggestion: Suggestion, spec: Path, out: Path, kept: list[str], name:
 
 
 def _figures(scored: Scored) -> str:
-    return (
+    sample = (
         f"sample {scored.fit_correct}/{scored.fit_fires} and "
         f"{scored.held_correct}/{scored.held_fires}, coverage {scored.coverage:.1%}, "
-        f"accuracy lower bound {scored.lower_bound:.2f}"
     )
+    if scored.estimate is not None:
+        return sample + f"estimated precision {scored.estimate:.2f} on all rows"
+    return sample + f"accuracy lower bound {scored.lower_bound:.2f}"
 
 
 def _relative(spec: Path, out: Path) -> str:

@@ -1,13 +1,23 @@
 """Suggest labeling functions for one labels block from its data's gold-labelled rows.
 
 Reads the data stage's output for the block's split (`run/data/<dataset>/<split>.parquet`),
-draws the sample from the rows with a gold label, builds the candidates from the fit half's
-texts only, computes every candidate's firing rows with the lowered label-matrix SQL in
-DuckDB (the same code path `fmc run` takes), then scores, prunes and chooses.
+draws the sample from the rows with a gold label, and computes every candidate's firing rows
+with the lowered label-matrix SQL in DuckDB (the same code path `fmc run` takes). Two rounds:
+
+1. candidates from the sample's texts, scored on the sample alone, chosen greedily;
+2. the first round's precise functions become detectors (`estimate.py`) that measure a
+   candidate's precision on every row; the candidates grow by the words and pairs common
+   in all the rows (WIDER_SHARE of them; those need an estimate, as the sample has too few
+   rows to judge them) and by every candidate restricted to the rows where no first-round
+   function of another class matches (`candidates.restrict`). All are scored again (the
+   estimate replaces the sample's lower bound where there is one) and chosen afresh.
+
+`benchmarks/label_suggest.py` measures the result on YouTube's test split.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +26,8 @@ import numpy as np
 from fmlang.backends.data.engine import connect
 from fmlang.backends.data.labeling import gold_labels, label_matrix
 from fmlang.backends.data.stages import RunContext
-from fmlang.backends.labelsuggest.candidates import Candidate, candidates
+from fmlang.backends.labelsuggest.candidates import Candidate, candidates, restrict
+from fmlang.backends.labelsuggest.estimate import Detector, detector, precision
 from fmlang.backends.labelsuggest.select import Scored, choose, sample_halves, score
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
@@ -24,6 +35,10 @@ from fmlang.ir.nodes import LabelingFunction, Labels
 from fmlang.lower.labels import ABSTAIN, lower_labels, split_path
 
 MIN_SAMPLE = 4
+WIDER_SHARE = 0.005
+"""Second-round words and pairs must occur in this share of all rows (and in `min_support`)."""
+WIDER_ROWS = 20_000
+"""The second round's words come from at most this many rows (drawn with the seed)."""
 
 
 @dataclass(frozen=True)
@@ -68,13 +83,75 @@ def suggest(ctx: RunContext, labels: Labels, column: str, settings: Settings) ->
         raise StageError(_problem(labels, "FM0771", message, hint))
     fit, held = sample_halves(gold_rows, settings.sample, settings.seed)
     texts = [str(v or "") for v in table.column(column).to_pylist()]
+    k = len(labels.classes)
     pool = candidates([texts[i] for i in (*fit, *held)], column, min_rows=settings.min_support)
     fires = _fires(ctx, labels, pool)
-    k = len(labels.classes)
-    scored = score(pool, fires, gold, fit, held, k, settings.min_support)
+    first = choose(score(pool, fires, gold, fit, held, k, settings.min_support), fires, k,
+                   settings.per_class)  # fmt: skip
+    sample = np.concatenate([fit, held])
+    leaning = _leaning(fires, gold, sample, k)
+    restricted = _restricted(pool, leaning, first, column, labels)
+    more = _wider(texts, pool, column, settings) + restricted
+    fires = np.concatenate([fires, _fires(ctx, labels, more)], axis=1)
+    every = pool + more
+    detectors = _detectors(first, fires, gold, sample, k)
+    wider = frozenset(j for j, c in enumerate(every) if j >= len(pool) and not c.base)
+
+    def estimate(j: int, target: int) -> float | None:
+        return precision(every[j], fires[:, j], target, detectors, fires, labels.classes)
+
+    scored = score(every, fires, gold, fit, held, k, settings.min_support, estimate=estimate,
+                   needs_estimate=wider)  # fmt: skip
     chosen = choose(scored, fires, k, settings.per_class)
-    return Suggestion(labels, column, tuple(chosen), len(fit), len(held), len(texts), len(pool),
-                      settings)  # fmt: skip
+    return Suggestion(labels, column, tuple(chosen), len(fit), len(held), len(texts),
+                      len(every), settings)  # fmt: skip
+
+
+def _wider(texts: list[str], pool: list[Candidate], column: str,
+           settings: Settings) -> list[Candidate]:  # fmt: skip
+    """Keyword, pair and prefix candidates common in all the rows and not already in
+    `pool` (the shapes and lengths are there already)."""
+    rows = np.random.default_rng(settings.seed).permutation(len(texts))[:WIDER_ROWS]
+    least = max(settings.min_support, math.ceil(WIDER_SHARE * len(rows)))
+    taken = {c.name for c in pool}
+    found = candidates([texts[i] for i in sorted(rows)], column, min_rows=least)
+    return [c for c in found if c.name not in taken and c.kind in ("keyword", "prefix")]
+
+
+def _leaning(fires: np.ndarray, gold: np.ndarray, sample: np.ndarray, k: int) -> np.ndarray:
+    """Per candidate, the gold class most common on the sample rows where it fires (ties:
+    the lower index); -1 where it fires on none."""
+    counts = np.stack([fires[sample][gold[sample] == c].sum(axis=0) for c in range(k)])
+    return np.where(counts.sum(axis=0) > 0, counts.argmax(axis=0), -1)
+
+
+def _restricted(pool: list[Candidate], leaning: np.ndarray, first: list[Scored], column: str,
+                labels: Labels) -> list[Candidate]:  # fmt: skip
+    """Each candidate of `pool` that leans to a class on the sample, restricted once per
+    other class whose first-round functions include a pattern: to the rows none of those
+    matches. (Restricting a candidate that leans to the class it excludes would turn "not
+    ham-like" into a function for spam: a closed-world guess, not evidence.)"""
+    out = []
+    for u, label in enumerate(labels.classes):
+        others = [s.candidate for s in first if s.target == u and s.candidate.regex is not None]
+        if others:
+            pairs = zip(pool, leaning, strict=True)
+            out += [restrict(c, column, others, label) for c, lean in pairs if lean not in (-1, u)]
+    return out
+
+
+def _detectors(first: list[Scored], fires: np.ndarray, gold: np.ndarray, sample: np.ndarray,
+               k: int) -> dict[int, Detector]:  # fmt: skip
+    """Per class, the detector made of its first-round functions that were right on every
+    sample row where they fired, where it is strong enough."""
+    out = {}
+    for target in range(k):
+        members = [(s.candidate, s.column) for s in first
+                   if s.target == target and s.correct == s.fires]  # fmt: skip
+        found = detector(target, members, fires, gold, sample)
+        if found is not None:
+            out[target] = found
+    return out
 
 
 def _read(ctx: RunContext, path: str) -> Any:
