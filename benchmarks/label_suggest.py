@@ -12,11 +12,10 @@ rows (rows where it gives no class, ties and all-abstain, count as wrong), on th
 labels, that coverage, and the accuracy when every row gets the class of highest probability
 (`fm_probs`; a row where every function abstains gets the class prior's choice, exact ties the
 first class), the figure papers that label every row report. The hand-written block does not
-depend on the seed. When the labels stage refuses a block's label model for losing to majority
-vote on the train split's gold labels (FM0760), the run stops there, and the figures of that
-block (and of the suggested block, run after it) are missing for the seed: the output counts
-the refusals. Every seed is also run with both
-blocks combined by majority vote (ties abstain), which no refusal affects.
+depend on the seed. Each block is run with majority vote (ties abstain) and with the EM label
+model, one block at a time; when the labels stage refuses a block's label model for losing to
+majority vote on the train split's gold labels (FM0760), its figures are missing for the seed
+and the output counts the refusals.
 
     .venv/bin/python benchmarks/label_suggest.py [--seeds 5] [--sample 50] [--json]
 """
@@ -45,13 +44,19 @@ def prepare(folder: Path) -> Path:
     shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns(".fm-build"))
     spec = folder / "spam.fm"
     text = spec.read_text(encoding="utf-8")
-    # The example combines its votes by majority vote; here both blocks start with the EM
-    # label model (the `majority` pass below switches both to majority vote).
-    apply = "\n  apply_to [comments.valid, comments.test]\n  model label_model(tie = abstain)"
+    apply = f"\n  apply_to [comments.valid, comments.test]\n  {MAJORITY}"
     text, n = re.subn(r"\n  model majority\(tie = abstain\)", apply, text, count=1)
     assert n == 1, "the example's labels block changed: update the benchmark"
     spec.write_text(text, encoding="utf-8")
     return spec
+
+
+def combine(file: Path, model: str) -> None:
+    """Set the labels block of `file` to combine its votes with `model`."""
+    text = file.read_text(encoding="utf-8")
+    text, n = re.subn(r"\n  model +(label_model|majority)\([^)]*\)", "\n  " + model, text)
+    assert n == 1, f"no single labels model in {file.name}"
+    file.write_text(text, encoding="utf-8")
 
 
 def fmc(*args: str, cwd: Path, refusals: tuple[str, ...] = ()) -> str | None:
@@ -87,6 +92,7 @@ def figures(build: Path, labels: str, split: str) -> dict[str, Any]:
 
 
 MAJORITY = "model majority(tie = abstain)"
+LABEL_MODEL = "model label_model(tie = abstain)"
 BLOCKS = (("spam", "hand-written"), ("spam_suggested", "suggested"))
 COMBINERS = ("label_model", "majority")
 
@@ -97,30 +103,30 @@ def one_seed(seed: int, sample: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         spec = prepare(Path(tmp) / "youtube_spam")
         folder = spec.parent
+        suggested = folder / "spam.spam.suggested.fm"
         fmc("label", "suggest", "spam.fm", "spam", "--sample", str(sample), "--seed", str(seed),
             "--as", PRINCIPAL, "--build", ".b", cwd=folder)  # fmt: skip
         out: dict[str, Any] = {}
         for combiner in COMBINERS:
-            if combiner == "majority":  # both blocks combine their votes by majority vote
-                for file in (spec, folder / "spam.spam.suggested.fm"):
-                    text = re.sub(r"\n  model +label_model\([^)]*\)", "\n  " + MAJORITY,
-                                  file.read_text(encoding="utf-8"))  # fmt: skip
-                    file.write_text(text, encoding="utf-8")
-            out[combiner] = _run_blocks(folder, f".b_{combiner}")
+            model = LABEL_MODEL if combiner == "label_model" else MAJORITY
+            figures: dict[str, dict[str, Any]] = {"valid": {}, "test": {}}
+            for name, _ in BLOCKS:  # this block with `model`, the other by majority vote
+                combine(spec, model if name == "spam" else MAJORITY)
+                combine(suggested, model if name == "spam_suggested" else MAJORITY)
+                done = _run(folder, f".b_{combiner}_{name}", name)
+                for split in figures:
+                    figures[split][name] = done and done[split]
+            out[combiner] = figures
         return out
 
 
-def _run_blocks(folder: Path, build: str) -> dict[str, dict[str, Any]]:
-    """Run both blocks (the hand-written one first); a block the run did not reach, because
-    a label model was refused, has None."""
+def _run(folder: Path, build: str, name: str) -> dict[str, Any] | None:
+    """Block `name`'s figures on valid and test; None when its label model was refused."""
     run = ("run", "spam.spam.suggested.fm", "--until", "labels", "--as", PRINCIPAL, "-o", build)
     fmc(*run, cwd=folder, refusals=(WORSE_THAN_MAJORITY,))
-    out: dict[str, dict[str, Any]] = {"valid": {}, "test": {}}
-    for split in out:
-        for name, _ in BLOCKS:
-            done = (folder / build / f"run/labels/{name}/comments/{split}.analysis.json").exists()
-            out[split][name] = figures(folder / build, name, split) if done else None
-    return out
+    if not (folder / build / f"run/labels/{name}/comments/test.analysis.json").exists():
+        return None
+    return {split: figures(folder / build, name, split) for split in ("valid", "test")}
 
 
 def main() -> None:
