@@ -46,7 +46,9 @@ def suggest(file: str, labels_name: str, sample: int, seed: int, per_class: int,
 
     Runs FILE's data stage (cached), draws --sample rows with a gold label from the data the
     block labels, and proposes keyword, regex and length functions that are accurate on
-    the sample and on each of its halves, cover many rows and overlap little.
+    the sample and on each of its halves, cover many rows and overlap little. A second
+    round estimates each candidate's precision on every row through the functions the
+    first chose, and restricts candidates to the rows without another class's marks.
     Writes them, with their measured accuracy and coverage as comments, to a .fm file that
     imports FILE: review it, keep what you trust. Deterministic; no network, no model."""
     from fmlang.api import check_paths, compile_spec
