@@ -17,7 +17,13 @@ model, one block at a time; when the labels stage refuses a block's label model 
 majority vote on the train split's gold labels (FM0760), its figures are missing for the seed
 and the output counts the refusals.
 
-    .venv/bin/python benchmarks/label_suggest.py [--seeds 5] [--sample 50] [--json]
+With `--end-model`, each seed also trains the example's end model (MiniLM-L6 + LoRA, as `make
+demo` does) on the suggested functions' labels, spliced into the `spam` block in place of the
+hand-written ones, and reads its accuracy on the test split from the run's gate report; the
+hand-written functions' end model is trained once in the same run as the baseline (about 2
+minutes each on 2 cores).
+
+    .venv/bin/python benchmarks/label_suggest.py [--seeds 5] [--sample 50] [--end-model] [--json]
 """
 
 from __future__ import annotations
@@ -97,9 +103,9 @@ BLOCKS = (("spam", "hand-written"), ("spam_suggested", "suggested"))
 COMBINERS = ("label_model", "majority")
 
 
-def one_seed(seed: int, sample: int) -> dict[str, Any]:
+def one_seed(seed: int, sample: int, end_model: bool) -> dict[str, Any]:
     """Per combiner, split and block: the figures, or None where the labels stage refused
-    the block's label model (FM0760)."""
+    the block's label model (FM0760); with `end_model`, the end model's test accuracy."""
     with tempfile.TemporaryDirectory() as tmp:
         spec = prepare(Path(tmp) / "youtube_spam")
         folder = spec.parent
@@ -117,7 +123,46 @@ def one_seed(seed: int, sample: int) -> dict[str, Any]:
                 for split in figures:
                     figures[split][name] = done and done[split]
             out[combiner] = figures
+        if end_model:
+            combine(spec, MAJORITY)
+            splice(spec, suggested)
+            out["end_model"] = end_model_accuracy(folder)
         return out
+
+
+def splice(spec: Path, suggested: Path) -> None:
+    """Replace the `spam` block's functions (and its comments) in `spec` with the suggested
+    block's functions."""
+    functions = [line for line in suggested.read_text(encoding="utf-8").splitlines()
+                 if line.strip().startswith("lf ")]  # fmt: skip
+    out, block = [], False
+    for line in spec.read_text(encoding="utf-8").splitlines():
+        if line.startswith("labels spam on "):
+            block = True
+        elif block and line.startswith("}"):
+            block = False
+        elif block and line.strip().startswith(("lf ", "#")):
+            continue
+        out.append(line)
+        if block and line.strip().startswith("classes "):
+            out.extend(functions)
+    spec.write_text("\n".join(out) + "\n", encoding="utf-8")
+
+
+def end_model_accuracy(folder: Path) -> float:
+    """Train the example's model on its `spam` block's labels (`fmc run spam.fm`, every
+    stage) and read the test accuracy its gate measured (a failed gate is not an error)."""
+    build = folder / ".b_end"
+    subprocess.run([*FMC, "run", "spam.fm", "--as", PRINCIPAL, "-o", str(build)], cwd=folder,
+                   capture_output=True, text=True, check=False)  # fmt: skip
+    report = json.loads((build / "run/report.json").read_text(encoding="utf-8"))
+    gates = [g for stage in report["stages"] for g in stage.get("gates", [])]
+    return float(next(g["measured"] for g in gates if g.get("metric") == "accuracy"))
+
+
+def hand_written_end_model() -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        return end_model_accuracy(prepare(Path(tmp) / "youtube_spam").parent)
 
 
 def _run(folder: Path, build: str, name: str) -> dict[str, Any] | None:
@@ -133,11 +178,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--sample", type=int, default=50)
+    parser.add_argument("--end-model", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    runs = [one_seed(seed, args.sample) for seed in range(args.seeds)]
+    runs = [one_seed(seed, args.sample, args.end_model) for seed in range(args.seeds)]
+    baseline = hand_written_end_model() if args.end_model else None
     if args.json:
-        print(json.dumps(runs, indent=2))
+        print(json.dumps({"runs": runs, "hand_written_end_model": baseline}, indent=2))
         return
     print(f"YouTube: labels fitted on comments.train without gold, applied to valid and test; "
           f"{args.sample} gold rows to suggest from, seeds 0..{args.seeds - 1}")  # fmt: skip
@@ -157,6 +204,11 @@ def main() -> None:
                       f"{_spread(rows, 'accuracy_all'):>17} "
                       f"{_spread(rows, 'accuracy_covered'):>17} "
                       f"{_mean(rows, 'coverage'):>9.3f} {every:>24}{note}")  # fmt: skip
+    if baseline is not None:
+        suggested = [r["end_model"] for r in runs]
+        each = ", ".join(f"{a:.3f}" for a in suggested)
+        print(f"end model, test accuracy: hand-written {baseline:.3f}; suggested "
+              f"{statistics.fmean(suggested):.3f} ({each})")  # fmt: skip
 
 
 def _mean(rows: list[dict[str, Any]], key: str) -> float:

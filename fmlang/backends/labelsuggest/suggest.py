@@ -89,11 +89,7 @@ def suggest(ctx: RunContext, labels: Labels, column: str, settings: Settings) ->
     first = choose(score(pool, fires, gold, fit, held, k, settings.min_support), fires, k,
                    settings.per_class)  # fmt: skip
     sample = np.concatenate([fit, held])
-    leaning = _leaning(fires, gold, sample, k)
-    restricted = _restricted(pool, leaning, first, column, labels)
-    more = _wider(texts, pool, column, settings) + restricted
-    fires = np.concatenate([fires, _fires(ctx, labels, more)], axis=1)
-    every = pool + more
+    every, fires = _grown(ctx, labels, column, settings, texts, pool, fires, first, gold, sample)
     detectors = _detectors(first, fires, gold, sample, k)
     wider = frozenset(j for j, c in enumerate(every) if j >= len(pool) and not c.base)
 
@@ -105,6 +101,17 @@ def suggest(ctx: RunContext, labels: Labels, column: str, settings: Settings) ->
     chosen = choose(scored, fires, k, settings.per_class)
     return Suggestion(labels, column, tuple(chosen), len(fit), len(held), len(texts),
                       len(every), settings)  # fmt: skip
+
+
+def _grown(ctx: RunContext, labels: Labels, column: str, settings: Settings, texts: list[str],
+           pool: list[Candidate], fires: np.ndarray, first: list[Scored], gold: np.ndarray,
+           sample: np.ndarray) -> tuple[list[Candidate], np.ndarray]:  # fmt: skip
+    """The second round's candidates (`pool`, then the wider words, then the restricted
+    candidates) and their firing rows (`fires` extended)."""
+    leaning = _leaning(fires, gold, sample, len(labels.classes))
+    more = _wider(texts, pool, column, settings) + _restricted(pool, leaning, first, column,
+                                                               labels)  # fmt: skip
+    return pool + more, np.concatenate([fires, _fires(ctx, labels, more)], axis=1)
 
 
 def _wider(texts: list[str], pool: list[Candidate], column: str,
