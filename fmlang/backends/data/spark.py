@@ -85,6 +85,8 @@ def spark_session(log_path: Path, cores: int | None = None) -> SparkSession:
         .config("spark.pyspark.python", sys.executable)
         .config("spark.pyspark.driver.python", sys.executable)
         .config("spark.driver.extraJavaOptions", "-Dlog4j2.level=warn")
+        # Not `spark-warehouse/` in the user's working folder (Spark's default).
+        .config("spark.sql.warehouse.dir", str(log_path.parent.resolve() / "spark-warehouse"))
     )
     _quiet_python_loggers(log_path)
     try:
