@@ -13,10 +13,19 @@ from click.testing import CliRunner
 from fmlang.api import check_paths
 from fmlang.backends.labelsuggest.candidates import Candidate, candidates, restrict
 from fmlang.backends.labelsuggest.estimate import detector, precision
-from fmlang.backends.labelsuggest.select import choose, sample_halves, score, wilson_lower
+from fmlang.backends.labelsuggest.select import (
+    Scored,
+    choose,
+    sample_halves,
+    score,
+    wilson_lower,
+)
+from fmlang.backends.labelsuggest.source import render
+from fmlang.backends.labelsuggest.suggest import Settings, Suggestion
 from fmlang.cli.main import cli
 from fmlang.fmt import format_text
 from fmlang.ir.expr import BinOp, Lit
+from fmlang.ir.nodes import Labels
 from tests.data_helpers import GRANT, TESTER, rows, run_spec, write_csv
 
 SPEC = """\
@@ -155,6 +164,21 @@ def test_restrict_excludes_the_other_class_patterns_by_flags() -> None:
     assert made.regex is None and found["kw_check"].regex is not None
 
 
+def test_excluded_patterns_are_named_once_and_avoid_taken_names(tmp_path: Path) -> None:
+    found = {c.name: c for c in candidates(["short one", "check this"], "body", min_rows=1)}
+    spam = [found["kw_check"], found["re_url"]]
+    chosen = [restrict(found["words_under_5"], "body", spam, "spam"),
+              restrict(found["words_under_3"], "body", spam, "spam")]  # fmt: skip
+    scored = [Scored(c, 0, 0, 1, 1, 1, 1, 0.8, 0.5, 0.1) for c in chosen]
+    labels = Labels(name="l", file="s.fm", dataset="c", split="train", classes=("ham", "spam"))
+    suggestion = Suggestion(labels, "body", tuple(scored), 1, 1, 2, 2, Settings())
+    text = render(suggestion, tmp_path / "s.fm", tmp_path / "o.fm", [], "l_suggested",
+                  taken={"spam_marks"})  # fmt: skip
+    assert text.count("let spam_marks_2 = /\\bcheck\\b|https?:\\/\\/|www\\./i") == 1
+    assert "words(body) < 5 and body !~ spam_marks_2 -> ham" in text
+    assert "words(body) < 3 and body !~ spam_marks_2 -> ham" in text
+
+
 def test_precision_is_estimated_through_a_detector_on_unlabelled_rows() -> None:
     # 4,000 rows, half spam. The detector (column 0) fires on 90% of spam and 40% of ham;
     # the candidate (column 1) on 800 spam and 200 ham rows, independently of it. It fires
@@ -211,6 +235,10 @@ def test_suggest_writes_a_reviewable_spec_that_checks_and_runs(tmp_path: Path) -
     functions = {line.split(":")[0].split()[-1]: line for line in text.splitlines()
                  if line.strip().startswith("lf ")}  # fmt: skip
     assert {line.rsplit("-> ", 1)[1] for line in functions.values()} == {"ham", "spam"}
+    # A function restricted to the rows without spam's marks names them, declared once.
+    restricted = [line for name, line in functions.items() if name.endswith("_unless_spam")]
+    assert restricted and all("!~ spam_marks" in line for line in restricted)
+    assert text.count("\nlet spam_marks = /") == 1
     assert text.count("  # sample ") == len(functions)  # each with its figures
     # The same seed writes the same bytes; the block runs and labels the held-out split.
     assert suggest(spec, "--sample", "40")[0] == 0

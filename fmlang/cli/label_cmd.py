@@ -96,7 +96,9 @@ def suggest(file: str, labels_name: str, sample: int, seed: int, per_class: int,
     taken = [*(d.name for d in spec.datasets), *(lb.name for lb in spec.labels),
              *(m.name for m in spec.models), *(g.name for g in spec.merges)]  # fmt: skip
     kept = _kept_statements(result, node)
-    source = render(suggestion, spec_path, out, kept, block_name(labels_name, taken))
+    declared = {name for scope in result.program.scopes.values() for name in scope}
+    source = render(suggestion, spec_path, out, kept, block_name(labels_name, taken),
+                    taken=declared | set(taken))  # fmt: skip
     out.write_text(source, encoding="utf-8")
     checked = check_paths([out])
     if not checked.ok:  # what we wrote must check: a bug, said as such

@@ -67,6 +67,7 @@ class Candidate:
     expr: Expr
     base: str = ""
     unless: str = ""
+    excludes: tuple[RegexLit, ...] = ()  # the patterns `restrict` excluded, in `source` order
 
     @property
     def root(self) -> str:
@@ -187,10 +188,10 @@ def restrict(base: Candidate, column: str, others: Sequence[Candidate], label: s
         if regex is not None:
             groups.setdefault(regex.flags, []).append(regex.pattern)
     source, expr = base.source, base.expr
-    for flags, patterns in groups.items():
-        pattern = "|".join(patterns)
-        source += f" and {column} !~ /{pattern}/{flags}"
-        excluded = BinOp(op="!~", left=ColumnRef(name=column),
-                         right=RegexLit(pattern=pattern, flags=flags))  # fmt: skip
+    excludes = tuple(RegexLit(pattern="|".join(p), flags=f) for f, p in groups.items())
+    for regex in excludes:
+        source += f" and {column} !~ /{regex.pattern}/{regex.flags}"
+        excluded = BinOp(op="!~", left=ColumnRef(name=column), right=regex)
         expr = BinOp(op="and", left=expr, right=excluded)
-    return Candidate(f"{base.name}_unless_{label}", base.kind, source, expr, base.name, label)
+    name = f"{base.name}_unless_{label}"
+    return Candidate(name, base.kind, source, expr, base.name, label, excludes)

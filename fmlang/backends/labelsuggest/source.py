@@ -3,8 +3,9 @@
 The file imports the spec and declares one labels block, `<labels>_suggested`, on the same
 data, with the same classes, and the original block's other statements (its `model`,
 `apply_to` and grants, as written), so it checks and runs as it is; every function carries
-its measured figures as a comment. The text is passed through `fmc fmt` before it is
-returned.
+its measured figures as a comment. The patterns a restricted function excludes (another
+class's first-round functions) are declared once, as `let <class>_marks = /…/`, and named in
+each function that excludes them. The text is passed through `fmc fmt` before it is returned.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from fmlang.backends.labelsuggest.candidates import Candidate
 from fmlang.backends.labelsuggest.select import Scored
 from fmlang.backends.labelsuggest.suggest import Suggestion
 from fmlang.fmt import format_text
+from fmlang.ir.expr import RegexLit
 
 
 def block_name(labels: str, taken: Iterable[str]) -> str:
@@ -26,9 +29,10 @@ def block_name(labels: str, taken: Iterable[str]) -> str:
     return name
 
 
-def render(suggestion: Suggestion, spec: Path, out: Path, kept: list[str], name: str) -> str:
+def render(suggestion: Suggestion, spec: Path, out: Path, kept: list[str], name: str,
+           taken: Iterable[str] = ()) -> str:  # fmt: skip
     """The `.fm` text. `kept`: the original block's statements other than its functions and
-    classes, as written."""
+    classes, as written; `taken`: names the `let` declarations must not reuse."""
     labels = suggestion.labels
     data = f"{labels.dataset}.{labels.split}" if labels.split else labels.dataset
     settings = suggestion.settings
@@ -47,6 +51,16 @@ def render(suggestion: Suggestion, spec: Path, out: Path, kept: list[str], name:
         "",
         f'import "{_relative(spec, out)}"',
         "",
+    ]
+    marks = _marks([s.candidate for s in suggestion.chosen], {*taken, name})
+    for (label, regex), mark in marks.items():
+        lines.append(
+            f"# What `{label}`'s functions match: `…_unless_{label}` leaves those rows alone."
+        )
+        lines.append(f"let {mark} = /{regex.pattern}/{regex.flags}")
+    if marks:
+        lines.append("")
+    lines += [
         f"labels {name} on {data} {{",
         f"  classes [{', '.join(labels.classes)}]",
         "",
@@ -54,7 +68,8 @@ def render(suggestion: Suggestion, spec: Path, out: Path, kept: list[str], name:
     for scored in suggestion.chosen:
         lines.append(f"  # {_figures(scored)}")
         target = labels.classes[scored.target]
-        lines.append(f"  lf {scored.candidate.name}: {scored.candidate.source} -> {target}")
+        source = _named(scored.candidate, suggestion.column, marks)
+        lines.append(f"  lf {scored.candidate.name}: {source} -> {target}")
     if kept:
         lines.append("")
         lines.extend(f"  {statement}" for statement in kept)
@@ -63,6 +78,30 @@ def render(suggestion: Suggestion, spec: Path, out: Path, kept: list[str], name:
     formatted = format_text(text, str(out))
     assert formatted.text is not None, formatted.diagnostics
     return formatted.text
+
+
+def _marks(chosen: list[Candidate], taken: set[str]) -> dict[tuple[str, RegexLit], str]:
+    """A `let` name for each distinct pattern the chosen functions exclude: `spam_marks`,
+    `spam_marks_2` (a second set of flags), avoiding `taken`."""
+    out: dict[tuple[str, RegexLit], str] = {}
+    for candidate in chosen:
+        for regex in candidate.excludes:
+            key = (candidate.unless, regex)
+            if key not in out:
+                name, n = f"{candidate.unless}_marks", 2
+                while name in taken or name in out.values():
+                    name, n = f"{candidate.unless}_marks_{n}", n + 1
+                out[key] = name
+    return out
+
+
+def _named(candidate: Candidate, column: str, marks: dict[tuple[str, RegexLit], str]) -> str:
+    """The candidate's source with each excluded pattern written as its `let` name."""
+    source = candidate.source
+    for regex in candidate.excludes:
+        inline = f" and {column} !~ /{regex.pattern}/{regex.flags}"
+        source = source.replace(inline, f" and {column} !~ {marks[(candidate.unless, regex)]}")
+    return source
 
 
 def _figures(scored: Scored) -> str:
