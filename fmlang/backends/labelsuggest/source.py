@@ -41,11 +41,12 @@ def render(suggestion: Suggestion, spec: Path, out: Path, kept: list[str], name:
         f"# Labeling functions `fmc label suggest` proposes for labels `{labels.name}`, from",
         f"# {suggestion.fit_rows + suggestion.held_rows} gold-labelled rows of {data} "
         f"(seed {settings.seed}), in halves of {suggestion.fit_rows} and "
-        f"{suggestion.held_rows} that must agree.",
+        f"{suggestion.held_rows}.",
         "# Each function's comment: rows it is right on / fires on, in each half of the",
         f"# sample, the share of all {suggestion.rows:,} rows of {data} it fires on, and",
         "# its precision: estimated on all rows where the functions chosen first can",
-        "# measure it, else the 95% lower bound of its accuracy on the sample.",
+        "# measure it (then a sample row or two suffice), else the 95% lower bound of its",
+        "# accuracy on the sample (then it must be right on most of its rows in each half).",
         f"# Keep the ones you trust, delete the rest; copy them into `{labels.name}`, or run",
         f"# this block as it is: `{command}`.",
         "",
