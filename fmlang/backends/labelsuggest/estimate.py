@@ -70,15 +70,11 @@ def detector(target: int, members: Sequence[tuple[Candidate, int]], fires: np.nd
     kept = [(c, j) for c, j in members if c.regex is not None]
     if not kept:
         return None
-    found = _detector(target, kept, sample[gold[sample] == target], sample[gold[sample] != target])
-    fired = np.asarray(fires[:, list(found.columns)].any(axis=1))
+    columns, names = tuple(j for _, j in kept), tuple(c.name for c, _ in kept)
+    own, other = sample[gold[sample] == target], sample[gold[sample] != target]
+    found = Detector(target, columns, names, own, other)
+    fired = np.asarray(fires[:, list(columns)].any(axis=1))
     return found if found.rates(fired) is not None else None
-
-
-def _detector(target: int, members: Sequence[tuple[Candidate, int]], own: np.ndarray,
-              other: np.ndarray) -> Detector:  # fmt: skip
-    columns, names = tuple(j for _, j in members), tuple(c.name for c, _ in members)
-    return Detector(target, columns, names, own, other)
 
 
 def precision(candidate: Candidate, column: np.ndarray, target: int,
