@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from fmlang.api import check_paths
 from fmlang.backends.labelsuggest.candidates import Candidate, candidates, restrict
 from fmlang.backends.labelsuggest.estimate import detector, precision
+from fmlang.backends.labelsuggest.propose import parse, prompt
 from fmlang.backends.labelsuggest.select import (
     Scored,
     choose,
@@ -261,3 +263,40 @@ def test_suggest_refuses_an_unknown_block_and_a_tiny_sample(tmp_path: Path) -> N
     assert result.exit_code == 2 and "no labels block `nope`" in result.output
     code, output = suggest(spec, "--sample", "2")
     assert code == 2 and "--sample" in output
+
+
+# ---- proposals from a local generative model --------------------------------------------
+
+
+def test_proposed_phrases_are_parsed_from_class_lines() -> None:
+    answer = ("spam: Free money, check out!, the, a very long phrase\n"
+              "- ham: song, song, 10 views\nnews: breaking\nnot a class line: word")  # fmt: skip
+    assert parse(answer, ("ham", "spam")) == ["free money", "check out", "song", "10 views"]
+    text = prompt(("ham", "spam"), {"spam": ["buy   now"] * 5, "ham": ["nice"]})
+    assert text.count("spam: buy now") == 3 and "ham: nice" in text
+
+
+def test_proposed_keywords_join_the_second_round(tmp_path: Path, monkeypatch: Any) -> None:
+    import fmlang.backends.labelsuggest.suggest as suggest_module
+
+    spec = project(tmp_path)
+    counts = []
+    for answer in ("", "spam: free money, bargain, three words here\nham: love this, zzz"):
+        monkeypatch.setattr(suggest_module, "generate", lambda model, text, a=answer: a)
+        code, output = suggest(spec, "--sample", "40", "--propose-with", "any-model")
+        assert code == 0, output
+        counts.append(int(output.split(" candidates")[0].rsplit(" ", 1)[1]))
+    # `free money` and `love this` are pairs the rows already hold, three words are too
+    # many: `bargain` and `zzz` are new (and, firing nowhere, get no estimate and no vote).
+    assert counts[1] == counts[0] + 2
+
+
+def test_a_real_local_model_proposes_and_a_missing_one_is_fm0776(tmp_path: Path) -> None:
+    from fmlang.backends.serve.fixtures import build_tiny_causal_lm
+
+    spec = project(tmp_path)
+    model = build_tiny_causal_lm(tmp_path / "lm")
+    code, output = suggest(spec, "--sample", "40", "--propose-with", str(model))
+    assert code == 0, output  # a random model's words rarely parse; the run still completes
+    code, output = suggest(spec, "--sample", "40", "--propose-with", str(tmp_path / "none"))
+    assert code == 2 and "FM0776" in output and "cannot load the generative model" in output

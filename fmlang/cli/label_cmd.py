@@ -38,10 +38,13 @@ def label() -> None:
               help="build folder (default: .fm-build/<spec name>)")  # fmt: skip
 @click.option("--as", "principal", default=None, metavar="PRINCIPAL",
               help="who runs this, checked against grants (default: $FMC_PRINCIPAL)")  # fmt: skip
+@click.option("--propose-with", "propose_with", default=None, metavar="MODEL",
+              help="a local generative model (a folder, or a hub id already downloaded) that "
+              "proposes keywords too; each must still earn its precision on the data")  # fmt: skip
 @click.option("--format", "fmt", type=click.Choice(["rich", "short", "json"]), default="rich")
 def suggest(file: str, labels_name: str, sample: int, seed: int, per_class: int,
             min_support: int, column: str | None, out_file: str | None, build_dir: str | None,
-            principal: str | None, fmt: str) -> None:  # fmt: skip
+            principal: str | None, propose_with: str | None, fmt: str) -> None:  # fmt: skip
     """Suggest labeling functions for LABELS in FILE from gold-labelled rows.
 
     Runs FILE's data stage (cached), draws --sample rows with a gold label from the data the
@@ -85,7 +88,7 @@ def suggest(file: str, labels_name: str, sample: int, seed: int, per_class: int,
         f"{spec_path.stem}.{labels_name}.suggested.fm")  # fmt: skip
     text = "".join(s.text for s in result.program.files.values())
     options = RunOptions(target, spec_path, "data", establish(principal), log=lambda _: None)
-    settings = Settings(sample, seed, per_class, min_support)
+    settings = Settings(sample, seed, per_class, min_support, propose_with)
     try:
         with exclusive(target, False):
             _build_if_stale(result, target, lambda _: None)

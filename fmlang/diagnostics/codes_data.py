@@ -285,4 +285,12 @@ DATA_CODES: dict[str, Code] = {
         "`@id` value that is not in the data, or a condition that holds for no row. Check "
         "the request; it stays applied and is recorded in the audit log either way.",
     ),
+    "FM0776": Code(
+        "the generative model cannot be loaded",
+        "`fmc label suggest --propose-with MODEL` loads a causal language model and its "
+        "tokenizer from a folder, or from the local cache for a hub id (nothing is "
+        "downloaded), and neither had one. Pass the folder the model was saved to, or "
+        "download the model first; without `--propose-with`, no model is used.",
+        io=True,
+    ),
 }

@@ -98,7 +98,7 @@ def candidates(texts: Iterable[str], column: str, min_rows: int = 2) -> list[Can
         key=lambda g: (-counts[g], g),
     )
     keywords = frequent[:MAX_KEYWORDS]
-    out = [_keyword(column, gram) for gram in keywords]
+    out = [keyword(column, gram) for gram in keywords]
     out += [_prefix(column, p) for p in _prefixes(rows, min_rows)]
     out += [_shape(column, name, pattern, flags) for name, pattern, flags in SHAPES]
     out += [_word_count(column, n, op) for n, op in WORD_COUNTS]
@@ -143,7 +143,7 @@ def _regex(column: str, pattern: str, flags: str) -> tuple[str, Expr]:
     return source, BinOp(op="~", left=ColumnRef(name=column), right=regex)
 
 
-def _keyword(column: str, gram: str) -> Candidate:
+def keyword(column: str, gram: str) -> Candidate:
     pattern = r"\b" + gram + r"\b"
     source, expr = _regex(column, pattern, "i")
     return Candidate("kw_" + gram.replace(" ", "_"), "keyword", source, expr)

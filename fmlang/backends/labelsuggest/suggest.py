@@ -9,8 +9,10 @@ with the lowered label-matrix SQL in DuckDB (the same code path `fmc run` takes)
    candidate's precision on every row; the candidates grow by the words and pairs common
    in all the rows (WIDER_SHARE of them; those need an estimate, as the sample has too few
    rows to judge them) and by every candidate restricted to the rows where no first-round
-   function of another class matches (`candidates.restrict`). All are scored again (the
-   estimate replaces the sample's lower bound where there is one) and chosen afresh.
+   function of another class matches (`candidates.restrict`), and, with `--propose-with`, by
+   the keywords a local generative model proposes (`propose.py`; those need an estimate
+   too). All are scored again (the estimate replaces the sample's lower bound where there
+   is one) and chosen afresh.
 
 `benchmarks/label_suggest.py` measures the result on YouTube's test split.
 """
@@ -26,8 +28,9 @@ import numpy as np
 from fmlang.backends.data.engine import connect
 from fmlang.backends.data.labeling import gold_labels, label_matrix
 from fmlang.backends.data.stages import RunContext
-from fmlang.backends.labelsuggest.candidates import Candidate, candidates, restrict
+from fmlang.backends.labelsuggest.candidates import Candidate, candidates, keyword, restrict
 from fmlang.backends.labelsuggest.estimate import Detector, detector, precision
+from fmlang.backends.labelsuggest.propose import generate, parse, prompt
 from fmlang.backends.labelsuggest.select import Scored, choose, sample_halves, score
 from fmlang.diagnostics import error
 from fmlang.errors import StageError
@@ -47,6 +50,7 @@ class Settings:
     seed: int = 0
     per_class: int = 10
     min_support: int = 3
+    propose_with: str | None = None  # a local generative model's folder or hub id
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,9 @@ def suggest(ctx: RunContext, labels: Labels, column: str, settings: Settings) ->
     first = choose(score(pool, fires, gold, fit, held, k, settings.min_support), fires, k,
                    settings.per_class)  # fmt: skip
     sample = np.concatenate([fit, held])
-    every, fires = _grown(ctx, labels, column, settings, texts, pool, fires, first, gold, sample)
+    proposed = _proposed(labels, settings, texts, gold, sample)
+    every, fires = _grown(ctx, labels, column, settings, texts, pool, fires, first, gold, sample,
+                          proposed)  # fmt: skip
     detectors = _detectors(first, fires, gold, sample, k)
     wider = frozenset(j for j, c in enumerate(every) if j >= len(pool) and not c.base)
 
@@ -105,13 +111,36 @@ def suggest(ctx: RunContext, labels: Labels, column: str, settings: Settings) ->
 
 def _grown(ctx: RunContext, labels: Labels, column: str, settings: Settings, texts: list[str],
            pool: list[Candidate], fires: np.ndarray, first: list[Scored], gold: np.ndarray,
-           sample: np.ndarray) -> tuple[list[Candidate], np.ndarray]:  # fmt: skip
-    """The second round's candidates (`pool`, then the wider words, then the restricted
-    candidates) and their firing rows (`fires` extended)."""
+           sample: np.ndarray,
+           proposed: list[str]) -> tuple[list[Candidate], np.ndarray]:  # fmt: skip
+    """The second round's candidates (`pool`, then the wider words and the `proposed`
+    phrases, then the restricted candidates) and their firing rows (`fires` extended)."""
     leaning = _leaning(fires, gold, sample, len(labels.classes))
-    more = _wider(texts, pool, column, settings) + _restricted(pool, leaning, first, column,
-                                                               labels)  # fmt: skip
+    wider = _wider(texts, pool, column, settings)
+    taken = {c.name for c in pool + wider}
+    phrases = [keyword(column, p) for p in proposed]
+    wider += [c for c in phrases if c.name not in taken]
+    more = wider + _restricted(pool, leaning, first, column, labels)
     return pool + more, np.concatenate([fires, _fires(ctx, labels, more)], axis=1)
+
+
+def _proposed(labels: Labels, settings: Settings, texts: list[str], gold: np.ndarray,
+              sample: np.ndarray) -> list[str]:  # fmt: skip
+    """The phrases the `--propose-with` model proposes from the sample's texts (none
+    without one); FM0776 when it cannot be loaded."""
+    if settings.propose_with is None:
+        return []
+    examples: dict[str, list[str]] = {}
+    for i in sample:
+        examples.setdefault(labels.classes[gold[i]], []).append(texts[i])
+    try:
+        answer = generate(settings.propose_with, prompt(labels.classes, examples))
+    except (OSError, ValueError) as exc:
+        message = f"cannot load the generative model `{settings.propose_with}`: {exc}"
+        hint = ("pass a folder holding a causal language model and its tokenizer, or a hub "
+                "id already downloaded")  # fmt: skip
+        raise StageError(_problem(labels, "FM0776", message.splitlines()[0], hint)) from exc
+    return parse(answer, labels.classes)
 
 
 def _wider(texts: list[str], pool: list[Candidate], column: str,
