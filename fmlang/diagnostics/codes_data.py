@@ -289,8 +289,10 @@ DATA_CODES: dict[str, Code] = {
         "the generative model cannot be loaded",
         "`fmc label suggest --propose-with MODEL` loads a causal language model and its "
         "tokenizer from a folder, or from the local cache for a hub id (nothing is "
-        "downloaded), and neither had one. Pass the folder the model was saved to, or "
-        "download the model first; without `--propose-with`, no model is used.",
+        "downloaded), and neither had one, or its config names no generative architecture "
+        "(`…ForCausalLM`, `…LMHeadModel`: an encoder such as MiniLM would write noise). Pass "
+        "the folder a generative model was saved to, or download it first; without "
+        "`--propose-with`, no model is used.",
         io=True,
     ),
 }

@@ -53,10 +53,15 @@ def parse(answer: str, classes: Sequence[str]) -> list[str]:
 def generate(model: str, text: str) -> str:
     """The model's greedy continuation of `text` (at most MAX_NEW_TOKENS tokens), loaded
     from a folder or the local cache only. Raises OSError or ValueError when it cannot be
-    loaded."""
+    loaded, or is not a generative model (an encoder such as MiniLM would load as a causal
+    LM with newly initialised weights and write noise)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    names = getattr(AutoConfig.from_pretrained(model, local_files_only=True), "architectures", None)
+    if not any(n.endswith(("ForCausalLM", "LMHeadModel")) for n in names or ()):
+        found = ", ".join(names or ()) or "no architecture"
+        raise ValueError(f"not a generative model (its config names {found})")
     tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=True)
     network = AutoModelForCausalLM.from_pretrained(model, local_files_only=True)
     network.eval()  # type: ignore[no-untyped-call]
