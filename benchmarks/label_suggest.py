@@ -23,7 +23,13 @@ hand-written ones, and reads its accuracy on the test split from the run's gate 
 hand-written functions' end model is trained once in the same run as the baseline (about 2
 minutes each on 2 cores).
 
+With `--estimates`, instead: how far the second round's precision estimates (estimate.py) are
+from the precision measured on all of comments.train's gold labels, for every candidate kept
+with an estimate, per class over the seeds (the suggestion run in this process, its scoring
+step watched).
+
     .venv/bin/python benchmarks/label_suggest.py [--seeds 5] [--sample 50] [--end-model] [--json]
+    .venv/bin/python benchmarks/label_suggest.py --estimates [--seeds 8]
 """
 
 from __future__ import annotations
@@ -174,13 +180,66 @@ def _run(folder: Path, build: str, name: str) -> dict[str, Any] | None:
     return {split: figures(folder / build, name, split) for split in ("valid", "test")}
 
 
+def estimate_errors(seeds: int, sample: int) -> dict[str, list[tuple[str, float, float]]]:
+    """Per class, (candidate, estimated, measured precision) of every candidate the second
+    round kept with an estimate, over the seeds."""
+    from unittest import mock
+
+    import numpy as np
+    from click.testing import CliRunner
+
+    import fmlang.backends.labelsuggest.suggest as suggest
+    from fmlang.cli.main import cli
+
+    found: dict[str, list[tuple[str, float, float]]] = {"ham": [], "spam": []}
+    real = suggest.score
+
+    def watched(candidates: Any, fires: Any, gold: Any, *args: Any, **options: Any) -> Any:
+        kept = real(candidates, fires, gold, *args, **options)
+        for s in kept if options.get("estimate") else ():
+            if s.estimate is not None:
+                measured = float(np.mean(gold[fires[:, s.column]] == s.target))
+                found[("ham", "spam")[s.target]].append((s.candidate.name, s.estimate, measured))
+        return kept
+
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.object(suggest, "score", watched):
+        folder = prepare(Path(tmp) / "youtube_spam").parent
+        for seed in range(seeds):
+            argv = ["label", "suggest", str(folder / "spam.fm"), "spam", "--sample",
+                    str(sample), "--seed", str(seed), "--as", PRINCIPAL, "--build",
+                    str(folder / ".b")]  # fmt: skip
+            done = CliRunner().invoke(cli, argv)
+            if done.exit_code != 0:
+                raise SystemExit(f"fmc label suggest failed:\n{done.output}")
+    return found
+
+
+def print_estimate_errors(found: dict[str, list[tuple[str, float, float]]], seeds: int) -> None:
+    print(f"YouTube, seeds 0..{seeds - 1}: second-round estimates against the precision on all "
+          "gold labels of comments.train")  # fmt: skip
+    for label, rows in found.items():
+        errors = sorted(abs(e - m) for _, e, m in rows)
+        if not errors:
+            print(f"{label}: no candidate kept with an estimate")
+            continue
+        within = sum(1 for e in errors if e <= 0.1)
+        worst = sorted(rows, key=lambda r: r[2] - r[1])[:3]
+        named = ", ".join(f"{n} {e:.2f} estimated, {m:.2f} measured" for n, e, m in worst)
+        print(f"{label}: {within} of {len(errors)} within 0.1, median error "
+              f"{statistics.median(errors):.3f}; worst: {named}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--sample", type=int, default=50)
     parser.add_argument("--end-model", action="store_true")
+    parser.add_argument("--estimates", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.estimates:
+        print_estimate_errors(estimate_errors(args.seeds, args.sample), args.seeds)
+        return
     runs = [one_seed(seed, args.sample, args.end_model) for seed in range(args.seeds)]
     baseline = hand_written_end_model() if args.end_model else None
     if args.json:

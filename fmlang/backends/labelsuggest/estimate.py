@@ -17,14 +17,16 @@ detector's rates are measured again on the sample without it. A candidate that n
 detector function (`pre_yout` beside `pre_youtub`) is measured with it, and its estimate runs
 high: leaving such functions out too was tried, and the estimates of the keywords of one
 kind of spam (`check`, which few other spam functions share rows with) fell below the
-threshold, the suggestions lost them, and coverage fell from 85% to 68% of the rows. With two
-classes, 1 - q is the precision of a candidate for the other class. A detector whose recall is
-not MIN_SEPARATION above its false rate is too weak to estimate with, as is a candidate that
+threshold, the suggestions lost them, and coverage of the train split fell from 85% to 68%
+(seeds 0-7, majority vote; measured with a script that was not kept). With two classes,
+1 - q is the precision of a candidate for the other class. A detector whose recall is not
+MIN_SEPARATION above its false rate is too weak to estimate with, as is a candidate that
 excludes the detector's rows by construction (`Candidate.unless`).
 
-On the YouTube example (seeds 0-7, 50 rows each), of the second round's candidates kept with
-an estimate, 802 of 867 for spam and 58 of 61 for ham were within 0.1 of the precision
-measured on all 1,409 gold labels (median error 0.013 and 0.018). The worst were nested with
+On the YouTube example (`benchmarks/label_suggest.py --estimates --seeds 8`: seeds 0-7, 50
+rows each), of the second round's candidates kept with an estimate, 802 of 867 for spam and
+58 of 61 for ham were within 0.1 of the precision measured on all 1,409 gold labels (median
+error 0.013 and 0.018). The worst were nested with
 a first-round keyword right by luck on its sample rows: `pre_emin` (1.00 estimated, 0.45
 measured) beside `kw_eminem`, itself measured at 0.49.
 """
