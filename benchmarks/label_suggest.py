@@ -255,7 +255,9 @@ def oracle(seeds: int, sample: int, floor: float) -> list[dict[str, Any]]:
                              seen["per_class"])  # fmt: skip
         sets = {"suggested": seen["chosen"], "pruned": pruned, "afresh": afresh}
         found = {name: _vote(chosen, fires, gold, k) for name, chosen in sets.items()}
-        return {"seed": seed, "hand-written": _hand_written_vote(folder)} | found
+        if "hand-written" not in seen:  # the same for every seed: measured once
+            seen["hand-written"] = _hand_written_vote(folder)
+        return {"seed": seed, "hand-written": seen["hand-written"]} | found
 
     return _suggest_in_process(seeds, sample, {"score": scored, "choose": chosen}, measure)
 
