@@ -4,6 +4,7 @@ synthetic data, determinism, all-abstain rows, persistence, and WRENCH YouTube."
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -440,6 +441,58 @@ def test_stage_fails_when_the_label_model_loses_to_majority_vote(
     assert [d.code for d in failure.value.diagnostics] == ["FM0760"]
     assert "worse than majority vote against @gold" in failure.value.diagnostics[0].message
     assert not (tmp_path / "b/run/labels/l.parquet").exists()
+
+
+def test_a_refusal_names_a_setting_that_passes_and_it_does(tmp_path: Path) -> None:
+    """The YouTube example's 15 correlated functions under `model label_model`: EM's
+    estimated prior drifts and the fit loses to majority vote (FM0760); the help names
+    `prior = uniform`, refitted and reviewed before the error, and the block written as the
+    help says runs."""
+    import shutil
+
+    from fmlang.errors import StageError
+    from tests.data_helpers import run_spec
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "youtube_spam"
+    shutil.copytree(example, tmp_path / "yt", ignore=shutil.ignore_patterns(".fm-build"))
+    spec = tmp_path / "yt" / "spam.fm"
+    text = spec.read_text(encoding="utf-8")
+    majority = "model majority(tie = abstain)"
+    assert f"\n  {majority}\n" in text, "the example changed: update the test"
+    spec.write_text(text.replace(majority, "model label_model(tie = abstain)"))
+    with pytest.raises(StageError) as failure:
+        run_spec(spec, tmp_path / "b", principal="team:trust-safety")
+    (refusal,) = failure.value.diagnostics
+    assert refusal.code == "FM0760"
+    fix = re.search(r"`(model label_model\([^`]*\))` passes this check", refusal.help or "")
+    assert fix is not None, refusal.help
+    assert fix.group(1) == "model label_model(tie = abstain, prior = uniform)"
+    assert not (tmp_path / "b/run/labels/spam.parquet").exists()
+    spec.write_text(text.replace(majority, fix.group(1)))
+    run_spec(spec, tmp_path / "b", principal="team:trust-safety")
+    versus = json.loads((tmp_path / "b/run/labels/spam.analysis.json").read_text())
+    assert versus["versus_majority"]["worse_than_majority"] is False
+
+
+def test_the_alternative_is_tried_only_where_the_block_differs() -> None:
+    """`alternative` refits with a setting the block does not hold and returns it with its
+    passing review; a block already on every alternative has nothing to try, and a refusal
+    without one keeps the plain help."""
+    from fmlang.backends.labelmodel.review import alternative, review, worse_error
+
+    L, y = synthetic(600, 2, ACCURACY, COVERAGE, seed=4)
+    found = alternative(L, 2, y, {"tie": "abstain"})
+    assert found is not None
+    assert found.options == {"tie": "abstain", "prior": "uniform"}
+    assert found.source() == "model label_model(tie = abstain, prior = uniform)"
+    assert not found.review.worse_on_gold
+    assert alternative(L, 2, y, {"prior": "uniform"}) is None
+    majority = majority_vote(L, 2)
+    flipped = review(L, 2, np.where(majority == -1, -1, 1 - majority), y)
+    plain = worse_error(flipped, "spam", None)
+    assert plain is not None and "passes this check" not in (plain.help or "")
+    named = worse_error(flipped, "spam", None, found)
+    assert named is not None and (named.help or "").startswith(f"`{found.source()}` passes")
 
 
 def test_a_narrow_matrix_is_read_in_place_and_fits_as_int64() -> None:

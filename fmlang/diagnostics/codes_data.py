@@ -204,7 +204,9 @@ DATA_CODES: dict[str, Code] = {
         "majority vote on most rows where it has a strict winner. The labels are not "
         "written: the labeling functions break the model's assumptions (duplicated or "
         "correlated functions, functions worse than chance). Check the analysis table, fix "
-        "or remove the flagged functions, or use `model majority`.",
+        "or remove the flagged functions, or use `model majority`. Before failing, the stage "
+        "refits once with `prior = uniform` (unless the block already says so); when that "
+        "fit passes the same check, the help names it.",
     ),
     "FM0761": Code(
         "label model did not converge",

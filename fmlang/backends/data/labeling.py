@@ -323,8 +323,11 @@ def _versus_majority(ctx: RunContext, labels: Labels, matrix: np.ndarray, best: 
     for line in review.fit_lines(model, found):
         ctx.log(line)
     ctx.diagnostics.extend(review.fit_warnings(model, span))
-    worse = review.worse_error(found, labels.name, span)
-    if worse is not None:
+    if found.worse_on_gold or found.contradicts_majority:
+        options = {o.name: o.value for o in labels.model.options}
+        passing = review.alternative(matrix, len(labels.classes), gold, options)
+        worse = review.worse_error(found, labels.name, span, passing)
+        assert worse is not None, "the review found it worse"
         raise StageError(worse)
     fit = model.to_json()["fit"]
     return {**found.to_json(), "fit": fit}
