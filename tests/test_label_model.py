@@ -493,6 +493,11 @@ def test_the_alternative_is_tried_only_where_the_block_differs() -> None:
     assert plain is not None and "passes this check" not in (plain.help or "")
     named = worse_error(flipped, "spam", None, found)
     assert named is not None and (named.help or "").startswith(f"`{found.source()}` passes")
+    blind = alternative(L, 2, None, {})  # no gold: held to agreeing with majority vote
+    assert blind is not None and blind.review.gold_rows == 0
+    contradicting = review(L, 2, np.where(majority == -1, -1, 1 - majority), None)
+    told = worse_error(contradicting, "spam", None, blind)
+    assert told is not None and "agrees with majority vote on" in (told.help or "")
 
 
 def test_a_narrow_matrix_is_read_in_place_and_fits_as_int64() -> None:
