@@ -127,7 +127,7 @@ def prepare(folder: Path) -> Path:
 
 
 WRENCH_DATASET = """dataset wrench {
-  description "YouTube Spam Collection as WRENCH splits it (data/wrench/README.md)"
+  description "YouTube Spam Collection as WRENCH splits it (data/README.md, data/wrench/readme.txt)"
   source      json("data/wrench/*.json", keyed = "id")
   schema {
     id:    string @id
