@@ -36,8 +36,9 @@ gold label: the suggestions and the labels stage's FM0760 check see no other, as
 that labelled 50 rows. Seeds 0-7 (`--wrench --seeds 8`), test, every row with WRENCH's ties:
 suggested functions 0.912 (0.82-0.96) by majority vote and 0.923 (0.86-0.96) by the EM label
 model, none refused; the example's hand-written functions 0.912 by majority vote, 0.856 by the
-EM label model where accepted (5 of 8). The spread follows the coverage the sample's functions
-reach on test (0.74-0.97).
+EM label model where accepted (5 of 8), though they were written against the example's train
+split, which holds most of WRENCH's test comments. The spread follows the coverage the
+sample's functions reach on test (0.74-0.97).
 
 With `--estimates`, instead: how far the second round's precision estimates (estimate.py) are
 from the precision measured on all of comments.train's gold labels, for every candidate kept
