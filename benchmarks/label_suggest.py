@@ -24,7 +24,10 @@ With `--end-model`, each seed also trains the example's end model (MiniLM-L6 + L
 demo` does) on the suggested functions' labels, spliced into the `spam` block in place of the
 hand-written ones, and reads its accuracy on the test split from the run's gate report; the
 hand-written functions' end model is trained once in the same run as the baseline (about 2
-minutes each on 2 cores).
+minutes each on 2 cores). With `--wrench` too, the same model block (`input = text`, evaluated
+on wrench.test, without the per-video gate: WRENCH keeps no video) learns from the labels of
+WRENCH's train split: seeds 0-2 (`--wrench --seeds 3 --end-model`), 0.955 (0.952, 0.952,
+0.960) on wrench.test, the hand-written functions' labels 0.964 in the same run.
 
 With `--wrench`, the same on WRENCH's split of the same comments (`data/wrench/`: train 1,586,
 valid 120, test 250 rows, not deduplicated), the split and the test metric Alchemist (Huang et
@@ -64,7 +67,7 @@ What stands between is the estimate's error on the candidates it rates highest (
 estimate.py), not the selection.
 
     .venv/bin/python benchmarks/label_suggest.py [--seeds 5] [--sample 50] [--end-model] [--json]
-    .venv/bin/python benchmarks/label_suggest.py --wrench [--seeds 8] [--json]
+    .venv/bin/python benchmarks/label_suggest.py --wrench [--seeds 8] [--end-model] [--json]
     .venv/bin/python benchmarks/label_suggest.py --estimates [--seeds 8]
     .venv/bin/python benchmarks/label_suggest.py --oracle 0.9 [--seeds 8]
 """
@@ -129,14 +132,14 @@ def prepare(folder: Path) -> Path:
 
 WRENCH_DATASET = """dataset wrench {
   description "YouTube Spam Collection as WRENCH splits it (data/README.md, data/wrench/readme.txt)"
-  source      json("data/wrench/*.json", keyed = "id")
+  source      json("data/wrench/[tv]*.json", keyed = "id")  # not label.json
   schema {
     id:    string @id
     text:  text { from = "data.text" }
     label: label[ham, spam] @gold
   }
   split { train "train.json", valid "valid.json", test "test.json" }
-  grant read, label to "team:trust-safety"
+  grant read, label, train to "team:trust-safety"
 }
 """
 
@@ -159,13 +162,26 @@ def prepare_wrench(folder: Path, seed: int, sample: int) -> Path:
             row["label"] = None
     train.write_text(json.dumps(rows), encoding="utf-8")
     text = spec.read_text(encoding="utf-8")
-    imports = [line for line in text.splitlines() if line.startswith("import std.labeling")]
-    block = re.search(r"^labels spam on comments\.train \{.*?^\}\n", text, re.M | re.S)
-    assert block is not None, "the example's labels block changed: update the benchmark"
-    labels = block.group(0).replace("comments.", "wrench.").replace("CONTENT", "text")
+    imports = [line for line in text.splitlines() if line.startswith("import ")]
+    blocks = [_block(text, start) for start in ("labels spam on", "model spam_filter")]
+    blocks = [b.replace("comments.", "wrench.").replace("CONTENT", "text") for b in blocks]
+    blocks[1] = blocks[1].replace("    by      = [video]\n", "")  # WRENCH keeps no video
     wrench = folder / "wrench.fm"
-    wrench.write_text("\n".join(imports) + "\n\n" + WRENCH_DATASET + "\n" + labels, "utf-8")
+    wrench.write_text("\n".join([*imports, "", WRENCH_DATASET, *blocks, WRENCH_GATES]), "utf-8")
     return wrench
+
+
+WRENCH_GATES = """constraints spam_filter {
+  accuracy >= 0.90 on wrench.test
+}
+"""
+
+
+def _block(text: str, start: str) -> str:
+    """The top-level block of `text` that starts with `start`, through its closing brace."""
+    found = re.search(rf"^{start}\b.*?^\}}\n", text, re.M | re.S)
+    assert found is not None, f"the example has no `{start}` block: update the benchmark"
+    return found.group(0)
 
 
 def combine(file: Path, model: str) -> None:
@@ -239,18 +255,20 @@ def one_seed(seed: int, sample: int, end_model: bool, layout: Layout) -> dict[st
         if end_model:
             combine(spec, MAJORITY)
             splice(spec, suggested)
-            out["end_model"] = end_model_accuracy(folder)
+            out["end_model"] = end_model_accuracy(spec)
         return out
 
 
 def splice(spec: Path, suggested: Path) -> None:
     """Replace the `spam` block's functions (and its comments) in `spec` with the suggested
-    block's functions."""
-    functions = [line for line in suggested.read_text(encoding="utf-8").splitlines()
-                 if line.strip().startswith("lf ")]  # fmt: skip
+    block's functions, the constants they use (`let spam_marks = …`) declared before it."""
+    lines = suggested.read_text(encoding="utf-8").splitlines()
+    functions = [line for line in lines if line.strip().startswith("lf ")]
+    constants = [line for line in lines if line.startswith("let ")]
     out, block = [], False
     for line in spec.read_text(encoding="utf-8").splitlines():
         if line.startswith("labels spam on "):
+            out.extend([*constants, ""] if constants else [])
             block = True
         elif block and line.startswith("}"):
             block = False
@@ -262,20 +280,23 @@ def splice(spec: Path, suggested: Path) -> None:
     spec.write_text("\n".join(out) + "\n", encoding="utf-8")
 
 
-def end_model_accuracy(folder: Path) -> float:
-    """Train the example's model on its `spam` block's labels (`fmc run spam.fm`, every
-    stage) and read the test accuracy its gate measured (a failed gate is not an error)."""
-    build = folder / ".b_end"
-    subprocess.run([*FMC, "run", "spam.fm", "--as", PRINCIPAL, "-o", str(build)], cwd=folder,
-                   capture_output=True, text=True, check=False)  # fmt: skip
+def end_model_accuracy(spec: Path) -> float:
+    """Train the model of `spec` (the example's, or its copy on WRENCH's split) on its `spam`
+    block's labels (`fmc run`, every stage) and read the test accuracy its gate measured (a
+    failed gate is not an error)."""
+    build = spec.parent / ".b_end"
+    subprocess.run([*FMC, "run", spec.name, "--as", PRINCIPAL, "-o", str(build)],
+                   cwd=spec.parent, capture_output=True, text=True, check=False)  # fmt: skip
     report = json.loads((build / "run/report.json").read_text(encoding="utf-8"))
     gates = [g for stage in report["stages"] for g in stage.get("gates", [])]
     return float(next(g["measured"] for g in gates if g.get("metric") == "accuracy"))
 
 
-def hand_written_end_model() -> float:
+def hand_written_end_model(layout: Layout) -> float:
+    """The end model on the hand-written functions' labels (gold-masked with seed 0 on
+    WRENCH's split: the end model learns from the functions' votes, not from gold)."""
     with tempfile.TemporaryDirectory() as tmp:
-        return end_model_accuracy(prepare(Path(tmp) / "youtube_spam").parent)
+        return end_model_accuracy(layout.prepare(Path(tmp) / "youtube_spam", 0, 50))
 
 
 def _run(folder: Path, build: str, name: str, layout: Layout) -> dict[str, Any] | None:
@@ -464,8 +485,6 @@ def main() -> None:
     parser.add_argument("--wrench", action="store_true")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if args.wrench and args.end_model:
-        parser.error("--end-model trains the example's model, which reads its own split")
     if args.estimates:
         print_estimate_errors(estimate_errors(args.seeds, args.sample), args.seeds)
         return
@@ -474,7 +493,7 @@ def main() -> None:
         return
     layout = LAYOUTS["wrench" if args.wrench else "comments"]
     runs = [one_seed(seed, args.sample, args.end_model, layout) for seed in range(args.seeds)]
-    baseline = hand_written_end_model() if args.end_model else None
+    baseline = hand_written_end_model(layout) if args.end_model else None
     if args.json:
         print(json.dumps({"runs": runs, "hand_written_end_model": baseline}, indent=2))
         return
