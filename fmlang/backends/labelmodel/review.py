@@ -276,4 +276,5 @@ def _passes(found: Review) -> str:
             else f"covered accuracy {_pct(found.accuracy_covered)}, level with majority vote "
             "or ahead"
         )
-    return f"it agrees with majority vote on {_pct(1 - (found.disagreement or 0.0))} of rows"
+    agreement = _pct(1 - (found.disagreement or 0.0))
+    return f"it agrees with majority vote on {agreement} of the {found.strict_rows} rows it decides"
