@@ -53,8 +53,10 @@ def suggest(file: str, labels_name: str, sample: int, seed: int, per_class: int,
     round estimates each candidate's precision on every row through the functions the
     first chose, and restricts candidates to the rows without another class's marks.
     Writes them, with their measured accuracy and coverage as comments, to a .fm file that
-    imports FILE: review it, keep what you trust. Deterministic; no network, no model."""
+    imports FILE: review it, keep what you trust. Deterministic; no network, and no model
+    unless --propose-with names one."""
     from fmlang.api import check_paths, compile_spec
+    from fmlang.atomic import write_text_atomic
     from fmlang.backends.data.identity import establish
     from fmlang.backends.labelsuggest.source import block_name, render
     from fmlang.backends.labelsuggest.suggest import Settings
@@ -102,7 +104,7 @@ def suggest(file: str, labels_name: str, sample: int, seed: int, per_class: int,
     declared = {name for scope in result.program.scopes.values() for name in scope}
     source = render(suggestion, spec_path, out, kept, block_name(labels_name, taken),
                     taken=declared | set(taken))  # fmt: skip
-    out.write_text(source, encoding="utf-8")
+    write_text_atomic(out, source)
     checked = check_paths([out])
     if not checked.ok:  # what we wrote must check: a bug, said as such
         report(checked, fmt)

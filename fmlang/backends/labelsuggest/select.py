@@ -91,8 +91,7 @@ def sample_halves(gold_rows: np.ndarray, size: int, seed: int) -> tuple[np.ndarr
 
 
 def score(candidates: list[Candidate], fires: np.ndarray, gold: np.ndarray, fit: np.ndarray,
-          held: np.ndarray, k: int, min_support: int, min_accuracy: float = MIN_ACCURACY,
-          estimate: Estimate | None = None,
+          held: np.ndarray, k: int, min_support: int, estimate: Estimate | None = None,
           needs_estimate: frozenset[int] = frozenset()) -> list[Scored]:  # fmt: skip
     """The candidates that survive pruning, scored. `gold[i]` is row i's class (-1: none);
     `estimate`, where given, measures a candidate's precision on every row; the candidates
@@ -107,7 +106,7 @@ def score(candidates: list[Candidate], fires: np.ndarray, gold: np.ndarray, fit:
             continue
         counts = np.bincount(votes, minlength=k)
         target = int(np.argmax(counts))  # ties: the lower class index, deterministic
-        if counts[target] < min_accuracy * len(votes):
+        if counts[target] < MIN_ACCURACY * len(votes):
             continue
         bound = wilson_lower(int(counts[target]), len(votes))
         halves = [gold[half][fires[half, j]] for half in (fit, held)]
