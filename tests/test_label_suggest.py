@@ -18,6 +18,7 @@ from fmlang.backends.labelsuggest.propose import parse, prompt
 from fmlang.backends.labelsuggest.select import (
     Scored,
     choose,
+    contradicted,
     sample_halves,
     score,
     wilson_lower,
@@ -151,6 +152,36 @@ def test_an_estimate_decides_for_candidates_the_sample_barely_sees() -> None:
                  needs_estimate=frozenset({2}))  # fmt: skip
     assert [(s.candidate.name, s.estimate, s.precision) for s in kept] == [("a", 0.95, 0.95)]
     assert [s.candidate.name for s in score(pool, fires, gold, *halves, 2, 3)] == ["c"]
+
+
+def test_a_sample_record_that_refutes_the_estimate_sets_it_aside() -> None:
+    assert contradicted(9, 9, 0.35)  # 0.35 ** 9: a 9-of-9 record is not that function's
+    assert not contradicted(4, 4, 0.81)  # 0.43: the sample cannot tell
+    assert not contradicted(9, 10, 0.8) and contradicted(10, 10, 0.7)
+    gold = np.array([1] * 10 + [0] * 10)
+    fires = np.zeros((20, 2), dtype=bool)
+    fires[[0, 1, 2, 3, 4, 5, 6, 7, 8], 0] = True  # 9 of 9 right, on both halves
+    fires[[0, 1, 2], 1] = True  # 3 of 3: an estimate of 0.5 stands and drops it
+    sample = np.arange(20)
+    estimates = {0: 0.35, 1: 0.5}
+    kept = score([_candidate(n) for n in "ab"], fires, gold, sample[::2], sample[1::2], 2, 3,
+                 estimate=lambda j, _: estimates[j])  # fmt: skip
+    assert [(s.candidate.name, s.estimate) for s in kept] == [("a", None)]
+    assert kept[0].precision == pytest.approx(wilson_lower(9, 9))
+
+
+def test_a_candidate_no_sample_row_sees_takes_the_class_its_estimate_gives() -> None:
+    gold = np.array([1] * 10 + [0] * 10 + [-1] * 10)
+    fires = np.zeros((30, 3), dtype=bool)
+    fires[20:25, 0] = True  # on unlabelled rows only; estimated 0.95 ham
+    fires[25:30, 1] = True  # estimated 0.8 for either class: dropped
+    fires[20:30, 2] = True  # no estimate: dropped
+    sample = np.arange(20)
+    estimates = {(0, 0): 0.95, (0, 1): 0.05, (1, 0): 0.8, (1, 1): 0.2}
+    kept = score([_candidate(n) for n in "abc"], fires, gold, sample[::2], sample[1::2], 2, 3,
+                 estimate=lambda j, t: estimates.get((j, t)))  # fmt: skip
+    assert [(s.candidate.name, s.target, s.estimate, s.fires) for s in kept] == [("a", 0, 0.95, 0)]
+    assert kept[0].coverage == pytest.approx(5 / 30)
 
 
 def test_restrict_excludes_the_other_class_patterns_by_flags() -> None:
