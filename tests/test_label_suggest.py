@@ -178,10 +178,13 @@ def test_a_candidate_no_sample_row_sees_takes_the_class_its_estimate_gives() -> 
     fires[20:30, 2] = True  # no estimate: dropped
     sample = np.arange(20)
     estimates = {(0, 0): 0.95, (0, 1): 0.05, (1, 0): 0.8, (1, 1): 0.2}
-    kept = score([_candidate(n) for n in "abc"], fires, gold, sample[::2], sample[1::2], 2, 3,
-                 estimate=lambda j, t: estimates.get((j, t)))  # fmt: skip
+    pool, halves = [_candidate(n) for n in "abc"], (sample[::2], sample[1::2])
+    kept = score(pool, fires, gold, *halves, 2, 3, unseen=lambda j, t: estimates.get((j, t)))
     assert [(s.candidate.name, s.target, s.estimate, s.fires) for s in kept] == [("a", 0, 0.95, 0)]
     assert kept[0].coverage == pytest.approx(5 / 30)
+    assert (
+        score(pool, fires, gold, *halves, 2, 3, estimate=lambda j, t: estimates.get((j, t))) == []
+    )
 
 
 def test_restrict_excludes_the_other_class_patterns_by_flags() -> None:
@@ -230,6 +233,8 @@ def test_precision_is_estimated_through_a_detector_on_unlabelled_rows() -> None:
     assert estimate == pytest.approx(0.8, abs=0.04)
     ham = precision(_regex("kw_new"), fires[:, 1], 0, {1: found}, fires, labels)
     assert ham == pytest.approx(1 - estimate)  # two classes: the other share
+    assert precision(_regex("kw_new"), fires[:, 1], 0, {1: found}, fires, labels,
+                     own_only=True) is None  # fmt: skip
     # The detector's own member, and a candidate that excludes its rows, are not measured.
     assert precision(_regex("kw_check"), fires[:, 0], 1, {1: found}, fires, labels) is None
     unless = Candidate("x_unless_spam", "keyword", "x", Lit(value=True), "x", "spam")

@@ -80,12 +80,12 @@ def detector(target: int, members: Sequence[tuple[Candidate, int]], fires: np.nd
 
 
 def precision(candidate: Candidate, column: np.ndarray, target: int,
-              detectors: dict[int, Detector], fires: np.ndarray,
-              labels: Sequence[str]) -> float | None:  # fmt: skip
+              detectors: dict[int, Detector], fires: np.ndarray, labels: Sequence[str],
+              own_only: bool = False) -> float | None:  # fmt: skip
     """The estimated share of `target` among the rows where `column` (the candidate's
-    firing rows) holds: from the target's own detector, or with two classes from the other
-    class's; None when neither can measure it."""
-    order = [target] + ([1 - target] if len(labels) == 2 else [])
+    firing rows) holds: from the target's own detector, or with two classes (unless
+    `own_only`) from the other class's; None when neither can measure it."""
+    order = [target] + ([1 - target] if len(labels) == 2 and not own_only else [])
     for u in order:
         found = detectors.get(u)
         if found is None or candidate.unless == labels[u]:

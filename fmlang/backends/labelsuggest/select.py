@@ -9,8 +9,11 @@ sample: row indices with their gold class, split by the seed into two halves (`f
 - when its precision can be estimated on every row of the data (`estimate.py`), the
   estimate must reach MIN_ESTIMATE, and one sample row suffices to give it a class; a
   candidate that fires on no sample row takes the class its estimate puts at
-  MIN_ESTIMATE or more (`visit` and `website`, estimated 1.00 for spam on WRENCH's YouTube
-  train split, measured 1.00 on its gold labels, fired on none of seed 0's 50 rows);
+  MIN_ESTIMATE or more, by that class's own detector (`visit` and `website`, estimated
+  1.00 for spam on WRENCH's YouTube train split, measured 1.00 on its gold labels, fired on
+  none of seed 0's 50 rows). Through the other class's detector ("spam's functions do not
+  fire here, so ham") such candidates were wrong (`up if`, 1.00 estimated as ham, 0.40
+  measured: "thumbs up if…" is spam the detector misses);
 - an estimate the sample refutes is set aside and the sample decides as if there were none:
   when a function of the estimated precision would be right on as many of its sample rows
   less often than CONTRADICTED (one-sided binomial tail). The estimate assumes the
@@ -112,10 +115,13 @@ def sample_halves(gold_rows: np.ndarray, size: int, seed: int) -> tuple[np.ndarr
 
 def score(candidates: list[Candidate], fires: np.ndarray, gold: np.ndarray, fit: np.ndarray,
           held: np.ndarray, k: int, min_support: int, estimate: Estimate | None = None,
-          needs_estimate: frozenset[int] = frozenset()) -> list[Scored]:  # fmt: skip
+          needs_estimate: frozenset[int] = frozenset(),
+          unseen: Estimate | None = None) -> list[Scored]:  # fmt: skip
     """The candidates that survive pruning, scored. `gold[i]` is row i's class (-1: none);
     `estimate`, where given, measures a candidate's precision on every row; the candidates
-    at the columns `needs_estimate` are dropped without one."""
+    at the columns `needs_estimate` are dropped without one. `unseen`, where given,
+    measures it for a candidate no sample row sees, by evidence for the class itself (not
+    "the other class's functions do not fire here")."""
     sample = np.concatenate([fit, held])
     share = np.bincount(gold[sample], minlength=k) / max(1, len(sample))
     coverage = fires.mean(axis=0) if len(fires) else np.zeros(len(candidates))
@@ -124,8 +130,8 @@ def score(candidates: list[Candidate], fires: np.ndarray, gold: np.ndarray, fit:
         votes = gold[sample][fires[sample, j]]
         counts = np.bincount(votes, minlength=k)
         if len(votes) == 0:
-            unseen = _unseen(candidate, j, share, float(coverage[j]), estimate)
-            out.extend([unseen] if unseen is not None else [])
+            found = _unseen(candidate, j, share, float(coverage[j]), unseen)
+            out.extend([found] if found is not None else [])
             continue
         target = int(np.argmax(counts))  # ties: the lower class index, deterministic
         if counts[target] < MIN_ACCURACY * len(votes):

@@ -102,8 +102,12 @@ def suggest(ctx: RunContext, labels: Labels, column: str, settings: Settings) ->
     def estimate(j: int, target: int) -> float | None:
         return precision(every[j], fires[:, j], target, detectors, fires, labels.classes)
 
+    def direct(j: int, target: int) -> float | None:
+        return precision(every[j], fires[:, j], target, detectors, fires, labels.classes,
+                         own_only=True)  # fmt: skip
+
     scored = score(every, fires, gold, fit, held, k, settings.min_support, estimate=estimate,
-                   needs_estimate=wider)  # fmt: skip
+                   needs_estimate=wider, unseen=direct)  # fmt: skip
     chosen = choose(scored, fires, k, settings.per_class)
     return Suggestion(labels, column, tuple(chosen), len(fit), len(held), len(texts),
                       len(every), settings)  # fmt: skip
