@@ -128,11 +128,11 @@ def score(candidates: list[Candidate], fires: np.ndarray, gold: np.ndarray, fit:
     out = []
     for j, candidate in enumerate(candidates):
         votes = gold[sample][fires[sample, j]]
-        counts = np.bincount(votes, minlength=k)
         if len(votes) == 0:
             found = _unseen(candidate, j, share, float(coverage[j]), unseen)
             out.extend([found] if found is not None else [])
             continue
+        counts = np.bincount(votes, minlength=k)
         target = int(np.argmax(counts))  # ties: the lower class index, deterministic
         if counts[target] < MIN_ACCURACY * len(votes):
             continue
