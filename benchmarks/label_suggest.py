@@ -28,8 +28,7 @@ minutes each on 2 cores). With `--wrench` too, the same model block (`input = te
 on wrench.test, without the per-video gate: WRENCH keeps no video) learns from the labels of
 WRENCH's train split: seeds 0-2 (`--wrench --seeds 3 --end-model`), 0.956 (0.952, 0.952,
 0.964) on wrench.test, the hand-written functions' labels 0.964 in the same run. On the
-example's split (`--seeds 3 --end-model`, measured at d0bd456, whose suggestions differ only
-by ham functions no sample row saw): 0.932 (0.935, 0.930, 0.930), against 0.941.
+example's split (`--seeds 3 --end-model`): 0.919 (0.935, 0.914, 0.909), against 0.941.
 
 With `--wrench`, the same on WRENCH's split of the same comments (`data/wrench/`: train 1,586,
 valid 120, test 250 rows, not deduplicated), the split and the test metric Alchemist (Huang et
