@@ -19,6 +19,7 @@ from fmlang.backends.labelsuggest.select import (
     Scored,
     choose,
     contradicted,
+    refuted,
     sample_halves,
     score,
     wilson_lower,
@@ -128,14 +129,30 @@ def test_greedy_choice_prefers_new_coverage_and_skips_near_duplicates() -> None:
     assert [s.candidate.name for s in choose(scored, fires, 2, per_class=1)] == ["a"]
 
 
-def test_scoring_needs_most_sample_rows_right() -> None:
+def test_scoring_drops_a_sample_record_that_refutes_ninety_percent() -> None:
+    assert refuted(6, 10, 0.9) and refuted(5, 8, 0.9)  # 0.013, 0.038
+    assert not refuted(8, 10, 0.9) and not refuted(16, 20, 0.9)  # 0.26, 0.13
+    gold = np.array([1] * 10 + [0] * 10)
+    fires = np.zeros((20, 3), dtype=bool)
+    fires[[0, 1, 2, 3, 4, 5, 6, 7, 8, 10], 0] = True  # 9 of 10 right: kept
+    fires[[0, 1, 2, 3, 4, 5, 6, 7, 10, 11], 1] = True  # 8 of 10: a 0.9 function can do that
+    fires[[0, 1, 2, 3, 4, 5, 10, 11, 12, 13], 2] = True  # 6 of 10: not, whatever its estimate
+    sample = np.arange(20)
+    kept = score([_candidate(n) for n in "abc"], fires, gold, sample[::2], sample[1::2], 2, 3,
+                 estimate=lambda j, _: {2: 0.95}.get(j))  # fmt: skip
+    assert [s.candidate.name for s in kept] == ["a", "b"]
+
+
+def test_shapes_and_word_counts_need_not_fire_on_both_halves() -> None:
     gold = np.array([1] * 10 + [0] * 10)
     fires = np.zeros((20, 2), dtype=bool)
-    fires[[0, 1, 2, 3, 4, 5, 6, 7, 8, 10], 0] = True  # 9 of 10 right: kept
-    fires[[0, 1, 2, 3, 4, 5, 6, 7, 10, 11], 1] = True  # 8 of 10: under MIN_ACCURACY (0.9)
+    fires[[0, 2, 4, 6], :] = True  # 4 of 4 right, all in the first half
+    pool = [_candidate("kw"), Candidate("words_under_5", "length", "words(t) < 5", Lit(value=True))]
     sample = np.arange(20)
-    kept = score([_candidate(n) for n in "ab"], fires, gold, sample[::2], sample[1::2], 2, 3)
-    assert [s.candidate.name for s in kept] == ["a"]
+    kept = score(pool, fires, gold, sample[::2], sample[1::2], 2, 3)
+    assert [(s.candidate.name, s.fit_correct, s.held_fires) for s in kept] == [
+        ("words_under_5", 4, 0)
+    ]
 
 
 def test_an_estimate_decides_for_candidates_the_sample_barely_sees() -> None:
