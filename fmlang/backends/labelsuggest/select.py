@@ -4,10 +4,10 @@ Inputs: `fires`, a boolean matrix (every row of the labelled data x candidates),
 sample: row indices with their gold class, split by the seed into two halves (`fit` and
 `held`). For each candidate:
 
-- its class is the gold class most common where it fires on the whole sample, and its
-  record there must not refute a precision of MIN_ACCURACY: a function right on 90% of its
-  rows must be right on as few of its sample rows at least CONTRADICTED of the time. (Such a
-  function is wrong on 2 or more of 10 a quarter of the time. A plain 90% cut dropped
+- its class is the gold class most common where it fires on the whole sample, and it is
+  dropped when its record there refutes a precision of MIN_ACCURACY: when a function right
+  on 90% of its rows would be right on so few of them less than CONTRADICTED of the time.
+  (Such a function is wrong on 2 or more of 10 a quarter of the time. A plain 90% cut dropped
   `words_under_12_unless_spam`, right on 16 of the 20 rows where it fired in seed 6's sample
   of WRENCH's YouTube train split: it covers 37% of the rows at 0.88 on their gold labels);
 - when its precision can be estimated on every row of the data (`estimate.py`), the
