@@ -92,6 +92,14 @@ def test_candidates_are_keywords_pairs_prefixes_shapes_and_lengths() -> None:
     assert candidates(texts, "body") == candidates(list(texts), "body")  # deterministic
 
 
+def test_no_prefix_is_a_function_word() -> None:
+    """`thank` and `thanks` share `than`, whose pattern would fire on every "more than"."""
+    texts = ["thanks for watching", "thank you all", "thanks again", "thank u"]
+    names = {c.name for c in candidates(texts, "body", min_rows=2)}
+    assert {"kw_thanks", "kw_thank"} <= names
+    assert not any(name.startswith("pre_than") for name in names)
+
+
 def test_wilson_lower_bound() -> None:
     assert wilson_lower(0, 0) == 0.0
     assert wilson_lower(3, 3) == pytest.approx(0.526, abs=1e-3)
