@@ -24,8 +24,8 @@ MIN_SEPARATION above its false rate is too weak to estimate with, as is a candid
 excludes the detector's rows by construction (`Candidate.unless`).
 
 On the YouTube example (`benchmarks/label_suggest.py --estimates --seeds 8`: seeds 0-7, 50
-rows each), of the second round's candidates kept with an estimate, 1,367 of 1,486 for spam
-(867 before candidates no sample row sees could be kept) and 63 of 67 for ham were within
+rows each), of the second round's candidates kept with an estimate, 1,394 of 1,512 for spam
+(867 before candidates no sample row sees could be kept) and 65 of 69 for ham were within
 0.1 of the precision measured on all 1,409 gold labels (median error 0.011 and 0.018). The
 worst were nested with a first-round keyword right by luck on its sample rows: `pre_emin`
 (1.00 estimated, 0.45 measured) beside `kw_eminem`, itself measured at 0.49; and `every`
