@@ -549,6 +549,9 @@ def print_selection(runs: list[dict[str, Any]]) -> None:
     print("suggested functions, test, every row with Snorkel's ties (mean ± standard error):")
     for title, values in rows.items():
         kept = [v for v in values if v is not None]
+        if not kept:
+            print(f"  {title}: refused (FM0760) in every run")
+            continue
         error = statistics.stdev(kept) / len(kept) ** 0.5 if len(kept) > 1 else 0.0
         print(f"  {title}: {statistics.fmean(kept):.3f} ± {error:.3f} over {len(kept)} seeds")
 
